@@ -1,0 +1,42 @@
+/*
+ * cmd-info.c — `fm info`: what a model directory holds (configuration, parameters, state).
+ */
+#include <stdio.h>
+
+#include "cli.h"
+
+static int run(int argc, char **argv) {
+    const char *dir = NULL;
+    cli_option opts[] = {{"model", OPT_STRING, &dir, 0, 0, "model directory (required)"}};
+    char *positional[1];
+    cli_parse(&cmd_info, argc, argv, opts, 1, positional, 0);
+    if (!dir) cli_usage_error("info", "--model DIR is required");
+    fm_model *model = NULL;
+    fm_status st = fm_model_load(&model, dir);
+    if (st) cli_fail("info", st);
+    const fm_config *c = fm_model_config(model);
+    printf("model         %s\n", dir);
+    printf("parameters    %zu\n", fm_model_num_params(model));
+    printf("layers        %d\nwidth         %d\nheads         %d (head size %d)\n", c->n_layer,
+           c->n_embd, c->n_head, c->n_embd / c->n_head);
+    printf("mlp width     %d\nvocabulary    %d\ncontext       %d\n", fm_config_mlp_width(c),
+           c->vocab_size, c->n_positions);
+    fm_model *ckpt = NULL;
+    fm_optimizer *opt = NULL;
+    fm_train_state state;
+    if (fm_checkpoint_load(dir, &ckpt, &opt, &state) == FM_OK) {
+        const fm_adamw_config *a = fm_optimizer_config(opt);
+        printf("training      step %lld of %d, lr %g (min %g, warm-up %d), data position %llu, seed %llu\n",
+               (long long)fm_optimizer_steps_done(opt), a->total_steps, a->lr, a->min_lr,
+               a->warmup_steps, (unsigned long long)state.data_position,
+               (unsigned long long)state.seed);
+    } else {
+        printf("training      no training state\n");
+    }
+    fm_optimizer_free(opt);
+    fm_model_free(ckpt);
+    fm_model_free(model);
+    return 0;
+}
+
+const cli_command cmd_info = {"info", "--model DIR", "Show a model directory's configuration and training state.", run};

@@ -1,0 +1,188 @@
+/*
+ * fm.h — the one public header of libfm, a foundation-model toolkit in C.
+ *
+ * What it is for: everything a program needs to build, train, save and load a GPT-2 style
+ * transformer: status codes, configuration, the model (forward, backward), objectives,
+ * the AdamW optimizer with its schedule, random numbers and the model directory on disk.
+ * What it is not for: kernels and file-format internals (src/internal.h, src/cpu/kernels.h).
+ *
+ * Conventions: every call that can fail returns fm_status; on failure fm_last_error() holds a
+ * message naming the file/tensor/value at fault. The library never prints and never exits.
+ * Objects are opaque handles with init/free pairs. Tensor shapes are given in comments:
+ * B batch, T sequence length, C width (n_embd), V vocabulary size, L layers.
+ */
+#ifndef FM_H
+#define FM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- status */
+
+typedef enum {
+    FM_OK = 0,
+    FM_ERR_IO,        /* a file could not be opened, read or written */
+    FM_ERR_FORMAT,    /* a file is malformed: bad header, JSON, dtype, offsets, truncation */
+    FM_ERR_CONFIG,    /* a configuration value is absent, absurd or unsupported */
+    FM_ERR_MISMATCH,  /* files or arguments disagree: missing/unknown tensor, wrong shape */
+    FM_ERR_NOMEM,     /* an allocation failed */
+    FM_ERR_ARG,       /* a caller passed an invalid argument */
+} fm_status;
+
+/* The message of the last failure on this thread ("" when none). */
+const char *fm_last_error(void);
+/* A short name for a status code, e.g. "format error". */
+const char *fm_status_name(fm_status status);
+
+/* Threads used by all kernels (OpenMP). n <= 0 means the OpenMP default. */
+void fm_set_threads(int n);
+int fm_get_threads(void);
+
+/* ---------------------------------------------------------------- random numbers */
+
+/* xoshiro256** generator; the state is plain data so it can be saved for exact resume. */
+typedef struct {
+    uint64_t s[4];
+} fm_rng;
+
+void fm_rng_seed(fm_rng *rng, uint64_t seed);
+uint64_t fm_rng_u64(fm_rng *rng);
+float fm_rng_uniform(fm_rng *rng); /* [0, 1) */
+float fm_rng_normal(fm_rng *rng);  /* N(0, 1) */
+
+/* ---------------------------------------------------------------- configuration */
+
+/* GPT-2 hyper-parameters; names follow Hugging Face's GPT2Config keys. */
+typedef struct {
+    int n_layer;              /* L */
+    int n_head;               /* heads; must divide n_embd (any head size) */
+    int n_embd;               /* C */
+    int vocab_size;           /* V */
+    int n_positions;          /* longest context, rows of wpe */
+    int n_inner;              /* MLP hidden width; 0 means 4 * n_embd */
+    float layer_norm_epsilon; /* 1e-5 in GPT-2 */
+} fm_config;
+
+/* GPT-2 small (124M) defaults. */
+void fm_config_default(fm_config *cfg);
+/* Checks ranges and divisibility; the message names the offending key. */
+fm_status fm_config_validate(const fm_config *cfg);
+/* MLP hidden width actually used (n_inner or 4 * n_embd). */
+int fm_config_mlp_width(const fm_config *cfg);
+/* config.json in Hugging Face's GPT-2 format (plus fm's keys where needed). */
+fm_status fm_config_load(fm_config *cfg, const char *path);
+fm_status fm_config_save(const fm_config *cfg, const char *path); /* atomic */
+
+/* ---------------------------------------------------------------- model */
+
+typedef struct fm_model fm_model;
+
+/* A new model with GPT-2's initialisation: weights N(0, 0.02), the residual projections
+ * (attn.c_proj, mlp.c_proj) N(0, 0.02 / sqrt(2 L)), biases 0, LayerNorm gains 1. */
+fm_status fm_model_init(fm_model **out, const fm_config *cfg, uint64_t seed);
+void fm_model_free(fm_model *model);
+const fm_config *fm_model_config(const fm_model *model);
+
+/* Parameters live in one allocation with named views (Hugging Face GPT-2 names and layouts,
+ * e.g. "h.0.attn.c_attn.weight" is (C, 3C)); gradients mirror it. */
+size_t fm_model_num_params(const fm_model *model);
+float *fm_model_params(fm_model *model);
+float *fm_model_grads(fm_model *model);
+int fm_model_num_tensors(const fm_model *model);
+typedef struct {
+    const char *name;
+    int ndim;
+    int shape[2];
+    size_t offset; /* in floats, into fm_model_params / fm_model_grads */
+    size_t numel;
+    int decay;     /* 1 when AdamW applies weight decay (all 2-D weights) */
+} fm_tensor_info;
+const fm_tensor_info *fm_model_tensor(const fm_model *model, int index);
+/* The index of a tensor by name, or -1. */
+int fm_model_find_tensor(const fm_model *model, const char *name);
+
+/* Forward over tokens (B, T), 0 <= token < V, T <= n_positions. Computes the logits (B, T, V)
+ * and the final hidden states (B, T, C), after the final LayerNorm as HF's GPT2Model returns
+ * them. Activations are kept for backward; buffers are sized once per (B, T). */
+fm_status fm_model_forward(fm_model *model, const int *tokens, int B, int T);
+const float *fm_model_logits(const fm_model *model); /* (B, T, V) of the last forward */
+const float *fm_model_hidden(const fm_model *model); /* (B, T, C) of the last forward */
+/* A scratch buffer (B, T, V) owned by the model, for an objective's gradient on the logits. */
+float *fm_model_dlogits(fm_model *model);
+
+void fm_model_zero_grad(fm_model *model);
+/* Backward of the last forward. dlogits (B, T, V) and dhidden (B, T, C) are the gradients of
+ * the objective on the logits and on the final hidden states; either may be NULL (not both).
+ * Parameter gradients are accumulated into fm_model_grads (call fm_model_zero_grad first). */
+fm_status fm_model_backward(fm_model *model, const float *dlogits, const float *dhidden);
+
+/* ---------------------------------------------------------------- objectives */
+
+/* Next-token cross-entropy with a per-token loss mask.
+ * logits (N, V), targets (N) in [0, V), mask (N) weights or NULL for all ones.
+ * loss = sum_i mask_i * nll_i / sum_i mask_i (0 when the mask is all zero).
+ * When dlogits (N, V) is not NULL it receives d loss / d logits (may alias logits). */
+fm_status fm_cross_entropy(const float *logits, const int *targets, const float *mask,
+                           int N, int V, float *loss, float *dlogits);
+
+/* Forward, masked cross-entropy and backward in one call; gradients accumulate.
+ * tokens, targets, mask: (B, T); mask may be NULL. */
+fm_status fm_model_train_loss(fm_model *model, const int *tokens, const int *targets,
+                              const float *mask, int B, int T, float *loss);
+
+/* ---------------------------------------------------------------- optimizer */
+
+typedef struct {
+    float lr;           /* peak learning rate */
+    float min_lr;       /* floor reached at the end of the cosine decay */
+    int warmup_steps;   /* linear warm-up from lr/warmup to lr */
+    int total_steps;    /* cosine decay from lr (at warmup_steps) to min_lr (at total_steps) */
+    float beta1, beta2, eps;
+    float weight_decay; /* decoupled; applied to tensors with decay = 1 (the 2-D weights) */
+    float grad_clip;    /* global-norm clip; <= 0 disables */
+} fm_adamw_config;
+
+void fm_adamw_config_default(fm_adamw_config *cfg);
+/* Learning rate of step s (0-based). */
+float fm_lr_at(const fm_adamw_config *cfg, int64_t step);
+
+typedef struct fm_optimizer fm_optimizer;
+fm_status fm_optimizer_init(fm_optimizer **out, const fm_model *model, const fm_adamw_config *cfg);
+void fm_optimizer_free(fm_optimizer *opt);
+/* Clip the model's gradients to the global norm, then one AdamW update at the scheduled
+ * learning rate. Optional outputs: the pre-clip gradient norm and the learning rate used. */
+fm_status fm_optimizer_step(fm_optimizer *opt, fm_model *model, float *grad_norm, float *lr);
+int64_t fm_optimizer_steps_done(const fm_optimizer *opt);
+const fm_adamw_config *fm_optimizer_config(const fm_optimizer *opt);
+
+/* ---------------------------------------------------------------- model directory */
+
+/* What a trainer needs, besides the optimizer, to continue exactly where it stopped. */
+typedef struct {
+    fm_rng rng;             /* the trainer's random stream (batch sampling, dropout, ...) */
+    uint64_t data_position; /* where the data loader stands */
+    uint64_t seed;          /* the run's seed, for the record */
+} fm_train_state;
+
+/* A model directory holds config.json and model.safetensors; with an optimizer it also holds
+ * training_state.safetensors (AdamW moments, step, schedule, RNG and data position).
+ * Each file is written atomically (temporary file, fsync, rename). */
+fm_status fm_model_save(const fm_model *model, const char *dir);
+/* Loads config.json and model.safetensors: fm's own files and Hugging Face GPT-2 files
+ * (a "transformer." prefix, F16/BF16 tensors and the attn.bias mask buffers are accepted). */
+fm_status fm_model_load(fm_model **out, const char *dir);
+
+fm_status fm_checkpoint_save(const char *dir, const fm_model *model, const fm_optimizer *opt,
+                             const fm_train_state *state);
+/* Loads model, optimizer (moments, step, hyper-parameters) and train state from dir. */
+fm_status fm_checkpoint_load(const char *dir, fm_model **model, fm_optimizer **opt,
+                             fm_train_state *state);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FM_H */

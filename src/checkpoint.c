@@ -1,0 +1,316 @@
+/*
+ * checkpoint.c — the model directory: config.json, model.safetensors, training_state.safetensors.
+ *
+ * What it is for: saving and loading models (fm's own and Hugging Face GPT-2 files) and the
+ * full training state for exact resume. Every file is written atomically; every problem on
+ * load is reported with the file and tensor it concerns. A checkpoint's model and training
+ * state both record the step, so a torn checkpoint (one file from another save) is detected.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "model.h"
+#include "optim.h"
+
+#define CONFIG_FILE "config.json"
+#define WEIGHTS_FILE "model.safetensors"
+#define STATE_FILE "training_state.safetensors"
+
+/* ------------------------------------------------------------ weights */
+
+/* step < 0: no step recorded (a plain model save). */
+static fm_status save_weights(const fm_model *m, const char *path, int64_t step) {
+    fm_st_entry *entries = calloc(m->n_tensors, sizeof *entries);
+    if (!entries) return fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const fm_tensor_info *t = &m->tensors[i];
+        entries[i].name = t->name;
+        entries[i].dtype = FM_DTYPE_F32;
+        entries[i].ndim = t->ndim;
+        entries[i].shape[0] = t->shape[0];
+        entries[i].shape[1] = t->shape[1];
+        entries[i].data = m->params + t->offset;
+    }
+    char step_text[32];
+    snprintf(step_text, sizeof step_text, "%" PRId64, step);
+    const char *keys[] = {"format", "fm_step"}, *values[] = {"pt", step_text};
+    fm_status st = fm_st_write(path, entries, m->n_tensors, keys, values, step >= 0 ? 2 : 1);
+    free(entries);
+    return st;
+}
+
+/* HF GPT-2 files carry the causal-mask buffers h.N.attn.bias / h.N.attn.masked_bias. */
+static int is_mask_buffer(const char *name) {
+    int layer, end = 0;
+    if (sscanf(name, "h.%d.attn.bias%n", &layer, &end) == 1 && end > 0 && name[end] == '\0') return 1;
+    end = 0;
+    if (sscanf(name, "h.%d.attn.masked_bias%n", &layer, &end) == 1 && end > 0 && name[end] == '\0') return 1;
+    return 0;
+}
+
+static void shape_text(char *buf, size_t size, int ndim, const int64_t *shape) {
+    size_t used = snprintf(buf, size, "[");
+    for (int d = 0; d < ndim && used < size; d++)
+        used += snprintf(buf + used, size - used, "%s%" PRId64, d ? ", " : "", shape[d]);
+    if (used < size) snprintf(buf + used, size - used, "]");
+}
+
+static fm_status load_weights(fm_model *m, const char *path, int64_t *step_out) {
+    fm_safetensors st;
+    fm_status status = fm_st_open(&st, path);
+    if (status) return status;
+    unsigned char *seen = calloc(m->n_tensors, 1);
+    const fm_st_tensor *lm_head = NULL;
+    if (!seen) {
+        status = fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    for (int i = 0; i < st.n_tensors; i++) {
+        const fm_st_tensor *t = &st.tensors[i];
+        const char *name = t->name;
+        if (strncmp(name, "transformer.", 12) == 0) name += 12;
+        if (is_mask_buffer(name)) continue;
+        if (strcmp(name, "lm_head.weight") == 0) {
+            lm_head = t;
+            continue;
+        }
+        int idx = fm_model_find_tensor(m, name);
+        if (idx < 0) {
+            status = fm_fail(FM_ERR_MISMATCH, "%s: unknown tensor '%s' (not part of a GPT-2 with %d layers)",
+                             path, t->name, m->cfg.n_layer);
+            goto done;
+        }
+        const fm_tensor_info *info = &m->tensors[idx];
+        int64_t want[2] = {info->shape[0], info->shape[1]};
+        if (t->ndim != info->ndim || t->shape[0] != want[0] || (info->ndim == 2 && t->shape[1] != want[1])) {
+            char got_s[128], want_s[128];
+            shape_text(got_s, sizeof got_s, t->ndim, t->shape);
+            shape_text(want_s, sizeof want_s, info->ndim, want);
+            status = fm_fail(FM_ERR_MISMATCH, "%s: tensor '%s' has shape %s, config.json implies %s",
+                             path, t->name, got_s, want_s);
+            goto done;
+        }
+        if (seen[idx]) {
+            status = fm_fail(FM_ERR_MISMATCH, "%s: tensor '%s' appears twice", path, name);
+            goto done;
+        }
+        if ((status = fm_st_read_f32(&st, t, m->params + info->offset))) goto done;
+        seen[idx] = 1;
+    }
+    for (int i = 0; i < m->n_tensors; i++)
+        if (!seen[i]) {
+            status = fm_fail(FM_ERR_MISMATCH, "%s: missing tensor '%s'", path, m->tensors[i].name);
+            goto done;
+        }
+    if (lm_head) {
+        /* fm ties the output head to wte; a separate head is accepted only if it is that copy */
+        size_t numel = (size_t)m->cfg.vocab_size * m->cfg.n_embd;
+        float *head = lm_head->numel == numel ? malloc(sizeof(float) * numel) : NULL;
+        int tied = head && lm_head->ndim == 2 && fm_st_read_f32(&st, lm_head, head) == FM_OK &&
+                   memcmp(head, m->w.wte, sizeof(float) * numel) == 0;
+        free(head);
+        if (!tied) {
+            status = fm_fail(FM_ERR_MISMATCH, "%s: tensor '%s' differs from wte.weight; fm needs a tied "
+                             "output head", path, lm_head->name);
+            goto done;
+        }
+    }
+    if (step_out) {
+        const char *step = fm_st_meta(&st, "fm_step");
+        *step_out = step ? strtoll(step, NULL, 10) : -1;
+    }
+done:
+    free(seen);
+    fm_st_close(&st);
+    return status;
+}
+
+fm_status fm_model_save(const fm_model *m, const char *dir) {
+    fm_status st = fm_mkdir(dir);
+    if (st) return st;
+    char *config = fm_path_join(dir, CONFIG_FILE), *weights = fm_path_join(dir, WEIGHTS_FILE);
+    if (!config || !weights) st = fm_fail(FM_ERR_NOMEM, "out of memory");
+    if (!st) st = save_weights(m, weights, -1);
+    if (!st) st = fm_config_save(&m->cfg, config);
+    free(config);
+    free(weights);
+    return st;
+}
+
+static fm_status load_model(fm_model **out, const char *dir, int64_t *step) {
+    *out = NULL;
+    fm_config cfg;
+    char *config = fm_path_join(dir, CONFIG_FILE), *weights = fm_path_join(dir, WEIGHTS_FILE);
+    fm_status st = (!config || !weights) ? fm_fail(FM_ERR_NOMEM, "out of memory") : FM_OK;
+    if (!st) st = fm_config_load(&cfg, config);
+    if (!st) st = fm_model_create(out, &cfg);
+    if (!st) st = load_weights(*out, weights, step);
+    if (st) {
+        fm_model_free(*out);
+        *out = NULL;
+    }
+    free(config);
+    free(weights);
+    return st;
+}
+
+fm_status fm_model_load(fm_model **out, const char *dir) { return load_model(out, dir, NULL); }
+
+/* ------------------------------------------------------------ training state */
+
+enum { META_STEP, META_DATA, META_SEED, META_RNG, META_LR, META_MIN_LR, META_WARMUP, META_TOTAL,
+       META_BETA1, META_BETA2, META_EPS, META_WD, META_CLIP, META_PARAMS, META_COUNT };
+static const char *const meta_names[META_COUNT] = {
+    "step", "data_position", "seed", "rng", "lr", "min_lr", "warmup_steps", "total_steps",
+    "beta1", "beta2", "eps", "weight_decay", "grad_clip", "num_params"};
+
+fm_status fm_checkpoint_save(const char *dir, const fm_model *m, const fm_optimizer *opt,
+                             const fm_train_state *state) {
+    if (opt->n != m->num_params)
+        return fm_fail(FM_ERR_MISMATCH, "optimizer has %zu parameters, model has %zu", opt->n, m->num_params);
+    fm_status st = fm_mkdir(dir);
+    if (st) return st;
+    const fm_adamw_config *c = &opt->cfg;
+    char values[META_COUNT][96];
+    snprintf(values[META_STEP], 96, "%" PRId64, opt->step);
+    snprintf(values[META_DATA], 96, "%" PRIu64, state->data_position);
+    snprintf(values[META_SEED], 96, "%" PRIu64, state->seed);
+    snprintf(values[META_RNG], 96, "%016" PRIx64 " %016" PRIx64 " %016" PRIx64 " %016" PRIx64,
+             state->rng.s[0], state->rng.s[1], state->rng.s[2], state->rng.s[3]);
+    /* %.9g reads back as the same float */
+    snprintf(values[META_LR], 96, "%.9g", c->lr);
+    snprintf(values[META_MIN_LR], 96, "%.9g", c->min_lr);
+    snprintf(values[META_WARMUP], 96, "%d", c->warmup_steps);
+    snprintf(values[META_TOTAL], 96, "%d", c->total_steps);
+    snprintf(values[META_BETA1], 96, "%.9g", c->beta1);
+    snprintf(values[META_BETA2], 96, "%.9g", c->beta2);
+    snprintf(values[META_EPS], 96, "%.9g", c->eps);
+    snprintf(values[META_WD], 96, "%.9g", c->weight_decay);
+    snprintf(values[META_CLIP], 96, "%.9g", c->grad_clip);
+    snprintf(values[META_PARAMS], 96, "%zu", opt->n);
+    const char *value_ptrs[META_COUNT];
+    for (int i = 0; i < META_COUNT; i++) value_ptrs[i] = values[i];
+    fm_st_entry entries[2] = {
+        {.name = "adam.m", .dtype = FM_DTYPE_F32, .ndim = 1, .shape = {(int64_t)opt->n}, .data = opt->m},
+        {.name = "adam.v", .dtype = FM_DTYPE_F32, .ndim = 1, .shape = {(int64_t)opt->n}, .data = opt->v},
+    };
+    char *config = fm_path_join(dir, CONFIG_FILE), *weights = fm_path_join(dir, WEIGHTS_FILE);
+    char *state_path = fm_path_join(dir, STATE_FILE);
+    if (!config || !weights || !state_path) st = fm_fail(FM_ERR_NOMEM, "out of memory");
+    if (!st) st = fm_config_save(&m->cfg, config);
+    if (!st) st = save_weights(m, weights, opt->step);
+    if (!st) st = fm_st_write(state_path, entries, 2, meta_names, value_ptrs, META_COUNT);
+    free(config);
+    free(weights);
+    free(state_path);
+    return st;
+}
+
+/* Parses every metadata value of the training state, strictly. */
+static fm_status parse_meta(const fm_safetensors *st, const char *path, int64_t *ints, double *reals,
+                            fm_rng *rng) {
+    for (int i = 0; i < META_COUNT; i++) {
+        const char *text = fm_st_meta(st, meta_names[i]);
+        if (!text) return fm_fail(FM_ERR_FORMAT, "%s: metadata \"%s\" is missing", path, meta_names[i]);
+        char *end = NULL;
+        errno = 0;
+        if (i == META_RNG) {
+            int used = 0;
+            if (sscanf(text, "%" SCNx64 " %" SCNx64 " %" SCNx64 " %" SCNx64 "%n", &rng->s[0], &rng->s[1],
+                       &rng->s[2], &rng->s[3], &used) != 4 || text[used] != '\0' ||
+                !(rng->s[0] | rng->s[1] | rng->s[2] | rng->s[3]))
+                return fm_fail(FM_ERR_FORMAT, "%s: metadata \"rng\" is not four hex words", path);
+            continue;
+        }
+        int integer = i == META_STEP || i == META_DATA || i == META_SEED || i == META_WARMUP ||
+                      i == META_TOTAL || i == META_PARAMS;
+        if (integer) {
+            ints[i] = (int64_t)strtoull(text, &end, 10);
+            if (text[0] == '-' && i != META_STEP) end = (char *)text;
+        } else {
+            reals[i] = strtod(text, &end);
+        }
+        if (end == text || *end != '\0' || errno)
+            return fm_fail(FM_ERR_FORMAT, "%s: metadata \"%s\" = \"%s\" is not a valid %s", path,
+                           meta_names[i], text, integer ? "integer" : "number");
+    }
+    if (ints[META_STEP] < 0) return fm_fail(FM_ERR_FORMAT, "%s: metadata \"step\" is negative", path);
+    return FM_OK;
+}
+
+static fm_status load_state(const char *path, fm_model *m, int64_t weights_step, fm_optimizer **opt_out,
+                            fm_train_state *state) {
+    fm_safetensors st;
+    fm_status status = fm_st_open(&st, path);
+    if (status) return status;
+    int64_t ints[META_COUNT] = {0};
+    double reals[META_COUNT] = {0};
+    fm_train_state loaded = {0};
+    fm_optimizer *opt = NULL;
+    if ((status = parse_meta(&st, path, ints, reals, &loaded.rng))) goto done;
+    if ((size_t)ints[META_PARAMS] != m->num_params) {
+        status = fm_fail(FM_ERR_MISMATCH, "%s: state is for %" PRId64 " parameters, the model has %zu",
+                         path, ints[META_PARAMS], m->num_params);
+        goto done;
+    }
+    if (weights_step != ints[META_STEP]) {
+        status = fm_fail(FM_ERR_MISMATCH, "%s: state is at step %" PRId64 " but %s is at step %" PRId64
+                         " (a checkpoint mixed from two saves)", path, ints[META_STEP], WEIGHTS_FILE,
+                         weights_step);
+        goto done;
+    }
+    fm_adamw_config c = {
+        .lr = (float)reals[META_LR], .min_lr = (float)reals[META_MIN_LR],
+        .warmup_steps = (int)ints[META_WARMUP], .total_steps = (int)ints[META_TOTAL],
+        .beta1 = (float)reals[META_BETA1], .beta2 = (float)reals[META_BETA2], .eps = (float)reals[META_EPS],
+        .weight_decay = (float)reals[META_WD], .grad_clip = (float)reals[META_CLIP]};
+    if ((status = fm_optimizer_init(&opt, m, &c))) {
+        fm_fail_prefix(status, "%s: ", path);
+        goto done;
+    }
+    const char *moment_names[2] = {"adam.m", "adam.v"};
+    float *moments[2] = {opt->m, opt->v};
+    for (int i = 0; i < 2; i++) {
+        const fm_st_tensor *t = fm_st_find(&st, moment_names[i]);
+        if (!t) {
+            status = fm_fail(FM_ERR_MISMATCH, "%s: missing tensor '%s'", path, moment_names[i]);
+            goto done;
+        }
+        if (t->ndim != 1 || (size_t)t->shape[0] != m->num_params) {
+            status = fm_fail(FM_ERR_MISMATCH, "%s: tensor '%s' must have shape [%zu]", path,
+                             moment_names[i], m->num_params);
+            goto done;
+        }
+        if ((status = fm_st_read_f32(&st, t, moments[i]))) goto done;
+    }
+    opt->step = ints[META_STEP];
+    loaded.data_position = (uint64_t)ints[META_DATA];
+    loaded.seed = (uint64_t)ints[META_SEED];
+    *state = loaded;
+    *opt_out = opt;
+    opt = NULL;
+done:
+    fm_optimizer_free(opt);
+    fm_st_close(&st);
+    return status;
+}
+
+fm_status fm_checkpoint_load(const char *dir, fm_model **model, fm_optimizer **opt,
+                             fm_train_state *state) {
+    *model = NULL;
+    *opt = NULL;
+    int64_t weights_step = -1;
+    fm_status st = load_model(model, dir, &weights_step);
+    if (st) return st;
+    char *path = fm_path_join(dir, STATE_FILE);
+    st = path ? load_state(path, *model, weights_step, opt, state) : fm_fail(FM_ERR_NOMEM, "out of memory");
+    free(path);
+    if (st) {
+        fm_model_free(*model);
+        *model = NULL;
+    }
+    return st;
+}

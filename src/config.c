@@ -1,0 +1,231 @@
+/*
+ * config.c — GPT-2 hyper-parameters: defaults, validation, config.json read and write.
+ *
+ * config.json uses Hugging Face's GPT2Config keys so that HF transformers and fm read each
+ * other's model directories. Settings fm does not implement (another activation, untied head,
+ * cross-attention, ...) are refused with a message rather than silently ignored.
+ */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+void fm_config_default(fm_config *cfg) {
+    cfg->n_layer = 12;
+    cfg->n_head = 12;
+    cfg->n_embd = 768;
+    cfg->vocab_size = 50257;
+    cfg->n_positions = 1024;
+    cfg->n_inner = 0;
+    cfg->layer_norm_epsilon = 1e-5f;
+}
+
+int fm_config_mlp_width(const fm_config *cfg) { return cfg->n_inner > 0 ? cfg->n_inner : 4 * cfg->n_embd; }
+
+/* Limits keep every size product inside size_t and every index inside int. */
+#define MAX_LAYERS 4096
+#define MAX_WIDTH 65536
+#define MAX_VOCAB 16777216
+#define MAX_POSITIONS 1048576
+
+fm_status fm_config_validate(const fm_config *cfg) {
+    if (cfg->n_layer < 1 || cfg->n_layer > MAX_LAYERS)
+        return fm_fail(FM_ERR_CONFIG, "n_layer = %d: must be between 1 and %d", cfg->n_layer, MAX_LAYERS);
+    if (cfg->n_embd < 1 || cfg->n_embd > MAX_WIDTH)
+        return fm_fail(FM_ERR_CONFIG, "n_embd = %d: must be between 1 and %d", cfg->n_embd, MAX_WIDTH);
+    if (cfg->n_head < 1 || cfg->n_head > cfg->n_embd)
+        return fm_fail(FM_ERR_CONFIG, "n_head = %d: must be between 1 and n_embd (%d)", cfg->n_head, cfg->n_embd);
+    if (cfg->n_embd % cfg->n_head != 0)
+        return fm_fail(FM_ERR_CONFIG, "n_head = %d does not divide n_embd = %d", cfg->n_head, cfg->n_embd);
+    if (cfg->vocab_size < 1 || cfg->vocab_size > MAX_VOCAB)
+        return fm_fail(FM_ERR_CONFIG, "vocab_size = %d: must be between 1 and %d", cfg->vocab_size, MAX_VOCAB);
+    if (cfg->n_positions < 1 || cfg->n_positions > MAX_POSITIONS)
+        return fm_fail(FM_ERR_CONFIG, "n_positions = %d: must be between 1 and %d", cfg->n_positions, MAX_POSITIONS);
+    if (cfg->n_inner < 0 || cfg->n_inner > 16 * MAX_WIDTH)
+        return fm_fail(FM_ERR_CONFIG, "n_inner = %d: must be 0 (meaning 4 * n_embd) or positive", cfg->n_inner);
+    if (!(cfg->layer_norm_epsilon > 0.0f) || !(cfg->layer_norm_epsilon < 1.0f))
+        return fm_fail(FM_ERR_CONFIG, "layer_norm_epsilon = %g: must be in (0, 1)", cfg->layer_norm_epsilon);
+    return FM_OK;
+}
+
+/* ------------------------------------------------------------ reading */
+
+static char *read_text_file(const char *path, fm_status *status) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        *status = fm_fail(FM_ERR_IO, "%s: cannot open: %m", path);
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            cap = cap ? 2 * cap : 8192;
+            if (cap > (64u << 20)) {
+                *status = fm_fail(FM_ERR_FORMAT, "%s: larger than 64 MiB, not a config file", path);
+                goto fail;
+            }
+            char *grown = realloc(buf, cap);
+            if (!grown) {
+                *status = fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
+                goto fail;
+            }
+            buf = grown;
+        }
+        size_t got = fread(buf + len, 1, cap - len - 1, fp);
+        len += got;
+        if (got == 0) break;
+    }
+    if (ferror(fp)) {
+        *status = fm_fail(FM_ERR_IO, "%s: read error", path);
+        goto fail;
+    }
+    fclose(fp);
+    buf[len] = '\0';
+    if (len == 0) {
+        free(buf);
+        *status = fm_fail(FM_ERR_FORMAT, "%s: empty file", path);
+        return NULL;
+    }
+    return buf;
+fail:
+    fclose(fp);
+    free(buf);
+    return NULL;
+}
+
+/* An integer key. required: absence is an error; otherwise *out keeps its value. */
+static fm_status get_int(const cJSON *root, const char *path, const char *key, int required, int *out) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!item || cJSON_IsNull(item)) {
+        if (required) return fm_fail(FM_ERR_CONFIG, "%s: missing key \"%s\"", path, key);
+        return FM_OK;
+    }
+    double v = item->valuedouble;
+    if (!cJSON_IsNumber(item) || v != floor(v) || fabs(v) > 2147483647.0)
+        return fm_fail(FM_ERR_CONFIG, "%s: \"%s\" must be an integer", path, key);
+    *out = (int)v;
+    return FM_OK;
+}
+
+/* A boolean key that must have the given value when present (a feature fm does not have). */
+static fm_status expect_bool(const cJSON *root, const char *path, const char *key, int expected) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!item || cJSON_IsNull(item)) return FM_OK;
+    if (!cJSON_IsBool(item)) return fm_fail(FM_ERR_CONFIG, "%s: \"%s\" must be true or false", path, key);
+    if (cJSON_IsTrue(item) != expected)
+        return fm_fail(FM_ERR_CONFIG, "%s: \"%s\": %s is not supported by fm", path, key,
+                       expected ? "false" : "true");
+    return FM_OK;
+}
+
+static fm_status parse_config(fm_config *cfg, const cJSON *root, const char *path) {
+    fm_status st;
+    if (!cJSON_IsObject(root)) return fm_fail(FM_ERR_FORMAT, "%s: not a JSON object", path);
+    fm_config_default(cfg);
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    if (type && (!cJSON_IsString(type) || strcmp(type->valuestring, "gpt2") != 0))
+        return fm_fail(FM_ERR_CONFIG, "%s: model_type must be \"gpt2\"", path);
+    if ((st = get_int(root, path, "n_layer", 1, &cfg->n_layer))) return st;
+    if ((st = get_int(root, path, "n_head", 1, &cfg->n_head))) return st;
+    if ((st = get_int(root, path, "n_embd", 1, &cfg->n_embd))) return st;
+    if ((st = get_int(root, path, "vocab_size", 1, &cfg->vocab_size))) return st;
+    int has_positions = cJSON_GetObjectItemCaseSensitive(root, "n_positions") != NULL;
+    if ((st = get_int(root, path, has_positions ? "n_positions" : "n_ctx", 1, &cfg->n_positions))) return st;
+    cfg->n_inner = 0;
+    if ((st = get_int(root, path, "n_inner", 0, &cfg->n_inner))) return st;
+    if (cfg->n_inner == 0 && cJSON_GetObjectItemCaseSensitive(root, "n_inner") &&
+        !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(root, "n_inner")))
+        return fm_fail(FM_ERR_CONFIG, "%s: \"n_inner\" must be null or positive", path);
+    const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_epsilon");
+    if (eps) {
+        if (!cJSON_IsNumber(eps)) return fm_fail(FM_ERR_CONFIG, "%s: \"layer_norm_epsilon\" must be a number", path);
+        cfg->layer_norm_epsilon = (float)eps->valuedouble;
+    }
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "activation_function");
+    if (act) {
+        const char *a = cJSON_IsString(act) ? act->valuestring : "";
+        if (strcmp(a, "gelu_new") && strcmp(a, "gelu_pytorch_tanh") && strcmp(a, "gelu_fast"))
+            return fm_fail(FM_ERR_CONFIG, "%s: activation_function \"%s\" is not supported (fm uses "
+                           "GELU with the tanh approximation, \"gelu_new\")", path, a);
+    }
+    if ((st = expect_bool(root, path, "tie_word_embeddings", 1))) return st;
+    if ((st = expect_bool(root, path, "scale_attn_weights", 1))) return st;
+    if ((st = expect_bool(root, path, "scale_attn_by_inverse_layer_idx", 0))) return st;
+    if ((st = expect_bool(root, path, "add_cross_attention", 0))) return st;
+    if ((st = fm_config_validate(cfg))) return fm_fail_prefix(st, "%s: ", path);
+    return FM_OK;
+}
+
+fm_status fm_config_load(fm_config *cfg, const char *path) {
+    fm_status st = FM_OK;
+    char *text = read_text_file(path, &st);
+    if (!text) return st;
+    cJSON *root = cJSON_Parse(text);
+    if (!root) {
+        const char *where = cJSON_GetErrorPtr();
+        st = fm_fail(FM_ERR_FORMAT, "%s: invalid JSON near byte %ld", path,
+                     where ? (long)(where - text) : -1L);
+    } else {
+        fm_config parsed;
+        st = parse_config(&parsed, root, path);
+        if (st == FM_OK) *cfg = parsed;
+    }
+    cJSON_Delete(root);
+    free(text);
+    return st;
+}
+
+/* ------------------------------------------------------------ writing */
+
+/* The shortest decimal that reads back as the same float (1e-05, not 9.99999974737875e-06). */
+static cJSON *float_number(float f) {
+    char buf[32];
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, f);
+        if (strtof(buf, NULL) == f) break;
+    }
+    return cJSON_CreateRaw(buf);
+}
+
+fm_status fm_config_save(const fm_config *cfg, const char *path) {
+    fm_status st = fm_config_validate(cfg);
+    if (st) return fm_fail_prefix(st, "%s: ", path);
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arch = cJSON_AddArrayToObject(root, "architectures");
+    cJSON_AddItemToArray(arch, cJSON_CreateString("GPT2LMHeadModel"));
+    cJSON_AddStringToObject(root, "model_type", "gpt2");
+    cJSON_AddNumberToObject(root, "n_layer", cfg->n_layer);
+    cJSON_AddNumberToObject(root, "n_head", cfg->n_head);
+    cJSON_AddNumberToObject(root, "n_embd", cfg->n_embd);
+    cJSON_AddNumberToObject(root, "vocab_size", cfg->vocab_size);
+    cJSON_AddNumberToObject(root, "n_positions", cfg->n_positions);
+    cJSON_AddNumberToObject(root, "n_ctx", cfg->n_positions);
+    if (cfg->n_inner > 0) cJSON_AddNumberToObject(root, "n_inner", cfg->n_inner);
+    else cJSON_AddNullToObject(root, "n_inner");
+    cJSON_AddItemToObject(root, "layer_norm_epsilon", float_number(cfg->layer_norm_epsilon));
+    cJSON_AddStringToObject(root, "activation_function", "gelu_new");
+    cJSON_AddNumberToObject(root, "initializer_range", 0.02);
+    cJSON_AddNumberToObject(root, "resid_pdrop", 0);
+    cJSON_AddNumberToObject(root, "embd_pdrop", 0);
+    cJSON_AddNumberToObject(root, "attn_pdrop", 0);
+    cJSON_AddBoolToObject(root, "scale_attn_weights", 1);
+    cJSON_AddBoolToObject(root, "tie_word_embeddings", 1);
+    cJSON_AddBoolToObject(root, "use_cache", 1);
+    cJSON_AddStringToObject(root, "torch_dtype", "float32");
+    cJSON_AddNumberToObject(root, "fm_format_version", 1);
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!text) return fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
+    fm_atomic_file af;
+    st = fm_atomic_open(&af, path);
+    if (st == FM_OK) {
+        fm_atomic_write(&af, text, strlen(text));
+        fm_atomic_write(&af, "\n", 1);
+        st = fm_atomic_commit(&af);
+    }
+    free(text);
+    return st;
+}

@@ -1,0 +1,92 @@
+/*
+ * kernels.h — the transformer's layer kernels, each in two forms.
+ *
+ * fm_k_*   : the fast form (float, OpenMP, written to vectorise), used by the model.
+ * fm_ref_* : the plain reference form (double, single-threaded, the most direct loops), the
+ *            oracle of the tests: finite differences check the reference backward, and the
+ *            fast kernels are compared with the reference ones.
+ * Every fast kernel computes each output element in one thread in a fixed order, so results
+ * do not depend on the thread count at all (stronger than the "within float rounding" needed).
+ *
+ * Backward conventions: "dX +=" kernels accumulate into X's gradient; "dX =" overwrite it.
+ * Shapes: N rows (= B*T), C width, OC/IC out/in features, H heads, hs = C/H head size.
+ * Not for: objectives (src/loss.c) or the optimizer (src/optim.c).
+ */
+#ifndef FM_KERNELS_H
+#define FM_KERNELS_H
+
+#include <stddef.h>
+
+/* ------------------------------------------------------------ fast kernels (float) */
+
+/* C (M, N) = [C +] op(A) op(B), op(A) (M, K), op(B) (K, N); row-major with leading dims.
+ * transA: A is stored (K, M); transB: B is stored (N, K). accumulate: add into C. */
+void fm_k_gemm(int transA, int transB, int M, int N, int K,
+               const float *A, int lda, const float *B, int ldb,
+               float *C, int ldc, int accumulate);
+
+/* out (B, T, C) = wte[tokens] + wpe[t]; tokens (B, T), wte (V, C), wpe (maxT, C). */
+void fm_k_encoder_forward(float *out, const int *tokens, const float *wte, const float *wpe,
+                          int B, int T, int C);
+/* dwte (V, C) +=, dwpe (maxT, C) += from dout (B, T, C). */
+void fm_k_encoder_backward(float *dwte, float *dwpe, const float *dout, const int *tokens,
+                           int B, int T, int C);
+
+/* out (N, C) = (inp - mean) * rstd * w + b; mean, rstd (N) saved for backward. */
+void fm_k_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                            const float *w, const float *b, int N, int C, float eps);
+/* dinp (N, C) +=, dw (C) +=, db (C) += from dout (N, C). */
+void fm_k_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                             const float *inp, const float *w, const float *mean,
+                             const float *rstd, int N, int C);
+
+/* out (N, OC) = inp (N, IC) @ w (IC, OC) + bias (OC); bias may be NULL. */
+void fm_k_linear_forward(float *out, const float *inp, const float *w, const float *bias,
+                         int N, int IC, int OC);
+/* dinp (N, IC) = dout @ w^T (skipped if dinp is NULL); dw (IC, OC) += inp^T @ dout;
+ * dbias (OC) += column sums of dout (skipped if NULL). */
+void fm_k_linear_backward(float *dinp, float *dw, float *dbias, const float *dout,
+                          const float *inp, const float *w, int N, int IC, int OC);
+
+/* Causal multi-head attention. qkv (B, T, 3C) holds q, k, v in that order, each split into H
+ * heads of hs = C/H. out (B, T, C); att (B, H, T, T) softmax probabilities (row t uses keys
+ * 0..t; the rest of the row is left unwritten). */
+void fm_k_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int H);
+/* dqkv (B, T, 3C) = gradient from dout (B, T, C); scratch (B, H, T) floats. */
+void fm_k_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                             const float *att, int B, int T, int C, int H);
+
+/* GELU, tanh approximation: out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). (N) */
+void fm_k_gelu_forward(float *out, const float *inp, size_t N);
+/* dinp (N) = dout * gelu'(inp). */
+void fm_k_gelu_backward(float *dinp, const float *inp, const float *dout, size_t N);
+
+/* out (N) = a + b. */
+void fm_k_residual_forward(float *out, const float *a, const float *b, size_t N);
+
+/* ------------------------------------------------------------ reference kernels (double) */
+
+void fm_ref_encoder_forward(double *out, const int *tokens, const double *wte,
+                            const double *wpe, int B, int T, int C);
+void fm_ref_encoder_backward(double *dwte, double *dwpe, const double *dout, const int *tokens,
+                             int B, int T, int C);
+void fm_ref_layernorm_forward(double *out, double *mean, double *rstd, const double *inp,
+                              const double *w, const double *b, int N, int C, double eps);
+void fm_ref_layernorm_backward(double *dinp, double *dw, double *db, const double *dout,
+                               const double *inp, const double *w, const double *mean,
+                               const double *rstd, int N, int C);
+void fm_ref_linear_forward(double *out, const double *inp, const double *w, const double *bias,
+                           int N, int IC, int OC);
+void fm_ref_linear_backward(double *dinp, double *dw, double *dbias, const double *dout,
+                            const double *inp, const double *w, int N, int IC, int OC);
+void fm_ref_attention_forward(double *out, double *att, const double *qkv, int B, int T, int C,
+                              int H);
+void fm_ref_attention_backward(double *dqkv, const double *dout, const double *qkv,
+                               const double *att, int B, int T, int C, int H);
+void fm_ref_gelu_forward(double *out, const double *inp, size_t N);
+void fm_ref_gelu_backward(double *dinp, const double *inp, const double *dout, size_t N);
+/* Masked mean cross-entropy over logits (N, V); dlogits (N, V) may be NULL. Returns the loss. */
+double fm_ref_cross_entropy(const double *logits, const int *targets, const double *mask,
+                            int N, int V, double *dlogits);
+
+#endif /* FM_KERNELS_H */

@@ -1,0 +1,113 @@
+/*
+ * internal.h — declarations shared inside libfm, not part of the public API.
+ *
+ * What it is for: error reporting (fm_fail), atomic file writes, the safetensors reader/writer.
+ * What it is not for: kernels (src/cpu/kernels.h) or anything a library user should call.
+ */
+#ifndef FM_INTERNAL_H
+#define FM_INTERNAL_H
+
+#include <stdio.h>
+#include "fm.h"
+
+/* ---------------------------------------------------------------- errors (status.c) */
+
+/* Records a printf-style message as this thread's last error and returns status. */
+fm_status fm_fail(fm_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prefixes the current error message with more context ("loading DIR: " ...). */
+fm_status fm_fail_prefix(fm_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---------------------------------------------------------------- atomic writes (fileio.c) */
+
+/* Writing a file so that a crash or full disk never leaves a half-written file where a good
+ * one stood: data goes to "PATH.tmp.XXXXXX" in the same folder, then fflush + fsync + rename +
+ * fsync of the folder. On any failure the temporary file is removed and PATH is untouched. */
+typedef struct {
+    FILE *fp;
+    char *path;     /* final path */
+    char *tmp_path; /* temporary path in the same folder */
+    int failed;     /* a write failed; commit will refuse */
+} fm_atomic_file;
+
+fm_status fm_atomic_open(fm_atomic_file *af, const char *path);
+/* fwrite that remembers failure (e.g. ENOSPC) for commit to report. */
+void fm_atomic_write(fm_atomic_file *af, const void *data, size_t size);
+/* Flush, fsync, rename over path. Always releases af. */
+fm_status fm_atomic_commit(fm_atomic_file *af);
+/* Removes the temporary file and releases af (use on an error path before commit). */
+void fm_atomic_abort(fm_atomic_file *af);
+
+/* Creates a directory if it does not exist (one level). */
+fm_status fm_mkdir(const char *dir);
+/* dir + "/" + name, malloc'd (NULL when out of memory). */
+char *fm_path_join(const char *dir, const char *name);
+
+/* ---------------------------------------------------------------- safetensors (safetensors.c) */
+
+typedef enum {
+    FM_DTYPE_F32,
+    FM_DTYPE_F16,
+    FM_DTYPE_BF16,
+    FM_DTYPE_F64,
+    FM_DTYPE_I64,
+    FM_DTYPE_I32,
+    FM_DTYPE_U8,
+} fm_dtype;
+
+/* Bytes per element, and the safetensors name ("F32", "BF16", ...). */
+size_t fm_dtype_size(fm_dtype dtype);
+const char *fm_dtype_name(fm_dtype dtype);
+
+#define FM_ST_MAX_DIMS 8
+
+typedef struct {
+    char *name;
+    fm_dtype dtype;
+    int ndim;
+    int64_t shape[FM_ST_MAX_DIMS];
+    size_t numel;
+    size_t nbytes;
+    const void *data; /* points into the mapped file; not aligned in general */
+} fm_st_tensor;
+
+typedef struct {
+    char *path;
+    fm_st_tensor *tensors;
+    int n_tensors;
+    char **meta_keys; /* "__metadata__" string pairs */
+    char **meta_values;
+    int n_meta;
+    void *map;        /* the whole file, mmap'd read-only */
+    size_t map_size;
+} fm_safetensors;
+
+/* Opens and validates a safetensors file: header length, JSON, dtypes, shapes, offsets inside
+ * the data and not overlapping, file not truncated. Messages name the file and tensor. */
+fm_status fm_st_open(fm_safetensors *st, const char *path);
+void fm_st_close(fm_safetensors *st);
+const fm_st_tensor *fm_st_find(const fm_safetensors *st, const char *name);
+const char *fm_st_meta(const fm_safetensors *st, const char *key); /* NULL when absent */
+/* Copies a floating tensor (F32, F16, BF16, F64) into out (numel floats), converting. */
+fm_status fm_st_read_f32(const fm_safetensors *st, const fm_st_tensor *t, float *out);
+/* Copies an integer tensor (I32, I64, U8) into out (numel ints); fails if a value overflows. */
+fm_status fm_st_read_i32(const fm_safetensors *st, const fm_st_tensor *t, int *out);
+
+/* One tensor to write; data is little-endian in dtype. */
+typedef struct {
+    const char *name;
+    fm_dtype dtype;
+    int ndim;
+    int64_t shape[FM_ST_MAX_DIMS];
+    const void *data;
+} fm_st_entry;
+
+/* Writes a safetensors file atomically; meta is n_meta key/value string pairs (may be 0).
+ * The header is padded with spaces to a multiple of 8 bytes; tensors are written in order. */
+fm_status fm_st_write(const char *path, const fm_st_entry *entries, int n_entries,
+                      const char *const *meta_keys, const char *const *meta_values, int n_meta);
+
+/* IEEE half and bfloat16 to float. */
+float fm_f16_to_f32(uint16_t h);
+float fm_bf16_to_f32(uint16_t b);
+
+#endif /* FM_INTERNAL_H */

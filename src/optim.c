@@ -1,0 +1,151 @@
+/*
+ * optim.c — AdamW with global-norm gradient clipping and a warm-up + cosine schedule.
+ *
+ * What it is for: the update rule of every trainer in fm. It follows PyTorch's AdamW exactly
+ * (decoupled decay p *= 1 - lr*wd, bias corrections, eps added after the corrected square
+ * root) and torch.nn.utils.clip_grad_norm_ (coefficient max_norm / (norm + 1e-6), capped at 1).
+ * Weight decay applies to the tensors the model marks decay = 1: all 2-D weights (wte, wpe,
+ * c_attn, c_proj, c_fc); biases and LayerNorm parameters are not decayed.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "optim.h"
+
+void fm_adamw_config_default(fm_adamw_config *cfg) {
+    cfg->lr = 6e-4f;
+    cfg->min_lr = 6e-5f;
+    cfg->warmup_steps = 100;
+    cfg->total_steps = 10000;
+    cfg->beta1 = 0.9f;
+    cfg->beta2 = 0.95f;
+    cfg->eps = 1e-8f;
+    cfg->weight_decay = 0.1f;
+    cfg->grad_clip = 1.0f;
+}
+
+float fm_lr_at(const fm_adamw_config *cfg, int64_t step) {
+    if (step < cfg->warmup_steps) return cfg->lr * (float)(step + 1) / (float)cfg->warmup_steps;
+    if (step >= cfg->total_steps) return cfg->min_lr;
+    double ratio = (double)(step - cfg->warmup_steps) / (double)(cfg->total_steps - cfg->warmup_steps);
+    double coeff = 0.5 * (1.0 + cos(M_PI * ratio));
+    return (float)(cfg->min_lr + coeff * (cfg->lr - cfg->min_lr));
+}
+
+static fm_status validate(const fm_adamw_config *c) {
+    if (!(c->lr >= 0.0f) || !isfinite(c->lr)) return fm_fail(FM_ERR_CONFIG, "learning rate %g must be >= 0", c->lr);
+    if (!(c->min_lr >= 0.0f) || c->min_lr > c->lr)
+        return fm_fail(FM_ERR_CONFIG, "min_lr %g must be between 0 and lr (%g)", c->min_lr, c->lr);
+    if (c->warmup_steps < 0 || c->total_steps < c->warmup_steps)
+        return fm_fail(FM_ERR_CONFIG, "warmup_steps %d and total_steps %d: need 0 <= warmup <= total",
+                       c->warmup_steps, c->total_steps);
+    if (!(c->beta1 >= 0.0f && c->beta1 < 1.0f) || !(c->beta2 >= 0.0f && c->beta2 < 1.0f))
+        return fm_fail(FM_ERR_CONFIG, "betas (%g, %g) must be in [0, 1)", c->beta1, c->beta2);
+    if (!(c->eps > 0.0f)) return fm_fail(FM_ERR_CONFIG, "eps %g must be > 0", c->eps);
+    if (!(c->weight_decay >= 0.0f)) return fm_fail(FM_ERR_CONFIG, "weight_decay %g must be >= 0", c->weight_decay);
+    if (isnan(c->grad_clip)) return fm_fail(FM_ERR_CONFIG, "grad_clip is NaN");
+    return FM_OK;
+}
+
+fm_status fm_optimizer_init(fm_optimizer **out, const fm_model *model, const fm_adamw_config *cfg) {
+    *out = NULL;
+    fm_status st = validate(cfg);
+    if (st) return st;
+    fm_optimizer *o = calloc(1, sizeof *o);
+    if (!o) return fm_fail(FM_ERR_NOMEM, "out of memory for the optimizer");
+    o->cfg = *cfg;
+    o->n = fm_model_num_params(model);
+    o->m = calloc(o->n, sizeof(float));
+    o->v = calloc(o->n, sizeof(float));
+    o->n_chunks = (o->n + FM_NORM_CHUNK - 1) / FM_NORM_CHUNK;
+    o->partial = calloc(o->n_chunks + 1, sizeof(double));
+    o->n_tensors = fm_model_num_tensors(model);
+    o->tensor_decay = calloc(o->n_tensors, sizeof(int));
+    o->tensor_offset = calloc(o->n_tensors, sizeof(size_t));
+    o->tensor_numel = calloc(o->n_tensors, sizeof(size_t));
+    if (!o->m || !o->v || !o->partial || !o->tensor_decay || !o->tensor_offset || !o->tensor_numel) {
+        fm_optimizer_free(o);
+        return fm_fail(FM_ERR_NOMEM, "out of memory for the optimizer state");
+    }
+    for (int i = 0; i < o->n_tensors; i++) {
+        const fm_tensor_info *t = fm_model_tensor(model, i);
+        o->tensor_decay[i] = t->decay;
+        o->tensor_offset[i] = t->offset;
+        o->tensor_numel[i] = t->numel;
+    }
+    *out = o;
+    return FM_OK;
+}
+
+void fm_optimizer_free(fm_optimizer *o) {
+    if (!o) return;
+    free(o->m);
+    free(o->v);
+    free(o->partial);
+    free(o->tensor_decay);
+    free(o->tensor_offset);
+    free(o->tensor_numel);
+    free(o);
+}
+
+int64_t fm_optimizer_steps_done(const fm_optimizer *o) { return o->step; }
+const fm_adamw_config *fm_optimizer_config(const fm_optimizer *o) { return &o->cfg; }
+
+/* L2 norm of g (n): fixed chunks summed in order, so it does not depend on the thread count. */
+static double global_norm(fm_optimizer *o, const float *g) {
+    size_t n = o->n;
+#pragma omp parallel for schedule(static)
+    for (size_t ch = 0; ch < o->n_chunks; ch++) {
+        size_t i1 = (ch + 1) * FM_NORM_CHUNK < n ? (ch + 1) * FM_NORM_CHUNK : n;
+        double s = 0.0;
+        for (size_t i = ch * FM_NORM_CHUNK; i < i1; i++) s += (double)g[i] * g[i];
+        o->partial[ch] = s;
+    }
+    double total = 0.0;
+    for (size_t ch = 0; ch < o->n_chunks; ch++) total += o->partial[ch];
+    return sqrt(total);
+}
+
+fm_status fm_optimizer_step(fm_optimizer *o, fm_model *model, float *grad_norm, float *lr_out) {
+    if (fm_model_num_params(model) != o->n)
+        return fm_fail(FM_ERR_MISMATCH, "optimizer has %zu parameters, model has %zu", o->n,
+                       fm_model_num_params(model));
+    float *p = fm_model_params(model);
+    const float *g = fm_model_grads(model);
+    double norm = global_norm(o, g);
+    if (grad_norm) *grad_norm = (float)norm;
+    if (!isfinite(norm))
+        return fm_fail(FM_ERR_ARG, "gradient norm is %g at step %lld; the update was skipped", norm,
+                       (long long)o->step);
+    float clip = 1.0f;
+    if (o->cfg.grad_clip > 0.0f) {
+        double coef = o->cfg.grad_clip / (norm + 1e-6);
+        if (coef < 1.0) clip = (float)coef;
+    }
+    const fm_adamw_config *c = &o->cfg;
+    float lr = fm_lr_at(c, o->step);
+    if (lr_out) *lr_out = lr;
+    int64_t t = o->step + 1;
+    float bc1 = 1.0f - powf(c->beta1, (float)t);
+    float bc2_sqrt = sqrtf(1.0f - powf(c->beta2, (float)t));
+    float step_size = lr / bc1;
+    for (int ti = 0; ti < o->n_tensors; ti++) {
+        float shrink = o->tensor_decay[ti] ? 1.0f - lr * c->weight_decay : 1.0f;
+        size_t off = o->tensor_offset[ti], len = o->tensor_numel[ti];
+        float *pp = p + off, *mm = o->m + off, *vv = o->v + off;
+        const float *gg = g + off;
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < len; i++) {
+            float gi = gg[i] * clip;
+            pp[i] *= shrink;
+            mm[i] = c->beta1 * mm[i] + (1.0f - c->beta1) * gi;
+            vv[i] = c->beta2 * vv[i] + (1.0f - c->beta2) * gi * gi;
+            float denom = sqrtf(vv[i]) / bc2_sqrt + c->eps;
+            pp[i] -= step_size * mm[i] / denom;
+        }
+    }
+    o->step++;
+    return FM_OK;
+}
