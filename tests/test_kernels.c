@@ -1,0 +1,398 @@
+/*
+ * test_kernels.c — every layer kernel: finite-difference gradient checks of the reference
+ * (double) kernels, then the fast (float) kernels against the reference ones.
+ *
+ * Gradient checks: L = sum(dy * f(x)) for a random dy; each input element is moved by +-h,
+ * h = 1e-5, and the central difference is compared with the reference backward. In double
+ * the difference's truncation error is ~h^2 |f'''| ~ 1e-10 and its rounding ~1e-16 / h ~
+ * 1e-11, so a tolerance of 1e-6 of the gradient's largest magnitude leaves a wide margin while
+ * any wrong or missing term (an O(1) error) fails by orders of magnitude.
+ * Fast vs reference: float sums of a few hundred terms agree with double to ~1e-6 relative;
+ * the tolerance is 1e-5 of the largest magnitude of each output.
+ * Shapes are deliberately odd (head size 12 and 24, widths not multiples of 16, M not a
+ * multiple of the GEMM's 4-row tiles, N past its 512-column tiles).
+ */
+#include "test_util.h"
+
+#include <math.h>
+
+#include "../src/cpu/kernels.h"
+
+/* ------------------------------------------------------------ helpers */
+
+static fm_rng rng;
+
+static double *rand_d(size_t n, double scale) {
+    double *x = malloc(sizeof(double) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) x[i] = scale * fm_rng_normal(&rng);
+    return x;
+}
+
+static double *zeros_d(size_t n) { return calloc(n ? n : 1, sizeof(double)); }
+
+static float *to_f(const double *x, size_t n) {
+    float *f = malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) f[i] = (float)x[i];
+    return f;
+}
+
+static double dot_d(const double *a, const double *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* Relative error of got vs want, against want's largest magnitude. */
+static void assert_close_d(const char *what, const double *got, const double *want, size_t n, double tol) {
+    double max_ref = 0, max_err = 0;
+    size_t worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (fabs(want[i]) > max_ref) max_ref = fabs(want[i]);
+        double e = fabs(got[i] - want[i]);
+        if (!(e <= max_err)) max_err = e, worst = i;
+    }
+    double rel = max_ref > 0 ? max_err / max_ref : max_err;
+    if (!(rel <= tol))
+        fail_msg("%s: relative error %.3g (tolerance %.0e), worst at %zu: %.9g vs %.9g", what, rel, tol,
+                 worst, got[worst], want[worst]);
+}
+
+static void assert_close_f(const char *what, const float *got, const double *want, size_t n, double tol) {
+    double *g = malloc(sizeof(double) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) g[i] = got[i];
+    assert_close_d(what, g, want, n, tol);
+    free(g);
+}
+
+/* A kernel under test as a scalar function of its inputs: L = sum(dy * f(x)). */
+typedef double (*scalar_fn)(void *ctx);
+
+#define FD_STEP 1e-5
+#define FD_TOL 1e-6
+
+/* Central differences of fn with respect to every element of x (n), against grad. */
+static void check_fd(const char *what, scalar_fn fn, void *ctx, double *x, size_t n, const double *grad) {
+    double *numeric = zeros_d(n);
+    for (size_t i = 0; i < n; i++) {
+        double saved = x[i];
+        x[i] = saved + FD_STEP;
+        double up = fn(ctx);
+        x[i] = saved - FD_STEP;
+        double down = fn(ctx);
+        x[i] = saved;
+        numeric[i] = (up - down) / (2 * FD_STEP);
+    }
+    assert_close_d(what, grad, numeric, n, FD_TOL);
+    free(numeric);
+}
+
+/* ------------------------------------------------------------ gradient checks (reference) */
+
+typedef struct {
+    int B, T, C, V, H, N, IC, OC;
+    double *x, *w, *b, *wte, *wpe, *dy, *y, *mean, *rstd, *att;
+    int *tokens, *targets;
+    double *mask;
+} kctx;
+
+static double encoder_L(void *p) {
+    kctx *k = p;
+    fm_ref_encoder_forward(k->y, k->tokens, k->wte, k->wpe, k->B, k->T, k->C);
+    return dot_d(k->dy, k->y, (size_t)k->B * k->T * k->C);
+}
+
+static void test_fd_encoder(void **state) {
+    (void)state;
+    kctx k = {.B = 2, .T = 5, .C = 7, .V = 6};
+    size_t n = (size_t)k.B * k.T * k.C;
+    int tokens[10] = {0, 3, 3, 5, 1, 2, 3, 0, 0, 4}; /* repeated tokens accumulate */
+    k.tokens = tokens;
+    k.wte = rand_d((size_t)k.V * k.C, 1);
+    k.wpe = rand_d((size_t)8 * k.C, 1);
+    k.dy = rand_d(n, 1);
+    k.y = zeros_d(n);
+    double *dwte = zeros_d((size_t)k.V * k.C), *dwpe = zeros_d((size_t)8 * k.C);
+    fm_ref_encoder_backward(dwte, dwpe, k.dy, k.tokens, k.B, k.T, k.C);
+    check_fd("encoder dwte", encoder_L, &k, k.wte, (size_t)k.V * k.C, dwte);
+    check_fd("encoder dwpe", encoder_L, &k, k.wpe, (size_t)8 * k.C, dwpe);
+    free(k.wte), free(k.wpe), free(k.dy), free(k.y), free(dwte), free(dwpe);
+}
+
+static double layernorm_L(void *p) {
+    kctx *k = p;
+    fm_ref_layernorm_forward(k->y, k->mean, k->rstd, k->x, k->w, k->b, k->N, k->C, 1e-5);
+    return dot_d(k->dy, k->y, (size_t)k->N * k->C);
+}
+
+static void test_fd_layernorm(void **state) {
+    (void)state;
+    kctx k = {.N = 6, .C = 11};
+    size_t n = (size_t)k.N * k.C;
+    k.x = rand_d(n, 2);
+    k.w = rand_d(k.C, 1);
+    k.b = rand_d(k.C, 1);
+    k.dy = rand_d(n, 1);
+    k.y = zeros_d(n);
+    k.mean = zeros_d(k.N);
+    k.rstd = zeros_d(k.N);
+    double *dx = zeros_d(n), *dw = zeros_d(k.C), *db = zeros_d(k.C);
+    layernorm_L(&k);
+    fm_ref_layernorm_backward(dx, dw, db, k.dy, k.x, k.w, k.mean, k.rstd, k.N, k.C);
+    check_fd("layernorm dx", layernorm_L, &k, k.x, n, dx);
+    check_fd("layernorm dw", layernorm_L, &k, k.w, k.C, dw);
+    check_fd("layernorm db", layernorm_L, &k, k.b, k.C, db);
+    free(k.x), free(k.w), free(k.b), free(k.dy), free(k.y), free(k.mean), free(k.rstd);
+    free(dx), free(dw), free(db);
+}
+
+static double linear_L(void *p) {
+    kctx *k = p;
+    fm_ref_linear_forward(k->y, k->x, k->w, k->b, k->N, k->IC, k->OC);
+    return dot_d(k->dy, k->y, (size_t)k->N * k->OC);
+}
+
+static void test_fd_linear(void **state) {
+    (void)state;
+    kctx k = {.N = 5, .IC = 7, .OC = 9};
+    k.x = rand_d((size_t)k.N * k.IC, 1);
+    k.w = rand_d((size_t)k.IC * k.OC, 1);
+    k.b = rand_d(k.OC, 1);
+    k.dy = rand_d((size_t)k.N * k.OC, 1);
+    k.y = zeros_d((size_t)k.N * k.OC);
+    double *dx = zeros_d((size_t)k.N * k.IC), *dw = zeros_d((size_t)k.IC * k.OC), *db = zeros_d(k.OC);
+    fm_ref_linear_backward(dx, dw, db, k.dy, k.x, k.w, k.N, k.IC, k.OC);
+    check_fd("linear dx", linear_L, &k, k.x, (size_t)k.N * k.IC, dx);
+    check_fd("linear dw", linear_L, &k, k.w, (size_t)k.IC * k.OC, dw);
+    check_fd("linear dbias", linear_L, &k, k.b, k.OC, db);
+    free(k.x), free(k.w), free(k.b), free(k.dy), free(k.y), free(dx), free(dw), free(db);
+}
+
+static double attention_L(void *p) {
+    kctx *k = p;
+    fm_ref_attention_forward(k->y, k->att, k->x, k->B, k->T, k->C, k->H);
+    return dot_d(k->dy, k->y, (size_t)k->B * k->T * k->C);
+}
+
+static void fd_attention(int B, int T, int C, int H) {
+    kctx k = {.B = B, .T = T, .C = C, .H = H};
+    size_t n = (size_t)B * T * C;
+    k.x = rand_d(3 * n, 1);
+    k.dy = rand_d(n, 1);
+    k.y = zeros_d(n);
+    k.att = zeros_d((size_t)B * H * T * T);
+    double *dqkv = zeros_d(3 * n);
+    attention_L(&k);
+    fm_ref_attention_backward(dqkv, k.dy, k.x, k.att, B, T, C, H);
+    check_fd("attention dqkv", attention_L, &k, k.x, 3 * n, dqkv);
+    free(k.x), free(k.dy), free(k.y), free(k.att), free(dqkv);
+}
+
+static void test_fd_attention(void **state) {
+    (void)state;
+    fd_attention(2, 4, 6, 2); /* head size 3 */
+    fd_attention(1, 5, 24, 1); /* head size 24 */
+}
+
+static double gelu_L(void *p) {
+    kctx *k = p;
+    fm_ref_gelu_forward(k->y, k->x, k->N);
+    return dot_d(k->dy, k->y, k->N);
+}
+
+static void test_fd_gelu(void **state) {
+    (void)state;
+    kctx k = {.N = 41};
+    k.x = rand_d(k.N, 3);
+    k.dy = rand_d(k.N, 1);
+    k.y = zeros_d(k.N);
+    double *dx = zeros_d(k.N);
+    fm_ref_gelu_backward(dx, k.x, k.dy, k.N);
+    check_fd("gelu dx", gelu_L, &k, k.x, k.N, dx);
+    free(k.x), free(k.dy), free(k.y), free(dx);
+}
+
+static double ce_L(void *p) {
+    kctx *k = p;
+    return fm_ref_cross_entropy(k->x, k->targets, k->mask, k->N, k->V, NULL);
+}
+
+static void test_fd_cross_entropy(void **state) {
+    (void)state;
+    int targets[6] = {0, 4, 4, 2, 6, 1};
+    double mask[6] = {1, 0, 1, 0.5, 1, 2};
+    kctx k = {.N = 6, .V = 7, .targets = targets, .mask = mask};
+    k.x = rand_d((size_t)k.N * k.V, 2);
+    double *dx = zeros_d((size_t)k.N * k.V);
+    fm_ref_cross_entropy(k.x, targets, mask, k.N, k.V, dx);
+    check_fd("cross-entropy dlogits", ce_L, &k, k.x, (size_t)k.N * k.V, dx);
+    free(k.x), free(dx);
+}
+
+/* ------------------------------------------------------------ fast vs reference */
+
+#define FAST_TOL 1e-5
+
+static void gemm_case(int transA, int transB, int M, int N, int K, int accumulate) {
+    double *A = rand_d((size_t)M * K, 1), *B = rand_d((size_t)K * N, 1), *C0 = rand_d((size_t)M * N, 1);
+    double *want = zeros_d((size_t)M * N);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = accumulate ? C0[(size_t)i * N + j] : 0;
+            for (int k = 0; k < K; k++) {
+                double a = transA ? A[(size_t)k * M + i] : A[(size_t)i * K + k];
+                double b = transB ? B[(size_t)j * K + k] : B[(size_t)k * N + j];
+                s += a * b;
+            }
+            want[(size_t)i * N + j] = s;
+        }
+    float *Af = to_f(A, (size_t)M * K), *Bf = to_f(B, (size_t)K * N), *Cf = to_f(C0, (size_t)M * N);
+    fm_k_gemm(transA, transB, M, N, K, Af, transA ? M : K, Bf, transB ? K : N, Cf, N, accumulate);
+    char what[64];
+    snprintf(what, sizeof what, "gemm %c%c %dx%dx%d%s", transA ? 'T' : 'N', transB ? 'T' : 'N', M, N, K,
+             accumulate ? " accumulate" : "");
+    assert_close_f(what, Cf, want, (size_t)M * N, FAST_TOL);
+    free(A), free(B), free(C0), free(want), free(Af), free(Bf), free(Cf);
+}
+
+static void test_fast_gemm(void **state) {
+    (void)state;
+    int shapes[][3] = {{1, 1, 1}, {7, 531, 37}, {8, 16, 64}, {13, 5, 100}, {4, 1030, 3}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int acc = 0; acc < 2; acc++) gemm_case(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], acc);
+}
+
+static void test_fast_encoder_layernorm(void **state) {
+    (void)state;
+    int B = 3, T = 7, C = 37, V = 11, N = B * T;
+    int tokens[21];
+    for (int i = 0; i < N; i++) tokens[i] = (int)(fm_rng_u64(&rng) % V);
+    double *wte = rand_d((size_t)V * C, 1), *wpe = rand_d((size_t)T * C, 1), *dy = rand_d((size_t)N * C, 1);
+    double *y = zeros_d((size_t)N * C), *dwte = zeros_d((size_t)V * C), *dwpe = zeros_d((size_t)T * C);
+    float *wte_f = to_f(wte, (size_t)V * C), *wpe_f = to_f(wpe, (size_t)T * C), *dy_f = to_f(dy, (size_t)N * C);
+    float *y_f = calloc((size_t)N * C, 4), *dwte_f = calloc((size_t)V * C, 4), *dwpe_f = calloc((size_t)T * C, 4);
+    fm_ref_encoder_forward(y, tokens, wte, wpe, B, T, C);
+    fm_k_encoder_forward(y_f, tokens, wte_f, wpe_f, B, T, C);
+    assert_close_f("encoder forward", y_f, y, (size_t)N * C, FAST_TOL);
+    fm_ref_encoder_backward(dwte, dwpe, dy, tokens, B, T, C);
+    fm_k_encoder_backward(dwte_f, dwpe_f, dy_f, tokens, B, T, C);
+    assert_close_f("encoder dwte", dwte_f, dwte, (size_t)V * C, FAST_TOL);
+    assert_close_f("encoder dwpe", dwpe_f, dwpe, (size_t)T * C, FAST_TOL);
+
+    /* layernorm on the encoder's output; backward accumulates into non-zero buffers */
+    double *w = rand_d(C, 1), *b = rand_d(C, 1), *mean = zeros_d(N), *rstd = zeros_d(N);
+    double *out = zeros_d((size_t)N * C), *dx = rand_d((size_t)N * C, 1), *dw = rand_d(C, 1), *db = rand_d(C, 1);
+    float *w_f = to_f(w, C), *b_f = to_f(b, C), *mean_f = calloc(N, 4), *rstd_f = calloc(N, 4);
+    float *out_f = calloc((size_t)N * C, 4), *dx_f = to_f(dx, (size_t)N * C), *dw_f = to_f(dw, C), *db_f = to_f(db, C);
+    fm_ref_layernorm_forward(out, mean, rstd, y, w, b, N, C, 1e-5);
+    fm_k_layernorm_forward(out_f, mean_f, rstd_f, y_f, w_f, b_f, N, C, 1e-5f);
+    assert_close_f("layernorm forward", out_f, out, (size_t)N * C, FAST_TOL);
+    fm_ref_layernorm_backward(dx, dw, db, dy, y, w, mean, rstd, N, C);
+    fm_k_layernorm_backward(dx_f, dw_f, db_f, dy_f, y_f, w_f, mean_f, rstd_f, N, C);
+    assert_close_f("layernorm dx", dx_f, dx, (size_t)N * C, FAST_TOL);
+    assert_close_f("layernorm dw", dw_f, dw, C, FAST_TOL);
+    assert_close_f("layernorm db", db_f, db, C, FAST_TOL);
+    free(wte), free(wpe), free(dy), free(y), free(dwte), free(dwpe), free(wte_f), free(wpe_f), free(dy_f);
+    free(y_f), free(dwte_f), free(dwpe_f), free(w), free(b), free(mean), free(rstd), free(out), free(dx);
+    free(dw), free(db), free(w_f), free(b_f), free(mean_f), free(rstd_f), free(out_f), free(dx_f);
+    free(dw_f), free(db_f);
+}
+
+static void test_fast_linear(void **state) {
+    (void)state;
+    int N = 9, IC = 37, OC = 70;
+    double *x = rand_d((size_t)N * IC, 1), *w = rand_d((size_t)IC * OC, 1), *b = rand_d(OC, 1);
+    double *dy = rand_d((size_t)N * OC, 1), *y = zeros_d((size_t)N * OC);
+    double *dx = zeros_d((size_t)N * IC), *dw = rand_d((size_t)IC * OC, 1), *db = rand_d(OC, 1);
+    float *x_f = to_f(x, (size_t)N * IC), *w_f = to_f(w, (size_t)IC * OC), *b_f = to_f(b, OC);
+    float *dy_f = to_f(dy, (size_t)N * OC), *y_f = calloc((size_t)N * OC, 4), *dx_f = calloc((size_t)N * IC, 4);
+    float *dw_f = to_f(dw, (size_t)IC * OC), *db_f = to_f(db, OC);
+    fm_ref_linear_forward(y, x, w, b, N, IC, OC);
+    fm_k_linear_forward(y_f, x_f, w_f, b_f, N, IC, OC);
+    assert_close_f("linear forward", y_f, y, (size_t)N * OC, FAST_TOL);
+    fm_ref_linear_backward(dx, dw, db, dy, x, w, N, IC, OC);
+    fm_k_linear_backward(dx_f, dw_f, db_f, dy_f, x_f, w_f, N, IC, OC);
+    assert_close_f("linear dx", dx_f, dx, (size_t)N * IC, FAST_TOL);
+    assert_close_f("linear dw", dw_f, dw, (size_t)IC * OC, FAST_TOL);
+    assert_close_f("linear dbias", db_f, db, OC, FAST_TOL);
+    free(x), free(w), free(b), free(dy), free(y), free(dx), free(dw), free(db);
+    free(x_f), free(w_f), free(b_f), free(dy_f), free(y_f), free(dx_f), free(dw_f), free(db_f);
+}
+
+static void fast_attention(int B, int T, int C, int H) {
+    size_t n = (size_t)B * T * C, na = (size_t)B * H * T * T;
+    double *qkv = rand_d(3 * n, 1), *dy = rand_d(n, 1), *y = zeros_d(n), *att = zeros_d(na);
+    double *dqkv = zeros_d(3 * n);
+    float *qkv_f = to_f(qkv, 3 * n), *dy_f = to_f(dy, n), *y_f = calloc(n, 4), *att_f = calloc(na, 4);
+    float *dqkv_f = calloc(3 * n, 4), *scratch = calloc((size_t)B * H * T, 4);
+    fm_ref_attention_forward(y, att, qkv, B, T, C, H);
+    fm_k_attention_forward(y_f, att_f, qkv_f, B, T, C, H);
+    assert_close_f("attention forward", y_f, y, n, FAST_TOL);
+    fm_ref_attention_backward(dqkv, dy, qkv, att, B, T, C, H);
+    fm_k_attention_backward(dqkv_f, scratch, dy_f, qkv_f, att_f, B, T, C, H);
+    assert_close_f("attention dqkv", dqkv_f, dqkv, 3 * n, FAST_TOL);
+    free(qkv), free(dy), free(y), free(att), free(dqkv), free(qkv_f), free(dy_f), free(y_f), free(att_f);
+    free(dqkv_f), free(scratch);
+}
+
+static void test_fast_attention(void **state) {
+    (void)state;
+    fast_attention(2, 9, 48, 2);  /* head size 24 */
+    fast_attention(3, 17, 36, 3); /* head size 12 */
+    fast_attention(1, 1, 5, 5);   /* head size 1, a single token */
+}
+
+static void test_fast_gelu_and_cross_entropy(void **state) {
+    (void)state;
+    size_t n = 1000;
+    double *x = rand_d(n, 3), *dy = rand_d(n, 1), *y = zeros_d(n), *dx = zeros_d(n);
+    float *x_f = to_f(x, n), *dy_f = to_f(dy, n), *y_f = calloc(n, 4), *dx_f = calloc(n, 4);
+    fm_ref_gelu_forward(y, x, n);
+    fm_k_gelu_forward(y_f, x_f, n);
+    assert_close_f("gelu forward", y_f, y, n, FAST_TOL);
+    fm_ref_gelu_backward(dx, x, dy, n);
+    fm_k_gelu_backward(dx_f, x_f, dy_f, n);
+    assert_close_f("gelu backward", dx_f, dx, n, FAST_TOL);
+
+    int N = 20, V = 301, targets[20];
+    double mask[20];
+    float mask_f[20];
+    for (int i = 0; i < N; i++) {
+        targets[i] = (int)(fm_rng_u64(&rng) % V);
+        mask[i] = mask_f[i] = (float)(i % 3 == 0 ? 0 : 1);
+    }
+    double *z = rand_d((size_t)N * V, 3), *dz = zeros_d((size_t)N * V);
+    float *z_f = to_f(z, (size_t)N * V), *dz_f = calloc((size_t)N * V, 4), loss_f;
+    double loss = fm_ref_cross_entropy(z, targets, mask, N, V, dz);
+    assert_int_equal(fm_cross_entropy(z_f, targets, mask_f, N, V, &loss_f, dz_f), FM_OK);
+    if (!(fabs(loss_f - loss) <= FAST_TOL * fabs(loss))) fail_msg("cross-entropy %.9g vs %.9g", loss_f, loss);
+    assert_close_f("cross-entropy dlogits", dz_f, dz, (size_t)N * V, FAST_TOL);
+    /* in place: dlogits aliasing the logits */
+    assert_int_equal(fm_cross_entropy(z_f, targets, mask_f, N, V, &loss_f, z_f), FM_OK);
+    assert_close_f("cross-entropy in place", z_f, dz, (size_t)N * V, FAST_TOL);
+    /* a target outside the vocabulary is refused */
+    targets[3] = V;
+    assert_int_equal(fm_cross_entropy(z_f, targets, NULL, N, V, &loss_f, NULL), FM_ERR_ARG);
+    free(x), free(dy), free(y), free(dx), free(x_f), free(dy_f), free(y_f), free(dx_f);
+    free(z), free(dz), free(z_f), free(dz_f);
+}
+
+int main(void) {
+    fm_rng_seed(&rng, 42);
+    fm_set_threads(2);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fd_encoder),
+        cmocka_unit_test(test_fd_layernorm),
+        cmocka_unit_test(test_fd_linear),
+        cmocka_unit_test(test_fd_attention),
+        cmocka_unit_test(test_fd_gelu),
+        cmocka_unit_test(test_fd_cross_entropy),
+        cmocka_unit_test(test_fast_gemm),
+        cmocka_unit_test(test_fast_encoder_layernorm),
+        cmocka_unit_test(test_fast_linear),
+        cmocka_unit_test(test_fast_attention),
+        cmocka_unit_test(test_fast_gelu_and_cross_entropy),
+    };
+    return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
+}
