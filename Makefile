@@ -19,8 +19,12 @@ LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS    = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test asan test-torch clean
+.PHONY: all deps test run-tests asan test-torch clean
 all: $(BUILD)/fm
+
+# Installs missing Debian packages (libcmocka-dev, libcjson-dev, ...) with apt-get.
+deps:
+	@scripts/install-deps.sh
 
 $(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/cpu/*.h cli/*.h tests/*.h)
 	@mkdir -p $(dir $@)
@@ -36,17 +40,22 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libfm.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcmocka
 
 # Runs every test binary from the repository root; fails if any fails, after running all.
-test: $(TESTS) $(BUILD)/fm
-	@failed=0; for t in $(TESTS); do \
-	    echo "== $$t"; FM=$(BUILD)/fm ./$$t || failed=$$((failed + 1)); \
-	done; \
-	echo "test binaries failed: $$failed of $(words $(TESTS))"; [ $$failed -eq 0 ]
+test: deps
+	@$(MAKE) --no-print-directory run-tests
 
-asan:
-	$(MAKE) test BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
+run-tests: $(TESTS) $(BUILD)/fm
+	@failed=0; for t in $(TESTS); do \
+	    echo "== $$t"; ./$$t || failed=$$((failed + 1)); \
+	done; \
+	echo "== tests/cli_test.sh"; tests/cli_test.sh $(BUILD)/fm || failed=$$((failed + 1)); \
+	echo "test programs: $$(( $(words $(TESTS)) + 1 - failed )) passed, $$failed failed"; [ $$failed -eq 0 ]
+
+asan: deps
+	$(MAKE) run-tests BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
 
 # Regenerates tests/ref/tiny from a fresh fm initialisation with PyTorch, then runs the parity test.
 test-torch: $(BUILD)/fm $(BUILD)/tests/test_parity
+	@scripts/install-deps.sh --torch
 	$(BUILD)/fm init --out $(BUILD)/torch-ref --layers 2 --dim 48 --heads 3 --vocab 97 --context 32 --seed 1337
 	OPENBLAS_CORETYPE=SkylakeX $(PYTHON) tests/torch/gpt2_reference.py $(BUILD)/torch-ref $(BUILD)/torch-ref/reference.safetensors
 	FM_PARITY_DIR=$(BUILD)/torch-ref ./$(BUILD)/tests/test_parity

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# cli_test.sh — the fm command from the outside: help, dispatch, flags, exit codes, messages.
+# Usage: tests/cli_test.sh PATH/TO/fm    Prints "N passed, N failed"; exits non-zero on failure.
+set -u
+FM=${1:?usage: cli_test.sh PATH/TO/fm}
+tmp=$(mktemp -d /tmp/fm_cli_XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+passed=0 failed=0
+
+# expect NAME STATUS PATTERN -- COMMAND...: exit status and a pattern in stdout+stderr
+expect() {
+    local name=$1 want=$2 pattern=$3
+    shift 4
+    local out status
+    out=$("$@" 2>&1)
+    status=$?
+    if [ "$status" -eq "$want" ] && grep -qE -- "$pattern" <<<"$out"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        echo "FAIL $name: exit $status (want $want), output:"
+        sed 's/^/    /' <<<"$out" | head -5
+    fi
+}
+
+expect "help lists commands" 0 "init.*" -- "$FM" help
+expect "no command" 2 "usage" -- "$FM"
+expect "unknown command" 2 "'frobnicate' is not a command" -- "$FM" frobnicate
+expect "command help" 0 "--layers" -- "$FM" init --help
+expect "init needs --out" 2 "--out DIR is required" -- "$FM" init
+expect "unknown option" 2 "unknown option '--bogus'" -- "$FM" init --out "$tmp/m" --bogus 3
+expect "zero layers" 2 "--layers: 0 is out of range" -- "$FM" init --out "$tmp/m" --layers 0
+expect "not a number" 2 "--dim: 'wide' is not a number" -- "$FM" init --out "$tmp/m" --dim wide
+expect "fractional" 2 "not a whole number" -- "$FM" init --out "$tmp/m" --heads 2.5
+expect "heads not dividing width" 2 "n_head = 5 does not divide n_embd = 48" -- \
+    "$FM" init --out "$tmp/m" --dim 48 --heads 5
+expect "missing value" 2 "--seed needs a value" -- "$FM" init --out "$tmp/m" --seed
+[ -e "$tmp/m" ] && { failed=$((failed + 1)); echo "FAIL refused init left $tmp/m behind"; }
+
+expect "init" 0 "initialised .*: 14664 parameters" -- \
+    "$FM" init --out "$tmp/m" --layers 1 --dim 24 --heads 2 --vocab 300 --context 8
+expect "info" 0 "head size 12" -- "$FM" info --model "$tmp/m"
+expect "info missing dir" 1 "$tmp/none/config.json" -- "$FM" info --model "$tmp/none"
+printf '{"n_layer": 1,' >"$tmp/m/config.json"
+expect "info corrupt config" 1 "config.json: invalid JSON" -- "$FM" info --model "$tmp/m"
+ls "$tmp/m" | grep -q '\.tmp\.' && { failed=$((failed + 1)); echo "FAIL temporary files left"; }
+
+echo "cli: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
