@@ -159,6 +159,36 @@ fm_status fm_optimizer_step(fm_optimizer *opt, fm_model *model, float *grad_norm
 int64_t fm_optimizer_steps_done(const fm_optimizer *opt);
 const fm_adamw_config *fm_optimizer_config(const fm_optimizer *opt);
 
+/* ---------------------------------------------------------------- tokenizer */
+
+/* Byte-level BPE as GPT-2 uses it (tokenizer.c). Ids 0..255 need not be the raw bytes: a
+ * tokenizer loaded from GPT-2's files keeps GPT-2's ids. Special tokens (<|endoftext|>,
+ * <|image|>, <|/image|>, <|system|>, <|user|>, <|assistant|>) sit at the end of a trained
+ * vocabulary; ordinary text never produces them unless the caller allows it. */
+typedef struct fm_tokenizer fm_tokenizer;
+
+/* Learns merges from texts[i] (len[i] bytes each, any bytes) up to vocab_size ids in all
+ * (256 bytes + merges + the 6 special tokens). Deterministic. */
+fm_status fm_tokenizer_train(fm_tokenizer **out, const char *const *texts, const size_t *lens,
+                             int n_texts, int vocab_size);
+/* path: a tokenizer.json (Hugging Face format), or a folder with GPT-2's encoder.json and
+ * vocab.bpe (or vocab.json and merges.txt). */
+fm_status fm_tokenizer_load(fm_tokenizer **out, const char *path);
+fm_status fm_tokenizer_save(const fm_tokenizer *tok, const char *path); /* tokenizer.json, atomic */
+void fm_tokenizer_free(fm_tokenizer *tok);
+int fm_tokenizer_vocab_size(const fm_tokenizer *tok);
+/* The id of a special token such as "<|endoftext|>", or -1 when the tokenizer has none. */
+int fm_tokenizer_special_id(const fm_tokenizer *tok, const char *name);
+/* Encodes len bytes of text; *ids is malloc'd (*n_ids entries). allow_special: special-token
+ * strings in the text become their ids; otherwise they are encoded as ordinary text. */
+fm_status fm_tokenizer_encode(const fm_tokenizer *tok, const char *text, size_t len, int allow_special,
+                              int **ids, size_t *n_ids);
+/* The exact bytes of ids; *out is malloc'd and NUL-terminated (*out_len excludes the NUL). */
+fm_status fm_tokenizer_decode(const fm_tokenizer *tok, const int *ids, size_t n_ids, char **out,
+                              size_t *out_len);
+/* The bytes of one token (not NUL-terminated), for streaming output; NULL for a bad id. */
+const char *fm_tokenizer_token_bytes(const fm_tokenizer *tok, int id, size_t *len);
+
 /* ---------------------------------------------------------------- model directory */
 
 /* What a trainer needs, besides the optimizer, to continue exactly where it stopped. */
