@@ -43,11 +43,13 @@ static fm_status save_weights(const fm_model *m, const char *path, int64_t step)
 }
 
 /* HF GPT-2 files carry the causal-mask buffers h.N.attn.bias / h.N.attn.masked_bias. */
-static int is_mask_buffer(const char *name) {
+static int is_mask_buffer(const char *name, int n_layer) {
     int layer, end = 0;
-    if (sscanf(name, "h.%d.attn.bias%n", &layer, &end) == 1 && end > 0 && name[end] == '\0') return 1;
+    if (sscanf(name, "h.%d.attn.bias%n", &layer, &end) == 1 && end > 0 && name[end] == '\0')
+        return layer >= 0 && layer < n_layer;
     end = 0;
-    if (sscanf(name, "h.%d.attn.masked_bias%n", &layer, &end) == 1 && end > 0 && name[end] == '\0') return 1;
+    if (sscanf(name, "h.%d.attn.masked_bias%n", &layer, &end) == 1 && end > 0 && name[end] == '\0')
+        return layer >= 0 && layer < n_layer;
     return 0;
 }
 
@@ -72,7 +74,7 @@ static fm_status load_weights(fm_model *m, const char *path, int64_t *step_out) 
         const fm_st_tensor *t = &st.tensors[i];
         const char *name = t->name;
         if (strncmp(name, "transformer.", 12) == 0) name += 12;
-        if (is_mask_buffer(name)) continue;
+        if (is_mask_buffer(name, m->cfg.n_layer)) continue;
         if (strcmp(name, "lm_head.weight") == 0) {
             lm_head = t;
             continue;
@@ -109,7 +111,8 @@ static fm_status load_weights(fm_model *m, const char *path, int64_t *step_out) 
         /* fm ties the output head to wte; a separate head is accepted only if it is that copy */
         size_t numel = (size_t)m->cfg.vocab_size * m->cfg.n_embd;
         float *head = lm_head->numel == numel ? malloc(sizeof(float) * numel) : NULL;
-        int tied = head && lm_head->ndim == 2 && fm_st_read_f32(&st, lm_head, head) == FM_OK &&
+        int tied = head && lm_head->ndim == 2 && lm_head->shape[0] == m->cfg.vocab_size &&
+                   lm_head->shape[1] == m->cfg.n_embd && fm_st_read_f32(&st, lm_head, head) == FM_OK &&
                    memcmp(head, m->w.wte, sizeof(float) * numel) == 0;
         free(head);
         if (!tied) {
@@ -120,7 +123,13 @@ static fm_status load_weights(fm_model *m, const char *path, int64_t *step_out) 
     }
     if (step_out) {
         const char *step = fm_st_meta(&st, "fm_step");
-        *step_out = step ? strtoll(step, NULL, 10) : -1;
+        char *end = NULL;
+        errno = 0;
+        *step_out = step ? strtoll(step, &end, 10) : -1;
+        if (step && (end == step || *end != '\0' || errno || *step_out < -1)) {
+            status = fm_fail(FM_ERR_FORMAT, "%s: metadata \"fm_step\" = \"%s\" is not a valid step", path, step);
+            goto done;
+        }
     }
 done:
     free(seen);
