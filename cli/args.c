@@ -32,7 +32,7 @@ static void print_help(const cli_command *cmd, const cli_option *opts, int n_opt
     printf("usage: fm %s %s\n\n%s\n\noptions:\n", cmd->name, cmd->usage, cmd->summary);
     for (int i = 0; i < n_opts; i++) {
         const cli_option *o = &opts[i];
-        const char *arg = o->type == OPT_FLAG ? "" : o->type == OPT_STRING ? " S" : " N";
+        const char *arg = o->type == OPT_FLAG ? "" : o->type == OPT_STRING || o->type == OPT_LIST ? " S" : " N";
         printf("  --%s%-*s %s\n", o->name, (int)(18 - strlen(o->name)), arg, o->help);
     }
 }
@@ -42,6 +42,12 @@ static void set_value(const cli_command *cmd, const cli_option *o, const char *t
     errno = 0;
     if (o->type == OPT_STRING) {
         *(const char **)o->value = text;
+        return;
+    }
+    if (o->type == OPT_LIST) {
+        cli_list *list = o->value;
+        if (list->n >= CLI_LIST_MAX) cli_usage_error(cmd->name, "--%s: at most %d values", o->name, CLI_LIST_MAX);
+        list->items[list->n++] = text;
         return;
     }
     double v = strtod(text, &end);

@@ -9,12 +9,19 @@
 
 #include "fm.h"
 
-typedef enum { OPT_INT, OPT_FLOAT, OPT_STRING, OPT_FLAG, OPT_U64 } cli_opt_type;
+typedef enum { OPT_INT, OPT_FLOAT, OPT_STRING, OPT_FLAG, OPT_U64, OPT_LIST } cli_opt_type;
+
+/* Values of a repeatable string option (OPT_LIST). */
+#define CLI_LIST_MAX 16
+typedef struct {
+    const char *items[CLI_LIST_MAX];
+    int n;
+} cli_list;
 
 typedef struct {
     const char *name;  /* without the leading "--" */
     cli_opt_type type;
-    void *value;       /* int*, float*, const char**, int* (flag), uint64_t* */
+    void *value;       /* int*, float*, const char**, int* (flag), uint64_t*, cli_list* */
     double min, max;   /* accepted range for numbers */
     const char *help;
 } cli_option;
@@ -34,6 +41,18 @@ int cli_parse(const cli_command *cmd, int argc, char **argv, const cli_option *o
 _Noreturn void cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 _Noreturn void cli_fail(const char *cmd, fm_status status);
 
-extern const cli_command cmd_init, cmd_info;
+/* Shared helpers (common.c). */
+/* The whole of a file, or of stdin when path is NULL or "-"; NUL-terminated; dies on error. */
+char *cli_read_file(const char *cmd, const char *path, size_t *len);
+/* Loads DIR's model and, if want_tokenizer, DIR/tokenizer.json (must exist when required;
+ * otherwise *tok is NULL when absent). Checks that the vocabularies match. Dies on error. */
+void cli_load_model(const char *cmd, const char *dir, fm_model **model, fm_tokenizer **tok, int require_tokenizer);
+/* Parses space/comma-separated token ids; dies on a bad id or one >= vocab_size. */
+int *cli_parse_ids(const char *cmd, const char *text, int vocab_size, size_t *n);
+/* Seconds on a monotonic clock. */
+double cli_now(void);
+
+extern const cli_command cmd_init, cmd_info, cmd_generate, cmd_score;
+extern const cli_command cmd_bench; /* cmd-bench.c */
 
 #endif /* FM_CLI_H */

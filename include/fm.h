@@ -159,6 +159,80 @@ fm_status fm_optimizer_step(fm_optimizer *opt, fm_model *model, float *grad_norm
 int64_t fm_optimizer_steps_done(const fm_optimizer *opt);
 const fm_adamw_config *fm_optimizer_config(const fm_optimizer *opt);
 
+/* ---------------------------------------------------------------- generation */
+
+/* Incremental decoding with a key/value cache (decode.c): batch 1, one token at a time, each
+ * step attending to the cached keys and values of all earlier positions. Equal, up to float
+ * rounding, to a full forward over the whole sequence. */
+typedef struct fm_decoder fm_decoder;
+
+/* A decoder for up to max_len positions (<= n_positions). The model must outlive it. */
+fm_status fm_decoder_init(fm_decoder **out, const fm_model *model, int max_len);
+void fm_decoder_free(fm_decoder *dec);
+/* Forgets every position (a new sequence). */
+void fm_decoder_reset(fm_decoder *dec);
+/* Positions filled so far. */
+int fm_decoder_length(const fm_decoder *dec);
+/* Appends n tokens; *logits (V) receives the next-token logits after the last of them
+ * (valid until the next call). Fails if the cache would pass max_len. */
+fm_status fm_decoder_feed(fm_decoder *dec, const int *tokens, int n, const float **logits);
+
+/* How the next token is chosen from the logits, applied in this order:
+ * 1. repetition penalty: for every id in recent (the context), a positive logit is divided by
+ *    repeat_penalty, a negative one multiplied (1 = off);
+ * 2. temperature: logits / temperature; temperature 0 means greedy (argmax; steps 3-5 skipped);
+ * 3. top-k: keep the k most likely (0 = off);
+ * 4. top-p: keep the smallest set whose probability reaches top_p (1 = off);
+ * 5. min-p: drop tokens whose probability is below min_p times the largest (0 = off);
+ * then the kept probabilities are renormalised and one id is drawn with rng. */
+typedef struct {
+    float temperature;
+    int top_k;
+    float top_p;
+    float min_p;
+    float repeat_penalty;
+} fm_sampler_config;
+
+void fm_sampler_config_default(fm_sampler_config *cfg); /* 1.0, 0, 1.0, 0, 1.0: plain sampling */
+fm_status fm_sampler_validate(const fm_sampler_config *cfg);
+/* logits (V) are not modified; scratch: 2 * V floats or NULL (allocated per call). */
+int fm_sample(const fm_sampler_config *cfg, const float *logits, int V, const int *recent, int n_recent,
+              fm_rng *rng, float *scratch);
+
+/* ---------------------------------------------------------------- token shards and evaluation */
+
+/* A token shard (data.c) is a 64-byte little-endian header then the tokens:
+ *   0  "FMTOKENS"        magic
+ *   8  u32 version (1)   12 u32 token width in bytes (2 when vocab_size <= 65536, else 4)
+ *  16  u64 token count   24 u64 FNV-1a 64 checksum of the token bytes
+ *  32  u32 vocab_size    36 u32 zero
+ *  40  u64 source bytes  (UTF-8 bytes of the text the tokens encode; bits per byte use it)
+ *  48  16 zero bytes     64  tokens */
+typedef struct fm_shard fm_shard;
+
+fm_status fm_shard_write(const char *path, const int *tokens, size_t n, int vocab_size,
+                         uint64_t source_bytes); /* atomic */
+/* Opens (mmap) and checks magic, version, width, length against the file, checksum and that
+ * every token is below vocab_size. */
+fm_status fm_shard_open(fm_shard **out, const char *path);
+void fm_shard_close(fm_shard *shard);
+size_t fm_shard_length(const fm_shard *shard);
+int fm_shard_vocab_size(const fm_shard *shard);
+uint64_t fm_shard_source_bytes(const fm_shard *shard);
+/* Copies tokens [offset, offset + n) into out; the caller keeps offset + n <= length. */
+void fm_shard_read(const fm_shard *shard, size_t offset, size_t n, int *out);
+
+/* log p(tokens[i] | tokens[0..i-1]) into logprobs[i] for i >= 1; logprobs[0] = NAN (nothing
+ * before it). Texts longer than the context are scored with sliding windows: each token sees at
+ * least half a context of history. logprobs may be NULL; *nll (nats, summed over i >= 1) may be. */
+fm_status fm_score_tokens(fm_model *model, const int *tokens, size_t n, float *logprobs, double *nll);
+
+/* A token-bigram baseline fitted on train: p(w | v) = (c(v, w) + beta p1(w)) / (c(v) + beta),
+ * p1 the add-one unigram; beta chosen on the last tenth of train (fitted on the rest), then the
+ * counts refitted on all of train. *nll: summed nats over eval[1..n_eval), eval[0] scored by p1. */
+fm_status fm_bigram_nll(const int *train, size_t n_train, const int *eval, size_t n_eval, int vocab_size,
+                        double *nll, double *beta);
+
 /* ---------------------------------------------------------------- tokenizer */
 
 /* Byte-level BPE as GPT-2 uses it (tokenizer.c). Ids 0..255 need not be the raw bytes: a
@@ -188,6 +262,20 @@ fm_status fm_tokenizer_decode(const fm_tokenizer *tok, const int *ids, size_t n_
                               size_t *out_len);
 /* The bytes of one token (not NUL-terminated), for streaming output; NULL for a bad id. */
 const char *fm_tokenizer_token_bytes(const fm_tokenizer *tok, int id, size_t *len);
+
+/* ---------------------------------------------------------------- pictures */
+
+/* One line of a chart: n points (xs[i], ys[i]); NAN ys are skipped. color: an SVG color. */
+typedef struct {
+    const char *name;
+    const double *xs, *ys;
+    int n;
+    const char *color;
+} fm_series;
+
+/* Writes a line chart as an SVG file (atomic): axes with ticks, a legend, optional log-scale y. */
+fm_status fm_plot_svg(const char *path, const char *title, const char *x_label, const char *y_label,
+                      const fm_series *series, int n_series, int log_y);
 
 /* ---------------------------------------------------------------- model directory */
 

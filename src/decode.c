@@ -1,0 +1,148 @@
+/*
+ * decode.c — incremental decoding with a key/value cache, for generation (batch 1).
+ *
+ * What it is for: producing the next-token logits one position at a time without recomputing
+ * earlier positions: each layer's keys and values are cached (L, max_len, C) and the new token
+ * attends to them. The arithmetic is the forward's (same kernels, N = 1), so a cached run equals
+ * a full forward up to float rounding (tests/test_generate.c checks it token for token).
+ * Not for: training (no activations are kept for backward) or batches of sequences.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/kernels.h"
+#include "internal.h"
+#include "model.h"
+
+struct fm_decoder {
+    const fm_model *model;
+    int max_len, len;
+    float *k_cache, *v_cache; /* (L, max_len, C) each */
+    float *x;                 /* (C) residual stream */
+    float *ln;                /* (C) */
+    float *qkv;               /* (3C) */
+    float *atty;              /* (C) */
+    float *proj;              /* (C) */
+    float *fch, *fch_gelu;    /* (H) each */
+    float *scores;            /* (NH, max_len) */
+    float *logits;            /* (V) */
+    float mean, rstd;         /* layernorm statistics (unused after the call) */
+};
+
+fm_status fm_decoder_init(fm_decoder **out, const fm_model *model, int max_len) {
+    *out = NULL;
+    const fm_config *c = &model->cfg;
+    if (max_len < 1 || max_len > c->n_positions)
+        return fm_fail(FM_ERR_ARG, "decoder length %d: must be between 1 and the context (%d)", max_len,
+                       c->n_positions);
+    fm_decoder *d = calloc(1, sizeof *d);
+    if (!d) return fm_fail(FM_ERR_NOMEM, "out of memory for the decoder");
+    size_t C = c->n_embd, H = fm_config_mlp_width(c), cache = (size_t)c->n_layer * max_len * C;
+    d->model = model;
+    d->max_len = max_len;
+    d->k_cache = malloc(sizeof(float) * cache);
+    d->v_cache = malloc(sizeof(float) * cache);
+    d->x = malloc(sizeof(float) * C);
+    d->ln = malloc(sizeof(float) * C);
+    d->qkv = malloc(sizeof(float) * 3 * C);
+    d->atty = malloc(sizeof(float) * C);
+    d->proj = malloc(sizeof(float) * C);
+    d->fch = malloc(sizeof(float) * H);
+    d->fch_gelu = malloc(sizeof(float) * H);
+    d->scores = malloc(sizeof(float) * (size_t)c->n_head * max_len);
+    d->logits = malloc(sizeof(float) * c->vocab_size);
+    if (!d->k_cache || !d->v_cache || !d->x || !d->ln || !d->qkv || !d->atty || !d->proj || !d->fch ||
+        !d->fch_gelu || !d->scores || !d->logits) {
+        fm_decoder_free(d);
+        return fm_fail(FM_ERR_NOMEM, "out of memory for a key/value cache of %d positions", max_len);
+    }
+    *out = d;
+    return FM_OK;
+}
+
+void fm_decoder_free(fm_decoder *d) {
+    if (!d) return;
+    free(d->k_cache), free(d->v_cache), free(d->x), free(d->ln), free(d->qkv), free(d->atty);
+    free(d->proj), free(d->fch), free(d->fch_gelu), free(d->scores), free(d->logits);
+    free(d);
+}
+
+void fm_decoder_reset(fm_decoder *d) { d->len = 0; }
+int fm_decoder_length(const fm_decoder *d) { return d->len; }
+
+/* One query (C) against the cached keys/values (len, C) of one layer: out (C), per head
+ * softmax(q . k_u / sqrt(hs)) over u < len, then the weighted sum of v_u. */
+static void attend(float *out, float *scores, const float *q, const float *keys, const float *values,
+                   int len, int C, int NH) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+#pragma omp parallel for schedule(static)
+    for (int h = 0; h < NH; h++) {
+        float *s = scores + (size_t)h * len, maxv = -INFINITY, sum = 0.0f;
+        const float *qh = q + h * hs;
+        for (int u = 0; u < len; u++) {
+            const float *k = keys + (size_t)u * C + h * hs;
+            float dot = 0.0f;
+            for (int i = 0; i < hs; i++) dot += qh[i] * k[i];
+            s[u] = dot * scale;
+            maxv = s[u] > maxv ? s[u] : maxv;
+        }
+        for (int u = 0; u < len; u++) {
+            s[u] = expf(s[u] - maxv);
+            sum += s[u];
+        }
+        float *o = out + h * hs;
+        for (int i = 0; i < hs; i++) o[i] = 0.0f;
+        for (int u = 0; u < len; u++) {
+            const float *v = values + (size_t)u * C + h * hs;
+            float a = s[u] / sum;
+            for (int i = 0; i < hs; i++) o[i] += a * v[i];
+        }
+    }
+}
+
+/* The forward of one token at position d->len, filling the caches and d->x. */
+static void step(fm_decoder *d, int token) {
+    const fm_model *m = d->model;
+    const fm_config *c = &m->cfg;
+    int C = c->n_embd, H = fm_config_mlp_width(c), pos = d->len;
+    float eps = c->layer_norm_epsilon;
+    fm_k_encoder_forward(d->x, &token, m->w.wte, m->w.wpe + (size_t)pos * C, 1, 1, C);
+    for (int l = 0; l < c->n_layer; l++) {
+        const fm_layer_weights *w = &m->w.layers[l];
+        float *keys = d->k_cache + (size_t)l * d->max_len * C, *values = d->v_cache + (size_t)l * d->max_len * C;
+        fm_k_layernorm_forward(d->ln, &d->mean, &d->rstd, d->x, w->ln1_w, w->ln1_b, 1, C, eps);
+        fm_k_linear_forward(d->qkv, d->ln, w->qkv_w, w->qkv_b, 1, C, 3 * C);
+        memcpy(keys + (size_t)pos * C, d->qkv + C, sizeof(float) * C);
+        memcpy(values + (size_t)pos * C, d->qkv + 2 * C, sizeof(float) * C);
+        attend(d->atty, d->scores, d->qkv, keys, values, pos + 1, C, c->n_head);
+        fm_k_linear_forward(d->proj, d->atty, w->attproj_w, w->attproj_b, 1, C, C);
+        fm_k_residual_forward(d->x, d->x, d->proj, C);
+        fm_k_layernorm_forward(d->ln, &d->mean, &d->rstd, d->x, w->ln2_w, w->ln2_b, 1, C, eps);
+        fm_k_linear_forward(d->fch, d->ln, w->fc_w, w->fc_b, 1, C, H);
+        fm_k_gelu_forward(d->fch_gelu, d->fch, H);
+        fm_k_linear_forward(d->proj, d->fch_gelu, w->fcproj_w, w->fcproj_b, 1, H, C);
+        fm_k_residual_forward(d->x, d->x, d->proj, C);
+    }
+    d->len++;
+}
+
+fm_status fm_decoder_feed(fm_decoder *d, const int *tokens, int n, const float **logits) {
+    const fm_model *m = d->model;
+    const fm_config *c = &m->cfg;
+    if (n < 1) return fm_fail(FM_ERR_ARG, "decoder: nothing to feed");
+    if (d->len + n > d->max_len)
+        return fm_fail(FM_ERR_ARG, "decoder: %d + %d positions exceed its length %d", d->len, n, d->max_len);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return fm_fail(FM_ERR_ARG, "token %d is outside the vocabulary [0, %d)", tokens[i], c->vocab_size);
+    for (int i = 0; i < n; i++) step(d, tokens[i]);
+    /* final LayerNorm, then the tied head: logits (V) = wte (V, C) @ ln */
+    fm_k_layernorm_forward(d->ln, &d->mean, &d->rstd, d->x, m->w.lnf_w, m->w.lnf_b, 1, c->n_embd,
+                           c->layer_norm_epsilon);
+    fm_k_gemm(0, 1, 1, c->vocab_size, c->n_embd, d->ln, c->n_embd, m->w.wte, c->n_embd, d->logits,
+              c->vocab_size, 0);
+    *logits = d->logits;
+    return FM_OK;
+}
