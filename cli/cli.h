@@ -49,10 +49,12 @@ char *cli_read_file(const char *cmd, const char *path, size_t *len);
 void cli_load_model(const char *cmd, const char *dir, fm_model **model, fm_tokenizer **tok, int require_tokenizer);
 /* Parses space/comma-separated token ids; dies on a bad id or one >= vocab_size. */
 int *cli_parse_ids(const char *cmd, const char *text, int vocab_size, size_t *n);
+/* mkdir -p; dies on failure. */
+void cli_mkdir_p(const char *cmd, const char *dir);
 /* Seconds on a monotonic clock. */
 double cli_now(void);
 
-extern const cli_command cmd_init, cmd_info, cmd_generate, cmd_score;
+extern const cli_command cmd_init, cmd_info, cmd_data, cmd_pretrain, cmd_generate, cmd_score, cmd_eval;
 extern const cli_command cmd_bench; /* cmd-bench.c */
 
 #endif /* FM_CLI_H */

@@ -7,6 +7,7 @@ set -euo pipefail
 need=()
 [ -f /usr/include/cmocka.h ] || need+=(libcmocka-dev)
 [ -f /usr/include/cjson/cJSON.h ] || need+=(libcjson-dev)
+[ -f /usr/include/utf8proc.h ] || need+=(libutf8proc-dev)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 command -v make >/dev/null || need+=(make)
 # OpenMP runtime for gcc (libgomp) comes with gcc; check it links.

@@ -1,0 +1,131 @@
+/*
+ * cmd-bench.c — `fm bench train`: how fast fm trains on this machine, as one line a script reads.
+ *
+ * What it is for: side-by-side runs against the PyTorch peer (bench/compare.sh). A training
+ * step is what a trainer does: zero the gradients, forward, masked cross-entropy, backward,
+ * global-norm clipping and AdamW. The data are random tokens from a fixed seed. Steps after
+ * the warm-up are timed one by one and the median is reported, with FLOPs per token counted as
+ * llm.c does (6 N + 6 L C T, N all parameters) and the peak resident memory the process saw.
+ * Not for: correctness (tests/) or training a real model (fm pretrain).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "cli.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Peak resident set of this process so far, in MiB (Linux reports ru_maxrss in KiB). */
+static double peak_rss_mb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0;
+}
+
+typedef struct {
+    fm_config cfg;
+    int batch, seq, threads, steps, warmup;
+    float peak_gflops;
+    uint64_t seed;
+} bench_args;
+
+static int bench_train(const bench_args *a) {
+    const fm_config *cfg = &a->cfg;
+    int B = a->batch, T = a->seq, n = B * T;
+    if (T > cfg->n_positions)
+        cli_usage_error("bench", "--seq %d exceeds --context %d", T, cfg->n_positions);
+    fm_set_threads(a->threads);
+    fm_model *model = NULL;
+    fm_optimizer *opt = NULL;
+    fm_adamw_config ocfg;
+    fm_adamw_config_default(&ocfg);
+    ocfg.warmup_steps = 10;
+    ocfg.total_steps = 1000;
+    fm_status st = fm_model_init(&model, cfg, a->seed);
+    if (st) cli_fail("bench", st);
+    if ((st = fm_optimizer_init(&opt, model, &ocfg))) cli_fail("bench", st);
+
+    /* Random tokens (B, T) per step; targets are the next token of the same stream. */
+    int total = a->warmup + a->steps;
+    int *stream = malloc(sizeof(int) * ((size_t)n * total + 1));
+    double *times = malloc(sizeof(double) * (a->steps > 0 ? a->steps : 1));
+    if (!stream || !times) {
+        fprintf(stderr, "fm bench: out of memory\n");
+        return 1;
+    }
+    fm_rng rng;
+    fm_rng_seed(&rng, a->seed + 1);
+    for (size_t i = 0; i < (size_t)n * total + 1; i++) stream[i] = (int)(fm_rng_u64(&rng) % cfg->vocab_size);
+
+    float loss = 0.0f;
+    for (int s = 0; s < total; s++) {
+        const int *tokens = stream + (size_t)s * n, *targets = tokens + 1;
+        double t0 = now_s();
+        fm_model_zero_grad(model);
+        if ((st = fm_model_train_loss(model, tokens, targets, NULL, B, T, &loss))) cli_fail("bench", st);
+        if ((st = fm_optimizer_step(opt, model, NULL, NULL))) cli_fail("bench", st);
+        double dt = now_s() - t0;
+        if (s >= a->warmup) times[s - a->warmup] = dt;
+        fprintf(stderr, "step %d%s: loss %.4f, %.1f ms\n", s + 1, s < a->warmup ? " (warm-up)" : "", loss,
+                1e3 * dt);
+    }
+    double step_s = median(times, a->steps);
+    size_t N = fm_model_num_params(model);
+    double flops_per_token = 6.0 * (double)N + 6.0 * cfg->n_layer * cfg->n_embd * (double)T;
+    double tok_s = n / step_s, gflops = flops_per_token * tok_s / 1e9;
+    printf("fm_bench mode=train tokens_per_s=%.1f ms_per_step=%.2f gflops=%.1f peak_pct=%.1f params=%zu "
+           "peak_rss_mb=%.1f threads=%d layers=%d dim=%d heads=%d vocab=%d batch=%d seq=%d loss=%.4f\n",
+           tok_s, 1e3 * step_s, gflops, 100.0 * gflops / a->peak_gflops, N, peak_rss_mb(), fm_get_threads(),
+           cfg->n_layer, cfg->n_embd, cfg->n_head, cfg->vocab_size, B, T, loss);
+    free(stream);
+    free(times);
+    fm_optimizer_free(opt);
+    fm_model_free(model);
+    return 0;
+}
+
+static int run(int argc, char **argv) {
+    bench_args a = {.batch = 4, .seq = 64, .threads = 0, .steps = 10, .warmup = 3, .peak_gflops = 330.0f,
+                    .seed = 1337};
+    fm_config_default(&a.cfg);
+    cli_option opts[] = {
+        {"layers", OPT_INT, &a.cfg.n_layer, 1, 4096, "transformer blocks (default 12)"},
+        {"dim", OPT_INT, &a.cfg.n_embd, 1, 65536, "width (default 768)"},
+        {"heads", OPT_INT, &a.cfg.n_head, 1, 65536, "attention heads (default 12)"},
+        {"vocab", OPT_INT, &a.cfg.vocab_size, 1, 16777216, "vocabulary size (default 50257)"},
+        {"context", OPT_INT, &a.cfg.n_positions, 1, 1048576, "rows of the position table (default 1024)"},
+        {"batch", OPT_INT, &a.batch, 1, 65536, "sequences per step (default 4)"},
+        {"seq", OPT_INT, &a.seq, 1, 1048576, "tokens per sequence (default 64)"},
+        {"threads", OPT_INT, &a.threads, 0, 1024, "threads (default: all cores)"},
+        {"steps", OPT_INT, &a.steps, 1, 100000, "timed steps (default 10)"},
+        {"warmup", OPT_INT, &a.warmup, 0, 100000, "untimed steps first (default 3)"},
+        {"peak-gflops", OPT_FLOAT, &a.peak_gflops, 1e-3, 1e9, "FMA peak for peak_pct (default 330)"},
+        {"seed", OPT_U64, &a.seed, 0, 1.8e19, "random seed (default 1337)"},
+    };
+    char *positional[1];
+    int n_pos = cli_parse(&cmd_bench, argc, argv, opts, sizeof opts / sizeof opts[0], positional, 1);
+    if (n_pos != 1) cli_usage_error("bench", "which benchmark? 'train'");
+    if (fm_config_validate(&a.cfg)) cli_usage_error("bench", "%s", fm_last_error());
+    if (strcmp(positional[0], "train") == 0) return bench_train(&a);
+    cli_usage_error("bench", "'%s' is not a benchmark (train)", positional[0]);
+}
+
+const cli_command cmd_bench = {"bench", "train [--layers N --dim N --heads N --vocab N --batch N --seq N --threads N]",
+                               "Measure training speed: one machine-readable fm_bench line.", run};

@@ -1,0 +1,107 @@
+/*
+ * cmd-eval.c — `fm eval`: held-out bits per byte of a model beside a token-bigram baseline.
+ *
+ * Bits per byte = the summed negative log-likelihood of the held-out tokens, in bits, over the
+ * held-out text's UTF-8 bytes. The model scores every token (the first after <|endoftext|>);
+ * the bigram baseline is fitted on the training shard and measured the same way.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static int *read_all(fm_shard *s, size_t *n) {
+    *n = fm_shard_length(s);
+    int *t = malloc(sizeof(int) * (*n + 1));
+    fm_shard_read(s, 0, *n, t + 1); /* leave room for a <|endoftext|> in front */
+    return t;
+}
+
+static fm_shard *open_shard(const char *dir, const char *name) {
+    size_t len = strlen(dir) + strlen(name) + 2;
+    char *path = malloc(len);
+    snprintf(path, len, "%s/%s", dir, name);
+    fm_shard *s;
+    fm_status st = fm_shard_open(&s, path);
+    if (st) cli_fail("eval", st);
+    free(path);
+    return s;
+}
+
+static int run(int argc, char **argv) {
+    const char *dir = NULL, *data = NULL;
+    int no_bigram = 0, json = 0, threads = 0;
+    cli_option opts[] = {
+        {"model", OPT_STRING, &dir, 0, 0, "model directory (required unless --bigram-only)"},
+        {"data", OPT_STRING, &data, 0, 0, "directory of fm data prepare (train.bin, val.bin) (required)"},
+        {"no-bigram", OPT_FLAG, &no_bigram, 0, 0, "skip the bigram baseline"},
+        {"json", OPT_FLAG, &json, 0, 0, "one JSON line instead of text"},
+        {"threads", OPT_INT, &threads, 0, 1024, "threads (default: all cores)"},
+    };
+    char *positional[1];
+    cli_parse(&cmd_eval, argc, argv, opts, sizeof opts / sizeof opts[0], positional, 0);
+    if (!data) cli_usage_error("eval", "--data DIR is required");
+    if (!dir && no_bigram) cli_usage_error("eval", "nothing to do: no --model and --no-bigram");
+    fm_set_threads(threads);
+    fm_shard *val = open_shard(data, "val.bin");
+    size_t n_val;
+    int *val_tokens = read_all(val, &n_val);
+    double bytes = (double)fm_shard_source_bytes(val), model_bpb = NAN, bigram_bpb = NAN, beta = NAN;
+    if (bytes <= 0) {
+        fprintf(stderr, "fm eval: %s/val.bin records no source bytes\n", data);
+        return 1;
+    }
+    if (dir) {
+        fm_model *model;
+        fm_tokenizer *tok;
+        cli_load_model("eval", dir, &model, &tok, 0);
+        if (fm_model_config(model)->vocab_size != fm_shard_vocab_size(val)) {
+            fprintf(stderr, "fm eval: %s/val.bin has a %d-token vocabulary, the model %d\n", data,
+                    fm_shard_vocab_size(val), fm_model_config(model)->vocab_size);
+            return 1;
+        }
+        int eos = tok ? fm_tokenizer_special_id(tok, "<|endoftext|>") : -1;
+        double nll;
+        fm_status st;
+        if (eos >= 0) {
+            val_tokens[0] = eos; /* every held-out token is scored */
+            st = fm_score_tokens(model, val_tokens, n_val + 1, NULL, &nll);
+        } else {
+            st = fm_score_tokens(model, val_tokens + 1, n_val, NULL, &nll);
+        }
+        if (st) cli_fail("eval", st);
+        model_bpb = nll / log(2.0) / bytes;
+        fm_tokenizer_free(tok);
+        fm_model_free(model);
+    }
+    if (!no_bigram) {
+        fm_shard *train = open_shard(data, "train.bin");
+        size_t n_train;
+        int *train_tokens = read_all(train, &n_train);
+        double nll;
+        fm_status st = fm_bigram_nll(train_tokens + 1, n_train, val_tokens + 1, n_val, fm_shard_vocab_size(val), &nll, &beta);
+        if (st) cli_fail("eval", st);
+        bigram_bpb = nll / log(2.0) / bytes;
+        free(train_tokens);
+        fm_shard_close(train);
+    }
+    if (json) {
+        printf("{\"tokens\":%zu,\"bytes\":%.0f", n_val, bytes);
+        if (dir) printf(",\"model_bits_per_byte\":%.4f", model_bpb);
+        if (!no_bigram) printf(",\"bigram_bits_per_byte\":%.4f,\"bigram_beta\":%.3g", bigram_bpb, beta);
+        printf("}\n");
+    } else {
+        printf("held-out text: %zu tokens, %.0f bytes\n", n_val, bytes);
+        if (dir) printf("model:  %.4f bits per byte\n", model_bpb);
+        if (!no_bigram) printf("bigram: %.4f bits per byte (token bigram, interpolated with the unigram, beta %.3g)\n",
+                               bigram_bpb, beta);
+    }
+    free(val_tokens);
+    fm_shard_close(val);
+    return 0;
+}
+
+const cli_command cmd_eval = {"eval", "--data DIR [--model DIR] [--no-bigram] [--json]",
+                              "Held-out bits per byte of a model, beside a token-bigram baseline.", run};

@@ -1,0 +1,122 @@
+/*
+ * common.c — helpers the fm subcommands share: reading inputs, loading a model directory with
+ * its tokenizer, parsing token ids, a clock. They die with a message naming the problem.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cli.h"
+
+char *cli_read_file(const char *cmd, const char *path, size_t *len) {
+    int use_stdin = !path || strcmp(path, "-") == 0;
+    const char *name = use_stdin ? "standard input" : path;
+    struct stat sb;
+    if (!use_stdin && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "fm %s: %s: is a directory, not a file\n", cmd, path);
+        exit(1);
+    }
+    FILE *fp = use_stdin ? stdin : fopen(path, "rb");
+    if (!fp) {
+        fprintf(stderr, "fm %s: %s: cannot open: %s\n", cmd, path, strerror(errno));
+        exit(1);
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (!buf) break;
+        if (n + 1 >= cap) {
+            char *grown = realloc(buf, cap *= 2);
+            if (!grown) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = grown;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, fp);
+        n += got;
+        if (got == 0) break;
+    }
+    if (!buf || ferror(fp)) {
+        fprintf(stderr, "fm %s: %s: %s\n", cmd, name, buf ? "read error" : "out of memory");
+        exit(1);
+    }
+    if (!use_stdin) fclose(fp);
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+void cli_load_model(const char *cmd, const char *dir, fm_model **model, fm_tokenizer **tok, int require_tokenizer) {
+    fm_status st = fm_model_load(model, dir);
+    if (st) cli_fail(cmd, st);
+    if (!tok) return;
+    *tok = NULL;
+    size_t n = strlen(dir) + 32;
+    char *path = malloc(n);
+    snprintf(path, n, "%s/tokenizer.json", dir);
+    struct stat sb;
+    if (stat(path, &sb) != 0 && !require_tokenizer) {
+        free(path);
+        return;
+    }
+    if ((st = fm_tokenizer_load(tok, path))) cli_fail(cmd, st);
+    int tv = fm_tokenizer_vocab_size(*tok), mv = fm_model_config(*model)->vocab_size;
+    if (tv != mv) {
+        fprintf(stderr, "fm %s: %s: the tokenizer has %d tokens but the model's vocab_size is %d; they "
+                "do not belong together\n", cmd, path, tv, mv);
+        exit(1);
+    }
+    free(path);
+}
+
+int *cli_parse_ids(const char *cmd, const char *text, int vocab_size, size_t *n) {
+    size_t cap = 64, count = 0;
+    int *ids = malloc(sizeof(int) * cap);
+    const char *p = text;
+    for (;;) {
+        while (*p == ' ' || *p == ',' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+        if (!*p) break;
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v >= vocab_size) {
+            fprintf(stderr, "fm %s: token id '%.*s' is not in [0, %d)\n", cmd, (int)strcspn(p, " ,\n"), p,
+                    vocab_size);
+            exit(2);
+        }
+        if (count == cap) ids = realloc(ids, sizeof(int) * (cap *= 2));
+        ids[count++] = (int)v;
+        p = end;
+    }
+    *n = count;
+    return ids;
+}
+
+void cli_mkdir_p(const char *cmd, const char *dir) {
+    char *path = strdup(dir);
+    for (char *p = path + 1; ; p++) {
+        if (*p != '/' && *p != '\0') continue;
+        char saved = *p;
+        *p = '\0';
+        struct stat sb;
+        if (mkdir(path, 0755) != 0 && !(errno == EEXIST && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))) {
+            fprintf(stderr, "fm %s: %s: cannot create the directory: %s\n", cmd, path,
+                    errno == EEXIST ? "a file of that name exists" : strerror(errno));
+            exit(1);
+        }
+        *p = saved;
+        if (!saved) break;
+    }
+    free(path);
+}
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
