@@ -452,6 +452,7 @@ static int run(int argc, char **argv) {
         int64_t step = s + 1;
         fprintf(metrics, "{\"step\":%lld,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.4f,\"tokens_per_s\":%.0f}\n",
                 (long long)step, loss, lr, norm, tokens_per_s);
+        fflush(metrics);
         history_add(&hist.steps, &hist.loss, &hist.n, &hist.cap, (double)step, loss);
         double elapsed = cli_now() - t_start;
         double eta = elapsed / (double)(step - first_step) * (double)(rs.total_steps - step);

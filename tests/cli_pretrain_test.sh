@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# cli_pretrain_test.sh — the pre-training path end to end on a small corpus: data prepare,
+# pretrain, interrupt + resume (same losses as an uninterrupted run), generate (same seed, same
+# text), score, eval, and each bad input's clear error, non-zero exit and no partial file.
+# Usage: tests/cli_pretrain_test.sh PATH/TO/fm     Prints "N passed, N failed".
+set -u
+FM=$(realpath "${1:?usage: cli_pretrain_test.sh PATH/TO/fm}")
+tmp=$(mktemp -d /tmp/fm_pretrain_XXXXXX)
+trap 'umount "$tmp/tinyfs" 2>/dev/null; rm -rf "$tmp"' EXIT
+cd "$tmp"
+passed=0 failed=0
+ok() { passed=$((passed + 1)); }
+bad() { failed=$((failed + 1)); echo "FAIL $*"; }
+
+# lines_with PATTERN FILE: how many lines of FILE match (0 when FILE does not exist yet)
+lines_with() { local n; n=$(grep -c -- "$1" "$2" 2>/dev/null); echo "${n:-0}"; }
+
+# expect NAME STATUS PATTERN -- COMMAND...: exit status and a pattern in stdout+stderr
+expect() {
+    local name=$1 want=$2 pattern=$3
+    shift 4
+    local out status
+    out=$("$@" 2>&1)
+    status=$?
+    if [ "$status" -eq "$want" ] && grep -qE -- "$pattern" <<<"$out"; then ok; else
+        bad "$name: exit $status (want $want), output:"
+        sed 's/^/    /' <<<"$out" | tail -5
+    fi
+}
+
+# A corpus of 600 varied lines (a counting rhyme), and a tokenizer for it.
+for i in $(seq 1 600); do
+    echo "Line $i: the $((i % 7)) lambs and $((i % 5)) sheep went $([ $((i % 3)) -eq 0 ] && echo up || echo down) the hill."
+done >corpus.txt
+"$FM" tokenizer train --vocab 300 --out tok.json corpus.txt >/dev/null || bad "tokenizer train"
+"$FM" tokenizer train --vocab 400 --out tok400.json corpus.txt >/dev/null || bad "tokenizer train 400"
+
+# --- data prepare and its errors
+expect "prepare" 0 "val.bin: [0-9]+ tokens" -- "$FM" data prepare --tokenizer tok.json --out data corpus.txt
+[ -f data/train.bin ] && [ -f data/val.bin ] && [ -f data/tokenizer.json ] && ok || bad "shards missing"
+expect "missing corpus" 1 "nope.txt: cannot open" -- "$FM" data prepare --tokenizer tok.json --out d1 nope.txt
+: >empty.txt
+expect "empty corpus" 1 "empty.txt: empty file" -- "$FM" data prepare --tokenizer tok.json --out d2 empty.txt
+head -c 3000 /dev/urandom >binary.bin
+printf 'abc\0def' >>binary.bin
+expect "binary corpus" 1 "binary.bin: binary file" -- "$FM" data prepare --tokenizer tok.json --out d3 binary.bin
+[ -e d1 ] || [ -e d2 ] || [ -e d3 ] && bad "a refused prepare left a directory behind" || ok
+
+# --- pretrain flags
+common=(--data data --layers 2 --dim 32 --heads 2 --context 32 --batch 4 --eval-every 10 --eval-tokens 512
+        --sample-every 0 --threads 2 --seed 7)
+expect "zero layers" 2 "--layers: 0 is out of range" -- "$FM" pretrain "${common[@]}" --layers 0 --steps 5 --out r0
+expect "heads not dividing" 2 "n_head = 3 does not divide n_embd = 32" -- "$FM" pretrain "${common[@]}" --heads 3 --steps 5 --out r0
+expect "seq over context" 2 "--seq 64 is longer than the context \(32\)" -- "$FM" pretrain "${common[@]}" --seq 64 --steps 5 --out r0
+expect "no budget" 2 "exactly one of --steps and --minutes" -- "$FM" pretrain "${common[@]}" --out r0
+[ -e r0 ] && bad "refused pretrain left r0" || ok
+
+# --- an uninterrupted run, and one interrupted by Ctrl-C then resumed
+expect "pretrain" 0 "done: 150 steps" -- "$FM" pretrain "${common[@]}" --steps 150 --save-every 50 --out full
+"$FM" pretrain "${common[@]}" --steps 150 --save-every 50 --out cut >cut.log 2>&1 &
+pid=$!
+for _ in $(seq 1 500); do
+    [ "$(lines_with '"loss"' cut/metrics.jsonl)" -ge 20 ] && break
+    sleep 0.01
+done
+kill -INT $pid
+wait $pid
+status=$?
+stopped_at=$(grep -o "checkpoint saved at step [0-9]*" cut.log | grep -o "[0-9]*$")
+if [ $status -eq 130 ] && [ "${stopped_at:-150}" -lt 150 ]; then ok; else
+    bad "interrupt: exit $status"; tail -3 cut.log
+fi
+expect "resume" 0 "done: 150 steps" -- "$FM" pretrain --out cut --resume --threads 2
+losses() { grep -o '"step":[0-9]*,"loss":[0-9.]*' "$1/metrics.jsonl"; }
+if [ "$(losses full | wc -l)" -eq 150 ] && diff <(losses full) <(losses cut) >/dev/null; then ok; else
+    bad "resumed losses differ from the uninterrupted run"; diff <(losses full) <(losses cut) | head -5
+fi
+cmp -s full/model.safetensors cut/model.safetensors && ok || bad "resumed weights differ"
+grep -q "<svg" full/loss.svg && ok || bad "no loss curve"
+expect "resume a finished run" 0 "done: 150 steps" -- "$FM" pretrain --out full --resume
+expect "fresh run over an old one" 2 "already holds a run" -- "$FM" pretrain "${common[@]}" --steps 5 --out full
+
+# --- generate, score, eval
+expect "generate" 0 "tokens generated" -- "$FM" generate --model full --prompt "Line 5: the" --max-tokens 20 --seed 3
+a=$("$FM" generate --model full --prompt "Line" --max-tokens 30 --seed 9 2>/dev/null)
+b=$("$FM" generate --model full --prompt "Line" --max-tokens 30 --seed 9 2>/dev/null)
+[ -n "$a" ] && [ "$a" = "$b" ] && ok || bad "same seed gave different text"
+echo "Line 12: the" >prompt.txt
+expect "prompt from a file" 0 "tokens generated" -- "$FM" generate --model full --file prompt.txt --max-tokens 5
+expect "prompt from stdin" 0 "tokens generated" -- sh -c "echo 'Line 3' | '$FM' generate --model full --max-tokens 5"
+out=$("$FM" generate --model full --prompt "Line 1" --max-tokens 60 --temperature 0 --stop "hill" 2>/dev/null)
+grep -q "hill" <<<"$out" && bad "stop string was printed: $out" || ok
+expect "score json" 0 '^\{"tokens":\[[0-9,]+\],"logprobs":\[null,-[0-9]' -- "$FM" score --model full --text "Line 4: the 4 lambs" --json
+expect "score bos" 0 '"logprobs":\[-[0-9]' -- "$FM" score --model full --text "Line 4" --bos --json
+expect "eval" 0 "bigram: [0-9.]+ bits per byte" -- "$FM" eval --model full --data data
+
+# --- bad inputs to a trained model
+cp -r full mism && cp tok400.json mism/tokenizer.json
+expect "tokenizer vocabulary mismatch" 1 "the tokenizer has [0-9]+ tokens but the model's vocab_size is 300" -- \
+    "$FM" generate --model mism --prompt "Line" --max-tokens 5
+expect "absurd top-p" 2 "out of range" -- "$FM" generate --model full --prompt x --top-p 2
+cp -r data bad_data
+printf '\x01' | dd of=bad_data/train.bin bs=1 seek=100 conv=notrunc 2>/dev/null
+expect "corrupt shard" 1 "train.bin: checksum mismatch" -- "$FM" pretrain "${common[@]}" --data bad_data --steps 5 --out r1
+truncate -s -7 bad_data/val.bin
+expect "truncated shard" 1 "val.bin: truncated" -- "$FM" eval --data bad_data --model full
+cp -r full bad_ckpt
+truncate -s -100 bad_ckpt/model.safetensors
+expect "corrupt checkpoint" 1 "model.safetensors: .*truncated" -- "$FM" pretrain --out bad_ckpt --resume
+expect "corrupt checkpoint (generate)" 1 "model.safetensors" -- "$FM" generate --model bad_ckpt --prompt x
+
+# --- a full disk while saving: the previous checkpoint survives
+"$FM" pretrain "${common[@]}" --steps 40 --save-every 10 --out disk >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 1 500); do
+    [ "$(lines_with '"loss"' disk/metrics.jsonl)" -ge 12 ] && break
+    sleep 0.01
+done
+kill -INT $pid
+wait $pid
+before=$(cd disk && md5sum model.safetensors training_state.safetensors config.json)
+# real ENOSPC on a tiny tmpfs when we may mount one; otherwise a file-size limit (EFBIG)
+if mkdir tinyfs && mount -t tmpfs -o size=$(( $(du -sk disk | cut -f1) + 48 ))k tmpfs tinyfs 2>/dev/null; then
+    cp -a disk/. tinyfs/
+    dir=tinyfs
+    expect "full disk" 1 "No space left on device" -- "$FM" pretrain --out tinyfs --resume
+else
+    dir=disk
+    limit=$(( $(stat -c %s disk/model.safetensors) / 1024 - 1 ))
+    expect "file too large" 1 "File too large" -- bash -c "trap '' XFSZ; ulimit -f $limit; exec '$FM' pretrain --out disk --resume"
+fi
+after=$(cd $dir && md5sum model.safetensors training_state.safetensors config.json)
+[ "$before" = "$after" ] && ok || bad "the previous checkpoint changed after a failed save"
+ls $dir | grep -q '\.tmp' && bad "temporary files left in $dir" || ok
+"$FM" info --model $dir >/dev/null 2>&1 && ok || bad "the previous checkpoint no longer loads"
+
+echo "cli pretrain: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
