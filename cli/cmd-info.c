@@ -2,6 +2,9 @@
  * cmd-info.c — `fm info`: what a model directory holds (configuration, parameters, state).
  */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -21,6 +24,26 @@ static int run(int argc, char **argv) {
            c->n_embd, c->n_head, c->n_embd / c->n_head);
     printf("mlp width     %d\nvocabulary    %d\ncontext       %d\n", fm_config_mlp_width(c),
            c->vocab_size, c->n_positions);
+    size_t plen = strlen(dir) + 32;
+    char *tok_path = malloc(plen);
+    snprintf(tok_path, plen, "%s/tokenizer.json", dir);
+    fm_tokenizer *tok = NULL;
+    if (access(tok_path, F_OK) != 0) {
+        printf("tokenizer     none (no tokenizer.json)\n");
+    } else if (fm_tokenizer_load(&tok, tok_path) != FM_OK) {
+        printf("tokenizer     unreadable: %s\n", fm_last_error());
+    } else {
+        printf("tokenizer     byte-level BPE, %d tokens%s; specials:", fm_tokenizer_vocab_size(tok),
+               fm_tokenizer_vocab_size(tok) == c->vocab_size ? "" : " (DOES NOT MATCH the model)");
+        const char *specials[] = {"<|endoftext|>", "<|image|>", "<|/image|>", "<|system|>", "<|user|>", "<|assistant|>"};
+        for (size_t i = 0; i < sizeof specials / sizeof specials[0]; i++) {
+            int id = fm_tokenizer_special_id(tok, specials[i]);
+            if (id >= 0) printf(" %s=%d", specials[i], id);
+        }
+        printf("\n");
+        fm_tokenizer_free(tok);
+    }
+    free(tok_path);
     fm_model *ckpt = NULL;
     fm_optimizer *opt = NULL;
     fm_train_state state;

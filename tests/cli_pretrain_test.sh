@@ -15,6 +15,21 @@ bad() { failed=$((failed + 1)); echo "FAIL $*"; }
 # lines_with PATTERN FILE: how many lines of FILE match (0 when FILE does not exist yet)
 lines_with() { local n; n=$(grep -c -- "$1" "$2" 2>/dev/null); echo "${n:-0}"; }
 
+# interrupted STEPS RUN_DIR LOG -- COMMAND...: starts COMMAND, sends Ctrl-C (SIGINT) once RUN_DIR's
+# metrics hold STEPS steps, waits; the exit status is the command's.
+interrupted() {
+    local steps=$1 dir=$2 log=$3
+    shift 4
+    "$@" >"$log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 1 1000); do
+        [ "$(lines_with '"loss"' "$dir/metrics.jsonl")" -ge "$steps" ] && break
+        sleep 0.01
+    done
+    kill -INT $pid
+    wait $pid
+}
+
 # expect NAME STATUS PATTERN -- COMMAND...: exit status and a pattern in stdout+stderr
 expect() {
     local name=$1 want=$2 pattern=$3
@@ -57,14 +72,7 @@ expect "no budget" 2 "exactly one of --steps and --minutes" -- "$FM" pretrain "$
 
 # --- an uninterrupted run, and one interrupted by Ctrl-C then resumed
 expect "pretrain" 0 "done: 150 steps" -- "$FM" pretrain "${common[@]}" --steps 150 --save-every 50 --out full
-"$FM" pretrain "${common[@]}" --steps 150 --save-every 50 --out cut >cut.log 2>&1 &
-pid=$!
-for _ in $(seq 1 500); do
-    [ "$(lines_with '"loss"' cut/metrics.jsonl)" -ge 20 ] && break
-    sleep 0.01
-done
-kill -INT $pid
-wait $pid
+interrupted 20 cut cut.log -- "$FM" pretrain "${common[@]}" --steps 150 --save-every 50 --out cut
 status=$?
 stopped_at=$(grep -o "checkpoint saved at step [0-9]*" cut.log | grep -o "[0-9]*$")
 if [ $status -eq 130 ] && [ "${stopped_at:-150}" -lt 150 ]; then ok; else
@@ -110,14 +118,7 @@ expect "corrupt checkpoint" 1 "model.safetensors: .*truncated" -- "$FM" pretrain
 expect "corrupt checkpoint (generate)" 1 "model.safetensors" -- "$FM" generate --model bad_ckpt --prompt x
 
 # --- a full disk while saving: the previous checkpoint survives
-"$FM" pretrain "${common[@]}" --steps 40 --save-every 10 --out disk >/dev/null 2>&1 &
-pid=$!
-for _ in $(seq 1 500); do
-    [ "$(lines_with '"loss"' disk/metrics.jsonl)" -ge 12 ] && break
-    sleep 0.01
-done
-kill -INT $pid
-wait $pid
+interrupted 12 disk disk.log -- "$FM" pretrain "${common[@]}" --steps 40 --save-every 10 --out disk
 before=$(cd disk && md5sum model.safetensors training_state.safetensors config.json)
 # real ENOSPC on a tiny tmpfs when we may mount one; otherwise a file-size limit (EFBIG)
 if mkdir tinyfs && mount -t tmpfs -o size=$(( $(du -sk disk | cut -f1) + 48 ))k tmpfs tinyfs 2>/dev/null; then
