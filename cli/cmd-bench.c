@@ -1,11 +1,13 @@
 /*
- * cmd-bench.c — `fm bench train`: how fast fm trains on this machine, as one line a script reads.
+ * cmd-bench.c — `fm bench train|generate`: how fast fm trains and generates on this machine, as
+ * one line a script reads.
  *
  * What it is for: side-by-side runs against the PyTorch peer (bench/compare.sh). A training
  * step is what a trainer does: zero the gradients, forward, masked cross-entropy, backward,
  * global-norm clipping and AdamW. The data are random tokens from a fixed seed. Steps after
  * the warm-up are timed one by one and the median is reported, with FLOPs per token counted as
  * llm.c does (6 N + 6 L C T, N all parameters) and the peak resident memory the process saw.
+ * Generation is batch 1 with the KV-cache decoder: a prompt, then greedy tokens one at a time.
  * Not for: correctness (tests/) or training a real model (fm pretrain).
  */
 #include <stdio.h>
@@ -41,9 +43,10 @@ static double peak_rss_mb(void) {
 
 typedef struct {
     fm_config cfg;
-    int batch, seq, threads, steps, warmup;
+    int batch, seq, threads, steps, warmup, prompt, gen;
     float peak_gflops;
     uint64_t seed;
+    const char *model_dir; /* generate: a model directory instead of a random model */
 } bench_args;
 
 static int bench_train(const bench_args *a) {
@@ -101,9 +104,74 @@ static int bench_train(const bench_args *a) {
     return 0;
 }
 
+/* The index of the largest logit (greedy decoding: no sampler cost in the figures). */
+static int argmax(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* Batch 1: a prompt of a->prompt random tokens fed at once, then a->gen tokens one at a time,
+ * greedy. Runs warm-up + timed times; reports medians of the decode-only rate (generated
+ * tokens over the time of the single-token steps) and of the whole run's (over prompt + steps). */
+static int bench_generate(const bench_args *a) {
+    fm_set_threads(a->threads);
+    fm_model *model = NULL;
+    fm_status st = a->model_dir ? fm_model_load(&model, a->model_dir) : fm_model_init(&model, &a->cfg, a->seed);
+    if (st) cli_fail("bench", st);
+    const fm_config *cfg = fm_model_config(model);
+    int len = a->prompt + a->gen, V = cfg->vocab_size;
+    if (len > cfg->n_positions)
+        cli_usage_error("bench", "--prompt %d + --gen %d exceed the context %d", a->prompt, a->gen, cfg->n_positions);
+    fm_decoder *dec = NULL;
+    if ((st = fm_decoder_init(&dec, model, len))) cli_fail("bench", st);
+    int *tokens = malloc(sizeof(int) * (size_t)len);
+    int runs = a->warmup + a->steps;
+    double *decode_s = malloc(sizeof(double) * runs), *whole_s = malloc(sizeof(double) * runs);
+    if (!tokens || !decode_s || !whole_s) {
+        fprintf(stderr, "fm bench: out of memory\n");
+        return 1;
+    }
+    fm_rng rng;
+    fm_rng_seed(&rng, a->seed + 1);
+    for (int i = 0; i < a->prompt; i++) tokens[i] = (int)(fm_rng_u64(&rng) % V);
+    double prompt_ms = 0.0;
+    for (int r = 0; r < runs; r++) {
+        const float *logits;
+        fm_decoder_reset(dec);
+        double t0 = now_s();
+        if ((st = fm_decoder_feed(dec, tokens, a->prompt, &logits))) cli_fail("bench", st);
+        double t1 = now_s();
+        for (int i = a->prompt; i < len; i++) {
+            tokens[i] = argmax(logits, V);
+            if (i + 1 < len && (st = fm_decoder_feed(dec, &tokens[i], 1, &logits))) cli_fail("bench", st);
+        }
+        double t2 = now_s();
+        /* a->gen tokens come out; the last needs no further step, so gen - 1 steps were timed */
+        decode_s[r] = (t2 - t1) / (a->gen > 1 ? a->gen - 1 : 1);
+        whole_s[r] = t2 - t0;
+        if (r >= a->warmup) prompt_ms += 1e3 * (t1 - t0) / a->steps;
+        fprintf(stderr, "run %d%s: prompt %.1f ms, %.2f ms per token\n", r + 1, r < a->warmup ? " (warm-up)" : "",
+                1e3 * (t1 - t0), 1e3 * decode_s[r]);
+    }
+    double tok_s = 1.0 / median(decode_s + a->warmup, a->steps);
+    double whole = a->gen / median(whole_s + a->warmup, a->steps);
+    printf("fm_bench mode=generate decode_tokens_per_s=%.1f total_tokens_per_s=%.1f ms_per_token=%.2f prompt_ms=%.1f "
+           "params=%zu weights=%s peak_rss_mb=%.1f threads=%d layers=%d dim=%d heads=%d vocab=%d prompt=%d gen=%d\n",
+           tok_s, whole, 1e3 / tok_s, prompt_ms, fm_model_num_params(model), "f32",
+           peak_rss_mb(), fm_get_threads(), cfg->n_layer, cfg->n_embd, cfg->n_head, V, a->prompt, a->gen);
+    free(tokens);
+    free(decode_s);
+    free(whole_s);
+    fm_decoder_free(dec);
+    fm_model_free(model);
+    return 0;
+}
+
 static int run(int argc, char **argv) {
     bench_args a = {.batch = 4, .seq = 64, .threads = 0, .steps = 10, .warmup = 3, .peak_gflops = 330.0f,
-                    .seed = 1337};
+                    .seed = 1337, .prompt = 16, .gen = 128};
     fm_config_default(&a.cfg);
     cli_option opts[] = {
         {"layers", OPT_INT, &a.cfg.n_layer, 1, 4096, "transformer blocks (default 12)"},
@@ -114,18 +182,22 @@ static int run(int argc, char **argv) {
         {"batch", OPT_INT, &a.batch, 1, 65536, "sequences per step (default 4)"},
         {"seq", OPT_INT, &a.seq, 1, 1048576, "tokens per sequence (default 64)"},
         {"threads", OPT_INT, &a.threads, 0, 1024, "threads (default: all cores)"},
-        {"steps", OPT_INT, &a.steps, 1, 100000, "timed steps (default 10)"},
-        {"warmup", OPT_INT, &a.warmup, 0, 100000, "untimed steps first (default 3)"},
+        {"steps", OPT_INT, &a.steps, 1, 100000, "timed steps, or generate runs (default 10)"},
+        {"warmup", OPT_INT, &a.warmup, 0, 100000, "untimed steps or runs first (default 3)"},
+        {"prompt", OPT_INT, &a.prompt, 1, 1048576, "generate: prompt tokens (default 16)"},
+        {"gen", OPT_INT, &a.gen, 1, 1048576, "generate: tokens generated (default 128)"},
+        {"model", OPT_STRING, &a.model_dir, 0, 0, "generate: a model directory (default: random weights)"},
         {"peak-gflops", OPT_FLOAT, &a.peak_gflops, 1e-3, 1e9, "FMA peak for peak_pct (default 330)"},
         {"seed", OPT_U64, &a.seed, 0, 1.8e19, "random seed (default 1337)"},
     };
     char *positional[1];
     int n_pos = cli_parse(&cmd_bench, argc, argv, opts, sizeof opts / sizeof opts[0], positional, 1);
-    if (n_pos != 1) cli_usage_error("bench", "which benchmark? 'train'");
+    if (n_pos != 1) cli_usage_error("bench", "which benchmark? 'train' or 'generate'");
     if (fm_config_validate(&a.cfg)) cli_usage_error("bench", "%s", fm_last_error());
     if (strcmp(positional[0], "train") == 0) return bench_train(&a);
-    cli_usage_error("bench", "'%s' is not a benchmark (train)", positional[0]);
+    if (strcmp(positional[0], "generate") == 0) return bench_generate(&a);
+    cli_usage_error("bench", "'%s' is not a benchmark (train, generate)", positional[0]);
 }
 
-const cli_command cmd_bench = {"bench", "train [--layers N --dim N --heads N --vocab N --batch N --seq N --threads N]",
-                               "Measure training speed: one machine-readable fm_bench line.", run};
+const cli_command cmd_bench = {"bench", "train|generate [--layers N --dim N --heads N --vocab N --batch N --seq N --threads N]",
+                               "Measure training or generation speed: one machine-readable fm_bench line.", run};

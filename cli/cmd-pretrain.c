@@ -274,20 +274,21 @@ static void write_sample(const char *run_dir, fm_model *m, const fm_tokenizer *t
 
 /* ------------------------------------------------------------ the run */
 
-/* Seconds per training step (forward + backward + AdamW estimate) on one batch, measured. */
+/* Seconds per training step (forward + backward + an AdamW estimate) on one batch: the fastest
+ * of a few timed steps, so a moment of load on a shared machine does not shorten the run. */
 static double time_step(fm_model *m, data_state *d, fm_train_state *probe, int B, int T) {
     float loss;
-    double t = 0;
-    for (int i = 0; i < 3; i++) {
+    double best = INFINITY;
+    for (int i = 0; i < 5; i++) {
         draw_batch(d, probe, B, T);
         double t0 = cli_now();
         fm_model_zero_grad(m);
         fm_status st = fm_model_train_loss(m, d->tokens, d->targets, NULL, B, T, &loss);
         if (st) cli_fail("pretrain", st);
-        if (i > 0) t += cli_now() - t0; /* the first call touches fresh memory */
+        if (i > 0 && cli_now() - t0 < best) best = cli_now() - t0; /* the first touches fresh memory */
     }
     fm_model_zero_grad(m);
-    return t / 2 + 16.0 * fm_model_num_params(m) / 5e9; /* AdamW reads and writes 4 arrays */
+    return best + 16.0 * fm_model_num_params(m) / 5e9; /* AdamW reads and writes 4 arrays */
 }
 
 static void format_time(char *buf, size_t n, double s) {
@@ -336,6 +337,7 @@ static int run(int argc, char **argv) {
     };
     char *positional[1];
     cli_parse(&cmd_pretrain, argc, argv, opts, sizeof opts / sizeof opts[0], positional, 0);
+    setvbuf(stdout, NULL, _IOLBF, 0); /* progress shows up in logs as it happens */
     if (!out) cli_usage_error("pretrain", "--out RUN_DIR is required");
     fm_set_threads(threads);
 
@@ -440,6 +442,7 @@ static int run(int argc, char **argv) {
     double bytes_per_token = (double)fm_shard_source_bytes(d.val) / fm_shard_length(d.val);
     double t_start = cli_now(), tokens_per_s = 0;
     int64_t first_step = fm_optimizer_steps_done(opt);
+    int exit_status = 0;
     for (int64_t s = first_step; s < rs.total_steps; s++) {
         double t0 = cli_now();
         float loss, norm, lr;
@@ -482,21 +485,21 @@ static int run(int argc, char **argv) {
         if (interrupted && !last) {
             if (tty) fputc('\n', stderr);
             plot(out, &hist);
-            fclose(metrics);
             printf("interrupted: checkpoint saved at step %lld; continue with: fm pretrain --out %s --resume\n",
                    (long long)step, out);
-            return 130;
+            exit_status = 130;
+            break;
         }
     }
     fclose(metrics);
-    printf("done: %d steps; model in %s (loss curve: %s/loss.svg)\n", rs.total_steps, out, out);
+    if (exit_status == 0) printf("done: %d steps; model in %s (loss curve: %s/loss.svg)\n", rs.total_steps, out, out);
     fm_shard_close(d.train), fm_shard_close(d.val);
     free(d.tokens), free(d.targets), free(d.window), free(tok_path), free(metrics_path);
     free(hist.steps), free(hist.loss), free(hist.val_steps), free(hist.val_loss);
     fm_tokenizer_free(tok);
     fm_optimizer_free(opt);
     fm_model_free(model);
-    return 0;
+    return exit_status;
 }
 
 const cli_command cmd_pretrain = {"pretrain", "--data DIR --out RUN (--steps N | --minutes M) [options] | --out RUN --resume",

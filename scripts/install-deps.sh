@@ -17,6 +17,11 @@ fi
 if [ "${1:-}" = "--torch" ] && ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
     need+=(python3-torch)
 fi
+# --fuzz: clang and its libFuzzer runtime, for `make fuzz`
+if [ "${1:-}" = "--fuzz" ]; then
+    command -v clang >/dev/null || need+=(clang)
+    ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 || need+=(libclang-rt-dev)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
 echo "installing: ${need[*]}"

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "cpu/kernels.h"
 #include "internal.h"
 
 /* Rows are reduced in fixed chunks, so the loss does not depend on the thread count. */
@@ -34,21 +35,10 @@ fm_status fm_cross_entropy(const float *logits, const int *targets, const float 
         double sum_chunk = 0.0;
         int n1 = (ch + 1) * chunk < N ? (ch + 1) * chunk : N;
         for (int n = ch * chunk; n < n1; n++) {
-            const float *z = logits + (size_t)n * V;
-            float maxv = z[0];
-            for (int v = 1; v < V; v++) maxv = z[v] > maxv ? z[v] : maxv;
-            double sum = 0.0;
-            for (int v = 0; v < V; v++) sum += expf(z[v] - maxv);
-            float logz = maxv + (float)log(sum);
+            /* d loss / d z_v = m (softmax_v - [v == target]) / sum(mask); z may alias dz */
             float m = mask ? mask[n] : 1.0f;
-            sum_chunk += (double)m * (logz - z[targets[n]]);
-            if (dlogits) {
-                /* d loss / d z_v = m (softmax_v - [v == target]) / sum(mask); z may alias dz */
-                float *dz = dlogits + (size_t)n * V;
-                float w = m * scale;
-                for (int v = 0; v < V; v++) dz[v] = w * expf(z[v] - logz);
-                dz[targets[n]] -= w;
-            }
+            sum_chunk += (double)m * fm_k_xent_row(dlogits ? dlogits + (size_t)n * V : NULL,
+                                                   logits + (size_t)n * V, V, targets[n], m * scale);
         }
         partial[ch] = sum_chunk;
     }

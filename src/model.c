@@ -182,7 +182,8 @@ static size_t layout_acts(fm_model *m, float *base, int B, int T) {
         TAKE(la->ln1_mean, N);
         TAKE(la->ln1_rstd, N);
         TAKE(la->qkv, N * 3 * C);
-        TAKE(la->att, (size_t)B * NH * T * T);
+        la->att = NULL;
+        TAKE(la->lse, (size_t)B * NH * T);
         TAKE(la->atty, N * C);
         TAKE(la->attproj, N * C);
         TAKE(la->resid2, N * C);
@@ -206,7 +207,7 @@ static size_t layout_acts(fm_model *m, float *base, int B, int T) {
     TAKE(a->dqkv, N * 3 * C);
     TAKE(a->dfch, N * H);
     TAKE(a->dfch_gelu, N * H);
-    TAKE(a->datt_scratch, (size_t)B * NH * T);
+    a->datt_scratch = NULL;
 #undef TAKE
     return used;
 }
@@ -258,7 +259,7 @@ fm_status fm_model_forward(fm_model *m, const int *tokens, int B, int T) {
         fm_layer_acts *la = &a->layers[l];
         fm_k_layernorm_forward(la->ln1, la->ln1_mean, la->ln1_rstd, resid, w->ln1_w, w->ln1_b, N, C, eps);
         fm_k_linear_forward(la->qkv, la->ln1, w->qkv_w, w->qkv_b, N, C, 3 * C);
-        fm_k_attention_forward(la->atty, la->att, la->qkv, B, T, C, NH);
+        fm_k_attention_forward(la->atty, la->lse, la->qkv, B, T, C, NH);
         fm_k_linear_forward(la->attproj, la->atty, w->attproj_w, w->attproj_b, N, C, C);
         fm_k_residual_forward(la->resid2, resid, la->attproj, (size_t)N * C);
         fm_k_layernorm_forward(la->ln2, la->ln2_mean, la->ln2_rstd, la->resid2, w->ln2_w, w->ln2_b, N, C, eps);
@@ -318,7 +319,7 @@ fm_status fm_model_backward(fm_model *m, const float *dlogits, const float *dhid
         /* attention: resid2 = resid_in + c_proj(attn(c_attn(ln_1(resid_in)))) */
         fm_k_linear_backward(a->datty, gl->attproj_w, gl->attproj_b, a->dresid, la->atty,
                              w->attproj_w, N, C, C);
-        fm_k_attention_backward(a->dqkv, a->datt_scratch, a->datty, la->qkv, la->att, B, T, C, NH);
+        fm_k_attention_backward(a->dqkv, a->datty, la->qkv, la->lse, B, T, C, NH);
         fm_k_linear_backward(a->dln, gl->qkv_w, gl->qkv_b, a->dqkv, la->ln1, w->qkv_w, N, C, 3 * C);
         fm_k_layernorm_backward(a->dresid, gl->ln1_w, gl->ln1_b, a->dln, resid_in, w->ln1_w,
                                 la->ln1_mean, la->ln1_rstd, N, C);

@@ -32,7 +32,7 @@ typedef struct {
 typedef struct {
     float *ln1, *ln1_mean, *ln1_rstd; /* (N, C), (N), (N) */
     float *qkv;                       /* (N, 3C) */
-    float *att;                       /* (B, NH, T, T) softmax probabilities */
+    float *att;                       /* unused (NULL): attention keeps no (T, T) matrix, see lse */
     float *atty;                      /* (N, C) attention output before c_proj */
     float *attproj;                   /* (N, C) */
     float *resid2;                    /* (N, C) residual after attention */
@@ -40,6 +40,7 @@ typedef struct {
     float *fch, *fch_gelu;            /* (N, H), (N, H) */
     float *fcproj;                    /* (N, C) */
     float *resid3;                    /* (N, C) residual after the MLP */
+    float *lse;                       /* (B, NH, T) log-sum-exp of each attention row */
 } fm_layer_acts;
 
 typedef struct {
@@ -51,7 +52,7 @@ typedef struct {
     float *dresid, *dln, *datty;      /* (N, C) each */
     float *dqkv;                      /* (N, 3C) */
     float *dfch, *dfch_gelu;          /* (N, H) each */
-    float *datt_scratch;              /* (B, NH, T) */
+    float *datt_scratch;              /* unused (NULL): attention backward needs no scratch */
 } fm_acts;
 
 struct fm_model {

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/kernels.h"
 #include "internal.h"
 #include "optim.h"
 
@@ -99,9 +100,7 @@ static double global_norm(fm_optimizer *o, const float *g) {
 #pragma omp parallel for schedule(static)
     for (size_t ch = 0; ch < o->n_chunks; ch++) {
         size_t i1 = (ch + 1) * FM_NORM_CHUNK < n ? (ch + 1) * FM_NORM_CHUNK : n;
-        double s = 0.0;
-        for (size_t i = ch * FM_NORM_CHUNK; i < i1; i++) s += (double)g[i] * g[i];
-        o->partial[ch] = s;
+        o->partial[ch] = fm_k_sumsq(g + ch * FM_NORM_CHUNK, i1 - ch * FM_NORM_CHUNK);
     }
     double total = 0.0;
     for (size_t ch = 0; ch < o->n_chunks; ch++) total += o->partial[ch];
@@ -136,15 +135,7 @@ fm_status fm_optimizer_step(fm_optimizer *o, fm_model *model, float *grad_norm, 
         size_t off = o->tensor_offset[ti], len = o->tensor_numel[ti];
         float *pp = p + off, *mm = o->m + off, *vv = o->v + off;
         const float *gg = g + off;
-#pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < len; i++) {
-            float gi = gg[i] * clip;
-            pp[i] *= shrink;
-            mm[i] = c->beta1 * mm[i] + (1.0f - c->beta1) * gi;
-            vv[i] = c->beta2 * vv[i] + (1.0f - c->beta2) * gi * gi;
-            float denom = sqrtf(vv[i]) / bc2_sqrt + c->eps;
-            pp[i] -= step_size * mm[i] / denom;
-        }
+        fm_k_adamw(pp, gg, mm, vv, len, clip, shrink, c->beta1, c->beta2, step_size, bc2_sqrt, c->eps);
     }
     o->step++;
     return FM_OK;

@@ -256,11 +256,29 @@ static void gemm_case(int transA, int transB, int M, int N, int K, int accumulat
 
 static void test_fast_gemm(void **state) {
     (void)state;
-    int shapes[][3] = {{1, 1, 1}, {7, 531, 37}, {8, 16, 64}, {13, 5, 100}, {4, 1030, 3}};
+    /* M < 4 takes the unpacked path; 8 rows give too few row panels for 2 threads, which then
+     * split the columns; K 300 spans two packed slices, N 3100 two column blocks. */
+    int shapes[][3] = {{1, 1, 1}, {3, 70, 41}, {7, 531, 37}, {8, 16, 64}, {13, 5, 100}, {4, 1030, 3},
+                       {100, 3100, 20}, {61, 45, 300}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++)
                 for (int acc = 0; acc < 2; acc++) gemm_case(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], acc);
+}
+
+/* Thread counts only decide who computes which tile: the product is bitwise the same. */
+static void test_gemm_thread_invariance(void **state) {
+    (void)state;
+    int M = 77, N = 300, K = 530;
+    double *A = rand_d((size_t)M * K, 1), *B = rand_d((size_t)K * N, 1);
+    float *Af = to_f(A, (size_t)M * K), *Bf = to_f(B, (size_t)K * N);
+    float *C1 = calloc((size_t)M * N, 4), *C2 = calloc((size_t)M * N, 4);
+    fm_set_threads(1);
+    fm_k_gemm(0, 1, M, N, K, Af, K, Bf, K, C1, N, 0);
+    fm_set_threads(2);
+    fm_k_gemm(0, 1, M, N, K, Af, K, Bf, K, C2, N, 0);
+    assert_memory_equal(C1, C2, sizeof(float) * M * N);
+    free(A), free(B), free(Af), free(Bf), free(C1), free(C2);
 }
 
 static void test_fast_encoder_layernorm(void **state) {
@@ -324,16 +342,17 @@ static void fast_attention(int B, int T, int C, int H) {
     size_t n = (size_t)B * T * C, na = (size_t)B * H * T * T;
     double *qkv = rand_d(3 * n, 1), *dy = rand_d(n, 1), *y = zeros_d(n), *att = zeros_d(na);
     double *dqkv = zeros_d(3 * n);
-    float *qkv_f = to_f(qkv, 3 * n), *dy_f = to_f(dy, n), *y_f = calloc(n, 4), *att_f = calloc(na, 4);
-    float *dqkv_f = calloc(3 * n, 4), *scratch = calloc((size_t)B * H * T, 4);
+    float *qkv_f = to_f(qkv, 3 * n), *dy_f = to_f(dy, n), *y_f = calloc(n, 4), *lse_f = calloc((size_t)B * H * T, 4);
+    float *dqkv_f = calloc(3 * n, 4);
+    for (size_t i = 0; i < 3 * n; i++) dqkv_f[i] = NAN; /* every element must be written */
     fm_ref_attention_forward(y, att, qkv, B, T, C, H);
-    fm_k_attention_forward(y_f, att_f, qkv_f, B, T, C, H);
+    fm_k_attention_forward(y_f, lse_f, qkv_f, B, T, C, H);
     assert_close_f("attention forward", y_f, y, n, FAST_TOL);
     fm_ref_attention_backward(dqkv, dy, qkv, att, B, T, C, H);
-    fm_k_attention_backward(dqkv_f, scratch, dy_f, qkv_f, att_f, B, T, C, H);
+    fm_k_attention_backward(dqkv_f, dy_f, qkv_f, lse_f, B, T, C, H);
     assert_close_f("attention dqkv", dqkv_f, dqkv, 3 * n, FAST_TOL);
-    free(qkv), free(dy), free(y), free(att), free(dqkv), free(qkv_f), free(dy_f), free(y_f), free(att_f);
-    free(dqkv_f), free(scratch);
+    free(qkv), free(dy), free(y), free(att), free(dqkv), free(qkv_f), free(dy_f), free(y_f), free(lse_f);
+    free(dqkv_f);
 }
 
 static void test_fast_attention(void **state) {
@@ -341,6 +360,7 @@ static void test_fast_attention(void **state) {
     fast_attention(2, 9, 48, 2);  /* head size 24 */
     fast_attention(3, 17, 36, 3); /* head size 12 */
     fast_attention(1, 1, 5, 5);   /* head size 1, a single token */
+    fast_attention(2, 150, 128, 2); /* head size 64, query blocks of 64 rows plus a partial one */
 }
 
 static void test_fast_gelu_and_cross_entropy(void **state) {
@@ -378,6 +398,31 @@ static void test_fast_gelu_and_cross_entropy(void **state) {
     free(z), free(dz), free(z_f), free(dz_f);
 }
 
+/* The optimizer's kernels against double-precision loops of the same rule. */
+static void test_fast_sumsq_and_adamw(void **state) {
+    (void)state;
+    size_t n = 70001; /* past several blocks, with a ragged tail */
+    double *g = rand_d(n, 1), *p = rand_d(n, 1), *m = rand_d(n, 0.1), *v = rand_d(n, 0.1);
+    for (size_t i = 0; i < n; i++) v[i] = v[i] * v[i];
+    double want = 0;
+    for (size_t i = 0; i < n; i++) want += g[i] * g[i];
+    float *g_f = to_f(g, n), *p_f = to_f(p, n), *m_f = to_f(m, n), *v_f = to_f(v, n);
+    double got = fm_k_sumsq(g_f, n);
+    if (!(fabs(got - want) <= 1e-6 * want)) fail_msg("sum of squares %.9g vs %.9g", got, want);
+    float clip = 0.7f, shrink = 0.999f, b1 = 0.9f, b2 = 0.95f, step = 1e-3f, bc2 = 0.3f, eps = 1e-8f;
+    for (size_t i = 0; i < n; i++) {
+        double gi = (double)g_f[i] * clip;
+        m[i] = b1 * (double)m_f[i] + (1 - (double)b1) * gi;
+        v[i] = b2 * (double)v_f[i] + (1 - (double)b2) * gi * gi;
+        p[i] = (double)p_f[i] * shrink - step * m[i] / (sqrt(v[i]) / bc2 + eps);
+    }
+    fm_k_adamw(p_f, g_f, m_f, v_f, n, clip, shrink, b1, b2, step, bc2, eps);
+    assert_close_f("adamw m", m_f, m, n, FAST_TOL);
+    assert_close_f("adamw v", v_f, v, n, FAST_TOL);
+    assert_close_f("adamw p", p_f, p, n, FAST_TOL);
+    free(g), free(p), free(m), free(v), free(g_f), free(p_f), free(m_f), free(v_f);
+}
+
 int main(void) {
     fm_rng_seed(&rng, 42);
     fm_set_threads(2);
@@ -389,10 +434,12 @@ int main(void) {
         cmocka_unit_test(test_fd_gelu),
         cmocka_unit_test(test_fd_cross_entropy),
         cmocka_unit_test(test_fast_gemm),
+        cmocka_unit_test(test_gemm_thread_invariance),
         cmocka_unit_test(test_fast_encoder_layernorm),
         cmocka_unit_test(test_fast_linear),
         cmocka_unit_test(test_fast_attention),
         cmocka_unit_test(test_fast_gelu_and_cross_entropy),
+        cmocka_unit_test(test_fast_sumsq_and_adamw),
     };
     return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
 }

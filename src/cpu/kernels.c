@@ -9,112 +9,10 @@
 #include <math.h>
 #include <string.h>
 
+#include <stdlib.h>
+
 #include "cpu/kernels.h"
-
-/* ------------------------------------------------------------ helpers */
-
-/* Dot product with 16 independent partial sums (vectorises without reassociation), then the
- * lanes and the tail are summed in a fixed order. */
-static inline float dot16(const float *a, const float *b, int K) {
-    float acc[16] = {0};
-    int k = 0;
-    for (; k + 16 <= K; k += 16)
-        for (int l = 0; l < 16; l++) acc[l] += a[k + l] * b[k + l];
-    float s = 0.0f;
-    for (int l = 0; l < 16; l++) s += acc[l];
-    for (; k < K; k++) s += a[k] * b[k];
-    return s;
-}
-
-/* ------------------------------------------------------------ GEMM */
-
-#define GEMM_ROWS 4     /* rows of C updated together, sharing each loaded row of B */
-#define GEMM_COLS 512   /* columns of C per tile: 4 rows x 512 floats stay in L1 */
-#define GEMM_NT_ROWS 16 /* NT tiles: rows of A ... */
-#define GEMM_NT_COLS 64 /* ... by rows of B (kept in L2 across the tile) */
-
-/* C (M, N) (+)= op(A) (M, K) @ B (K, N), B row-major; a(i, k) = A[i*sa_i + k*sa_k]. */
-static void gemm_rowwise(int M, int N, int K, const float *A, size_t sa_i, size_t sa_k,
-                         const float *B, int ldb, float *C, int ldc, int accumulate) {
-    int row_blocks = (M + GEMM_ROWS - 1) / GEMM_ROWS;
-    int col_blocks = (N + GEMM_COLS - 1) / GEMM_COLS;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int rb = 0; rb < row_blocks; rb++)
-        for (int cb = 0; cb < col_blocks; cb++) {
-            int i0 = rb * GEMM_ROWS, i1 = i0 + GEMM_ROWS < M ? i0 + GEMM_ROWS : M;
-            int j0 = cb * GEMM_COLS, j1 = j0 + GEMM_COLS < N ? j0 + GEMM_COLS : N;
-            int nj = j1 - j0;
-            if (!accumulate)
-                for (int i = i0; i < i1; i++) memset(C + (size_t)i * ldc + j0, 0, sizeof(float) * nj);
-            if (i1 - i0 == GEMM_ROWS) {
-                float *c0 = C + (size_t)i0 * ldc + j0, *c1 = c0 + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc;
-                for (int k = 0; k < K; k++) {
-                    const float *a = A + (size_t)i0 * sa_i + (size_t)k * sa_k;
-                    float a0 = a[0], a1 = a[sa_i], a2 = a[2 * sa_i], a3 = a[3 * sa_i];
-                    const float *b = B + (size_t)k * ldb + j0;
-                    for (int j = 0; j < nj; j++) {
-                        float bj = b[j];
-                        c0[j] += a0 * bj;
-                        c1[j] += a1 * bj;
-                        c2[j] += a2 * bj;
-                        c3[j] += a3 * bj;
-                    }
-                }
-            } else {
-                for (int i = i0; i < i1; i++) {
-                    float *c = C + (size_t)i * ldc + j0;
-                    for (int k = 0; k < K; k++) {
-                        float a = A[(size_t)i * sa_i + (size_t)k * sa_k];
-                        const float *b = B + (size_t)k * ldb + j0;
-                        for (int j = 0; j < nj; j++) c[j] += a * b[j];
-                    }
-                }
-            }
-        }
-}
-
-/* C (M, N) (+)= A (M, K) @ B^T with B stored (N, K): dot products of rows. */
-static void gemm_nt(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
-                    float *C, int ldc, int accumulate) {
-    int row_blocks = (M + GEMM_NT_ROWS - 1) / GEMM_NT_ROWS;
-    int col_blocks = (N + GEMM_NT_COLS - 1) / GEMM_NT_COLS;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int rb = 0; rb < row_blocks; rb++)
-        for (int cb = 0; cb < col_blocks; cb++) {
-            int i1 = (rb + 1) * GEMM_NT_ROWS < M ? (rb + 1) * GEMM_NT_ROWS : M;
-            int j1 = (cb + 1) * GEMM_NT_COLS < N ? (cb + 1) * GEMM_NT_COLS : N;
-            for (int i = rb * GEMM_NT_ROWS; i < i1; i++) {
-                const float *a = A + (size_t)i * lda;
-                float *c = C + (size_t)i * ldc;
-                for (int j = cb * GEMM_NT_COLS; j < j1; j++) {
-                    float d = dot16(a, B + (size_t)j * ldb, K);
-                    c[j] = accumulate ? c[j] + d : d;
-                }
-            }
-        }
-}
-
-void fm_k_gemm(int transA, int transB, int M, int N, int K,
-               const float *A, int lda, const float *B, int ldb,
-               float *C, int ldc, int accumulate) {
-    if (M <= 0 || N <= 0) return;
-    if (!transB) {
-        /* a(i, k) = A[i*lda + k] (NN) or A[k*lda + i] (TN) */
-        if (transA) gemm_rowwise(M, N, K, A, 1, (size_t)lda, B, ldb, C, ldc, accumulate);
-        else gemm_rowwise(M, N, K, A, (size_t)lda, 1, B, ldb, C, ldc, accumulate);
-    } else if (!transA) {
-        gemm_nt(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
-    } else {
-        /* TT: not used by the model; plain loops for completeness. */
-#pragma omp parallel for schedule(static)
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) {
-                float s = 0.0f;
-                for (int k = 0; k < K; k++) s += A[(size_t)k * lda + i] * B[(size_t)j * ldb + k];
-                C[(size_t)i * ldc + j] = accumulate ? C[(size_t)i * ldc + j] + s : s;
-            }
-    }
-}
+#include "cpu/simd.h"
 
 /* ------------------------------------------------------------ embeddings */
 
@@ -231,99 +129,250 @@ void fm_k_linear_backward(float *dinp, float *dw, float *dbias, const float *dou
 
 /* ------------------------------------------------------------ attention */
 
-void fm_k_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int H) {
-    int hs = C / H;
-    float scale = 1.0f / sqrtf((float)hs);
-    size_t row = 3 * (size_t)C; /* stride between tokens in qkv */
-#pragma omp parallel for collapse(3) schedule(static)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
-            for (int t = 0; t < T; t++) {
-                const float *base = qkv + (size_t)b * T * row;
-                const float *q = base + t * row + h * hs;
-                float *a = att + (((size_t)b * H + h) * T + t) * T;
-                float maxv = -INFINITY;
-                for (int u = 0; u <= t; u++) {
-                    a[u] = dot16(q, base + u * row + C + h * hs, hs) * scale;
-                    if (a[u] > maxv) maxv = a[u];
-                }
-                float sum = 0.0f;
-                for (int u = 0; u <= t; u++) {
-                    a[u] = expf(a[u] - maxv);
-                    sum += a[u];
-                }
-                float inv = 1.0f / sum;
-                for (int u = 0; u <= t; u++) a[u] *= inv;
-                float *o = out + ((size_t)b * T + t) * C + h * hs;
-                for (int i = 0; i < hs; i++) o[i] = 0.0f;
-                for (int u = 0; u <= t; u++) {
-                    const float *v = base + u * row + 2 * C + h * hs;
-                    for (int i = 0; i < hs; i++) o[i] += a[u] * v[i];
-                }
-            }
+/* Causal attention without a stored T x T matrix (flash-style): each (batch, head) task walks
+ * blocks of ATT_ROWS queries; a block's scores against keys 0..t (ATT_ROWS x T) live in a
+ * per-thread scratch, the forward keeps only each row's log-sum-exp, and the backward
+ * recomputes the probabilities from it. The products are fm_k_gemm calls, which run in the
+ * calling thread inside this parallel loop; each (b, h) is one task, so every output element
+ * is summed in a fixed order by one thread. */
+#define ATT_ROWS 64
+
+static _Thread_local float *att_scratch;
+static _Thread_local size_t att_scratch_len;
+
+/* Two (ATT_ROWS x T) blocks of this thread's scratch; grows on first use only. */
+static float *att_blocks(int T) {
+    size_t want = 2 * (size_t)ATT_ROWS * T;
+    if (att_scratch_len < want) {
+        free(att_scratch);
+        att_scratch = malloc(sizeof(float) * want);
+        att_scratch_len = att_scratch ? want : 0;
+    }
+    return att_scratch;
 }
 
-void fm_k_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
-                             const float *att, int B, int T, int C, int H) {
-    int hs = C / H;
+/* Row t of a block: p[u] = exp(s[u] * scale - lse) for u <= t, 0 for t < u < n. */
+static void att_probs(float *p, const float *s, int t, int n, float scale, float lse) {
+    int u = 0;
+#ifdef __AVX512F__
+    __m512 vs = _mm512_set1_ps(scale), vl = _mm512_set1_ps(lse);
+    for (; u <= t; u += FM_V16) {
+        __mmask16 m = t + 1 - u >= FM_V16 ? 0xFFFF : fm_tail_mask(t + 1 - u);
+        __m512 x = _mm512_fmsub_ps(_mm512_maskz_loadu_ps(m, s + u), vs, vl);
+        _mm512_mask_storeu_ps(p + u, m, fm_exp_v(x));
+    }
+    u = t + 1;
+#else
+    for (; u <= t; u++) p[u] = fm_exp_s(s[u] * scale - lse);
+#endif
+    for (; u < n; u++) p[u] = 0.0f;
+}
+
+void fm_k_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int H) {
+    int hs = C / H, ld = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
-    size_t row = 3 * (size_t)C;
-    memset(dqkv, 0, sizeof(float) * (size_t)B * T * row);
-    /* One (b, h) per task: it owns head h's slices of dqkv for batch row b. */
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
-            const float *base = qkv + (size_t)b * T * row;
-            float *dbase = dqkv + (size_t)b * T * row;
-            float *datt = scratch + ((size_t)b * H + h) * T;
+            float *S = att_blocks(T); /* (rows, n) scores, then probabilities */
+            if (!S) continue;         /* out of memory: cannot happen after the first step */
+            const float *q = qkv + (size_t)b * T * ld + h * hs, *k = q + C, *v = q + 2 * C;
+            float *l = lse + ((size_t)b * H + h) * T;
+            for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
+                int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS, n = t0 + rows; /* keys 0..n-1 */
+                fm_k_gemm(0, 1, rows, n, hs, q + (size_t)t0 * ld, ld, k, ld, S, n, 0); /* Q K^T */
+                for (int r = 0; r < rows; r++) {
+                    int t = t0 + r;
+                    float *s = S + (size_t)r * n, maxv = -INFINITY, sum = 0.0f;
+                    for (int u = 0; u <= t; u++) maxv = s[u] > maxv ? s[u] : maxv;
+                    maxv *= scale;
+                    att_probs(s, s, t, n, scale, maxv);
+                    for (int u = 0; u <= t; u++) sum += s[u];
+                    float inv = 1.0f / sum;
+                    for (int u = 0; u <= t; u++) s[u] *= inv;
+                    l[t] = maxv + logf(sum);
+                }
+                fm_k_gemm(0, 0, rows, hs, n, S, n, v, ld, out + ((size_t)b * T + t0) * C + h * hs, C, 0); /* P V */
+            }
+        }
+}
+
+void fm_k_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *lse,
+                             int B, int T, int C, int H) {
+    int hs = C / H, ld = 3 * C;
+    float scale = 1.0f / sqrtf((float)hs);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            float *P = att_blocks(T), *dS = P + (size_t)ATT_ROWS * T; /* (rows, n) each */
+            if (!P) continue;
+            size_t base = (size_t)b * T * ld + h * hs;
+            const float *q = qkv + base, *k = q + C, *v = q + 2 * C, *l = lse + ((size_t)b * H + h) * T;
+            const float *dO = dout + (size_t)b * T * C + h * hs;
+            float *dq = dqkv + base, *dk = dq + C, *dv = dq + 2 * C;
             for (int t = 0; t < T; t++) {
-                const float *a = att + (((size_t)b * H + h) * T + t) * T;
-                const float *d = dout + ((size_t)b * T + t) * C + h * hs;
-                const float *q = base + t * row + h * hs;
-                float *dq = dbase + t * row + h * hs;
-                float dot = 0.0f;
-                for (int u = 0; u <= t; u++) {
-                    float *dv = dbase + u * row + 2 * C + h * hs;
-                    datt[u] = dot16(d, base + u * row + 2 * C + h * hs, hs);
-                    dot += a[u] * datt[u];
-                    for (int i = 0; i < hs; i++) dv[i] += a[u] * d[i];
+                memset(dk + (size_t)t * ld, 0, sizeof(float) * hs);
+                memset(dv + (size_t)t * ld, 0, sizeof(float) * hs);
+            }
+            for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
+                int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS, n = t0 + rows;
+                fm_k_gemm(0, 1, rows, n, hs, q + (size_t)t0 * ld, ld, k, ld, P, n, 0);       /* Q K^T */
+                fm_k_gemm(0, 1, rows, n, hs, dO + (size_t)t0 * C, C, v, ld, dS, n, 0);       /* dP = dO V^T */
+                for (int r = 0; r < rows; r++) {
+                    int t = t0 + r;
+                    float *p = P + (size_t)r * n, *ds = dS + (size_t)r * n, dot = 0.0f;
+                    att_probs(p, p, t, n, scale, l[t]);
+                    for (int u = 0; u <= t; u++) dot += p[u] * ds[u];
+                    for (int u = 0; u < n; u++) ds[u] = p[u] * (ds[u] - dot) * scale; /* d scores */
                 }
-                for (int u = 0; u <= t; u++) {
-                    float dpre = a[u] * (datt[u] - dot) * scale;
-                    const float *k = base + u * row + C + h * hs;
-                    float *dk = dbase + u * row + C + h * hs;
-                    for (int i = 0; i < hs; i++) {
-                        dq[i] += dpre * k[i];
-                        dk[i] += dpre * q[i];
-                    }
-                }
+                fm_k_gemm(0, 0, rows, hs, n, dS, n, k, ld, dq + (size_t)t0 * ld, ld, 0); /* dQ = dS K */
+                fm_k_gemm(1, 0, n, hs, rows, dS, n, q + (size_t)t0 * ld, ld, dk, ld, 1); /* dK += dS^T Q */
+                fm_k_gemm(1, 0, n, hs, rows, P, n, dO + (size_t)t0 * C, C, dv, ld, 1);   /* dV += P^T dO */
             }
         }
 }
 
 /* ------------------------------------------------------------ pointwise */
 
-#define GELU_SCALE 0.7978845608f /* sqrt(2 / pi) */
+/* Elementwise loops run over fixed blocks; with AVX-512 every element (tails masked) takes
+ * the same vector path, so a value never depends on the thread split. */
+#define ELEM_BLOCK 4096
 
 void fm_k_gelu_forward(float *out, const float *inp, size_t N) {
+    size_t blocks = (N + ELEM_BLOCK - 1) / ELEM_BLOCK;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < N; i++) {
-        float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + 0.044715f * x * x * x)));
+    for (size_t cb = 0; cb < blocks; cb++) {
+        size_t i = cb * ELEM_BLOCK, i1 = i + ELEM_BLOCK < N ? i + ELEM_BLOCK : N;
+#ifdef __AVX512F__
+        for (; i < i1; i += FM_V16) {
+            __mmask16 m = i1 - i >= FM_V16 ? 0xFFFF : fm_tail_mask((int)(i1 - i));
+            _mm512_mask_storeu_ps(out + i, m, fm_gelu_v(_mm512_maskz_loadu_ps(m, inp + i)));
+        }
+#else
+        for (; i < i1; i++) out[i] = fm_gelu_s(inp[i]);
+#endif
     }
 }
 
 void fm_k_gelu_backward(float *dinp, const float *inp, const float *dout, size_t N) {
+    size_t blocks = (N + ELEM_BLOCK - 1) / ELEM_BLOCK;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < N; i++) {
-        float x = inp[i];
-        float th = tanhf(GELU_SCALE * (x + 0.044715f * x * x * x));
-        float du = GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
-        dinp[i] = dout[i] * (0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du);
+    for (size_t cb = 0; cb < blocks; cb++) {
+        size_t i = cb * ELEM_BLOCK, i1 = i + ELEM_BLOCK < N ? i + ELEM_BLOCK : N;
+#ifdef __AVX512F__
+        for (; i < i1; i += FM_V16) {
+            __mmask16 m = i1 - i >= FM_V16 ? 0xFFFF : fm_tail_mask((int)(i1 - i));
+            __m512 g = fm_gelu_grad_v(_mm512_maskz_loadu_ps(m, inp + i));
+            _mm512_mask_storeu_ps(dinp + i, m, _mm512_mul_ps(g, _mm512_maskz_loadu_ps(m, dout + i)));
+        }
+#else
+        for (; i < i1; i++) dinp[i] = dout[i] * fm_gelu_grad_s(inp[i]);
+#endif
     }
 }
 
 void fm_k_residual_forward(float *out, const float *a, const float *b, size_t N) {
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < N; i++) out[i] = a[i] + b[i];
+}
+
+/* ------------------------------------------------------------ cross-entropy of one row */
+
+float fm_k_xent_row(float *dz, const float *z, int V, int target, float weight) {
+    float maxv = -INFINITY, sum = 0.0f;
+    int v = 0;
+#ifdef __AVX512F__
+    __m512 vmax = _mm512_set1_ps(-INFINITY), vsum = _mm512_setzero_ps();
+    for (; v < V; v += FM_V16) {
+        __mmask16 m = V - v >= FM_V16 ? 0xFFFF : fm_tail_mask(V - v);
+        vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, z + v));
+    }
+    maxv = _mm512_reduce_max_ps(vmax);
+    __m512 vm = _mm512_set1_ps(maxv);
+    for (v = 0; v < V; v += FM_V16) {
+        __mmask16 m = V - v >= FM_V16 ? 0xFFFF : fm_tail_mask(V - v);
+        __m512 e = fm_exp_v(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, z + v), vm));
+        vsum = _mm512_add_ps(vsum, _mm512_maskz_mov_ps(m, e));
+    }
+    sum = _mm512_reduce_add_ps(vsum);
+#else
+    for (v = 0; v < V; v++) maxv = z[v] > maxv ? z[v] : maxv;
+    for (v = 0; v < V; v++) sum += fm_exp_s(z[v] - maxv);
+#endif
+    float logz = maxv + logf(sum), nll = logz - z[target];
+    if (dz) { /* z may alias dz: nll is taken first */
+#ifdef __AVX512F__
+        __m512 vl = _mm512_set1_ps(logz), vw = _mm512_set1_ps(weight);
+        for (v = 0; v < V; v += FM_V16) {
+            __mmask16 m = V - v >= FM_V16 ? 0xFFFF : fm_tail_mask(V - v);
+            __m512 p = fm_exp_v(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, z + v), vl));
+            _mm512_mask_storeu_ps(dz + v, m, _mm512_mul_ps(vw, p));
+        }
+#else
+        for (v = 0; v < V; v++) dz[v] = weight * fm_exp_s(z[v] - logz);
+#endif
+        dz[target] -= weight;
+    }
+    return nll;
+}
+
+/* ------------------------------------------------------------ optimizer */
+
+double fm_k_sumsq(const float *x, size_t n) {
+    size_t i = 0;
+#ifdef __AVX512F__
+    __m512d acc[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd()};
+    for (; i < n; i += 2 * FM_V16) { /* 32 floats per round, tail masked: 4 lanes of 8 doubles */
+        for (int h = 0; h < 2; h++) {
+            size_t at = i + (size_t)h * FM_V16;
+            __mmask16 m = at >= n ? 0 : n - at >= FM_V16 ? 0xFFFF : fm_tail_mask((int)(n - at));
+            __m512 v = _mm512_maskz_loadu_ps(m, x + (m ? at : 0));
+            __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+            __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+            acc[2 * h] = _mm512_fmadd_pd(lo, lo, acc[2 * h]);
+            acc[2 * h + 1] = _mm512_fmadd_pd(hi, hi, acc[2 * h + 1]);
+        }
+    }
+    return _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(acc[0], acc[1]), _mm512_add_pd(acc[2], acc[3])));
+#else
+    double acc[8] = {0};
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += (double)x[i + l] * x[i + l];
+    for (; i < n; i++) acc[0] += (double)x[i] * x[i];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+#endif
+}
+
+void fm_k_adamw(float *p, const float *g, float *m, float *v, size_t n, float clip, float shrink,
+                float beta1, float beta2, float step_size, float bc2_sqrt, float eps) {
+    size_t blocks = (n + ELEM_BLOCK - 1) / ELEM_BLOCK;
+#pragma omp parallel for schedule(static) if (blocks > 8)
+    for (size_t cb = 0; cb < blocks; cb++) {
+        size_t i = cb * ELEM_BLOCK, i1 = i + ELEM_BLOCK < n ? i + ELEM_BLOCK : n;
+#ifdef __AVX512F__
+        __m512 vclip = _mm512_set1_ps(clip), vshrink = _mm512_set1_ps(shrink), vb1 = _mm512_set1_ps(beta1);
+        __m512 vb2 = _mm512_set1_ps(beta2), va1 = _mm512_set1_ps(1.0f - beta1), va2 = _mm512_set1_ps(1.0f - beta2);
+        __m512 vstep = _mm512_set1_ps(step_size), vbc2 = _mm512_set1_ps(bc2_sqrt), veps = _mm512_set1_ps(eps);
+        for (; i < i1; i += FM_V16) {
+            __mmask16 k = i1 - i >= FM_V16 ? 0xFFFF : fm_tail_mask((int)(i1 - i));
+            __m512 gi = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, g + i), vclip);
+            __m512 pi = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p + i), vshrink);
+            __m512 mi = _mm512_fmadd_ps(vb1, _mm512_maskz_loadu_ps(k, m + i), _mm512_mul_ps(va1, gi));
+            __m512 vi = _mm512_fmadd_ps(vb2, _mm512_maskz_loadu_ps(k, v + i), _mm512_mul_ps(_mm512_mul_ps(va2, gi), gi));
+            __m512 denom = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), vbc2), veps);
+            pi = _mm512_sub_ps(pi, _mm512_div_ps(_mm512_mul_ps(vstep, mi), denom));
+            _mm512_mask_storeu_ps(m + i, k, mi);
+            _mm512_mask_storeu_ps(v + i, k, vi);
+            _mm512_mask_storeu_ps(p + i, k, pi);
+        }
+#else
+        for (; i < i1; i++) {
+            float gi = g[i] * clip;
+            m[i] = beta1 * m[i] + (1.0f - beta1) * gi;
+            v[i] = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+            float denom = sqrtf(v[i]) / bc2_sqrt + eps;
+            p[i] = p[i] * shrink - step_size * m[i] / denom;
+        }
+#endif
+    }
 }

@@ -49,12 +49,12 @@ void fm_k_linear_backward(float *dinp, float *dw, float *dbias, const float *dou
                           const float *inp, const float *w, int N, int IC, int OC);
 
 /* Causal multi-head attention. qkv (B, T, 3C) holds q, k, v in that order, each split into H
- * heads of hs = C/H. out (B, T, C); att (B, H, T, T) softmax probabilities (row t uses keys
- * 0..t; the rest of the row is left unwritten). */
-void fm_k_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int H);
-/* dqkv (B, T, 3C) = gradient from dout (B, T, C); scratch (B, H, T) floats. */
-void fm_k_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
-                             const float *att, int B, int T, int C, int H);
+ * heads of hs = C/H. out (B, T, C); lse (B, H, T) the log-sum-exp of each query's scaled
+ * scores, all backward needs besides qkv: no (T, T) matrix is stored (flash-style). */
+void fm_k_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int H);
+/* dqkv (B, T, 3C) = gradient from dout (B, T, C), recomputing the probabilities from lse. */
+void fm_k_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *lse,
+                             int B, int T, int C, int H);
 
 /* GELU, tanh approximation: out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). (N) */
 void fm_k_gelu_forward(float *out, const float *inp, size_t N);
@@ -63,6 +63,17 @@ void fm_k_gelu_backward(float *dinp, const float *inp, const float *dout, size_t
 
 /* out (N) = a + b. */
 void fm_k_residual_forward(float *out, const float *a, const float *b, size_t N);
+
+/* Softmax cross-entropy of one row of logits z (V): returns logsumexp(z) - z[target]; when dz
+ * (V) is not NULL it receives weight * (softmax(z) - onehot(target)). dz may alias z. */
+float fm_k_xent_row(float *dz, const float *z, int V, int target, float weight);
+
+/* Sum of squares of x (n) in double, in an order fixed by n alone (for the gradient norm). */
+double fm_k_sumsq(const float *x, size_t n);
+/* One AdamW update of n parameters p with gradients g * clip and moments m, v (PyTorch's rule):
+ * p *= shrink; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= step_size m / (sqrt(v)/bc2_sqrt + eps). */
+void fm_k_adamw(float *p, const float *g, float *m, float *v, size_t n, float clip, float shrink,
+                float beta1, float beta2, float step_size, float bc2_sqrt, float eps);
 
 /* ------------------------------------------------------------ reference kernels (double) */
 

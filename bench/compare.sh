@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# compare.sh — fm beside PyTorch on the same machine, same configurations, in one run.
+#
+# What it is for: the side-by-side figures of the README's "Speed" section. For each training
+# configuration it runs `fm bench train` and bench/torch_peer.py (same model, same batch, same
+# step: zero_grad, forward, cross-entropy, backward, clipping, AdamW) one after the other,
+# ROUNDS times alternating, keeps each side's best median, and prints tokens/s and the ratio.
+# Only ratios from one run mean anything: the machine is shared and its speed drifts.
+# Then thread scaling of fm from 1 to 2 threads on (iii), and fm's peak memory on (i).
+#
+# Usage: bench/compare.sh [--rounds N] [--steps N] [--configs "i ii iii"] [--fm PATH] [--no-torch]
+# The peer runs with /usr/bin/python3 and Debian's python3-torch on OpenBLAS (the OpenMP build,
+# libopenblas0-openmp, with OPENBLAS_CORETYPE=SkylakeX), 2 threads, flushed denormals.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=1 STEPS=10 WARMUP=3 CONFIGS="i ii iii" FM=build/fm TORCH=1 THREADS=2
+while [ $# -gt 0 ]; do
+    case $1 in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --steps) STEPS=$2; shift 2 ;;
+    --configs) CONFIGS=$2; shift 2 ;;
+    --fm) FM=$2; shift 2 ;;
+    --no-torch) TORCH=0; shift ;;
+    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "compare.sh: unknown argument '$1'" >&2; exit 2 ;;
+    esac
+done
+
+config() { # name -> fm/peer flags
+    case $1 in
+    i) echo "--layers 12 --dim 768 --heads 12 --vocab 50257 --batch 4 --seq 64" ;;
+    ii) echo "--layers 6 --dim 384 --heads 6 --vocab 50257 --batch 8 --seq 128" ;;
+    iii) echo "--layers 4 --dim 256 --heads 4 --vocab 4096 --batch 16 --seq 128" ;;
+    *) echo "compare.sh: unknown configuration '$1' (i, ii, iii)" >&2; exit 2 ;;
+    esac
+}
+
+[ -x "$FM" ] || { echo "compare.sh: $FM not built (run make)" >&2; exit 1; }
+
+# The peer's environment: OpenBLAS's OpenMP build (it shares PyTorch's OpenMP threads; the
+# pthread build fights them and runs several times slower), SkylakeX kernels.
+PEER_ENV=(OPENBLAS_CORETYPE=SkylakeX)
+if [ "$TORCH" = 1 ]; then
+    if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+        echo "compare.sh: /usr/bin/python3 cannot import torch (apt-get install python3-torch)" >&2
+        exit 1
+    fi
+    blas_dir=/usr/lib/x86_64-linux-gnu/openblas-openmp
+    if [ -e "$blas_dir/libblas.so.3" ]; then
+        PEER_ENV+=(LD_LIBRARY_PATH="$blas_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
+    else
+        echo "compare.sh: warning: $blas_dir missing (apt-get install libopenblas0-openmp);" \
+            "PyTorch uses whatever libblas.so.3 points to" >&2
+    fi
+fi
+
+field() { # line key -> value
+    tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"
+}
+
+best() { # keeps the larger of two numbers ("" counts as nothing)
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b + 0 > a + 0) print b; else print a }'
+}
+
+run_fm() { # flags... -> the fm_bench line
+    "$FM" bench train "$@" --steps "$STEPS" --warmup "$WARMUP" 2>/dev/null | grep '^fm_bench'
+}
+
+run_peer() {
+    env "${PEER_ENV[@]}" /usr/bin/python3 bench/torch_peer.py train "$@" --steps "$STEPS" --warmup "$WARMUP" \
+        2>/dev/null | grep '^torch_bench'
+}
+
+echo "machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+[ "$TORCH" = 1 ] && echo "peer: $(/usr/bin/python3 -c 'import torch; print("torch", torch.__version__)'), ${PEER_ENV[*]}"
+printf '%-5s %-26s %12s %12s %7s %9s %8s %11s\n' config shape "fm tok/s" "torch tok/s" ratio "fm GF/s" "fm peak%" "fm RSS MiB"
+for c in $CONFIGS; do
+    flags=$(config "$c")
+    fm_best="" torch_best="" fm_line=""
+    for _ in $(seq "$ROUNDS"); do
+        line=$(run_fm $flags --threads "$THREADS")
+        tok=$(field "$line" tokens_per_s)
+        if [ "$(best "$fm_best" "$tok")" != "$fm_best" ]; then fm_best=$tok fm_line=$line; fi
+        if [ "$TORCH" = 1 ]; then
+            tline=$(run_peer $flags --threads "$THREADS")
+            torch_best=$(best "$torch_best" "$(field "$tline" tokens_per_s)")
+        fi
+    done
+    ratio=$(awk -v a="$fm_best" -v b="$torch_best" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
+    shape=$(awk '{ printf "L%s C%s H%s V%s B%s T%s", $2, $4, $6, $8, $10, $12 }' <<<"$flags")
+    printf '%-5s %-26s %12s %12s %7s %9s %8s %11s\n' "($c)" "$shape" \
+        "$fm_best" "${torch_best:--}" "$ratio" "$(field "$fm_line" gflops)" "$(field "$fm_line" peak_pct)" \
+        "$(field "$fm_line" peak_rss_mb)"
+done
+
+if [[ " $CONFIGS " == *" iii "* ]]; then
+    one=$(field "$(run_fm $(config iii) --threads 1)" tokens_per_s)
+    two=$(field "$(run_fm $(config iii) --threads 2)" tokens_per_s)
+    echo "thread scaling (iii): 1 thread $one tok/s, 2 threads $two tok/s, speed-up $(awk -v a="$one" -v b="$two" 'BEGIN { printf "%.2f", b / a }')"
+fi
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,0 +1,455 @@
+/*
+ * gemm.c — single-precision matrix multiply: cache-blocked, packed, with a register-tiled
+ * micro-kernel (AVX-512 when the compiler targets it, plain C otherwise).
+ *
+ * What it is for: every dense product of the model (linear layers forward and backward, the
+ * tied output head, attention's blocks) goes through fm_k_gemm. The structure is the classic
+ * one (Goto, BLIS):
+ *
+ *   for each NC-wide block of C's columns:
+ *     for each KC-deep slice of the inner dimension:  pack B (KC x NC) into NR-column panels
+ *       split the rows between the threads; in each thread's share:
+ *         for each MC rows: pack A (MC x KC) into MR-row panels    (stays in L2)
+ *           for each NR panel of B (in L1), for each MR panel of A:
+ *             micro-kernel: an MR x NR tile of C held in registers over KC rank-1 updates
+ *
+ * Packing absorbs the transposes (NN, NT, TN, TT all become the same packed panels), pads the
+ * edges with zeros, and lays the data out in the order the micro-kernel reads it.
+ *
+ * Determinism: each element of C is summed over k in a fixed order — within a KC slice in one
+ * register accumulator, k ascending, then added to C slice after slice — whatever the thread
+ * count; threads only decide who computes which tile. So results are bitwise independent of
+ * the number of threads (tests/test_train.c checks it).
+ *
+ * Products with few rows (M < GEMV_ROWS: decoding one token) skip the packing and stream the
+ * weights once (gemv_*). Not for: anything but float32 row-major matrices.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+#include <omp.h>
+
+#include "cpu/kernels.h"
+
+/* Micro-tile and cache blocks. A's panel (MR x KC) streams from L2, B's (KC x NR) from L1. */
+#ifndef KC
+#define KC 256   /* depth of one packed slice */
+#endif
+#ifndef MC
+#define MC 96    /* rows of A kept in L2 while a thread sweeps its columns (multiple of MR) */
+#endif
+#define MR 12    /* rows of the register tile */
+#define NR 32    /* columns of the register tile: two 16-float vectors */
+#define NC 3072  /* columns of B packed at once (multiple of NR) */
+#define GEMV_ROWS 4
+#define GEMV_SERIAL 65536.0 /* below this many multiply-adds a small-M product runs in one thread */
+
+/* ------------------------------------------------------------ workspace */
+
+/* Packed panels live in a per-calling-thread workspace that only grows (first call of a given
+ * size allocates; later steps reuse it), so a training step allocates nothing. */
+static _Thread_local float *ws_a, *ws_b;
+static _Thread_local size_t ws_a_len, ws_b_len;
+
+static float *grow(float **buf, size_t *len, size_t want) {
+    if (*len >= want) return *buf;
+    free(*buf);
+    *buf = aligned_alloc(64, ((want * sizeof(float) + 63) / 64) * 64);
+    *len = *buf ? want : 0;
+    return *buf;
+}
+
+/* ------------------------------------------------------------ packing */
+
+#ifdef __AVX512F__
+/* dst (16 x ncols, leading dim ldd) = transpose of src (nrows x 16, leading dim lds), rows of src
+ * past nrows read as zero; ncols <= 16 columns of dst are written. 4 x 4 transposes inside each
+ * 128-bit lane (unpack, shuffle), then a 4 x 4 transpose of the lanes. */
+static inline void transpose16(float *dst, size_t ldd, const float *src, size_t lds, int nrows, int ncols) {
+    __m512 r[16], t[16];
+    __mmask16 keep = (__mmask16)((1u << ncols) - 1);
+    for (int i = 0; i < 16; i++) r[i] = i < nrows ? _mm512_loadu_ps(src + (size_t)i * lds) : _mm512_setzero_ps();
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);     /* per lane: a0 b0 a1 b1 */
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]); /* per lane: a2 b2 a3 b3 */
+    }
+    for (int i = 0; i < 16; i += 4) { /* r[i + c], lane L: column 4L + c of rows i..i+3 */
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; c++) { /* output row 4L + c = lane L of r[c], r[4 + c], r[8 + c], r[12 + c] */
+        __m512 u0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44), u1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xEE);
+        __m512 u2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44), u3 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xEE);
+        _mm512_mask_storeu_ps(dst + (size_t)c * ldd, keep, _mm512_shuffle_f32x4(u0, u2, 0x88));
+        _mm512_mask_storeu_ps(dst + (size_t)(4 + c) * ldd, keep, _mm512_shuffle_f32x4(u0, u2, 0xDD));
+        _mm512_mask_storeu_ps(dst + (size_t)(8 + c) * ldd, keep, _mm512_shuffle_f32x4(u1, u3, 0x88));
+        _mm512_mask_storeu_ps(dst + (size_t)(12 + c) * ldd, keep, _mm512_shuffle_f32x4(u1, u3, 0xDD));
+    }
+}
+#endif
+
+/* A block: rows [i0, i0+mb) x depth [k0, k0+kc) of op(A), as ceil(mb/MR) panels, each kc x MR
+ * (for each k the MR row values, rows past mb zero). a(i, k) = A[i*sa_i + k*sa_k]. */
+static void pack_a_panel(float *dst, const float *A, size_t sa_i, size_t sa_k, int i0, int mr, int k0, int kc) {
+    if (sa_k == 1) { /* rows contiguous in k: read MR rows side by side */
+        int k = 0;
+#ifdef __AVX512F__
+        for (; k + 16 <= kc; k += 16) /* MR rows x 16 k -> 16 k x MR (rows past mr zero) */
+            transpose16(dst + (size_t)k * MR, MR, A + (size_t)i0 * sa_i + k0 + k, sa_i, mr, MR);
+#endif
+        for (; k < kc; k++) {
+            int r = 0;
+            for (; r < mr; r++) dst[(size_t)k * MR + r] = A[(size_t)(i0 + r) * sa_i + k0 + k];
+            for (; r < MR; r++) dst[(size_t)k * MR + r] = 0.0f;
+        }
+    } else { /* A stored transposed: each k's MR values are contiguous */
+        for (int k = 0; k < kc; k++) {
+            const float *src = A + (size_t)(k0 + k) * sa_k + (size_t)i0 * sa_i;
+            int r = 0;
+#ifdef __AVX512F__
+            if (sa_i == 1) {
+                __mmask16 m = (__mmask16)((1u << mr) - 1);
+                _mm512_mask_storeu_ps(dst + (size_t)k * MR, (__mmask16)((1u << MR) - 1), _mm512_maskz_loadu_ps(m, src));
+                continue;
+            }
+#endif
+            if (sa_i == 1)
+                for (; r < mr; r++) dst[(size_t)k * MR + r] = src[r];
+            else
+                for (; r < mr; r++) dst[(size_t)k * MR + r] = src[(size_t)r * sa_i];
+            for (; r < MR; r++) dst[(size_t)k * MR + r] = 0.0f;
+        }
+    }
+}
+
+/* B panel: depth [k0, k0+kc) x columns [j0, j0+nr) of op(B) as kc x NR (columns past nr zero).
+ * b(k, j) = B[k*sb_k + j*sb_j]. */
+static void pack_b_panel(float *dst, const float *B, size_t sb_k, size_t sb_j, int k0, int kc, int j0, int nr) {
+    if (sb_j == 1) { /* B row-major: each k's NR values are contiguous */
+        for (int k = 0; k < kc; k++) {
+            const float *src = B + (size_t)(k0 + k) * sb_k + j0;
+            float *d = dst + (size_t)k * NR;
+            if (nr == NR) {
+                memcpy(d, src, sizeof(float) * NR);
+            } else {
+                memcpy(d, src, sizeof(float) * nr);
+                memset(d + nr, 0, sizeof(float) * (NR - nr));
+            }
+        }
+        return;
+    }
+    /* B stored transposed (N x K): a transpose, in 16 x 16 blocks where possible */
+    int j = 0;
+#ifdef __AVX512F__
+    if (sb_k == 1)
+        for (; j + 16 <= nr; j += 16) {
+            int k = 0;
+            for (; k + 16 <= kc; k += 16)
+                transpose16(dst + (size_t)k * NR + j, NR, B + (size_t)(j0 + j) * sb_j + k0 + k, sb_j, 16, 16);
+            for (; k < kc; k++)
+                for (int jj = j; jj < j + 16; jj++) dst[(size_t)k * NR + jj] = B[(size_t)(j0 + jj) * sb_j + k0 + k];
+        }
+#endif
+    for (; j < nr; j++)
+        for (int k = 0; k < kc; k++) dst[(size_t)k * NR + j] = B[(size_t)(k0 + k) * sb_k + (size_t)(j0 + j) * sb_j];
+    for (; j < NR; j++)
+        for (int k = 0; k < kc; k++) dst[(size_t)k * NR + j] = 0.0f;
+}
+
+/* ------------------------------------------------------------ micro-kernel */
+
+/* C tile (mr <= MR rows, nr <= NR columns, leading dim ldc) (+)= ap (kc x MR) . bp (kc x NR).
+ * load_c: add to C's values, else overwrite. */
+#ifdef __AVX512F__
+static void micro_kernel(int kc, const float *restrict ap, const float *restrict bp, float *c, int ldc,
+                         int mr, int nr, int load_c) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00,
+           c70 = c00, c71 = c00, c80 = c00, c81 = c00, c90 = c00, c91 = c00, ca0 = c00, ca1 = c00,
+           cb0 = c00, cb1 = c00;
+    if (load_c) /* fetch the C tile while the products run */
+        for (int r = 0; r < mr; r++) {
+            _mm_prefetch((const char *)(c + (size_t)r * ldc), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + (size_t)r * ldc + 16), _MM_HINT_T0);
+        }
+#define ROW(r, x0, x1)                                   \
+    do {                                                 \
+        __m512 a_ = _mm512_set1_ps(ap[r]);               \
+        x0 = _mm512_fmadd_ps(a_, b0, x0);                \
+        x1 = _mm512_fmadd_ps(a_, b1, x1);                \
+    } while (0)
+    for (int k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
+        ROW(0, c00, c01);
+        ROW(1, c10, c11);
+        ROW(2, c20, c21);
+        ROW(3, c30, c31);
+        ROW(4, c40, c41);
+        ROW(5, c50, c51);
+        ROW(6, c60, c61);
+        ROW(7, c70, c71);
+        ROW(8, c80, c81);
+        ROW(9, c90, c91);
+        ROW(10, ca0, ca1);
+        ROW(11, cb0, cb1);
+        ap += MR;
+        bp += NR;
+    }
+#undef ROW
+    __m512 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51},
+                         {c60, c61}, {c70, c71}, {c80, c81}, {c90, c91}, {ca0, ca1}, {cb0, cb1}};
+    __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+    __mmask16 m1 = nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+    for (int r = 0; r < mr; r++) {
+        float *cr = c + (size_t)r * ldc;
+        __m512 x0 = acc[r][0], x1 = acc[r][1];
+        if (load_c) {
+            x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, cr));
+            x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, cr + 16));
+        }
+        _mm512_mask_storeu_ps(cr, m0, x0);
+        _mm512_mask_storeu_ps(cr + 16, m1, x1);
+    }
+}
+#else
+static void micro_kernel(int kc, const float *restrict ap, const float *restrict bp, float *c, int ldc,
+                         int mr, int nr, int load_c) {
+    float acc[MR][NR] = {{0}};
+    for (int k = 0; k < kc; k++) {
+        for (int r = 0; r < MR; r++) {
+            float a = ap[r];
+            for (int j = 0; j < NR; j++) acc[r][j] += a * bp[j];
+        }
+        ap += MR;
+        bp += NR;
+    }
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < nr; j++) c[(size_t)r * ldc + j] = load_c ? c[(size_t)r * ldc + j] + acc[r][j] : acc[r][j];
+}
+#endif
+
+/* ------------------------------------------------------------ the product, shared by threads */
+
+typedef struct {
+    int M, N, K, accumulate;
+    const float *A, *B;
+    size_t sa_i, sa_k; /* a(i, k) = A[i*sa_i + k*sa_k] */
+    size_t sb_k, sb_j; /* b(k, j) = B[k*sb_k + j*sb_j] */
+    float *C;
+    int ldc;
+    float *ap;         /* A's blocks, MC x KC per thread */
+    float *bp;         /* B's packed slice, shared by the team */
+} gemm_job;
+
+/* Thread tid of nt: [lo, hi) of n items, in contiguous shares. */
+static inline void share(int n, int nt, int tid, int *lo, int *hi) {
+    *lo = (int)((long)n * tid / nt);
+    *hi = (int)((long)n * (tid + 1) / nt);
+}
+
+/* Small M (decoding): C (M, N) (+)= op(A) (M, K) @ op(B), streaming B once, no packing; the
+ * threads split C's columns. The kernels are memory-bound: B's rows are read as long
+ * contiguous runs so the prefetchers keep DRAM busy.
+ *
+ * B row-major (K, N): rows of B scaled and added into a block of C's row (kept in L1), GEMV_K
+ * rows of B at a time; each element is one multiply-add chain over k ascending.
+ * B stored (N, K): each element is a dot product of two contiguous rows in 64 lanes, summed in
+ * a fixed order. Either way the thread split decides nothing about the arithmetic. */
+#define GEMV_COLS 2048 /* columns of C accumulated at once (M x 8 KiB in L1) */
+#define GEMV_K 4       /* rows of B streamed together */
+
+static void gemv_nn(const gemm_job *g, int j0, int j1) {
+    int M = g->M, K = g->K;
+    float acc[GEMV_ROWS - 1][GEMV_COLS];
+    for (int c0 = j0; c0 < j1; c0 += GEMV_COLS) {
+        int n = j1 - c0 < GEMV_COLS ? j1 - c0 : GEMV_COLS;
+        for (int i = 0; i < M; i++) memset(acc[i], 0, sizeof(float) * n);
+        for (int k0 = 0; k0 < K; k0 += GEMV_K) {
+            int kn = K - k0 < GEMV_K ? K - k0 : GEMV_K;
+            const float *b = g->B + (size_t)k0 * g->sb_k + c0;
+            for (int i = 0; i < M; i++) {
+                float a[GEMV_K];
+                for (int kk = 0; kk < kn; kk++) a[kk] = g->A[(size_t)i * g->sa_i + (size_t)(k0 + kk) * g->sa_k];
+                float *y = acc[i];
+#ifdef __AVX512F__
+                for (int j = 0; j < n; j += 16) {
+                    __mmask16 m = n - j >= 16 ? 0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+                    __m512 v = _mm512_maskz_loadu_ps(m, y + j);
+                    for (int kk = 0; kk < kn; kk++)
+                        v = _mm512_fmadd_ps(_mm512_set1_ps(a[kk]), _mm512_maskz_loadu_ps(m, b + (size_t)kk * g->sb_k + j), v);
+                    _mm512_mask_storeu_ps(y + j, m, v);
+                }
+#else
+                for (int kk = 0; kk < kn; kk++) {
+                    const float *bk = b + (size_t)kk * g->sb_k;
+                    for (int j = 0; j < n; j++) y[j] = fmaf(a[kk], bk[j], y[j]);
+                }
+#endif
+            }
+        }
+        for (int i = 0; i < M; i++) {
+            float *c = g->C + (size_t)i * g->ldc + c0;
+            for (int j = 0; j < n; j++) c[j] = g->accumulate ? c[j] + acc[i][j] : acc[i][j];
+        }
+    }
+}
+
+/* dot(a (K), b (K)) for contiguous rows: 4 x 16 lanes, then the lanes, in a fixed order. */
+static inline float dot_rows(const float *a, const float *b, int K) {
+#ifdef __AVX512F__
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    int k = 0;
+    for (; k + 64 <= K; k += 64) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), _mm512_loadu_ps(b + k), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 16), _mm512_loadu_ps(b + k + 16), s1);
+        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 32), _mm512_loadu_ps(b + k + 32), s2);
+        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 48), _mm512_loadu_ps(b + k + 48), s3);
+    }
+    for (; k < K; k += 16) {
+        __mmask16 m = K - k >= 16 ? 0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + k), _mm512_maskz_loadu_ps(m, b + k), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+#else
+    float s[16] = {0}, t = 0.0f;
+    int k = 0;
+    for (; k + 16 <= K; k += 16)
+        for (int l = 0; l < 16; l++) s[l] = fmaf(a[k + l], b[k + l], s[l]);
+    for (int l = 0; l < 16; l++) t += s[l];
+    for (; k < K; k++) t = fmaf(a[k], b[k], t);
+    return t;
+#endif
+}
+
+static void gemv_nt(const gemm_job *g, int j0, int j1, const float *a_rows) {
+    for (int j = j0; j < j1; j++) {
+        const float *b = g->B + (size_t)j * g->sb_j;
+        for (int i = 0; i < g->M; i++) {
+            float s = dot_rows(a_rows + (size_t)i * g->K, b, g->K);
+            float *c = g->C + (size_t)i * g->ldc + j;
+            *c = g->accumulate ? *c + s : s;
+        }
+    }
+}
+
+static void gemv_run(const gemm_job *g, int nt, int tid) {
+    int j0, j1;
+    share(g->N, nt, tid, &j0, &j1);
+    if (g->sb_j == 1) {
+        if (nt > 1) { /* columns in multiples of 16, so each thread's runs start aligned */
+            int units = (g->N + 15) / 16;
+            share(units, nt, tid, &j0, &j1);
+            j0 *= 16, j1 = j1 * 16 < g->N ? j1 * 16 : g->N;
+        }
+        gemv_nn(g, j0, j1);
+    } else {
+        gemv_nt(g, j0, j1, g->ap); /* g->ap: A's rows made contiguous (see fm_k_gemm) */
+    }
+}
+
+/* The blocked product; thread tid of a team of nt runs this (nt = 1: alone, no barriers).
+ * With enough rows the threads split the rows: B's slice is packed by all and shared, and each
+ * thread packs its own MC-row blocks of A just before using them (they stay in its L2). With
+ * few rows (decoding a short prompt, small batches) they split the columns instead, each
+ * packing the few rows of A and its own columns of B. */
+static void gemm_run(const gemm_job *g, int nt, int tid) {
+    int M = g->M, N = g->N, K = g->K, a_panels = (M + MR - 1) / MR;
+    int split_rows = nt == 1 || a_panels >= 4 * nt;
+    int kcs = K < KC ? K : KC; /* panel stride: a thread packing the next slice must not overlap
+                                * a panel another thread still reads */
+    float *ap = g->ap + (size_t)tid * MC * KC; /* this thread's A block */
+    int pa0 = 0, pa1 = a_panels;
+    if (split_rows) share(a_panels, nt, tid, &pa0, &pa1);
+    for (int j0 = 0; j0 < N; j0 += NC) {
+        int nc = N - j0 < NC ? N - j0 : NC, b_panels = (nc + NR - 1) / NR, pb0 = 0, pb1 = b_panels, lo, hi;
+        if (!split_rows) share(b_panels, nt, tid, &pb0, &pb1);
+        for (int k0 = 0; k0 < K; k0 += KC) {
+            int kc = K - k0 < KC ? K - k0 : KC, load_c = g->accumulate || k0 > 0;
+            if (split_rows) share(b_panels, nt, tid, &lo, &hi); /* pack B together */
+            else lo = pb0, hi = pb1;                           /* pack my columns */
+            for (int p = lo; p < hi; p++) {
+                int nr = nc - p * NR < NR ? nc - p * NR : NR;
+                pack_b_panel(g->bp + (size_t)p * NR * kcs, g->B, g->sb_k, g->sb_j, k0, kc, j0 + p * NR, nr);
+            }
+            if (split_rows && nt > 1) {
+#pragma omp barrier
+            }
+            for (int pa = pa0; pa < pa1; pa += MC / MR) {
+                int pa_end = pa + MC / MR < pa1 ? pa + MC / MR : pa1;
+                for (int q = pa; q < pa_end; q++) {
+                    int i = q * MR, mr = M - i < MR ? M - i : MR;
+                    pack_a_panel(ap + (size_t)(q - pa) * MR * kc, g->A, g->sa_i, g->sa_k, i, mr, k0, kc);
+                }
+                for (int pb = pb0; pb < pb1; pb++) {
+                    int j = j0 + pb * NR, nr = N - j < NR ? N - j : NR;
+                    const float *bpp = g->bp + (size_t)pb * NR * kcs;
+                    for (int q = pa; q < pa_end; q++) {
+                        int i = q * MR, mr = M - i < MR ? M - i : MR;
+                        micro_kernel(kc, ap + (size_t)(q - pa) * MR * kc, bpp, g->C + (size_t)i * g->ldc + j,
+                                     g->ldc, mr, nr, load_c);
+                    }
+                }
+            }
+            if (split_rows && nt > 1) { /* B's panels are rewritten next */
+#pragma omp barrier
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------ entry point */
+
+void fm_k_gemm(int transA, int transB, int M, int N, int K,
+               const float *A, int lda, const float *B, int ldb,
+               float *C, int ldc, int accumulate) {
+    if (M <= 0 || N <= 0) return;
+    gemm_job g = {.M = M, .N = N, .K = K, .accumulate = accumulate, .A = A, .B = B, .C = C, .ldc = ldc,
+                  .sa_i = transA ? 1 : (size_t)lda, .sa_k = transA ? (size_t)lda : 1,
+                  .sb_k = transB ? 1 : (size_t)ldb, .sb_j = transB ? (size_t)ldb : 1};
+    if (K <= 0) {
+        if (!accumulate)
+            for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, sizeof(float) * N);
+        return;
+    }
+    /* Inside a parallel region (e.g. attention's per-head tasks) the calling thread works alone. */
+    int alone = omp_in_parallel() || omp_get_max_threads() == 1, team = alone ? 1 : omp_get_max_threads();
+    void (*run)(const gemm_job *, int, int) = gemv_run;
+    if (M < GEMV_ROWS && transB) { /* dot products want A's rows contiguous in k */
+        if (g.sa_k == 1) {
+            g.ap = (float *)A; /* rows at stride lda: gemv_nt reads row i at i * K, so copy if lda != K */
+        }
+        if (g.sa_k != 1 || (M > 1 && g.sa_i != (size_t)K)) {
+            float *rows = grow(&ws_a, &ws_a_len, (size_t)M * K);
+            if (!rows) { /* no memory for M x K floats: multiply row by row through the NN path */
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) {
+                        float s = 0.0f;
+                        for (int k = 0; k < K; k++) s += A[(size_t)i * g.sa_i + (size_t)k * g.sa_k] * B[(size_t)j * ldb + k];
+                        C[(size_t)i * ldc + j] = accumulate ? C[(size_t)i * ldc + j] + s : s;
+                    }
+                return;
+            }
+            for (int i = 0; i < M; i++)
+                for (int k = 0; k < K; k++) rows[(size_t)i * K + k] = A[(size_t)i * g.sa_i + (size_t)k * g.sa_k];
+            g.ap = rows;
+        }
+    }
+    if (M >= GEMV_ROWS) {
+        int nc = N < NC ? N : NC, kc = K < KC ? K : KC;
+        g.ap = grow(&ws_a, &ws_a_len, (size_t)team * MC * KC);
+        g.bp = grow(&ws_b, &ws_b_len, (size_t)((nc + NR - 1) / NR) * NR * kc);
+        if (g.ap && g.bp) run = gemm_run; /* else (no memory for the panels): unpacked */
+    }
+    if (alone || (M < GEMV_ROWS && (double)M * N * K < GEMV_SERIAL)) { /* too small to share */
+        run(&g, 1, 0);
+        return;
+    }
+#pragma omp parallel
+    run(&g, omp_get_num_threads(), omp_get_thread_num());
+}
