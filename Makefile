@@ -5,6 +5,7 @@
 #   make test-torch regenerate the PyTorch reference with /usr/bin/python3 and check it live
 #   make fuzz       run the tokenizer's fuzz target under libFuzzer (clang) for FUZZ_SECONDS
 #   make bench-tokenizer  fm's tokenizer beside tiktoken and spm_train on the King James text
+#   make bench      fm's training and generation speed beside PyTorch's (bench/compare.sh)
 
 CC      = gcc
 BUILD  ?= build
@@ -22,7 +23,7 @@ CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS    = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 SCRIPT_TESTS = tests/cli_test.sh tests/cli_tokenizer_test.sh tests/cli_pretrain_test.sh
 
-.PHONY: all deps test run-tests demo asan test-torch clean fuzz bench-tokenizer
+.PHONY: all deps test run-tests demo asan test-torch clean fuzz bench-tokenizer bench
 all: $(BUILD)/fm
 
 # Installs missing Debian packages (libcmocka-dev, libcjson-dev, ...) with apt-get.
@@ -73,6 +74,12 @@ fuzz:
 	@mkdir -p $(BUILD)/fuzz/corpus
 	clang $(FUZZ_FLAGS) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(FUZZ_SRC) -o $(BUILD)/fuzz/fuzz_tokenizer -lcjson -lutf8proc -lm
 	$(BUILD)/fuzz/fuzz_tokenizer -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 $(BUILD)/fuzz/corpus tests/fuzz/corpus/tokenizer
+
+# Speed beside PyTorch (bench/compare.sh): training (i)-(iii), generation f32/int8, thread scaling.
+# The peer needs python3-torch and libopenblas0-openmp (Debian).
+bench: $(BUILD)/fm
+	@scripts/install-deps.sh --torch
+	bench/compare.sh --fm $(BUILD)/fm
 
 # Tokenizer benchmark on the King James text: fm vs tiktoken (npm) and spm_train (Debian).
 bench-tokenizer: $(BUILD)/fm

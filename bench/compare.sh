@@ -6,15 +6,18 @@
 # step: zero_grad, forward, cross-entropy, backward, clipping, AdamW) one after the other,
 # ROUNDS times alternating, keeps each side's best median, and prints tokens/s and the ratio.
 # Only ratios from one run mean anything: the machine is shared and its speed drifts.
-# Then thread scaling of fm from 1 to 2 threads on (iii), and fm's peak memory on (i).
+# Then generation (batch 1, a 16-token prompt, 128 greedy tokens, KV cache): fm in float32 and
+# in int8 (Q8_0) beside PyTorch's float32 under inference_mode, decode-only tokens/s. Last, fm's
+# thread scaling from 1 to 2 threads on (iii).
 #
-# Usage: bench/compare.sh [--rounds N] [--steps N] [--configs "i ii iii"] [--fm PATH] [--no-torch]
+# Usage: bench/compare.sh [--rounds N] [--steps N] [--configs "i ii iii"] [--gen-configs "i iii"]
+#                         [--fm PATH] [--no-torch] [--no-generate] [--any-blas]
 # The peer runs with /usr/bin/python3 and Debian's python3-torch on OpenBLAS (the OpenMP build,
 # libopenblas0-openmp, with OPENBLAS_CORETYPE=SkylakeX), 2 threads, flushed denormals.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=1 STEPS=10 WARMUP=3 CONFIGS="i ii iii" FM=build/fm TORCH=1 THREADS=2
+ROUNDS=1 STEPS=10 WARMUP=3 CONFIGS="i ii iii" GEN_CONFIGS="i iii" FM=build/fm TORCH=1 THREADS=2 GENERATE=1 ANY_BLAS=0
 while [ $# -gt 0 ]; do
     case $1 in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -22,7 +25,10 @@ while [ $# -gt 0 ]; do
     --configs) CONFIGS=$2; shift 2 ;;
     --fm) FM=$2; shift 2 ;;
     --no-torch) TORCH=0; shift ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    --no-generate) GENERATE=0; shift ;;
+    --any-blas) ANY_BLAS=1; shift ;;
+    --gen-configs) GEN_CONFIGS=$2; shift 2 ;;
+    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
 done
@@ -49,9 +55,10 @@ if [ "$TORCH" = 1 ]; then
     blas_dir=/usr/lib/x86_64-linux-gnu/openblas-openmp
     if [ -e "$blas_dir/libblas.so.3" ]; then
         PEER_ENV+=(LD_LIBRARY_PATH="$blas_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
-    else
-        echo "compare.sh: warning: $blas_dir missing (apt-get install libopenblas0-openmp);" \
-            "PyTorch uses whatever libblas.so.3 points to" >&2
+    elif [ "$ANY_BLAS" = 0 ]; then
+        echo "compare.sh: $blas_dir is missing: apt-get install libopenblas0-openmp (without it PyTorch" \
+            "runs on whatever libblas.so.3 is, often the slow reference BLAS; --any-blas to go on anyway)" >&2
+        exit 1
     fi
 fi
 
@@ -73,6 +80,10 @@ run_peer() {
 }
 
 echo "machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+peak_bin=$(dirname "$FM")/fma_peak
+if gcc -O2 -march=native -ffp-contract=fast -fopenmp bench/fma_peak.c -o "$peak_bin" 2>/dev/null; then
+    echo "measured FMA peak: $(OMP_NUM_THREADS=$THREADS "$peak_bin" | sed 's/ (checksum.*//') (fm's peak_pct uses the issue's 330 GFLOP/s)"
+fi
 [ "$TORCH" = 1 ] && echo "peer: $(/usr/bin/python3 -c 'import torch; print("torch", torch.__version__)'), ${PEER_ENV[*]}"
 printf '%-5s %-26s %12s %12s %7s %9s %8s %11s\n' config shape "fm tok/s" "torch tok/s" ratio "fm GF/s" "fm peak%" "fm RSS MiB"
 for c in $CONFIGS; do
@@ -93,6 +104,31 @@ for c in $CONFIGS; do
         "$fm_best" "${torch_best:--}" "$ratio" "$(field "$fm_line" gflops)" "$(field "$fm_line" peak_pct)" \
         "$(field "$fm_line" peak_rss_mb)"
 done
+
+if [ "$GENERATE" = 1 ]; then
+    printf '\n%-5s %-16s %12s %12s %12s %10s %10s %11s\n' config "generate" "fm f32 tok/s" "fm int8" "torch tok/s" \
+        "f32/torch" "int8/f32" "f32 RSS MiB"
+    for c in $GEN_CONFIGS; do
+        flags=$(config "$c" | sed 's/ --batch [0-9]* --seq [0-9]*//')
+        f32="" int8="" torch="" f32_line=""
+        for _ in $(seq "$ROUNDS"); do
+            line=$("$FM" bench generate $flags --threads "$THREADS" --steps 3 --warmup 1 2>/dev/null | grep '^fm_bench')
+            tok=$(field "$line" decode_tokens_per_s)
+            if [ "$(best "$f32" "$tok")" != "$f32" ]; then f32=$tok f32_line=$line; fi
+            line=$("$FM" bench generate $flags --threads "$THREADS" --steps 3 --warmup 1 --int8 2>/dev/null | grep '^fm_bench')
+            int8=$(best "$int8" "$(field "$line" decode_tokens_per_s)")
+            if [ "$TORCH" = 1 ]; then
+                tline=$(env "${PEER_ENV[@]}" /usr/bin/python3 bench/torch_peer.py generate $flags --threads "$THREADS" \
+                    --steps 3 --warmup 1 2>/dev/null | grep '^torch_bench')
+                torch=$(best "$torch" "$(field "$tline" decode_tokens_per_s)")
+            fi
+        done
+        printf '%-5s %-16s %12s %12s %12s %10s %10s %11s\n' "($c)" "prompt 16 + 128" "$f32" "$int8" "${torch:--}" \
+            "$(awk -v a="$f32" -v b="$torch" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')" \
+            "$(awk -v a="$int8" -v b="$f32" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')" \
+            "$(field "$f32_line" peak_rss_mb)"
+    done
+fi
 
 if [[ " $CONFIGS " == *" iii "* ]]; then
     one=$(field "$(run_fm $(config iii) --threads 1)" tokens_per_s)

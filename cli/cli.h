@@ -56,6 +56,7 @@ double cli_now(void);
 
 extern const cli_command cmd_init, cmd_info, cmd_data, cmd_pretrain, cmd_generate, cmd_score, cmd_eval;
 extern const cli_command cmd_bench; /* cmd-bench.c */
+extern const cli_command cmd_quantize; /* cmd-quantize.c */
 extern const cli_command cmd_tokenizer; /* cmd-tokenizer.c */
 
 #endif /* FM_CLI_H */

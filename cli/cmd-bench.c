@@ -43,7 +43,7 @@ static double peak_rss_mb(void) {
 
 typedef struct {
     fm_config cfg;
-    int batch, seq, threads, steps, warmup, prompt, gen;
+    int batch, seq, threads, steps, warmup, prompt, gen, int8;
     float peak_gflops;
     uint64_t seed;
     const char *model_dir; /* generate: a model directory instead of a random model */
@@ -120,6 +120,7 @@ static int bench_generate(const bench_args *a) {
     fm_model *model = NULL;
     fm_status st = a->model_dir ? fm_model_load(&model, a->model_dir) : fm_model_init(&model, &a->cfg, a->seed);
     if (st) cli_fail("bench", st);
+    if (a->int8 && (st = fm_model_quantize(model))) cli_fail("bench", st);
     const fm_config *cfg = fm_model_config(model);
     int len = a->prompt + a->gen, V = cfg->vocab_size;
     if (len > cfg->n_positions)
@@ -159,7 +160,7 @@ static int bench_generate(const bench_args *a) {
     double whole = a->gen / median(whole_s + a->warmup, a->steps);
     printf("fm_bench mode=generate decode_tokens_per_s=%.1f total_tokens_per_s=%.1f ms_per_token=%.2f prompt_ms=%.1f "
            "params=%zu weights=%s peak_rss_mb=%.1f threads=%d layers=%d dim=%d heads=%d vocab=%d prompt=%d gen=%d\n",
-           tok_s, whole, 1e3 / tok_s, prompt_ms, fm_model_num_params(model), "f32",
+           tok_s, whole, 1e3 / tok_s, prompt_ms, fm_model_num_params(model), fm_model_weight_format(model),
            peak_rss_mb(), fm_get_threads(), cfg->n_layer, cfg->n_embd, cfg->n_head, V, a->prompt, a->gen);
     free(tokens);
     free(decode_s);
@@ -187,6 +188,7 @@ static int run(int argc, char **argv) {
         {"prompt", OPT_INT, &a.prompt, 1, 1048576, "generate: prompt tokens (default 16)"},
         {"gen", OPT_INT, &a.gen, 1, 1048576, "generate: tokens generated (default 128)"},
         {"model", OPT_STRING, &a.model_dir, 0, 0, "generate: a model directory (default: random weights)"},
+        {"int8", OPT_FLAG, &a.int8, 0, 0, "generate: quantize the weights to Q8_0 first"},
         {"peak-gflops", OPT_FLOAT, &a.peak_gflops, 1e-3, 1e9, "FMA peak for peak_pct (default 330)"},
         {"seed", OPT_U64, &a.seed, 0, 1.8e19, "random seed (default 1337)"},
     };

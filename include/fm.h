@@ -159,6 +159,18 @@ fm_status fm_optimizer_step(fm_optimizer *opt, fm_model *model, float *grad_norm
 int64_t fm_optimizer_steps_done(const fm_optimizer *opt);
 const fm_adamw_config *fm_optimizer_config(const fm_optimizer *opt);
 
+/* ---------------------------------------------------------------- int8 weights (quant.c) */
+
+/* Quantizes the matrix weights (wte and every c_attn, c_proj, c_fc weight) to Q8_0: blocks of
+ * 32 weights along the input dimension, one float16 scale each (max|w| / 127). The float
+ * parameters become the dequantized values, so every computation sees the quantized model;
+ * the decoder multiplies the int8 blocks directly (4.5x less memory per token). fm_model_save
+ * then writes the int8 form, and fm_model_load reads it back. Training the model (a backward)
+ * returns it to float32. */
+fm_status fm_model_quantize(fm_model *model);
+/* "f32", or "q8_0" for a quantized model. */
+const char *fm_model_weight_format(const fm_model *model);
+
 /* ---------------------------------------------------------------- generation */
 
 /* Incremental decoding with a key/value cache (decode.c): batch 1, one token at a time, each

@@ -14,6 +14,7 @@
 #include "internal.h"
 #include "model.h"
 #include "optim.h"
+#include "quant.h"
 
 #define CONFIG_FILE "config.json"
 #define WEIGHTS_FILE "model.safetensors"
@@ -142,7 +143,7 @@ fm_status fm_model_save(const fm_model *m, const char *dir) {
     if (st) return st;
     char *config = fm_path_join(dir, CONFIG_FILE), *weights = fm_path_join(dir, WEIGHTS_FILE);
     if (!config || !weights) st = fm_fail(FM_ERR_NOMEM, "out of memory");
-    if (!st) st = save_weights(m, weights, -1);
+    if (!st) st = m->quant ? fm_quant_save(m, weights) : save_weights(m, weights, -1); /* int8: quant.c */
     if (!st) st = fm_config_save(&m->cfg, config);
     free(config);
     free(weights);
@@ -156,7 +157,8 @@ static fm_status load_model(fm_model **out, const char *dir, int64_t *step) {
     fm_status st = (!config || !weights) ? fm_fail(FM_ERR_NOMEM, "out of memory") : FM_OK;
     if (!st) st = fm_config_load(&cfg, config);
     if (!st) st = fm_model_create(out, &cfg);
-    if (!st) st = load_weights(*out, weights, step);
+    if (!st && fm_quant_file_is_q8(weights)) st = fm_quant_load(*out, weights, step); /* int8: quant.c */
+    else if (!st) st = load_weights(*out, weights, step);
     if (st) {
         fm_model_free(*out);
         *out = NULL;

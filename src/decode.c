@@ -14,6 +14,7 @@
 #include "cpu/kernels.h"
 #include "internal.h"
 #include "model.h"
+#include "quant.h"
 
 struct fm_decoder {
     const fm_model *model;
@@ -113,16 +114,16 @@ static void step(fm_decoder *d, int token) {
         const fm_layer_weights *w = &m->w.layers[l];
         float *keys = d->k_cache + (size_t)l * d->max_len * C, *values = d->v_cache + (size_t)l * d->max_len * C;
         fm_k_layernorm_forward(d->ln, &d->mean, &d->rstd, d->x, w->ln1_w, w->ln1_b, 1, C, eps);
-        fm_k_linear_forward(d->qkv, d->ln, w->qkv_w, w->qkv_b, 1, C, 3 * C);
+        fm_model_linear(m, d->qkv, d->ln, w->qkv_w, w->qkv_b, 1, C, 3 * C);
         memcpy(keys + (size_t)pos * C, d->qkv + C, sizeof(float) * C);
         memcpy(values + (size_t)pos * C, d->qkv + 2 * C, sizeof(float) * C);
         attend(d->atty, d->scores, d->qkv, keys, values, pos + 1, C, c->n_head);
-        fm_k_linear_forward(d->proj, d->atty, w->attproj_w, w->attproj_b, 1, C, C);
+        fm_model_linear(m, d->proj, d->atty, w->attproj_w, w->attproj_b, 1, C, C);
         fm_k_residual_forward(d->x, d->x, d->proj, C);
         fm_k_layernorm_forward(d->ln, &d->mean, &d->rstd, d->x, w->ln2_w, w->ln2_b, 1, C, eps);
-        fm_k_linear_forward(d->fch, d->ln, w->fc_w, w->fc_b, 1, C, H);
+        fm_model_linear(m, d->fch, d->ln, w->fc_w, w->fc_b, 1, C, H);
         fm_k_gelu_forward(d->fch_gelu, d->fch, H);
-        fm_k_linear_forward(d->proj, d->fch_gelu, w->fcproj_w, w->fcproj_b, 1, H, C);
+        fm_model_linear(m, d->proj, d->fch_gelu, w->fcproj_w, w->fcproj_b, 1, H, C);
         fm_k_residual_forward(d->x, d->x, d->proj, C);
     }
     d->len++;
@@ -141,8 +142,7 @@ fm_status fm_decoder_feed(fm_decoder *d, const int *tokens, int n, const float *
     /* final LayerNorm, then the tied head: logits (V) = wte (V, C) @ ln */
     fm_k_layernorm_forward(d->ln, &d->mean, &d->rstd, d->x, m->w.lnf_w, m->w.lnf_b, 1, c->n_embd,
                            c->layer_norm_epsilon);
-    fm_k_gemm(0, 1, 1, c->vocab_size, c->n_embd, d->ln, c->n_embd, m->w.wte, c->n_embd, d->logits,
-              c->vocab_size, 0);
+    fm_model_head(m, d->logits, d->ln, 1); /* int8 blocks when the model is quantized (quant.c) */
     *logits = d->logits;
     return FM_OK;
 }

@@ -8,12 +8,33 @@
  * Not for: objectives (loss.c), the optimizer (optim.c) or files (checkpoint.c).
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "cpu/kernels.h"
 #include "internal.h"
 #include "model.h"
+#include "quant.h"
+
+/* ------------------------------------------------------------ big buffers */
+
+/* Parameters, gradients and activations are large and streamed every step: their 2 MiB-aligned
+ * interior is offered to the kernel as transparent huge pages (fewer TLB misses). calloc leaves
+ * untouched pages unmapped (gradients cost no memory to a model that only generates); prefault
+ * touches every page now, so that no step pays for page faults. Freed with free(). */
+static void *alloc_big(size_t bytes, int prefault) {
+    char *p = calloc(1, bytes ? bytes : 1);
+    size_t huge = (size_t)2 << 20;
+    if (!p || bytes < 2 * huge) return p;
+#ifdef MADV_HUGEPAGE
+    uintptr_t begin = ((uintptr_t)p + huge - 1) / huge * huge, end = ((uintptr_t)p + bytes) / huge * huge;
+    madvise((void *)begin, end - begin, MADV_HUGEPAGE);
+#endif
+    if (prefault) memset(p, 0, bytes);
+    return p;
+}
 
 /* ------------------------------------------------------------ parameter layout */
 
@@ -88,8 +109,8 @@ fm_status fm_model_create(fm_model **out, const fm_config *cfg) {
     m->g.layers = calloc(cfg->n_layer, sizeof *m->g.layers);
     if (!m->tensors || !m->names || !m->w.layers || !m->g.layers) goto nomem;
     build_layout(m);
-    m->params = malloc(sizeof(float) * m->num_params);
-    m->grads = calloc(m->num_params, sizeof(float));
+    m->params = alloc_big(sizeof(float) * m->num_params, 0); /* written by init or load */
+    m->grads = alloc_big(sizeof(float) * m->num_params, 0);  /* touched by the first zero_grad */
     if (!m->params || !m->grads) goto nomem;
     bind_views(m, m->params, &m->w);
     bind_views(m, m->grads, &m->g);
@@ -138,6 +159,7 @@ static void free_acts(fm_model *m) {
 
 void fm_model_free(fm_model *m) {
     if (!m) return;
+    fm_quant_free(m->quant);
     free_acts(m);
     free(m->params);
     free(m->grads);
@@ -164,7 +186,13 @@ int fm_model_find_tensor(const fm_model *m, const char *name) {
     return -1;
 }
 
-void fm_model_zero_grad(fm_model *m) { memset(m->grads, 0, sizeof(float) * m->num_params); }
+void fm_model_zero_grad(fm_model *m) {
+    enum { CHUNK = 1 << 16 };
+    size_t n = m->num_params, chunks = (n + CHUNK - 1) / CHUNK;
+#pragma omp parallel for schedule(static) if (chunks > 4)
+    for (size_t c = 0; c < chunks; c++)
+        memset(m->grads + c * CHUNK, 0, sizeof(float) * (c * CHUNK + CHUNK < n ? CHUNK : n - c * CHUNK));
+}
 
 /* ------------------------------------------------------------ activation arena */
 
@@ -216,7 +244,7 @@ static fm_status ensure_acts(fm_model *m, int B, int T) {
     if (m->B == B && m->T == T) return FM_OK;
     free_acts(m);
     size_t count = layout_acts(m, NULL, B, T);
-    m->arena = malloc(sizeof(float) * count);
+    m->arena = alloc_big(sizeof(float) * count, 1);
     m->tokens = malloc(sizeof(int) * (size_t)B * T);
     m->a.layers = calloc(m->cfg.n_layer, sizeof *m->a.layers);
     if (!m->arena || !m->tokens || !m->a.layers) {
@@ -285,6 +313,9 @@ float *fm_model_dlogits(fm_model *m) { return m->have_forward ? m->a.dlogits : N
 fm_status fm_model_backward(fm_model *m, const float *dlogits, const float *dhidden) {
     if (!m->have_forward) return fm_fail(FM_ERR_ARG, "backward called without a forward");
     if (!dlogits && !dhidden) return fm_fail(FM_ERR_ARG, "backward needs dlogits or dhidden");
+    /* Training a quantized model goes on in float32: the int8 copy would go stale. */
+    fm_quant_free(m->quant);
+    m->quant = NULL;
     const fm_config *c = &m->cfg;
     int B = m->B, T = m->T, N = B * T, C = c->n_embd, H = fm_config_mlp_width(c), NH = c->n_head;
     int V = c->vocab_size;

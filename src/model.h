@@ -69,6 +69,7 @@ struct fm_model {
     float *arena;
     int *tokens; /* (B, T) copy of the last forward's input */
     fm_acts a;
+    struct fm_quant *quant; /* NULL, or the int8 (Q8_0) matrices generation uses (quant.h) */
 };
 
 /* A model with its layout and zeroed gradients but uninitialised parameters (for loading). */

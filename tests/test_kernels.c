@@ -264,6 +264,7 @@ static void test_fast_gemm(void **state) {
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++)
                 for (int acc = 0; acc < 2; acc++) gemm_case(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], acc);
+    gemm_case(0, 1, 100, 2100, 2100, 1); /* B larger than one packed group (16 MiB): several groups */
 }
 
 /* Thread counts only decide who computes which tile: the product is bitwise the same. */
@@ -317,9 +318,10 @@ static void test_fast_encoder_layernorm(void **state) {
     free(dw_f), free(db_f);
 }
 
-static void test_fast_linear(void **state) {
-    (void)state;
-    int N = 9, IC = 37, OC = 70;
+/* N = 9 takes the packed GEMM (bias in its store, dbias while dout is packed); N = 2 the
+ * small-M path. */
+static void fast_linear(int N) {
+    int IC = 37, OC = 70;
     double *x = rand_d((size_t)N * IC, 1), *w = rand_d((size_t)IC * OC, 1), *b = rand_d(OC, 1);
     double *dy = rand_d((size_t)N * OC, 1), *y = zeros_d((size_t)N * OC);
     double *dx = zeros_d((size_t)N * IC), *dw = rand_d((size_t)IC * OC, 1), *db = rand_d(OC, 1);
@@ -336,6 +338,12 @@ static void test_fast_linear(void **state) {
     assert_close_f("linear dbias", db_f, db, OC, FAST_TOL);
     free(x), free(w), free(b), free(dy), free(y), free(dx), free(dw), free(db);
     free(x_f), free(w_f), free(b_f), free(dy_f), free(y_f), free(dx_f), free(dw_f), free(db_f);
+}
+
+static void test_fast_linear(void **state) {
+    (void)state;
+    fast_linear(9);
+    fast_linear(2);
 }
 
 static void fast_attention(int B, int T, int C, int H) {
@@ -423,6 +431,34 @@ static void test_fast_sumsq_and_adamw(void **state) {
     free(g), free(p), free(m), free(v), free(g_f), free(p_f), free(m_f), free(v_f);
 }
 
+/* Int8 blocks: out = inp @ (d q)^T + bias against double sums; 70 inputs pad a third block. */
+static void test_fast_q8_matmul(void **state) {
+    (void)state;
+    int rows = 37, cols = 70, blocks = 3;
+    int8_t *q = calloc((size_t)rows * blocks * 32, 1);
+    float *d = malloc(sizeof(float) * rows * blocks), *bias = malloc(sizeof(float) * rows);
+    for (int o = 0; o < rows; o++) {
+        for (int i = 0; i < cols; i++) q[(size_t)o * blocks * 32 + i] = (int8_t)((int)(fm_rng_u64(&rng) % 255) - 127);
+        for (int b = 0; b < blocks; b++) d[o * blocks + b] = 1e-3f * (1 + (int)(fm_rng_u64(&rng) % 100));
+        bias[o] = fm_rng_normal(&rng);
+    }
+    for (int N = 1; N <= 3; N++) {
+        double *x = rand_d((size_t)N * cols, 1), *want = zeros_d((size_t)N * rows);
+        float *x_f = to_f(x, (size_t)N * cols), *out = calloc((size_t)N * rows, 4), *pad = malloc(4 * N * blocks * 32);
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < rows; o++) {
+                double s = bias[o];
+                for (int i = 0; i < cols; i++)
+                    s += (double)d[o * blocks + i / 32] * q[(size_t)o * blocks * 32 + i] * (double)x_f[n * cols + i];
+                want[n * rows + o] = s;
+            }
+        fm_k_q8_matmul(out, x_f, q, d, bias, N, rows, cols, pad);
+        assert_close_f("q8 matmul", out, want, (size_t)N * rows, FAST_TOL);
+        free(x), free(want), free(x_f), free(out), free(pad);
+    }
+    free(q), free(d), free(bias);
+}
+
 int main(void) {
     fm_rng_seed(&rng, 42);
     fm_set_threads(2);
@@ -440,6 +476,7 @@ int main(void) {
         cmocka_unit_test(test_fast_attention),
         cmocka_unit_test(test_fast_gelu_and_cross_entropy),
         cmocka_unit_test(test_fast_sumsq_and_adamw),
+        cmocka_unit_test(test_fast_q8_matmul),
     };
     return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
 }

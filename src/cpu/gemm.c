@@ -7,14 +7,17 @@
  * one (Goto, BLIS):
  *
  *   for each NC-wide block of C's columns:
- *     for each KC-deep slice of the inner dimension:  pack B (KC x NC) into NR-column panels
- *       split the rows between the threads; in each thread's share:
- *         for each MC rows: pack A (MC x KC) into MR-row panels    (stays in L2)
+ *     for each group of KC-deep slices of the inner dimension (up to B_GROUP floats):
+ *       pack B (KC x NC per slice) into NR-column panels, all threads together; one barrier
+ *       split the rows between the threads; in each thread's share, for each MC rows:
+ *         for each slice: pack A (MC x KC) into MR-row panels    (stays in L2)
  *           for each NR panel of B (in L1), for each MR panel of A:
  *             micro-kernel: an MR x NR tile of C held in registers over KC rank-1 updates
  *
  * Packing absorbs the transposes (NN, NT, TN, TT all become the same packed panels), pads the
- * edges with zeros, and lays the data out in the order the micro-kernel reads it.
+ * edges with zeros, and lays the data out in the order the micro-kernel reads it. Two extras
+ * ride along for free (fm_k_gemm_fused): a bias added in the micro-kernel's store, and column
+ * sums of B taken while B is packed (a bias gradient).
  *
  * Determinism: each element of C is summed over k in a fixed order — within a KC slice in one
  * register accumulator, k ascending, then added to C slice after slice — whatever the thread
@@ -24,14 +27,14 @@
  * Products with few rows (M < GEMV_ROWS: decoding one token) skip the packing and stream the
  * weights once (gemv_*). Not for: anything but float32 row-major matrices.
  */
+#include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
-
-#include <omp.h>
 
 #include "cpu/kernels.h"
 
@@ -45,6 +48,7 @@
 #define MR 12    /* rows of the register tile */
 #define NR 32    /* columns of the register tile: two 16-float vectors */
 #define NC 3072  /* columns of B packed at once (multiple of NR) */
+#define B_GROUP ((size_t)4 << 20) /* floats of B packed at once (16 MiB): several KC slices */
 #define GEMV_ROWS 4
 #define GEMV_SERIAL 65536.0 /* below this many multiply-adds a small-M product runs in one thread */
 
@@ -94,8 +98,9 @@ static inline void transpose16(float *dst, size_t ldd, const float *src, size_t 
 }
 #endif
 
-/* A block: rows [i0, i0+mb) x depth [k0, k0+kc) of op(A), as ceil(mb/MR) panels, each kc x MR
- * (for each k the MR row values, rows past mb zero). a(i, k) = A[i*sa_i + k*sa_k]. */
+/* A panel: MR rows [i0, i0+mr) x depth [k0, k0+kc) of op(A) as kc x MR (for each k the MR row
+ * values, rows past mr zero). a(i, k) = A[i*sa_i + k*sa_k]. (Copying rows of A as they are and
+ * broadcasting from 12 row streams instead was measured 2% slower than this transpose.) */
 static void pack_a_panel(float *dst, const float *A, size_t sa_i, size_t sa_k, int i0, int mr, int k0, int kc) {
     if (sa_k == 1) { /* rows contiguous in k: read MR rows side by side */
         int k = 0;
@@ -130,7 +135,8 @@ static void pack_a_panel(float *dst, const float *A, size_t sa_i, size_t sa_k, i
 
 /* B panel: depth [k0, k0+kc) x columns [j0, j0+nr) of op(B) as kc x NR (columns past nr zero).
  * b(k, j) = B[k*sb_k + j*sb_j]. */
-static void pack_b_panel(float *dst, const float *B, size_t sb_k, size_t sb_j, int k0, int kc, int j0, int nr) {
+static void pack_b_panel(float *dst, const float *B, size_t sb_k, size_t sb_j, int k0, int kc, int j0, int nr,
+                         float *colsum) {
     if (sb_j == 1) { /* B row-major: each k's NR values are contiguous */
         for (int k = 0; k < kc; k++) {
             const float *src = B + (size_t)(k0 + k) * sb_k + j0;
@@ -141,6 +147,8 @@ static void pack_b_panel(float *dst, const float *B, size_t sb_k, size_t sb_j, i
                 memcpy(d, src, sizeof(float) * nr);
                 memset(d + nr, 0, sizeof(float) * (NR - nr));
             }
+            if (colsum) /* column sums of B, k ascending: each panel is packed once, by one thread */
+                for (int j = 0; j < nr; j++) colsum[j0 + j] += src[j];
         }
         return;
     }
@@ -165,10 +173,10 @@ static void pack_b_panel(float *dst, const float *B, size_t sb_k, size_t sb_j, i
 /* ------------------------------------------------------------ micro-kernel */
 
 /* C tile (mr <= MR rows, nr <= NR columns, leading dim ldc) (+)= ap (kc x MR) . bp (kc x NR).
- * load_c: add to C's values, else overwrite. */
+ * load_c: add to C's values, else overwrite; bias (nr) or NULL: added to every row. */
 #ifdef __AVX512F__
 static void micro_kernel(int kc, const float *restrict ap, const float *restrict bp, float *c, int ldc,
-                         int mr, int nr, int load_c) {
+                         int mr, int nr, int load_c, const float *bias) {
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00,
            c70 = c00, c71 = c00, c80 = c00, c81 = c00, c90 = c00, c91 = c00, ca0 = c00, ca1 = c00,
@@ -206,9 +214,15 @@ static void micro_kernel(int kc, const float *restrict ap, const float *restrict
                          {c60, c61}, {c70, c71}, {c80, c81}, {c90, c91}, {ca0, ca1}, {cb0, cb1}};
     __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
     __mmask16 m1 = nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+    __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+    __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
     for (int r = 0; r < mr; r++) {
         float *cr = c + (size_t)r * ldc;
         __m512 x0 = acc[r][0], x1 = acc[r][1];
+        if (bias) {
+            x0 = _mm512_add_ps(x0, bias0);
+            x1 = _mm512_add_ps(x1, bias1);
+        }
         if (load_c) {
             x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, cr));
             x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, cr + 16));
@@ -219,7 +233,7 @@ static void micro_kernel(int kc, const float *restrict ap, const float *restrict
 }
 #else
 static void micro_kernel(int kc, const float *restrict ap, const float *restrict bp, float *c, int ldc,
-                         int mr, int nr, int load_c) {
+                         int mr, int nr, int load_c, const float *bias) {
     float acc[MR][NR] = {{0}};
     for (int k = 0; k < kc; k++) {
         for (int r = 0; r < MR; r++) {
@@ -230,7 +244,10 @@ static void micro_kernel(int kc, const float *restrict ap, const float *restrict
         bp += NR;
     }
     for (int r = 0; r < mr; r++)
-        for (int j = 0; j < nr; j++) c[(size_t)r * ldc + j] = load_c ? c[(size_t)r * ldc + j] + acc[r][j] : acc[r][j];
+        for (int j = 0; j < nr; j++) {
+            float x = bias ? acc[r][j] + bias[j] : acc[r][j];
+            c[(size_t)r * ldc + j] = load_c ? c[(size_t)r * ldc + j] + x : x;
+        }
 }
 #endif
 
@@ -244,7 +261,10 @@ typedef struct {
     float *C;
     int ldc;
     float *ap;         /* A's blocks, MC x KC per thread */
-    float *bp;         /* B's packed slice, shared by the team */
+    float *bp;         /* B's packed slices, shared by the team */
+    const float *bias; /* (N) added to every row of C, or NULL */
+    float *colsum;     /* (N) += column sums of op(B), or NULL (B row-major only) */
+    int kslices;       /* KC slices of B packed at once */
 } gemm_job;
 
 /* Thread tid of nt: [lo, hi) of n items, in contiguous shares. */
@@ -369,34 +389,46 @@ static void gemm_run(const gemm_job *g, int nt, int tid) {
     for (int j0 = 0; j0 < N; j0 += NC) {
         int nc = N - j0 < NC ? N - j0 : NC, b_panels = (nc + NR - 1) / NR, pb0 = 0, pb1 = b_panels, lo, hi;
         if (!split_rows) share(b_panels, nt, tid, &pb0, &pb1);
-        for (int k0 = 0; k0 < K; k0 += KC) {
-            int kc = K - k0 < KC ? K - k0 : KC, load_c = g->accumulate || k0 > 0;
+        size_t slice_len = (size_t)b_panels * NR * kcs; /* one packed KC slice of B */
+        /* Slices are packed g->kslices at a time: one barrier per group, not per slice. */
+        for (int g0 = 0; g0 < K; g0 += g->kslices * KC) {
+            int g1 = g0 + g->kslices * KC < K ? g0 + g->kslices * KC : K;
             if (split_rows) share(b_panels, nt, tid, &lo, &hi); /* pack B together */
             else lo = pb0, hi = pb1;                           /* pack my columns */
-            for (int p = lo; p < hi; p++) {
-                int nr = nc - p * NR < NR ? nc - p * NR : NR;
-                pack_b_panel(g->bp + (size_t)p * NR * kcs, g->B, g->sb_k, g->sb_j, k0, kc, j0 + p * NR, nr);
+            for (int k0 = g0; k0 < g1; k0 += KC) {
+                int kc = K - k0 < KC ? K - k0 : KC;
+                float *slice = g->bp + (size_t)((k0 - g0) / KC) * slice_len;
+                for (int p = lo; p < hi; p++) {
+                    int nr = nc - p * NR < NR ? nc - p * NR : NR;
+                    pack_b_panel(slice + (size_t)p * NR * kcs, g->B, g->sb_k, g->sb_j, k0, kc, j0 + p * NR, nr,
+                                 g->colsum);
+                }
             }
             if (split_rows && nt > 1) {
 #pragma omp barrier
             }
             for (int pa = pa0; pa < pa1; pa += MC / MR) {
                 int pa_end = pa + MC / MR < pa1 ? pa + MC / MR : pa1;
-                for (int q = pa; q < pa_end; q++) {
-                    int i = q * MR, mr = M - i < MR ? M - i : MR;
-                    pack_a_panel(ap + (size_t)(q - pa) * MR * kc, g->A, g->sa_i, g->sa_k, i, mr, k0, kc);
-                }
-                for (int pb = pb0; pb < pb1; pb++) {
-                    int j = j0 + pb * NR, nr = N - j < NR ? N - j : NR;
-                    const float *bpp = g->bp + (size_t)pb * NR * kcs;
+                for (int k0 = g0; k0 < g1; k0 += KC) {
+                    int kc = K - k0 < KC ? K - k0 : KC, load_c = g->accumulate || k0 > 0;
+                    const float *slice = g->bp + (size_t)((k0 - g0) / KC) * slice_len;
                     for (int q = pa; q < pa_end; q++) {
                         int i = q * MR, mr = M - i < MR ? M - i : MR;
-                        micro_kernel(kc, ap + (size_t)(q - pa) * MR * kc, bpp, g->C + (size_t)i * g->ldc + j,
-                                     g->ldc, mr, nr, load_c);
+                        pack_a_panel(ap + (size_t)(q - pa) * MR * kc, g->A, g->sa_i, g->sa_k, i, mr, k0, kc);
+                    }
+                    for (int pb = pb0; pb < pb1; pb++) {
+                        int j = j0 + pb * NR, nr = N - j < NR ? N - j : NR;
+                        const float *bpp = slice + (size_t)pb * NR * kcs;
+                        for (int q = pa; q < pa_end; q++) {
+                            int i = q * MR, mr = M - i < MR ? M - i : MR;
+                            float *cij = g->C + (size_t)i * g->ldc + j;
+                            const float *bias = g->bias && k0 == 0 ? g->bias + j : NULL;
+                            micro_kernel(kc, ap + (size_t)(q - pa) * MR * kc, bpp, cij, g->ldc, mr, nr, load_c, bias);
+                        }
                     }
                 }
             }
-            if (split_rows && nt > 1) { /* B's panels are rewritten next */
+            if (split_rows && nt > 1 && (g1 < K || j0 + NC < N)) { /* B's panels are rewritten next */
 #pragma omp barrier
             }
         }
@@ -408,13 +440,39 @@ static void gemm_run(const gemm_job *g, int nt, int tid) {
 void fm_k_gemm(int transA, int transB, int M, int N, int K,
                const float *A, int lda, const float *B, int ldb,
                float *C, int ldc, int accumulate) {
+    fm_k_gemm_fused(transA, transB, M, N, K, A, lda, B, ldb, C, ldc, accumulate, NULL, NULL);
+}
+
+/* The extras outside the packed path: bias rows copied first, column sums of B in one loop. */
+static void extras_unpacked(gemm_job *g, int do_bias, int do_colsum) {
+    if (g->bias && do_bias) {
+        for (int i = 0; i < g->M; i++) {
+            float *c = g->C + (size_t)i * g->ldc;
+            for (int j = 0; j < g->N; j++) c[j] = g->accumulate ? c[j] + g->bias[j] : g->bias[j];
+        }
+        g->accumulate = 1;
+        g->bias = NULL;
+    }
+    if (g->colsum && do_colsum) {
+        for (int k = 0; k < g->K; k++)
+            for (int j = 0; j < g->N; j++) g->colsum[j] += g->B[(size_t)k * g->sb_k + (size_t)j * g->sb_j];
+        g->colsum = NULL;
+    }
+}
+
+void fm_k_gemm_fused(int transA, int transB, int M, int N, int K,
+                     const float *A, int lda, const float *B, int ldb,
+                     float *C, int ldc, int accumulate, const float *bias, float *colsum) {
     if (M <= 0 || N <= 0) return;
     gemm_job g = {.M = M, .N = N, .K = K, .accumulate = accumulate, .A = A, .B = B, .C = C, .ldc = ldc,
                   .sa_i = transA ? 1 : (size_t)lda, .sa_k = transA ? (size_t)lda : 1,
-                  .sb_k = transB ? 1 : (size_t)ldb, .sb_j = transB ? (size_t)ldb : 1};
+                  .sb_k = transB ? 1 : (size_t)ldb, .sb_j = transB ? (size_t)ldb : 1,
+                  .bias = bias, .colsum = colsum};
     if (K <= 0) {
         if (!accumulate)
             for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, sizeof(float) * N);
+        g.accumulate = 1;
+        extras_unpacked(&g, 1, 1);
         return;
     }
     /* Inside a parallel region (e.g. attention's per-head tasks) the calling thread works alone. */
@@ -441,11 +499,15 @@ void fm_k_gemm(int transA, int transB, int M, int N, int K,
         }
     }
     if (M >= GEMV_ROWS) {
-        int nc = N < NC ? N : NC, kc = K < KC ? K : KC;
+        int nc = N < NC ? N : NC, kc = K < KC ? K : KC, slices = (K + KC - 1) / KC;
+        size_t slice_len = (size_t)((nc + NR - 1) / NR) * NR * kc;
+        g.kslices = slice_len * slices <= B_GROUP ? slices : (int)(B_GROUP / slice_len > 1 ? B_GROUP / slice_len : 1);
         g.ap = grow(&ws_a, &ws_a_len, (size_t)team * MC * KC);
-        g.bp = grow(&ws_b, &ws_b_len, (size_t)((nc + NR - 1) / NR) * NR * kc);
+        g.bp = grow(&ws_b, &ws_b_len, slice_len * g.kslices);
         if (g.ap && g.bp) run = gemm_run; /* else (no memory for the panels): unpacked */
     }
+    if (run == gemv_run) extras_unpacked(&g, 1, 1);
+    else if (g.sb_j != 1) extras_unpacked(&g, 0, 1); /* column sums ride on row-major packing only */
     if (alone || (M < GEMV_ROWS && (double)M * N * K < GEMV_SERIAL)) { /* too small to share */
         run(&g, 1, 0);
         return;

@@ -1,15 +1,19 @@
 /*
- * kernels.c — the fast forms of the layer kernels: float, OpenMP, loops shaped to vectorise.
+ * kernels.c — the fast forms of the layer kernels: float, OpenMP, AVX-512 where it pays.
  *
- * What it is for: everything the model computes per step. Each output element is computed by
- * exactly one thread in a fixed order (reductions are split by output, never by thread), so
- * the results are bitwise the same for any thread count. Reference forms: kernels_ref.c.
- * Not for: objectives, the optimizer, or anything with file or error handling.
+ * What it is for: everything the model computes per step besides the matrix products (gemm.c):
+ * embeddings, LayerNorm, attention (flash-style, no T x T matrix kept), GELU, residuals, one row
+ * of softmax cross-entropy, the AdamW update and gradient norm, and int8 (Q8_0) products for
+ * generation. Each output element is computed by exactly one thread in a fixed order
+ * (reductions are split by output or in fixed chunks, never by thread; vector tails are masked
+ * so every element takes the same path), so results are bitwise the same for any thread count.
+ * Reference forms: kernels_ref.c and the tests' double-precision loops.
+ * Not for: objectives, the optimizer's bookkeeping, or anything with file or error handling.
  */
 #include <math.h>
-#include <string.h>
-
+#include <omp.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cpu/kernels.h"
 #include "cpu/simd.h"
@@ -18,7 +22,7 @@
 
 void fm_k_encoder_forward(float *out, const int *tokens, const float *wte, const float *wpe,
                           int B, int T, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (B * T > 1)
     for (int bt = 0; bt < B * T; bt++) {
         const float *e = wte + (size_t)tokens[bt] * C, *p = wpe + (size_t)(bt % T) * C;
         float *o = out + (size_t)bt * C;
@@ -48,19 +52,45 @@ void fm_k_encoder_backward(float *dwte, float *dwpe, const float *dout, const in
 
 /* ------------------------------------------------------------ layernorm */
 
+/* Row reductions in 16 lanes (tails masked), then the lanes in a fixed order: vector speed,
+ * and a value never depends on which thread took the row. */
+#ifdef __AVX512F__
+static inline __mmask16 lanes(int C, int c) { return C - c >= FM_V16 ? 0xFFFF : fm_tail_mask(C - c); }
+#endif
+
 void fm_k_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                             const float *w, const float *b, int N, int C, float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N > 1)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *o = out + (size_t)n * C;
+#ifdef __AVX512F__
+        __m512 acc = _mm512_setzero_ps();
+        for (int c = 0; c < C; c += FM_V16) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(lanes(C, c), x + c));
+        float m = _mm512_reduce_add_ps(acc) / C;
+        __m512 vm = _mm512_set1_ps(m);
+        acc = _mm512_setzero_ps();
+        for (int c = 0; c < C; c += FM_V16) {
+            __mmask16 k = lanes(C, c);
+            __m512 xm = _mm512_maskz_sub_ps(k, _mm512_maskz_loadu_ps(k, x + c), vm);
+            acc = _mm512_fmadd_ps(xm, xm, acc);
+        }
+        float s = 1.0f / sqrtf(_mm512_reduce_add_ps(acc) / C + eps);
+        __m512 vs = _mm512_set1_ps(s);
+        for (int c = 0; c < C; c += FM_V16) {
+            __mmask16 k = lanes(C, c);
+            __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + c), vm), vs);
+            _mm512_mask_storeu_ps(o + c, k, _mm512_fmadd_ps(xhat, _mm512_maskz_loadu_ps(k, w + c),
+                                                            _mm512_maskz_loadu_ps(k, b + c)));
+        }
+#else
         float m = 0.0f, v = 0.0f;
         for (int c = 0; c < C; c++) m += x[c];
         m /= C;
         for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
-        v /= C;
-        float s = 1.0f / sqrtf(v + eps);
+        float s = 1.0f / sqrtf(v / C + eps);
         for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * w[c] + b[c];
+#endif
         mean[n] = m;
         rstd[n] = s;
     }
@@ -70,11 +100,31 @@ void fm_k_layernorm_backward(float *dinp, float *dw, float *db, const float *dou
                              const float *inp, const float *w, const float *mean,
                              const float *rstd, int N, int C) {
     /* dinp: by rows. dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * w */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N > 1)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
         float *dx = dinp + (size_t)n * C;
-        float m = mean[n], s = rstd[n], g_mean = 0.0f, gx_mean = 0.0f;
+        float m = mean[n], s = rstd[n];
+#ifdef __AVX512F__
+        __m512 vm = _mm512_set1_ps(m), vs = _mm512_set1_ps(s), sg = _mm512_setzero_ps(), sgx = sg;
+        for (int c = 0; c < C; c += FM_V16) {
+            __mmask16 k = lanes(C, c);
+            __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, d + c), _mm512_maskz_loadu_ps(k, w + c));
+            __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + c), vm), vs);
+            sg = _mm512_add_ps(sg, g);
+            sgx = _mm512_fmadd_ps(g, xhat, sgx);
+        }
+        __m512 g_mean = _mm512_set1_ps(_mm512_reduce_add_ps(sg) / C);
+        __m512 gx_mean = _mm512_set1_ps(_mm512_reduce_add_ps(sgx) / C);
+        for (int c = 0; c < C; c += FM_V16) {
+            __mmask16 k = lanes(C, c);
+            __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, d + c), _mm512_maskz_loadu_ps(k, w + c));
+            __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + c), vm), vs);
+            __m512 t = _mm512_fnmadd_ps(xhat, gx_mean, _mm512_sub_ps(g, g_mean));
+            _mm512_mask_storeu_ps(dx + c, k, _mm512_fmadd_ps(vs, t, _mm512_maskz_loadu_ps(k, dx + c)));
+        }
+#else
+        float g_mean = 0.0f, gx_mean = 0.0f;
         for (int c = 0; c < C; c++) {
             float g = d[c] * w[c];
             g_mean += g;
@@ -84,6 +134,7 @@ void fm_k_layernorm_backward(float *dinp, float *dw, float *db, const float *dou
         gx_mean /= C;
         for (int c = 0; c < C; c++)
             dx[c] += s * (d[c] * w[c] - g_mean - (x[c] - m) * s * gx_mean);
+#endif
     }
     /* dw, db: column sums, split by channel blocks. */
     int blocks = (C + CHANNEL_BLOCK - 1) / CHANNEL_BLOCK;
@@ -105,26 +156,14 @@ void fm_k_layernorm_backward(float *dinp, float *dw, float *db, const float *dou
 
 void fm_k_linear_forward(float *out, const float *inp, const float *w, const float *bias,
                          int N, int IC, int OC) {
-    if (bias) {
-#pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, bias, sizeof(float) * OC);
-    }
-    fm_k_gemm(0, 0, N, OC, IC, inp, IC, w, OC, out, OC, bias != NULL);
+    fm_k_gemm_fused(0, 0, N, OC, IC, inp, IC, w, OC, out, OC, 0, bias, NULL); /* bias in the GEMM's store */
 }
 
 void fm_k_linear_backward(float *dinp, float *dw, float *dbias, const float *dout,
                           const float *inp, const float *w, int N, int IC, int OC) {
     if (dinp) fm_k_gemm(0, 1, N, IC, OC, dout, OC, w, OC, dinp, IC, 0); /* dout @ w^T */
-    fm_k_gemm(1, 0, IC, OC, N, inp, IC, dout, OC, dw, OC, 1);           /* inp^T @ dout */
-    if (dbias) {
-        int blocks = (OC + CHANNEL_BLOCK - 1) / CHANNEL_BLOCK;
-#pragma omp parallel for schedule(static)
-        for (int cb = 0; cb < blocks; cb++) {
-            int o0 = cb * CHANNEL_BLOCK, o1 = o0 + CHANNEL_BLOCK < OC ? o0 + CHANNEL_BLOCK : OC;
-            for (int n = 0; n < N; n++)
-                for (int o = o0; o < o1; o++) dbias[o] += dout[(size_t)n * OC + o];
-        }
-    }
+    /* dw += inp^T @ dout; dbias += column sums of dout, taken while dout is packed */
+    fm_k_gemm_fused(1, 0, IC, OC, N, inp, IC, dout, OC, dw, OC, 1, NULL, dbias);
 }
 
 /* ------------------------------------------------------------ attention */
@@ -240,7 +279,7 @@ void fm_k_attention_backward(float *dqkv, const float *dout, const float *qkv, c
 
 void fm_k_gelu_forward(float *out, const float *inp, size_t N) {
     size_t blocks = (N + ELEM_BLOCK - 1) / ELEM_BLOCK;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (blocks > 1)
     for (size_t cb = 0; cb < blocks; cb++) {
         size_t i = cb * ELEM_BLOCK, i1 = i + ELEM_BLOCK < N ? i + ELEM_BLOCK : N;
 #ifdef __AVX512F__
@@ -256,7 +295,7 @@ void fm_k_gelu_forward(float *out, const float *inp, size_t N) {
 
 void fm_k_gelu_backward(float *dinp, const float *inp, const float *dout, size_t N) {
     size_t blocks = (N + ELEM_BLOCK - 1) / ELEM_BLOCK;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (blocks > 1)
     for (size_t cb = 0; cb < blocks; cb++) {
         size_t i = cb * ELEM_BLOCK, i1 = i + ELEM_BLOCK < N ? i + ELEM_BLOCK : N;
 #ifdef __AVX512F__
@@ -272,7 +311,7 @@ void fm_k_gelu_backward(float *dinp, const float *inp, const float *dout, size_t
 }
 
 void fm_k_residual_forward(float *out, const float *a, const float *b, size_t N) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N > ELEM_BLOCK)
     for (size_t i = 0; i < N; i++) out[i] = a[i] + b[i];
 }
 
@@ -374,5 +413,54 @@ void fm_k_adamw(float *p, const float *g, float *m, float *v, size_t n, float cl
             p[i] = p[i] * shrink - step_size * m[i] / denom;
         }
 #endif
+    }
+}
+
+/* ------------------------------------------------------------ int8 (Q8_0) weights */
+
+/* Row o of out = d . (q_o x): blocks of 32 int8 weights times 32 inputs, each block's sum
+ * scaled by its d, accumulated over the blocks in order. The int8 rows are one long stream
+ * through memory: they are prefetched Q8_AHEAD bytes ahead, since a single chain of blocks
+ * keeps too few loads in flight to reach the memory's bandwidth on its own. */
+#define Q8_AHEAD 2048
+
+static inline float q8_row(const int8_t *q, const float *d, const float *x, int blocks) {
+#ifdef __AVX512F__
+    __m512 acc = _mm512_setzero_ps();
+    for (int b = 0; b < blocks; b++) {
+        const int8_t *qb = q + (size_t)b * FM_Q8_BLOCK;
+        if (!(b & 1)) _mm_prefetch((const char *)qb + Q8_AHEAD, _MM_HINT_T0);
+        __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)qb)));
+        __m512 w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(qb + 16))));
+        __m512 s = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + b * FM_Q8_BLOCK + 16),
+                                   _mm512_mul_ps(w0, _mm512_loadu_ps(x + b * FM_Q8_BLOCK)));
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(d[b]), s, acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+#else
+    float acc = 0.0f;
+    for (int b = 0; b < blocks; b++) {
+        float s = 0.0f;
+        for (int i = 0; i < FM_Q8_BLOCK; i++) s += (float)q[(size_t)b * FM_Q8_BLOCK + i] * x[b * FM_Q8_BLOCK + i];
+        acc += d[b] * s;
+    }
+    return acc;
+#endif
+}
+
+void fm_k_q8_matmul(float *out, const float *inp, const int8_t *q, const float *d, const float *bias,
+                    int N, int rows, int cols, float *xpad) {
+    int blocks = (cols + FM_Q8_BLOCK - 1) / FM_Q8_BLOCK, padded = blocks * FM_Q8_BLOCK;
+    for (int n = 0; n < N; n++) { /* inputs padded with zeros to whole blocks */
+        memcpy(xpad + (size_t)n * padded, inp + (size_t)n * cols, sizeof(float) * cols);
+        memset(xpad + (size_t)n * padded + cols, 0, sizeof(float) * (padded - cols));
+    }
+    double work = (double)N * rows * padded;
+#pragma omp parallel for schedule(static) if (work > 65536.0 && !omp_in_parallel())
+    for (int o = 0; o < rows; o++) {
+        const int8_t *qo = q + (size_t)o * padded;
+        const float *dq = d + (size_t)o * blocks;
+        for (int n = 0; n < N; n++)
+            out[(size_t)n * rows + o] = q8_row(qo, dq, xpad + (size_t)n * padded, blocks) + (bias ? bias[o] : 0.0f);
     }
 }

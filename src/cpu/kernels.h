@@ -1,7 +1,8 @@
 /*
  * kernels.h — the transformer's layer kernels, each in two forms.
  *
- * fm_k_*   : the fast form (float, OpenMP, written to vectorise), used by the model.
+ * fm_k_*   : the fast form (float, OpenMP, AVX-512 with a plain-C fallback), used by the model;
+ *            the GEMM is in gemm.c, the rest in kernels.c.
  * fm_ref_* : the plain reference form (double, single-threaded, the most direct loops), the
  *            oracle of the tests: finite differences check the reference backward, and the
  *            fast kernels are compared with the reference ones.
@@ -10,12 +11,14 @@
  *
  * Backward conventions: "dX +=" kernels accumulate into X's gradient; "dX =" overwrite it.
  * Shapes: N rows (= B*T), C width, OC/IC out/in features, H heads, hs = C/H head size.
- * Not for: objectives (src/loss.c) or the optimizer (src/optim.c).
+ * Not for: objectives (src/loss.c) or the optimizer's bookkeeping (src/optim.c), which call the
+ * row and update kernels at the end of this file.
  */
 #ifndef FM_KERNELS_H
 #define FM_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* ------------------------------------------------------------ fast kernels (float) */
 
@@ -24,6 +27,12 @@
 void fm_k_gemm(int transA, int transB, int M, int N, int K,
                const float *A, int lda, const float *B, int ldb,
                float *C, int ldc, int accumulate);
+/* fm_k_gemm with two fused extras, either may be NULL: bias (N) added to every row of C, and
+ * colsum (N) += the column sums of op(B) summed over k in order (a bias gradient computed while
+ * its weight gradient's B = dout is packed). */
+void fm_k_gemm_fused(int transA, int transB, int M, int N, int K,
+                     const float *A, int lda, const float *B, int ldb,
+                     float *C, int ldc, int accumulate, const float *bias, float *colsum);
 
 /* out (B, T, C) = wte[tokens] + wpe[t]; tokens (B, T), wte (V, C), wpe (maxT, C). */
 void fm_k_encoder_forward(float *out, const int *tokens, const float *wte, const float *wpe,
@@ -74,6 +83,14 @@ double fm_k_sumsq(const float *x, size_t n);
  * p *= shrink; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= step_size m / (sqrt(v)/bc2_sqrt + eps). */
 void fm_k_adamw(float *p, const float *g, float *m, float *v, size_t n, float clip, float shrink,
                 float beta1, float beta2, float step_size, float bc2_sqrt, float eps);
+
+/* Int8 weights, Q8_0: each row of a (rows, cols) matrix in blocks of FM_Q8_BLOCK weights
+ * q (int8) with one scale d; w = d * q. out (N, rows) = inp (N, cols) @ W^T + bias (rows, or
+ * NULL); q (rows, blocks * 32), d (rows, blocks), blocks = ceil(cols / 32); xpad: scratch of
+ * N * blocks * 32 floats. For decoding (small N): each output is one row's blocks in order. */
+#define FM_Q8_BLOCK 32
+void fm_k_q8_matmul(float *out, const float *inp, const int8_t *q, const float *d, const float *bias,
+                    int N, int rows, int cols, float *xpad);
 
 /* ------------------------------------------------------------ reference kernels (double) */
 
