@@ -17,6 +17,10 @@ fi
 if [ "${1:-}" = "--torch" ] && ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
     need+=(python3-torch)
 fi
+# the PyTorch peer of make bench needs the OpenMP build of OpenBLAS to be fair
+if [ "${1:-}" = "--torch" ] && [ ! -e /usr/lib/x86_64-linux-gnu/openblas-openmp ]; then
+    need+=(libopenblas0-openmp)
+fi
 # --fuzz: clang and its libFuzzer runtime, for `make fuzz`
 if [ "${1:-}" = "--fuzz" ]; then
     command -v clang >/dev/null || need+=(clang)

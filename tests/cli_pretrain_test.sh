@@ -118,7 +118,7 @@ expect "corrupt checkpoint" 1 "model.safetensors: .*truncated" -- "$FM" pretrain
 expect "corrupt checkpoint (generate)" 1 "model.safetensors" -- "$FM" generate --model bad_ckpt --prompt x
 
 # --- a full disk while saving: the previous checkpoint survives
-interrupted 12 disk disk.log -- "$FM" pretrain "${common[@]}" --steps 40 --save-every 10 --out disk
+interrupted 12 disk disk.log -- "$FM" pretrain "${common[@]}" --steps 2000 --save-every 10 --out disk
 before=$(cd disk && md5sum model.safetensors training_state.safetensors config.json)
 # real ENOSPC on a tiny tmpfs when we may mount one; otherwise a file-size limit (EFBIG)
 if mkdir tinyfs && mount -t tmpfs -o size=$(( $(du -sk disk | cut -f1) + 48 ))k tmpfs tinyfs 2>/dev/null; then

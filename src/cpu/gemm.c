@@ -7,19 +7,20 @@
  * one (Goto, BLIS):
  *
  *   for each NC-wide block of C's columns:
- *     for each group of KC-deep slices of the inner dimension (up to B_GROUP floats):
- *       pack B (KC x NC per slice) into NR-column panels, all threads together; one barrier
+ *     for each group of slices of the inner dimension (K cut into equal slices of at most KC;
+ *     a group holds up to B_GROUP floats of B):
+ *       pack B (kc x NC per slice) into NR-column panels, all threads together; one barrier
  *       split the rows between the threads; in each thread's share, for each MC rows:
- *         for each slice: pack A (MC x KC) into MR-row panels    (stays in L2)
+ *         for each slice: pack A (MC x kc) into MR-row panels    (stays in L2)
  *           for each NR panel of B (in L1), for each MR panel of A:
- *             micro-kernel: an MR x NR tile of C held in registers over KC rank-1 updates
+ *             micro-kernel: an MR x NR tile of C held in registers over kc rank-1 updates
  *
  * Packing absorbs the transposes (NN, NT, TN, TT all become the same packed panels), pads the
  * edges with zeros, and lays the data out in the order the micro-kernel reads it. Two extras
  * ride along for free (fm_k_gemm_fused): a bias added in the micro-kernel's store, and column
  * sums of B taken while B is packed (a bias gradient).
  *
- * Determinism: each element of C is summed over k in a fixed order — within a KC slice in one
+ * Determinism: each element of C is summed over k in a fixed order — within a slice in one
  * register accumulator, k ascending, then added to C slice after slice — whatever the thread
  * count; threads only decide who computes which tile. So results are bitwise independent of
  * the number of threads (tests/test_train.c checks it).
@@ -38,9 +39,9 @@
 
 #include "cpu/kernels.h"
 
-/* Micro-tile and cache blocks. A's panel (MR x KC) streams from L2, B's (KC x NR) from L1. */
+/* Micro-tile and cache blocks. A's panel (MR x kc) streams from L2, B's (kc x NR) from L1/L2. */
 #ifndef KC
-#define KC 256   /* depth of one packed slice */
+#define KC 384   /* largest depth of one packed slice; K is cut into equal slices up to this */
 #endif
 #ifndef MC
 #define MC 96    /* rows of A kept in L2 while a thread sweeps its columns (multiple of MR) */
@@ -264,7 +265,8 @@ typedef struct {
     float *bp;         /* B's packed slices, shared by the team */
     const float *bias; /* (N) added to every row of C, or NULL */
     float *colsum;     /* (N) += column sums of op(B), or NULL (B row-major only) */
-    int kslices;       /* KC slices of B packed at once */
+    int kc;            /* depth of a slice: K in equal slices of at most KC (fewer passes over C) */
+    int kslices;       /* slices of B packed at once */
 } gemm_job;
 
 /* Thread tid of nt: [lo, hi) of n items, in contiguous shares. */
@@ -373,6 +375,32 @@ static void gemv_run(const gemm_job *g, int nt, int tid) {
     }
 }
 
+/* A's panels [q0, q1) for depth [k0, k0+kc) into ap (panel q at (q - q0) * MR * kc). When A is
+ * stored transposed (TN), each k's rows of the whole block are one contiguous run: read them
+ * k by k, one pass over memory, instead of panel by panel. */
+static void pack_a_block(float *ap, const gemm_job *g, int q0, int q1, int k0, int kc) {
+    int M = g->M;
+    if (g->sa_i != 1 || g->sa_k == 1) {
+        for (int q = q0; q < q1; q++) {
+            int i = q * MR, mr = M - i < MR ? M - i : MR;
+            pack_a_panel(ap + (size_t)(q - q0) * MR * kc, g->A, g->sa_i, g->sa_k, i, mr, k0, kc);
+        }
+        return;
+    }
+    for (int k = 0; k < kc; k++) {
+        const float *src = g->A + (size_t)(k0 + k) * g->sa_k;
+        for (int q = q0; q < q1; q++) {
+            int i = q * MR, mr = M - i < MR ? M - i : MR;
+            float *d = ap + (size_t)(q - q0) * MR * kc + (size_t)k * MR;
+            if (mr == MR) memcpy(d, src + i, sizeof(float) * MR);
+            else {
+                memcpy(d, src + i, sizeof(float) * mr);
+                memset(d + mr, 0, sizeof(float) * (MR - mr));
+            }
+        }
+    }
+}
+
 /* The blocked product; thread tid of a team of nt runs this (nt = 1: alone, no barriers).
  * With enough rows the threads split the rows: B's slice is packed by all and shared, and each
  * thread packs its own MC-row blocks of A just before using them (they stay in its L2). With
@@ -381,23 +409,22 @@ static void gemv_run(const gemm_job *g, int nt, int tid) {
 static void gemm_run(const gemm_job *g, int nt, int tid) {
     int M = g->M, N = g->N, K = g->K, a_panels = (M + MR - 1) / MR;
     int split_rows = nt == 1 || a_panels >= 4 * nt;
-    int kcs = K < KC ? K : KC; /* panel stride: a thread packing the next slice must not overlap
-                                * a panel another thread still reads */
+    int kcs = g->kc; /* panel stride: every slice but the last is kc deep */
     float *ap = g->ap + (size_t)tid * MC * KC; /* this thread's A block */
     int pa0 = 0, pa1 = a_panels;
     if (split_rows) share(a_panels, nt, tid, &pa0, &pa1);
     for (int j0 = 0; j0 < N; j0 += NC) {
         int nc = N - j0 < NC ? N - j0 : NC, b_panels = (nc + NR - 1) / NR, pb0 = 0, pb1 = b_panels, lo, hi;
         if (!split_rows) share(b_panels, nt, tid, &pb0, &pb1);
-        size_t slice_len = (size_t)b_panels * NR * kcs; /* one packed KC slice of B */
+        size_t slice_len = (size_t)b_panels * NR * kcs; /* one packed slice of B */
         /* Slices are packed g->kslices at a time: one barrier per group, not per slice. */
-        for (int g0 = 0; g0 < K; g0 += g->kslices * KC) {
-            int g1 = g0 + g->kslices * KC < K ? g0 + g->kslices * KC : K;
+        for (int g0 = 0; g0 < K; g0 += g->kslices * kcs) {
+            int g1 = g0 + g->kslices * kcs < K ? g0 + g->kslices * kcs : K;
             if (split_rows) share(b_panels, nt, tid, &lo, &hi); /* pack B together */
             else lo = pb0, hi = pb1;                           /* pack my columns */
-            for (int k0 = g0; k0 < g1; k0 += KC) {
-                int kc = K - k0 < KC ? K - k0 : KC;
-                float *slice = g->bp + (size_t)((k0 - g0) / KC) * slice_len;
+            for (int k0 = g0; k0 < g1; k0 += kcs) {
+                int kc = K - k0 < kcs ? K - k0 : kcs;
+                float *slice = g->bp + (size_t)((k0 - g0) / kcs) * slice_len;
                 for (int p = lo; p < hi; p++) {
                     int nr = nc - p * NR < NR ? nc - p * NR : NR;
                     pack_b_panel(slice + (size_t)p * NR * kcs, g->B, g->sb_k, g->sb_j, k0, kc, j0 + p * NR, nr,
@@ -409,13 +436,10 @@ static void gemm_run(const gemm_job *g, int nt, int tid) {
             }
             for (int pa = pa0; pa < pa1; pa += MC / MR) {
                 int pa_end = pa + MC / MR < pa1 ? pa + MC / MR : pa1;
-                for (int k0 = g0; k0 < g1; k0 += KC) {
-                    int kc = K - k0 < KC ? K - k0 : KC, load_c = g->accumulate || k0 > 0;
-                    const float *slice = g->bp + (size_t)((k0 - g0) / KC) * slice_len;
-                    for (int q = pa; q < pa_end; q++) {
-                        int i = q * MR, mr = M - i < MR ? M - i : MR;
-                        pack_a_panel(ap + (size_t)(q - pa) * MR * kc, g->A, g->sa_i, g->sa_k, i, mr, k0, kc);
-                    }
+                for (int k0 = g0; k0 < g1; k0 += kcs) {
+                    int kc = K - k0 < kcs ? K - k0 : kcs, load_c = g->accumulate || k0 > 0;
+                    const float *slice = g->bp + (size_t)((k0 - g0) / kcs) * slice_len;
+                    pack_a_block(ap, g, pa, pa_end, k0, kc);
                     for (int pb = pb0; pb < pb1; pb++) {
                         int j = j0 + pb * NR, nr = N - j < NR ? N - j : NR;
                         const float *bpp = slice + (size_t)pb * NR * kcs;
@@ -499,7 +523,8 @@ void fm_k_gemm_fused(int transA, int transB, int M, int N, int K,
         }
     }
     if (M >= GEMV_ROWS) {
-        int nc = N < NC ? N : NC, kc = K < KC ? K : KC, slices = (K + KC - 1) / KC;
+        int nc = N < NC ? N : NC, slices = (K + KC - 1) / KC, kc = (K + slices - 1) / slices;
+        g.kc = kc;
         size_t slice_len = (size_t)((nc + NR - 1) / NR) * NR * kc;
         g.kslices = slice_len * slices <= B_GROUP ? slices : (int)(B_GROUP / slice_len > 1 ? B_GROUP / slice_len : 1);
         g.ap = grow(&ws_a, &ws_a_len, (size_t)team * MC * KC);

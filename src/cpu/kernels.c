@@ -318,7 +318,9 @@ void fm_k_residual_forward(float *out, const float *a, const float *b, size_t N)
 /* ------------------------------------------------------------ cross-entropy of one row */
 
 float fm_k_xent_row(float *dz, const float *z, int V, int target, float weight) {
-    float maxv = -INFINITY, sum = 0.0f;
+    /* max; then e_v = exp(z_v - max) and their sum (kept in dz when there is one); then
+     * dz_v = weight * e_v / sum, dz_target -= weight. Each exp is computed once. */
+    float maxv = -INFINITY, sum = 0.0f, zt = z[target]; /* z may alias dz: z[target] first */
     int v = 0;
 #ifdef __AVX512F__
     __m512 vmax = _mm512_set1_ps(-INFINITY), vsum = _mm512_setzero_ps();
@@ -330,29 +332,30 @@ float fm_k_xent_row(float *dz, const float *z, int V, int target, float weight) 
     __m512 vm = _mm512_set1_ps(maxv);
     for (v = 0; v < V; v += FM_V16) {
         __mmask16 m = V - v >= FM_V16 ? 0xFFFF : fm_tail_mask(V - v);
-        __m512 e = fm_exp_v(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, z + v), vm));
-        vsum = _mm512_add_ps(vsum, _mm512_maskz_mov_ps(m, e));
+        __m512 e = _mm512_maskz_mov_ps(m, fm_exp_v(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, z + v), vm)));
+        vsum = _mm512_add_ps(vsum, e);
+        if (dz) _mm512_mask_storeu_ps(dz + v, m, e);
     }
     sum = _mm512_reduce_add_ps(vsum);
-#else
-    for (v = 0; v < V; v++) maxv = z[v] > maxv ? z[v] : maxv;
-    for (v = 0; v < V; v++) sum += fm_exp_s(z[v] - maxv);
-#endif
-    float logz = maxv + logf(sum), nll = logz - z[target];
-    if (dz) { /* z may alias dz: nll is taken first */
-#ifdef __AVX512F__
-        __m512 vl = _mm512_set1_ps(logz), vw = _mm512_set1_ps(weight);
+    if (dz) {
+        __m512 scale = _mm512_set1_ps(weight / sum);
         for (v = 0; v < V; v += FM_V16) {
             __mmask16 m = V - v >= FM_V16 ? 0xFFFF : fm_tail_mask(V - v);
-            __m512 p = fm_exp_v(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, z + v), vl));
-            _mm512_mask_storeu_ps(dz + v, m, _mm512_mul_ps(vw, p));
+            _mm512_mask_storeu_ps(dz + v, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dz + v), scale));
         }
-#else
-        for (v = 0; v < V; v++) dz[v] = weight * fm_exp_s(z[v] - logz);
-#endif
-        dz[target] -= weight;
     }
-    return nll;
+#else
+    for (v = 0; v < V; v++) maxv = z[v] > maxv ? z[v] : maxv;
+    for (v = 0; v < V; v++) {
+        float e = fm_exp_s(z[v] - maxv);
+        sum += e;
+        if (dz) dz[v] = e;
+    }
+    if (dz)
+        for (v = 0; v < V; v++) dz[v] *= weight / sum;
+#endif
+    if (dz) dz[target] -= weight;
+    return maxv + logf(sum) - zt;
 }
 
 /* ------------------------------------------------------------ optimizer */
