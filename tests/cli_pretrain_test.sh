@@ -7,10 +7,8 @@ set -u
 FM=$(realpath "${1:?usage: cli_pretrain_test.sh PATH/TO/fm}")
 tmp=$(mktemp -d /tmp/fm_pretrain_XXXXXX)
 trap 'umount "$tmp/tinyfs" 2>/dev/null; rm -rf "$tmp"' EXIT
+source "$(dirname "$(realpath "$0")")/cli_lib.sh"
 cd "$tmp"
-passed=0 failed=0
-ok() { passed=$((passed + 1)); }
-bad() { failed=$((failed + 1)); echo "FAIL $*"; }
 
 # lines_with PATTERN FILE: how many lines of FILE match (0 when FILE does not exist yet)
 lines_with() { local n; n=$(grep -c -- "$1" "$2" 2>/dev/null); echo "${n:-0}"; }
@@ -30,18 +28,6 @@ interrupted() {
     wait $pid
 }
 
-# expect NAME STATUS PATTERN -- COMMAND...: exit status and a pattern in stdout+stderr
-expect() {
-    local name=$1 want=$2 pattern=$3
-    shift 4
-    local out status
-    out=$("$@" 2>&1)
-    status=$?
-    if [ "$status" -eq "$want" ] && grep -qE -- "$pattern" <<<"$out"; then ok; else
-        bad "$name: exit $status (want $want), output:"
-        sed 's/^/    /' <<<"$out" | tail -5
-    fi
-}
 
 # A corpus of 600 varied lines (a counting rhyme), and a tokenizer for it.
 for i in $(seq 1 600); do
@@ -135,5 +121,4 @@ after=$(cd $dir && md5sum model.safetensors training_state.safetensors config.js
 ls $dir | grep -q '\.tmp' && bad "temporary files left in $dir" || ok
 "$FM" info --model $dir >/dev/null 2>&1 && ok || bad "the previous checkpoint no longer loads"
 
-echo "cli pretrain: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary "cli pretrain"

@@ -5,23 +5,8 @@ set -u
 FM=${1:?usage: cli_test.sh PATH/TO/fm}
 tmp=$(mktemp -d /tmp/fm_cli_XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-passed=0 failed=0
+source "$(dirname "$0")/cli_lib.sh"
 
-# expect NAME STATUS PATTERN -- COMMAND...: exit status and a pattern in stdout+stderr
-expect() {
-    local name=$1 want=$2 pattern=$3
-    shift 4
-    local out status
-    out=$("$@" 2>&1)
-    status=$?
-    if [ "$status" -eq "$want" ] && grep -qE -- "$pattern" <<<"$out"; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-        echo "FAIL $name: exit $status (want $want), output:"
-        sed 's/^/    /' <<<"$out" | head -5
-    fi
-}
 
 expect "help lists commands" 0 "init.*" -- "$FM" help
 expect "no command" 2 "usage" -- "$FM"
@@ -45,5 +30,4 @@ printf '{"n_layer": 1,' >"$tmp/m/config.json"
 expect "info corrupt config" 1 "config.json: invalid JSON" -- "$FM" info --model "$tmp/m"
 ls "$tmp/m" | grep -q '\.tmp\.' && { failed=$((failed + 1)); echo "FAIL temporary files left"; }
 
-echo "cli: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary "cli"

@@ -6,23 +6,8 @@ set -u
 FM=${1:?usage: cli_tokenizer_test.sh PATH/TO/fm}
 tmp=$(mktemp -d /tmp/fm_cli_tok_XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-passed=0 failed=0
+source "$(dirname "$0")/cli_lib.sh"
 
-# expect NAME STATUS PATTERN -- COMMAND...: exit status and a pattern in stdout+stderr
-expect() {
-    local name=$1 want=$2 pattern=$3
-    shift 4
-    local out status
-    out=$("$@" 2>&1)
-    status=$?
-    if [ "$status" -eq "$want" ] && grep -qE -- "$pattern" <<<"$out"; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-        echo "FAIL $name: exit $status (want $want), output:"
-        sed 's/^/    /' <<<"$out" | head -5
-    fi
-}
 # check NAME COMMAND...: the command succeeds
 check() {
     local name=$1
@@ -102,5 +87,4 @@ expect "missing tokenizer folder" 1 "cannot open $tmp/no-such: No such file" -- 
 mkdir -p "$tmp/emptydir"
 expect "folder without tokenizer" 1 "emptydir holds no tokenizer.json, encoder.json \+ vocab.bpe" -- "$FM" tokenizer encode --tokenizer "$tmp/emptydir" "$tmp/text.bin"
 
-echo "cli tokenizer: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary "cli tokenizer"
