@@ -61,7 +61,7 @@ run-tests: $(TESTS) $(BUILD)/fm $(BUILD)/fuzz/replay_tokenizer
 # alone without OpenMP. `make test` replays the committed corpus through it with a plain main()
 # (tests/fuzz/replay.c) under AddressSanitizer + UndefinedBehaviorSanitizer; `make fuzz` runs
 # libFuzzer (clang) for FUZZ_SECONDS, new inputs going to $(BUILD)/fuzz/corpus.
-FUZZ_SRC     = tests/fuzz/fuzz_tokenizer.c $(wildcard src/tokenizer*.c) src/status.c src/fileio.c
+FUZZ_SRC     = tests/fuzz/fuzz_tokenizer.c $(wildcard src/tokenizer*.c) src/status.c src/fileio.c src/text.c
 FUZZ_FLAGS   = -std=c11 -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Wno-unknown-pragmas \
                -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Iinclude -Isrc
 FUZZ_SECONDS ?= 300

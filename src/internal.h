@@ -42,6 +42,20 @@ fm_status fm_mkdir(const char *dir);
 /* dir + "/" + name, malloc'd (NULL when out of memory). */
 char *fm_path_join(const char *dir, const char *name);
 
+/* ---------------------------------------------------------------- text buffer (text.c) */
+
+/* A growing, NUL-terminated text; start from {0}; a failed allocation sets failed and later
+ * appends do nothing. Free data when done. */
+typedef struct {
+    char *data;
+    size_t len, cap;
+    int failed;
+} fm_text;
+
+void fm_text_append(fm_text *t, const void *data, size_t n);
+void fm_text_puts(fm_text *t, const char *s);
+void fm_text_printf(fm_text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* ---------------------------------------------------------------- safetensors (safetensors.c) */
 
 typedef enum {

@@ -5,7 +5,6 @@
  * Plain SVG 1.1 text, no dependencies. Not for: anything interactive.
  */
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,47 +17,13 @@
 #define TOP 40
 #define BOTTOM 55
 
-/* A growing text buffer. */
-typedef struct {
-    char *s;
-    size_t len, cap;
-    int failed;
-} text;
-
-static void add(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void add(text *t, const char *fmt, ...) {
-    if (t->failed) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(t->s ? t->s + t->len : NULL, t->s ? t->cap - t->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            t->failed = 1;
-            return;
-        }
-        if (t->s && t->len + (size_t)n < t->cap) {
-            t->len += n;
-            return;
-        }
-        size_t cap = (t->cap + n + 1) * 2;
-        char *grown = realloc(t->s, cap);
-        if (!grown) {
-            t->failed = 1;
-            return;
-        }
-        t->s = grown;
-        t->cap = cap;
-    }
-}
-
 /* Text content with XML's special characters escaped. */
-static void add_escaped(text *t, const char *s) {
+static void add_escaped(fm_text *t, const char *s) {
     for (; *s; s++) {
-        if (*s == '<') add(t, "&lt;");
-        else if (*s == '>') add(t, "&gt;");
-        else if (*s == '&') add(t, "&amp;");
-        else add(t, "%c", *s);
+        if (*s == '<') fm_text_puts(t, "&lt;");
+        else if (*s == '>') fm_text_puts(t, "&gt;");
+        else if (*s == '&') fm_text_puts(t, "&amp;");
+        else fm_text_append(t, s, 1);
     }
 }
 
@@ -86,55 +51,55 @@ fm_status fm_plot_svg(const char *path, const char *title, const char *x_label, 
     double pw = W - LEFT - RIGHT, ph = H - TOP - BOTTOM;
 #define PX(x) (LEFT + ((x) - x0) / (x1 - x0) * pw)
 #define PY(y) (TOP + (1.0 - ((y) - y0) / (y1 - y0)) * ph)
-    text t = {0};
-    add(&t, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
+    fm_text t = {0};
+    fm_text_printf(&t, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
             "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W, H);
-    add(&t, "<text x=\"%d\" y=\"24\" font-size=\"16\" text-anchor=\"middle\">", W / 2);
+    fm_text_printf(&t, "<text x=\"%d\" y=\"24\" font-size=\"16\" text-anchor=\"middle\">", W / 2);
     add_escaped(&t, title);
-    add(&t, "</text>\n");
+    fm_text_printf(&t, "</text>\n");
     /* ticks and grid */
     double xs = tick_step(x1 - x0, 8), ys = tick_step(y1 - y0, 6);
     for (double x = ceil(x0 / xs) * xs; x <= x1 + 1e-9 * xs; x += xs)
-        add(&t, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#eee\"/>"
+        fm_text_printf(&t, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#eee\"/>"
                 "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%g</text>\n",
             PX(x), TOP, PX(x), H - BOTTOM, PX(x), H - BOTTOM + 16, x);
     for (double y = ceil(y0 / ys) * ys; y <= y1 + 1e-9 * ys; y += ys)
-        add(&t, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#eee\"/>"
+        fm_text_printf(&t, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#eee\"/>"
                 "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%.4g</text>\n",
             LEFT, PY(y), W - RIGHT, PY(y), LEFT - 6, PY(y) + 4, log_y ? pow(10.0, y) : y);
-    add(&t, "<rect x=\"%d\" y=\"%d\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#444\"/>\n", LEFT,
+    fm_text_printf(&t, "<rect x=\"%d\" y=\"%d\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#444\"/>\n", LEFT,
         TOP, pw, ph);
-    add(&t, "<text x=\"%.0f\" y=\"%d\" text-anchor=\"middle\">", LEFT + pw / 2, H - 12);
+    fm_text_printf(&t, "<text x=\"%.0f\" y=\"%d\" text-anchor=\"middle\">", LEFT + pw / 2, H - 12);
     add_escaped(&t, x_label);
-    add(&t, "</text>\n<text transform=\"translate(16,%.0f) rotate(-90)\" text-anchor=\"middle\">", TOP + ph / 2);
+    fm_text_printf(&t, "</text>\n<text transform=\"translate(16,%.0f) rotate(-90)\" text-anchor=\"middle\">", TOP + ph / 2);
     add_escaped(&t, y_label);
-    add(&t, "%s</text>\n", log_y ? " (log scale)" : "");
+    fm_text_printf(&t, "%s</text>\n", log_y ? " (log scale)" : "");
     /* lines and legend */
     for (int s = 0; s < n_series; s++) {
-        add(&t, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", series[s].color);
+        fm_text_printf(&t, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", series[s].color);
         for (int i = 0; i < series[s].n; i++) {
             double x = series[s].xs[i], y = series[s].ys[i];
             if (!isfinite(x) || !isfinite(y) || (log_y && y <= 0)) continue;
-            add(&t, "%.1f,%.1f ", PX(x), PY(log_y ? log10(y) : y));
+            fm_text_printf(&t, "%.1f,%.1f ", PX(x), PY(log_y ? log10(y) : y));
         }
-        add(&t, "\"/>\n<rect x=\"%d\" y=\"%d\" width=\"14\" height=\"3\" fill=\"%s\"/><text x=\"%d\" y=\"%d\">",
+        fm_text_printf(&t, "\"/>\n<rect x=\"%d\" y=\"%d\" width=\"14\" height=\"3\" fill=\"%s\"/><text x=\"%d\" y=\"%d\">",
             W - RIGHT - 170, TOP + 14 + 18 * s, series[s].color, W - RIGHT - 150, TOP + 19 + 18 * s);
         add_escaped(&t, series[s].name);
-        add(&t, "</text>\n");
+        fm_text_printf(&t, "</text>\n");
     }
-    add(&t, "</svg>\n");
+    fm_text_printf(&t, "</svg>\n");
 #undef PX
 #undef PY
     if (t.failed) {
-        free(t.s);
+        free(t.data);
         return fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
     }
     fm_atomic_file af;
     fm_status st = fm_atomic_open(&af, path);
     if (st == FM_OK) {
-        fm_atomic_write(&af, t.s, t.len);
+        fm_atomic_write(&af, t.data, t.len);
         st = fm_atomic_commit(&af);
     }
-    free(t.s);
+    free(t.data);
     return st;
 }

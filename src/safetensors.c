@@ -519,56 +519,30 @@ fm_status fm_st_read_i32(const fm_safetensors *st, const fm_st_tensor *t, int *o
 
 /* ---------------------------------------------------------------- writing */
 
-/* A growing text buffer; a failed allocation sets failed and later appends do nothing. */
-typedef struct {
-    char *data;
-    size_t len, cap;
-    int failed;
-} text_buf;
 
-static void buf_append(text_buf *b, const char *s, size_t n) {
-    if (b->failed) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (b->len + n + 1 > cap) cap *= 2;
-        char *grown = realloc(b->data, cap);
-        if (!grown) {
-            b->failed = 1;
-            return;
-        }
-        b->data = grown;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void buf_puts(text_buf *b, const char *s) { buf_append(b, s, strlen(s)); }
-
-static void buf_u64(text_buf *b, uint64_t v) {
+static void buf_u64(fm_text *b, uint64_t v) {
     char num[24];
     int n = snprintf(num, sizeof num, "%" PRIu64, v);
-    buf_append(b, num, (size_t)n);
+    fm_text_append(b, num, (size_t)n);
 }
 
 /* A JSON string literal: quotes, backslashes and control characters escaped, UTF-8 kept. */
-static void buf_json_string(text_buf *b, const char *s) {
-    buf_puts(b, "\"");
+static void buf_json_string(fm_text *b, const char *s) {
+    fm_text_puts(b, "\"");
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         char esc[8];
         if (*p == '"' || *p == '\\') {
             esc[0] = '\\';
             esc[1] = (char)*p;
-            buf_append(b, esc, 2);
+            fm_text_append(b, esc, 2);
         } else if (*p < 0x20) {
             snprintf(esc, sizeof esc, "\\u%04x", *p);
-            buf_append(b, esc, 6);
+            fm_text_append(b, esc, 6);
         } else {
-            buf_append(b, (const char *)p, 1);
+            fm_text_append(b, (const char *)p, 1);
         }
     }
-    buf_puts(b, "\"");
+    fm_text_puts(b, "\"");
 }
 
 /* Checks the caller's entries and metadata; computes each entry's byte size into nbytes. */
@@ -613,40 +587,40 @@ static fm_status check_entries(const char *path, const fm_st_entry *entries, int
 }
 
 /* The JSON header for the entries, padded with spaces so that 8 + length is a multiple of 8. */
-static void build_header(text_buf *b, const fm_st_entry *entries, int n_entries, const size_t *nbytes,
+static void build_header(fm_text *b, const fm_st_entry *entries, int n_entries, const size_t *nbytes,
                          const char *const *meta_keys, const char *const *meta_values, int n_meta) {
-    buf_puts(b, "{");
+    fm_text_puts(b, "{");
     if (n_meta > 0) {
-        buf_puts(b, "\"" METADATA_KEY "\":{");
+        fm_text_puts(b, "\"" METADATA_KEY "\":{");
         for (int i = 0; i < n_meta; i++) {
-            if (i) buf_puts(b, ",");
+            if (i) fm_text_puts(b, ",");
             buf_json_string(b, meta_keys[i]);
-            buf_puts(b, ":");
+            fm_text_puts(b, ":");
             buf_json_string(b, meta_values[i]);
         }
-        buf_puts(b, "}");
+        fm_text_puts(b, "}");
     }
     uint64_t offset = 0;
     for (int i = 0; i < n_entries; i++) {
         const fm_st_entry *e = &entries[i];
-        if (i || n_meta > 0) buf_puts(b, ",");
+        if (i || n_meta > 0) fm_text_puts(b, ",");
         buf_json_string(b, e->name);
-        buf_puts(b, ":{\"dtype\":\"");
-        buf_puts(b, fm_dtype_name(e->dtype));
-        buf_puts(b, "\",\"shape\":[");
+        fm_text_puts(b, ":{\"dtype\":\"");
+        fm_text_puts(b, fm_dtype_name(e->dtype));
+        fm_text_puts(b, "\",\"shape\":[");
         for (int d = 0; d < e->ndim; d++) {
-            if (d) buf_puts(b, ",");
+            if (d) fm_text_puts(b, ",");
             buf_u64(b, (uint64_t)e->shape[d]);
         }
-        buf_puts(b, "],\"data_offsets\":[");
+        fm_text_puts(b, "],\"data_offsets\":[");
         buf_u64(b, offset);
-        buf_puts(b, ",");
+        fm_text_puts(b, ",");
         offset += nbytes[i];
         buf_u64(b, offset);
-        buf_puts(b, "]}");
+        fm_text_puts(b, "]}");
     }
-    buf_puts(b, "}");
-    while ((8 + b->len) % 8 != 0) buf_puts(b, " ");
+    fm_text_puts(b, "}");
+    while ((8 + b->len) % 8 != 0) fm_text_puts(b, " ");
 }
 
 fm_status fm_st_write(const char *path, const fm_st_entry *entries, int n_entries,
@@ -672,7 +646,7 @@ fm_status fm_st_write(const char *path, const fm_st_entry *entries, int n_entrie
         total += nbytes[i];
     }
 
-    text_buf header = {0};
+    fm_text header = {0};
     build_header(&header, entries, n_entries, nbytes, meta_keys, meta_values, n_meta);
     if (header.failed || header.len > MAX_HEADER_BYTES) {
         status = header.failed ? fm_fail(FM_ERR_NOMEM, "%s: out of memory building the header", path)

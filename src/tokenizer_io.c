@@ -79,62 +79,37 @@ static long bytelevel_decode(const char *str, size_t len, uint8_t *out, int32_t 
 
 /* ---------------------------------------------------------------- growable text */
 
-typedef struct {
-    char *data;
-    size_t len, cap;
-    int failed;
-} text_buf;
-
-static void buf_add(text_buf *b, const void *data, size_t n) {
-    if (b->failed) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1 << 16;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *grown = realloc(b->data, cap);
-        if (!grown) {
-            b->failed = 1;
-            return;
-        }
-        b->data = grown;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, data, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void buf_str(text_buf *b, const char *s) { buf_add(b, s, strlen(s)); }
 
 /* Appends s (n bytes) as the inside of a JSON string, escaped. */
-static void buf_json_escaped(text_buf *b, const uint8_t *s, size_t n) {
+static void buf_json_escaped(fm_text *b, const uint8_t *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
         uint8_t c = s[i];
         if (c == '"' || c == '\\') {
             char esc[2] = {'\\', (char)c};
-            buf_add(b, esc, 2);
+            fm_text_append(b, esc, 2);
         } else if (c < 0x20) {
             char esc[8];
             snprintf(esc, sizeof esc, "\\u%04x", c);
-            buf_add(b, esc, 6);
+            fm_text_append(b, esc, 6);
         } else {
-            buf_add(b, &c, 1);
+            fm_text_append(b, &c, 1);
         }
     }
 }
 
 /* Appends bytes as their byte-level string (UTF-8, JSON-escaped). */
-static void buf_bytelevel(text_buf *b, const uint8_t *s, size_t n) {
+static void buf_bytelevel(fm_text *b, const uint8_t *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
         int32_t cp = byte_char(s[i]);
         if (cp == '"' || cp == '\\') {
             char esc[2] = {'\\', (char)cp};
-            buf_add(b, esc, 2);
+            fm_text_append(b, esc, 2);
         } else if (cp < 0x80) {
             char c = (char)cp;
-            buf_add(b, &c, 1);
+            fm_text_append(b, &c, 1);
         } else {
             char u[2] = {(char)(0xC0 | cp >> 6), (char)(0x80 | (cp & 0x3F))};
-            buf_add(b, u, 2);
+            fm_text_append(b, u, 2);
         }
     }
 }
@@ -635,20 +610,20 @@ static int is_special(const fm_tokenizer *tok, int id) {
 fm_status fm_tok_save_buffer(const fm_tokenizer *tok, char **out, size_t *len) {
     *out = NULL;
     *len = 0;
-    text_buf b = {NULL, 0, 0, 0};
+    fm_text b = {NULL, 0, 0, 0};
     char num[64];
 
-    buf_str(&b, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [");
+    fm_text_puts(&b, "{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [");
     for (int s = 0; s < tok->n_special; s++) {
         int id = tok->special_ids[s];
         snprintf(num, sizeof num, "%s\n    {\n      \"id\": %d,\n      \"content\": \"", s ? "," : "", id);
-        buf_str(&b, num);
+        fm_text_puts(&b, num);
         buf_json_escaped(&b, tok->pool + tok->tok_off[id], (size_t)tok->tok_len[id]);
-        buf_str(&b, "\",\n      \"single_word\": false,\n      \"lstrip\": false,\n      \"rstrip\": false,\n"
+        fm_text_puts(&b, "\",\n      \"single_word\": false,\n      \"lstrip\": false,\n      \"rstrip\": false,\n"
                     "      \"normalized\": false,\n      \"special\": true\n    }");
     }
-    buf_str(&b, tok->n_special ? "\n  ],\n" : "],\n");
-    buf_str(&b, "  \"normalizer\": null,\n"
+    fm_text_puts(&b, tok->n_special ? "\n  ],\n" : "],\n");
+    fm_text_puts(&b, "  \"normalizer\": null,\n"
                 "  \"pre_tokenizer\": {\n    \"type\": \"ByteLevel\",\n    \"add_prefix_space\": false,\n"
                 "    \"trim_offsets\": true,\n    \"use_regex\": true\n  },\n"
                 "  \"post_processor\": {\n    \"type\": \"ByteLevel\",\n    \"add_prefix_space\": true,\n"
@@ -673,23 +648,23 @@ fm_status fm_tok_save_buffer(const fm_tokenizer *tok, char **out, size_t *len) {
     for (int id = 0; id < tok->n_vocab; id++) {
         if (tok->tok_len[id] < 0) continue;
         if (smap_get(&seen, (const char *)tok->pool + tok->tok_off[id], (size_t)tok->tok_len[id]) != id) continue;
-        buf_str(&b, first ? "\n      \"" : ",\n      \"");
+        fm_text_puts(&b, first ? "\n      \"" : ",\n      \"");
         first = 0;
         buf_bytelevel(&b, tok->pool + tok->tok_off[id], (size_t)tok->tok_len[id]);
         snprintf(num, sizeof num, "\": %d", id);
-        buf_str(&b, num);
+        fm_text_puts(&b, num);
     }
     free(seen.slots);
-    buf_str(&b, first ? "},\n    \"merges\": [" : "\n    },\n    \"merges\": [");
+    fm_text_puts(&b, first ? "},\n    \"merges\": [" : "\n    },\n    \"merges\": [");
     for (int r = 0; r < tok->n_merges; r++) {
         fm_tok_merge m = tok->merges[r];
-        buf_str(&b, r ? ",\n      \"" : "\n      \"");
+        fm_text_puts(&b, r ? ",\n      \"" : "\n      \"");
         buf_bytelevel(&b, tok->pool + tok->tok_off[m.left], (size_t)tok->tok_len[m.left]);
-        buf_str(&b, " ");
+        fm_text_puts(&b, " ");
         buf_bytelevel(&b, tok->pool + tok->tok_off[m.right], (size_t)tok->tok_len[m.right]);
-        buf_str(&b, "\"");
+        fm_text_puts(&b, "\"");
     }
-    buf_str(&b, tok->n_merges ? "\n    ]\n  }\n}\n" : "]\n  }\n}\n");
+    fm_text_puts(&b, tok->n_merges ? "\n    ]\n  }\n}\n" : "]\n  }\n}\n");
     if (b.failed) {
         free(b.data);
         return fm_fail(FM_ERR_NOMEM, "tokenizer.json: out of memory");
