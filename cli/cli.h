@@ -47,6 +47,10 @@ char *cli_read_file(const char *cmd, const char *path, size_t *len);
 /* Loads DIR's model and, if want_tokenizer, DIR/tokenizer.json (must exist when required;
  * otherwise *tok is NULL when absent). Checks that the vocabularies match. Dies on error. */
 void cli_load_model(const char *cmd, const char *dir, fm_model **model, fm_tokenizer **tok, int require_tokenizer);
+/* dir + "/" + name, malloc'd. */
+char *cli_path(const char *dir, const char *name);
+/* Opens DIR/NAME as a token shard; when vocab_size > 0 it must match. Dies on error. */
+fm_shard *cli_open_shard(const char *cmd, const char *dir, const char *name, int vocab_size);
 /* Parses space/comma-separated token ids; dies on a bad id or one >= vocab_size. */
 int *cli_parse_ids(const char *cmd, const char *text, int vocab_size, size_t *n);
 /* mkdir -p; dies on failure. */

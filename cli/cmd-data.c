@@ -43,9 +43,7 @@ static void write_shard(const char *dir, const char *name, const fm_tokenizer *t
     size_t n;
     fm_status st = fm_tokenizer_encode(tok, text, len, 0, &ids, &n);
     if (st) cli_fail("data", st);
-    size_t plen = strlen(dir) + strlen(name) + 2;
-    char *path = malloc(plen);
-    snprintf(path, plen, "%s/%s", dir, name);
+    char *path = cli_path(dir, name);
     if ((st = fm_shard_write(path, ids, n, fm_tokenizer_vocab_size(tok), len))) cli_fail("data", st);
     printf("%s: %zu tokens from %zu bytes (%.2f bytes per token)\n", path, n, len, n ? (double)len / n : 0.0);
     free(path);
@@ -97,9 +95,7 @@ static int prepare(int argc, char **argv) {
     cli_mkdir_p("data", out);
     write_shard(out, "train.bin", tok, text, split);
     write_shard(out, "val.bin", tok, text + split, total - split);
-    size_t plen = strlen(out) + 32;
-    char *path = malloc(plen);
-    snprintf(path, plen, "%s/tokenizer.json", out);
+    char *path = cli_path(out, "tokenizer.json");
     if ((st = fm_tokenizer_save(tok, path))) cli_fail("data", st);
     printf("held out the last %zu of %zu lines; tokenizer saved to %s\n", held, lines, path);
     free(path);

@@ -19,17 +19,6 @@ static int *read_all(fm_shard *s, size_t *n) {
     return t;
 }
 
-static fm_shard *open_shard(const char *dir, const char *name) {
-    size_t len = strlen(dir) + strlen(name) + 2;
-    char *path = malloc(len);
-    snprintf(path, len, "%s/%s", dir, name);
-    fm_shard *s;
-    fm_status st = fm_shard_open(&s, path);
-    if (st) cli_fail("eval", st);
-    free(path);
-    return s;
-}
-
 static int run(int argc, char **argv) {
     const char *dir = NULL, *data = NULL;
     int no_bigram = 0, json = 0, threads = 0;
@@ -45,7 +34,7 @@ static int run(int argc, char **argv) {
     if (!data) cli_usage_error("eval", "--data DIR is required");
     if (!dir && no_bigram) cli_usage_error("eval", "nothing to do: no --model and --no-bigram");
     fm_set_threads(threads);
-    fm_shard *val = open_shard(data, "val.bin");
+    fm_shard *val = cli_open_shard("eval", data, "val.bin", 0);
     size_t n_val;
     int *val_tokens = read_all(val, &n_val);
     double bytes = (double)fm_shard_source_bytes(val), model_bpb = NAN, bigram_bpb = NAN, beta = NAN;
@@ -77,7 +66,7 @@ static int run(int argc, char **argv) {
         fm_model_free(model);
     }
     if (!no_bigram) {
-        fm_shard *train = open_shard(data, "train.bin");
+        fm_shard *train = cli_open_shard("eval", data, "train.bin", 0);
         size_t n_train;
         int *train_tokens = read_all(train, &n_train);
         double nll;

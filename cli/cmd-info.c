@@ -24,9 +24,7 @@ static int run(int argc, char **argv) {
            c->n_embd, c->n_head, c->n_embd / c->n_head);
     printf("mlp width     %d\nvocabulary    %d\ncontext       %d\n", fm_config_mlp_width(c),
            c->vocab_size, c->n_positions);
-    size_t plen = strlen(dir) + 32;
-    char *tok_path = malloc(plen);
-    snprintf(tok_path, plen, "%s/tokenizer.json", dir);
+    char *tok_path = cli_path(dir, "tokenizer.json");
     fm_tokenizer *tok = NULL;
     if (access(tok_path, F_OK) != 0) {
         printf("tokenizer     none (no tokenizer.json)\n");

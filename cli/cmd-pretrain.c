@@ -40,13 +40,6 @@ typedef struct {
     uint64_t seed;
 } run_settings;
 
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 static void save_settings(const char *run_dir, const run_settings *r) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "data", r->data);
@@ -63,7 +56,7 @@ static void save_settings(const char *run_dir, const run_settings *r) {
     cJSON_AddStringToObject(o, "seed", seed);
     char *text = cJSON_Print(o);
     cJSON_Delete(o);
-    char *path = join(run_dir, "run.json"), *tmp = join(run_dir, "run.json.tmp");
+    char *path = cli_path(run_dir, "run.json"), *tmp = cli_path(run_dir, "run.json.tmp");
     FILE *fp = fopen(tmp, "w");
     int ok = fp && fputs(text, fp) >= 0 && fputc('\n', fp) != EOF && fflush(fp) == 0 && fsync(fileno(fp)) == 0;
     if (fp && fclose(fp) != 0) ok = 0;
@@ -85,7 +78,7 @@ static int json_int(const char *path, cJSON *o, const char *key, int lo, int hi)
 }
 
 static void load_settings(const char *run_dir, run_settings *r) {
-    char *path = join(run_dir, "run.json");
+    char *path = cli_path(run_dir, "run.json");
     size_t len;
     char *text = cli_read_file("pretrain", path, &len);
     cJSON *o = cJSON_Parse(text);
@@ -126,18 +119,6 @@ typedef struct {
     int *tokens, *targets; /* (B, T) */
     int *window;           /* (T + 1) */
 } data_state;
-
-static void open_shard(fm_shard **s, const char *dir, const char *name, int vocab) {
-    char *path = join(dir, name);
-    fm_status st = fm_shard_open(s, path);
-    if (st) cli_fail("pretrain", st);
-    if (fm_shard_vocab_size(*s) != vocab) {
-        fprintf(stderr, "fm pretrain: %s: tokens of a %d-token vocabulary, but the model's vocab_size is %d\n",
-                path, fm_shard_vocab_size(*s), vocab);
-        exit(1);
-    }
-    free(path);
-}
 
 /* Row b of the batch: T tokens from a random offset of the training shard and their successors. */
 static void draw_batch(data_state *d, fm_train_state *state, int B, int T) {
@@ -221,7 +202,7 @@ static void reload_metrics(const char *path, int64_t upto, history *h) {
 }
 
 static void plot(const char *run_dir, const history *h) {
-    char *path = join(run_dir, "loss.svg");
+    char *path = cli_path(run_dir, "loss.svg");
     fm_series s[2] = {{"train (per step)", h->steps, h->loss, h->n, "#1f77b4"},
                       {"held-out", h->val_steps, h->val_loss, h->n_val, "#d62728"}};
     fm_status st = fm_plot_svg(path, "fm pretrain: next-token loss", "step", "loss (nats per token)", s, 2, 0);
@@ -258,7 +239,7 @@ static void write_sample(const char *run_dir, fm_model *m, const fm_tokenizer *t
     char *text;
     size_t len;
     if (!fm_tokenizer_decode(tok, ids + 1, n, &text, &len)) {
-        char *path = join(run_dir, "samples.txt");
+        char *path = cli_path(run_dir, "samples.txt");
         FILE *fp = fopen(path, "a");
         if (fp) {
             fprintf(fp, "--- step %lld\n%s\n", (long long)step, text);
@@ -345,7 +326,7 @@ static int run(int argc, char **argv) {
     fm_optimizer *opt = NULL;
     fm_train_state state = {0};
     fm_status st;
-    char *metrics_path = join(out, "metrics.jsonl");
+    char *metrics_path = cli_path(out, "metrics.jsonl");
     history hist = {0};
     data_state d = {0};
     if (resume) {
@@ -375,7 +356,7 @@ static int run(int argc, char **argv) {
     }
 
     /* the data and its tokenizer */
-    char *tok_path = join(rs.data, "tokenizer.json");
+    char *tok_path = cli_path(rs.data, "tokenizer.json");
     fm_tokenizer *tok = NULL;
     if ((st = fm_tokenizer_load(&tok, tok_path))) cli_fail("pretrain", st);
     if (!resume) {
@@ -392,8 +373,8 @@ static int run(int argc, char **argv) {
                 fm_tokenizer_vocab_size(tok), mc->vocab_size);
         return 1;
     }
-    open_shard(&d.train, rs.data, "train.bin", mc->vocab_size);
-    open_shard(&d.val, rs.data, "val.bin", mc->vocab_size);
+    d.train = cli_open_shard("pretrain", rs.data, "train.bin", mc->vocab_size);
+    d.val = cli_open_shard("pretrain", rs.data, "val.bin", mc->vocab_size);
     int B = rs.batch, T = rs.seq;
     if (fm_shard_length(d.train) <= (size_t)T + 1 || fm_shard_length(d.val) <= (size_t)T + 1) {
         fprintf(stderr, "fm pretrain: %s: the shards hold fewer than seq + 2 = %d tokens\n", rs.data, T + 2);
@@ -425,7 +406,7 @@ static int run(int argc, char **argv) {
         fm_rng_seed(&state.rng, rs.seed);
         if ((st = fm_checkpoint_save(out, model, opt, &state))) cli_fail("pretrain", st);
         save_settings(out, &rs);
-        char *dst = join(out, "tokenizer.json");
+        char *dst = cli_path(out, "tokenizer.json");
         if ((st = fm_tokenizer_save(tok, dst))) cli_fail("pretrain", st);
         free(dst);
         printf("model: %zu parameters (%d layers, width %d, %d heads, context %d, vocabulary %d)\n",

@@ -51,14 +51,37 @@ char *cli_read_file(const char *cmd, const char *path, size_t *len) {
     return buf;
 }
 
+char *cli_path(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *path = malloc(n);
+    if (!path) {
+        fprintf(stderr, "fm: out of memory\n");
+        exit(1);
+    }
+    snprintf(path, n, "%s/%s", dir, name);
+    return path;
+}
+
+fm_shard *cli_open_shard(const char *cmd, const char *dir, const char *name, int vocab_size) {
+    char *path = cli_path(dir, name);
+    fm_shard *s;
+    fm_status st = fm_shard_open(&s, path);
+    if (st) cli_fail(cmd, st);
+    if (vocab_size > 0 && fm_shard_vocab_size(s) != vocab_size) {
+        fprintf(stderr, "fm %s: %s: tokens of a %d-token vocabulary, but the model's vocab_size is %d\n", cmd,
+                path, fm_shard_vocab_size(s), vocab_size);
+        exit(1);
+    }
+    free(path);
+    return s;
+}
+
 void cli_load_model(const char *cmd, const char *dir, fm_model **model, fm_tokenizer **tok, int require_tokenizer) {
     fm_status st = fm_model_load(model, dir);
     if (st) cli_fail(cmd, st);
     if (!tok) return;
     *tok = NULL;
-    size_t n = strlen(dir) + 32;
-    char *path = malloc(n);
-    snprintf(path, n, "%s/tokenizer.json", dir);
+    char *path = cli_path(dir, "tokenizer.json");
     struct stat sb;
     if (stat(path, &sb) != 0 && !require_tokenizer) {
         free(path);
