@@ -47,6 +47,7 @@ typedef struct {
     float peak_gflops;
     uint64_t seed;
     const char *model_dir; /* generate: a model directory instead of a random model */
+    const char *precision; /* matrix products: fp32 or bf16 */
 } bench_args;
 
 static int bench_train(const bench_args *a) {
@@ -94,9 +95,10 @@ static int bench_train(const bench_args *a) {
     double flops_per_token = 6.0 * (double)N + 6.0 * cfg->n_layer * cfg->n_embd * (double)T;
     double tok_s = n / step_s, gflops = flops_per_token * tok_s / 1e9;
     printf("fm_bench mode=train tokens_per_s=%.1f ms_per_step=%.2f gflops=%.1f peak_pct=%.1f params=%zu "
-           "peak_rss_mb=%.1f threads=%d layers=%d dim=%d heads=%d vocab=%d batch=%d seq=%d loss=%.4f\n",
+           "peak_rss_mb=%.1f threads=%d layers=%d dim=%d heads=%d vocab=%d batch=%d seq=%d precision=%s loss=%.4f\n",
            tok_s, 1e3 * step_s, gflops, 100.0 * gflops / a->peak_gflops, N, peak_rss_mb(), fm_get_threads(),
-           cfg->n_layer, cfg->n_embd, cfg->n_head, cfg->vocab_size, B, T, loss);
+           cfg->n_layer, cfg->n_embd, cfg->n_head, cfg->vocab_size, B, T,
+           fm_matmul_precision_name(fm_get_matmul_precision()), loss);
     free(stream);
     free(times);
     fm_optimizer_free(opt);
@@ -191,11 +193,16 @@ static int run(int argc, char **argv) {
         {"int8", OPT_FLAG, &a.int8, 0, 0, "generate: quantize the weights to Q8_0 first"},
         {"peak-gflops", OPT_FLOAT, &a.peak_gflops, 1e-3, 1e9, "FMA peak for peak_pct (default 330)"},
         {"seed", OPT_U64, &a.seed, 0, 1.8e19, "random seed (default 1337)"},
+        {"precision", OPT_STRING, &a.precision, 0, 0, "matrix products: fp32 (default) or bf16"},
     };
     char *positional[1];
     int n_pos = cli_parse(&cmd_bench, argc, argv, opts, sizeof opts / sizeof opts[0], positional, 1);
     if (n_pos != 1) cli_usage_error("bench", "which benchmark? 'train' or 'generate'");
     if (fm_config_validate(&a.cfg)) cli_usage_error("bench", "%s", fm_last_error());
+    fm_matmul_precision precision = FM_MATMUL_FP32;
+    if (a.precision && fm_matmul_precision_parse(a.precision, &precision))
+        cli_usage_error("bench", "--precision: %s", fm_last_error());
+    fm_set_matmul_precision(precision);
     if (strcmp(positional[0], "train") == 0) return bench_train(&a);
     if (strcmp(positional[0], "generate") == 0) return bench_generate(&a);
     cli_usage_error("bench", "'%s' is not a benchmark (train, generate)", positional[0]);

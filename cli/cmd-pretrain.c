@@ -38,6 +38,7 @@ typedef struct {
     int eval_every, eval_tokens, save_every, sample_every, sample_tokens;
     int total_steps;
     uint64_t seed;
+    fm_matmul_precision precision;
 } run_settings;
 
 static void save_settings(const char *run_dir, const run_settings *r) {
@@ -54,6 +55,7 @@ static void save_settings(const char *run_dir, const run_settings *r) {
     char seed[32];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seed);
     cJSON_AddStringToObject(o, "seed", seed);
+    cJSON_AddStringToObject(o, "precision", fm_matmul_precision_name(r->precision));
     char *text = cJSON_Print(o);
     cJSON_Delete(o);
     char *path = cli_path(run_dir, "run.json"), *tmp = cli_path(run_dir, "run.json.tmp");
@@ -98,6 +100,12 @@ static void load_settings(const char *run_dir, run_settings *r) {
     r->sample_every = json_int(path, o, "sample_every", 0, 1 << 30);
     r->sample_tokens = json_int(path, o, "sample_tokens", 0, 1 << 20);
     r->total_steps = json_int(path, o, "total_steps", 1, 1 << 30);
+    cJSON *precision = cJSON_GetObjectItemCaseSensitive(o, "precision"); /* absent: runs before bf16 */
+    r->precision = FM_MATMUL_FP32;
+    if (precision && (!cJSON_IsString(precision) || fm_matmul_precision_parse(precision->valuestring, &r->precision))) {
+        fprintf(stderr, "fm pretrain: %s: \"precision\" must be \"fp32\" or \"bf16\"\n", path);
+        exit(1);
+    }
     cJSON_Delete(o);
     free(text), free(path);
 }
@@ -279,7 +287,7 @@ static void format_time(char *buf, size_t n, double s) {
 }
 
 static int run(int argc, char **argv) {
-    const char *data_dir = NULL, *out = NULL, *preset_name = "small";
+    const char *data_dir = NULL, *out = NULL, *preset_name = "small", *precision = NULL;
     fm_config cfg = {0};
     fm_adamw_config ac;
     fm_adamw_config_default(&ac);
@@ -314,6 +322,8 @@ static int run(int argc, char **argv) {
         {"sample-tokens", OPT_INT, &rs.sample_tokens, 0, 1 << 20, "tokens per sample (64)"},
         {"seed", OPT_U64, &rs.seed, 0, 1.8e19, "random seed (1337)"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (default: all cores)"},
+        {"precision", OPT_STRING, &precision, 0, 0,
+         "matrix products: fp32 (default) or bf16 (bfloat16 factors, float32 sums and weights)"},
         {"resume", OPT_FLAG, &resume, 0, 0, "continue the run in --out from its checkpoint"},
     };
     char *positional[1];
@@ -330,7 +340,7 @@ static int run(int argc, char **argv) {
     history hist = {0};
     data_state d = {0};
     if (resume) {
-        if (steps || minutes || layers || dim || heads || context)
+        if (steps || minutes || layers || dim || heads || context || precision)
             cli_usage_error("pretrain", "--resume continues with the run's stored settings; drop the size and "
                             "budget flags");
         load_settings(out, &rs);
@@ -341,6 +351,8 @@ static int run(int argc, char **argv) {
     } else {
         if (!data_dir) cli_usage_error("pretrain", "--data DIR is required");
         if (!steps == !minutes) cli_usage_error("pretrain", "give exactly one of --steps and --minutes");
+        if (precision && fm_matmul_precision_parse(precision, &rs.precision))
+            cli_usage_error("pretrain", "--precision: %s", fm_last_error());
         if (access(metrics_path, F_OK) == 0)
             cli_usage_error("pretrain", "%s already holds a run; use --resume, or another --out", out);
         const preset *p = NULL;
@@ -354,6 +366,8 @@ static int run(int argc, char **argv) {
         cfg.n_head = heads ? heads : p->heads;
         cfg.n_positions = context ? context : p->context;
     }
+
+    fm_set_matmul_precision(rs.precision);
 
     /* the data and its tokenizer */
     char *tok_path = cli_path(rs.data, "tokenizer.json");

@@ -42,6 +42,18 @@ const char *fm_status_name(fm_status status);
 void fm_set_threads(int n);
 int fm_get_threads(void);
 
+/* Precision of the matrix products (process-wide), as PyTorch's float32 matmul precision:
+ * FM_MATMUL_FP32 ("highest", the default) multiplies in float32; FM_MATMUL_BF16 ("medium")
+ * rounds the factors to bfloat16 and accumulates in float32 (about 2x the products' speed on
+ * CPUs with AVX512_BF16; training keeps float32 weights, gradients and optimizer state).
+ * Decoding one token at a time always multiplies in float32. */
+typedef enum { FM_MATMUL_FP32 = 0, FM_MATMUL_BF16 = 1 } fm_matmul_precision;
+void fm_set_matmul_precision(fm_matmul_precision precision);
+fm_matmul_precision fm_get_matmul_precision(void);
+/* "fp32" or "bf16"; fm_matmul_precision_parse returns FM_ERR_ARG for anything else. */
+const char *fm_matmul_precision_name(fm_matmul_precision precision);
+fm_status fm_matmul_precision_parse(const char *name, fm_matmul_precision *out);
+
 /* ---------------------------------------------------------------- random numbers */
 
 /* xoshiro256** generator; the state is plain data so it can be saved for exact resume. */

@@ -14,6 +14,7 @@
  */
 #include "test_util.h"
 
+#include <float.h>
 #include <math.h>
 
 #include "../src/cpu/kernels.h"
@@ -232,9 +233,15 @@ static void test_fd_cross_entropy(void **state) {
 
 #define FAST_TOL 1e-5
 
-static void gemm_case(int transA, int transB, int M, int N, int K, int accumulate) {
+/* bf16: the product as fm_k_gemm computes it in bfloat16 mode (factors rounded, C not). */
+static void gemm_case_p(int transA, int transB, int M, int N, int K, int accumulate, int bf16) {
     double *A = rand_d((size_t)M * K, 1), *B = rand_d((size_t)K * N, 1), *C0 = rand_d((size_t)M * N, 1);
     double *want = zeros_d((size_t)M * N);
+    float *Af = to_f(A, (size_t)M * K), *Bf = to_f(B, (size_t)K * N), *Cf = to_f(C0, (size_t)M * N);
+    if (bf16) { /* the reference sees the rounded factors, the kernel the float ones */
+        for (size_t i = 0; i < (size_t)M * K; i++) A[i] = fm_k_bf16_round(Af[i]);
+        for (size_t i = 0; i < (size_t)K * N; i++) B[i] = fm_k_bf16_round(Bf[i]);
+    }
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
             double s = accumulate ? C0[(size_t)i * N + j] : 0;
@@ -245,13 +252,18 @@ static void gemm_case(int transA, int transB, int M, int N, int K, int accumulat
             }
             want[(size_t)i * N + j] = s;
         }
-    float *Af = to_f(A, (size_t)M * K), *Bf = to_f(B, (size_t)K * N), *Cf = to_f(C0, (size_t)M * N);
+    fm_k_gemm_set_bf16(bf16);
     fm_k_gemm(transA, transB, M, N, K, Af, transA ? M : K, Bf, transB ? K : N, Cf, N, accumulate);
+    fm_k_gemm_set_bf16(0);
     char what[64];
-    snprintf(what, sizeof what, "gemm %c%c %dx%dx%d%s", transA ? 'T' : 'N', transB ? 'T' : 'N', M, N, K,
-             accumulate ? " accumulate" : "");
+    snprintf(what, sizeof what, "gemm%s %c%c %dx%dx%d%s", bf16 ? " bf16" : "", transA ? 'T' : 'N',
+             transB ? 'T' : 'N', M, N, K, accumulate ? " accumulate" : "");
     assert_close_f(what, Cf, want, (size_t)M * N, FAST_TOL);
     free(A), free(B), free(C0), free(want), free(Af), free(Bf), free(Cf);
+}
+
+static void gemm_case(int transA, int transB, int M, int N, int K, int accumulate) {
+    gemm_case_p(transA, transB, M, N, K, accumulate, 0);
 }
 
 static void test_fast_gemm(void **state) {
@@ -267,6 +279,43 @@ static void test_fast_gemm(void **state) {
     gemm_case(0, 1, 100, 2100, 2100, 1); /* B larger than one packed group (16 MiB): several groups */
 }
 
+/* bfloat16 products: exactly the float32 sums of the rounded factors' products, for odd depths
+ * (a zero partner pads the last pair), edges of the register tile, several slices; products
+ * with fewer than 4 rows (decoding) stay float32. */
+static void test_fast_gemm_bf16(void **state) {
+    (void)state;
+    int shapes[][3] = {{4, 1, 1}, {7, 531, 37}, {8, 16, 64}, {13, 5, 101}, {4, 1030, 3}, {100, 3100, 21},
+                       {61, 45, 301}, {130, 70, 769}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int acc = 0; acc < 2; acc++) gemm_case_p(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], acc, 1);
+    gemm_case_p(0, 1, 3, 70, 41, 0, 0); /* under 4 rows: float32 even in bf16 mode */
+    fm_k_gemm_set_bf16(1);
+    int M = 3, N = 70, K = 41;
+    double *A = rand_d((size_t)M * K, 1), *B = rand_d((size_t)K * N, 1);
+    float *Af = to_f(A, (size_t)M * K), *Bf = to_f(B, (size_t)K * N);
+    float *C1 = calloc((size_t)M * N, 4), *C2 = calloc((size_t)M * N, 4);
+    fm_k_gemm(0, 0, M, N, K, Af, K, Bf, N, C1, N, 0);
+    fm_k_gemm_set_bf16(0);
+    fm_k_gemm(0, 0, M, N, K, Af, K, Bf, N, C2, N, 0);
+    assert_memory_equal(C1, C2, sizeof(float) * M * N);
+    free(A), free(B), free(Af), free(Bf), free(C1), free(C2);
+}
+
+/* Rounding to bfloat16: nearest, ties to even; infinities and NaN kept. */
+static void test_bf16_round(void **state) {
+    (void)state;
+    assert_true(fm_k_bf16_round(1.0f) == 1.0f);
+    assert_true(fm_k_bf16_round(1.0f + 0x1p-8f) == 1.0f);                  /* tie: to even (down) */
+    assert_true(fm_k_bf16_round(1.0f + 3 * 0x1p-8f) == 1.0f + 0x1p-6f);    /* tie: to even (up) */
+    assert_true(fm_k_bf16_round(1.0f + 0x1p-8f + 0x1p-20f) == 1.0f + 0x1p-7f); /* above the tie */
+    assert_true(fm_k_bf16_round(-2.5f) == -2.5f);
+    assert_true(isinf(fm_k_bf16_round(INFINITY)) && fm_k_bf16_round(-INFINITY) < 0);
+    assert_true(isnan(fm_k_bf16_round(NAN)));
+    assert_true(isinf(fm_k_bf16_round(FLT_MAX))); /* past the largest bfloat16: rounds up to inf */
+}
+
 /* Thread counts only decide who computes which tile: the product is bitwise the same. */
 static void test_gemm_thread_invariance(void **state) {
     (void)state;
@@ -274,11 +323,15 @@ static void test_gemm_thread_invariance(void **state) {
     double *A = rand_d((size_t)M * K, 1), *B = rand_d((size_t)K * N, 1);
     float *Af = to_f(A, (size_t)M * K), *Bf = to_f(B, (size_t)K * N);
     float *C1 = calloc((size_t)M * N, 4), *C2 = calloc((size_t)M * N, 4);
-    fm_set_threads(1);
-    fm_k_gemm(0, 1, M, N, K, Af, K, Bf, K, C1, N, 0);
-    fm_set_threads(2);
-    fm_k_gemm(0, 1, M, N, K, Af, K, Bf, K, C2, N, 0);
-    assert_memory_equal(C1, C2, sizeof(float) * M * N);
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        fm_k_gemm_set_bf16(bf16);
+        fm_set_threads(1);
+        fm_k_gemm(0, 1, M, N, K, Af, K, Bf, K, C1, N, 0);
+        fm_set_threads(2);
+        fm_k_gemm(0, 1, M, N, K, Af, K, Bf, K, C2, N, 0);
+        assert_memory_equal(C1, C2, sizeof(float) * M * N);
+    }
+    fm_k_gemm_set_bf16(0);
     free(A), free(B), free(Af), free(Bf), free(C1), free(C2);
 }
 
@@ -470,6 +523,8 @@ int main(void) {
         cmocka_unit_test(test_fd_gelu),
         cmocka_unit_test(test_fd_cross_entropy),
         cmocka_unit_test(test_fast_gemm),
+        cmocka_unit_test(test_fast_gemm_bf16),
+        cmocka_unit_test(test_bf16_round),
         cmocka_unit_test(test_gemm_thread_invariance),
         cmocka_unit_test(test_fast_encoder_layernorm),
         cmocka_unit_test(test_fast_linear),

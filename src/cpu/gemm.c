@@ -27,9 +27,17 @@
  *
  * Products with few rows (M < GEMV_ROWS: decoding one token) skip the packing and stream the
  * weights once (gemv_*). Not for: anything but float32 row-major matrices.
+ *
+ * bfloat16 products (fm_k_gemm_set_bf16(1), what PyTorch calls matmul precision "medium"): the
+ * packed panels are rounded to bfloat16 (nearest even) as they are packed, pairs of k side by
+ * side in 32 bits, and the micro-kernel multiplies two k at once (AVX512_BF16's dot product,
+ * twice the FMA rate on CPUs that have it), accumulating in float32. Inputs and outputs stay
+ * float32; the summation order is the same fixed one, so thread counts still change nothing.
+ * Products that skip the packing (decoding) stay float32.
  */
 #include <math.h>
 #include <omp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,6 +74,60 @@ static float *grow(float **buf, size_t *len, size_t want) {
     *buf = aligned_alloc(64, ((want * sizeof(float) + 63) / 64) * 64);
     *len = *buf ? want : 0;
     return *buf;
+}
+
+/* ------------------------------------------------------------ precision */
+
+static int gemm_bf16; /* process-wide: round the packed panels to bfloat16 */
+
+void fm_k_gemm_set_bf16(int on) { gemm_bf16 = on != 0; }
+int fm_k_gemm_bf16(void) { return gemm_bf16; }
+
+/* x rounded to bfloat16, nearest even, as the top 16 bits of a float's bits (low bits zero);
+ * NaN stays a (quiet) NaN. */
+static inline uint32_t bf16_round_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (u | 0x00400000u) & 0xFFFF0000u;
+    return (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+}
+
+float fm_k_bf16_round(float x) {
+    uint32_t u = bf16_round_bits(x);
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* A packed panel (kc x w floats, w values per k) rewritten in place as ceil(kc / 2) x w words,
+ * word (p, j) = bf16(v[2p][j]) | bf16(v[2p+1][j]) << 16 (an odd kc's last partner is zero).
+ * Word row p overwrites float rows 2p and 2p+1's space only after reading them. */
+static void panel_to_bf16_pairs(float *panel, int kc, int w) {
+    uint32_t *out = (uint32_t *)panel;
+    for (int p = 0; p < (kc + 1) / 2; p++) {
+        const float *r0 = panel + (size_t)(2 * p) * w, *r1 = 2 * p + 1 < kc ? r0 + w : NULL;
+#ifdef __AVX512F__
+        const __m512i one = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7FFF), quiet = _mm512_set1_epi32(0x00400000);
+        const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF), inf = _mm512_set1_epi32(0x7F800000);
+        for (int j = 0; j < w; j += 16) {
+            __mmask16 m = w - j >= 16 ? 0xFFFF : (__mmask16)((1u << (w - j)) - 1);
+            __m512i u0 = _mm512_castps_si512(_mm512_maskz_loadu_ps(m, r0 + j));
+            __m512i u1 = r1 ? _mm512_castps_si512(_mm512_maskz_loadu_ps(m, r1 + j)) : _mm512_setzero_si512();
+            __mmask16 nan0 = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u0, abs_mask), inf);
+            __mmask16 nan1 = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u1, abs_mask), inf);
+            __m512i v0 = _mm512_add_epi32(_mm512_add_epi32(u0, half), _mm512_and_si512(_mm512_srli_epi32(u0, 16), one));
+            __m512i v1 = _mm512_add_epi32(_mm512_add_epi32(u1, half), _mm512_and_si512(_mm512_srli_epi32(u1, 16), one));
+            v0 = _mm512_mask_or_epi32(v0, nan0, u0, quiet);
+            v1 = _mm512_mask_or_epi32(v1, nan1, u1, quiet);
+            __m512i word = _mm512_or_si512(_mm512_srli_epi32(v0, 16), _mm512_slli_epi32(_mm512_srli_epi32(v1, 16), 16));
+            _mm512_mask_storeu_epi32(out + (size_t)p * w + j, m, word);
+        }
+#else
+        for (int j = 0; j < w; j++) {
+            uint32_t lo = bf16_round_bits(r0[j]) >> 16, hi = r1 ? bf16_round_bits(r1[j]) : 0u;
+            out[(size_t)p * w + j] = lo | hi;
+        }
+#endif
+    }
 }
 
 /* ------------------------------------------------------------ packing */
@@ -176,6 +238,28 @@ static void pack_b_panel(float *dst, const float *B, size_t sb_k, size_t sb_j, i
 /* C tile (mr <= MR rows, nr <= NR columns, leading dim ldc) (+)= ap (kc x MR) . bp (kc x NR).
  * load_c: add to C's values, else overwrite; bias (nr) or NULL: added to every row. */
 #ifdef __AVX512F__
+/* The end of a micro-kernel: acc (mr x nr of an MR x NR tile) [+ bias] [+ C] stored to C. */
+static inline void store_tile(__m512 acc[MR][2], float *c, int ldc, int mr, int nr, int load_c, const float *bias) {
+    __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+    __mmask16 m1 = nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+    __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+    __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+    for (int r = 0; r < mr; r++) {
+        float *cr = c + (size_t)r * ldc;
+        __m512 x0 = acc[r][0], x1 = acc[r][1];
+        if (bias) {
+            x0 = _mm512_add_ps(x0, bias0);
+            x1 = _mm512_add_ps(x1, bias1);
+        }
+        if (load_c) {
+            x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, cr));
+            x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, cr + 16));
+        }
+        _mm512_mask_storeu_ps(cr, m0, x0);
+        _mm512_mask_storeu_ps(cr + 16, m1, x1);
+    }
+}
+
 static void micro_kernel(int kc, const float *restrict ap, const float *restrict bp, float *c, int ldc,
                          int mr, int nr, int load_c, const float *bias) {
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
@@ -213,25 +297,53 @@ static void micro_kernel(int kc, const float *restrict ap, const float *restrict
 #undef ROW
     __m512 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51},
                          {c60, c61}, {c70, c71}, {c80, c81}, {c90, c91}, {ca0, ca1}, {cb0, cb1}};
-    __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
-    __mmask16 m1 = nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
-    __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
-    __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
-    for (int r = 0; r < mr; r++) {
-        float *cr = c + (size_t)r * ldc;
-        __m512 x0 = acc[r][0], x1 = acc[r][1];
-        if (bias) {
-            x0 = _mm512_add_ps(x0, bias0);
-            x1 = _mm512_add_ps(x1, bias1);
-        }
-        if (load_c) {
-            x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, cr));
-            x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, cr + 16));
-        }
-        _mm512_mask_storeu_ps(cr, m0, x0);
-        _mm512_mask_storeu_ps(cr + 16, m1, x1);
-    }
+    store_tile(acc, c, ldc, mr, nr, load_c, bias);
 }
+
+#ifdef __AVX512BF16__
+/* The same tile from bfloat16 pair panels (see panel_to_bf16_pairs): ap (kp x MR words), bp
+ * (kp x NR words), kp = ceil(kc / 2); each step adds two k at once. */
+static void micro_kernel_bf16(int kc, const uint32_t *restrict ap, const uint32_t *restrict bp, float *c,
+                              int ldc, int mr, int nr, int load_c, const float *bias) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00,
+           c70 = c00, c71 = c00, c80 = c00, c81 = c00, c90 = c00, c91 = c00, ca0 = c00, ca1 = c00,
+           cb0 = c00, cb1 = c00;
+    if (load_c)
+        for (int r = 0; r < mr; r++) {
+            _mm_prefetch((const char *)(c + (size_t)r * ldc), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + (size_t)r * ldc + 16), _MM_HINT_T0);
+        }
+#define ROW(r, x0, x1)                                                    \
+    do {                                                                  \
+        __m512bh a_ = (__m512bh)_mm512_set1_epi32((int)ap[r]);            \
+        x0 = _mm512_dpbf16_ps(x0, a_, b0);                                \
+        x1 = _mm512_dpbf16_ps(x1, a_, b1);                                \
+    } while (0)
+    for (int p = 0; p < (kc + 1) / 2; p++) {
+        __m512bh b0 = (__m512bh)_mm512_load_si512((const void *)bp), b1 = (__m512bh)_mm512_load_si512((const void *)(bp + 16));
+        ROW(0, c00, c01);
+        ROW(1, c10, c11);
+        ROW(2, c20, c21);
+        ROW(3, c30, c31);
+        ROW(4, c40, c41);
+        ROW(5, c50, c51);
+        ROW(6, c60, c61);
+        ROW(7, c70, c71);
+        ROW(8, c80, c81);
+        ROW(9, c90, c91);
+        ROW(10, ca0, ca1);
+        ROW(11, cb0, cb1);
+        ap += MR;
+        bp += NR;
+    }
+#undef ROW
+    __m512 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51},
+                         {c60, c61}, {c70, c71}, {c80, c81}, {c90, c91}, {ca0, ca1}, {cb0, cb1}};
+    store_tile(acc, c, ldc, mr, nr, load_c, bias);
+}
+#define HAVE_BF16_KERNEL 1
+#endif
 #else
 static void micro_kernel(int kc, const float *restrict ap, const float *restrict bp, float *c, int ldc,
                          int mr, int nr, int load_c, const float *bias) {
@@ -240,6 +352,40 @@ static void micro_kernel(int kc, const float *restrict ap, const float *restrict
         for (int r = 0; r < MR; r++) {
             float a = ap[r];
             for (int j = 0; j < NR; j++) acc[r][j] += a * bp[j];
+        }
+        ap += MR;
+        bp += NR;
+    }
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < nr; j++) {
+            float x = bias ? acc[r][j] + bias[j] : acc[r][j];
+            c[(size_t)r * ldc + j] = load_c ? c[(size_t)r * ldc + j] + x : x;
+        }
+}
+#endif
+
+#ifndef HAVE_BF16_KERNEL
+static inline float bf16_lo(uint32_t w) {
+    uint32_t u = w << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+static inline float bf16_hi(uint32_t w) {
+    uint32_t u = w & 0xFFFF0000u;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* bfloat16 pair panels without AVX512_BF16: the same products, two k per step, in float. */
+static void micro_kernel_bf16(int kc, const uint32_t *restrict ap, const uint32_t *restrict bp, float *c,
+                              int ldc, int mr, int nr, int load_c, const float *bias) {
+    float acc[MR][NR] = {{0}};
+    for (int p = 0; p < (kc + 1) / 2; p++) {
+        for (int r = 0; r < MR; r++) {
+            float a0 = bf16_lo(ap[r]), a1 = bf16_hi(ap[r]);
+            for (int j = 0; j < NR; j++) acc[r][j] += a0 * bf16_lo(bp[j]) + a1 * bf16_hi(bp[j]);
         }
         ap += MR;
         bp += NR;
@@ -267,6 +413,7 @@ typedef struct {
     float *colsum;     /* (N) += column sums of op(B), or NULL (B row-major only) */
     int kc;            /* depth of a slice: K in equal slices of at most KC (fewer passes over C) */
     int kslices;       /* slices of B packed at once */
+    int bf16;          /* panels rounded to bfloat16 pairs */
 } gemm_job;
 
 /* Thread tid of nt: [lo, hi) of n items, in contiguous shares. */
@@ -429,6 +576,7 @@ static void gemm_run(const gemm_job *g, int nt, int tid) {
                     int nr = nc - p * NR < NR ? nc - p * NR : NR;
                     pack_b_panel(slice + (size_t)p * NR * kcs, g->B, g->sb_k, g->sb_j, k0, kc, j0 + p * NR, nr,
                                  g->colsum);
+                    if (g->bf16) panel_to_bf16_pairs(slice + (size_t)p * NR * kcs, kc, NR);
                 }
             }
             if (split_rows && nt > 1) {
@@ -440,6 +588,8 @@ static void gemm_run(const gemm_job *g, int nt, int tid) {
                     int kc = K - k0 < kcs ? K - k0 : kcs, load_c = g->accumulate || k0 > 0;
                     const float *slice = g->bp + (size_t)((k0 - g0) / kcs) * slice_len;
                     pack_a_block(ap, g, pa, pa_end, k0, kc);
+                    if (g->bf16)
+                        for (int q = pa; q < pa_end; q++) panel_to_bf16_pairs(ap + (size_t)(q - pa) * MR * kc, kc, MR);
                     for (int pb = pb0; pb < pb1; pb++) {
                         int j = j0 + pb * NR, nr = N - j < NR ? N - j : NR;
                         const float *bpp = slice + (size_t)pb * NR * kcs;
@@ -447,7 +597,12 @@ static void gemm_run(const gemm_job *g, int nt, int tid) {
                             int i = q * MR, mr = M - i < MR ? M - i : MR;
                             float *cij = g->C + (size_t)i * g->ldc + j;
                             const float *bias = g->bias && k0 == 0 ? g->bias + j : NULL;
-                            micro_kernel(kc, ap + (size_t)(q - pa) * MR * kc, bpp, cij, g->ldc, mr, nr, load_c, bias);
+                            const float *app = ap + (size_t)(q - pa) * MR * kc;
+                            if (g->bf16)
+                                micro_kernel_bf16(kc, (const uint32_t *)app, (const uint32_t *)bpp, cij, g->ldc, mr, nr,
+                                                  load_c, bias);
+                            else
+                                micro_kernel(kc, app, bpp, cij, g->ldc, mr, nr, load_c, bias);
                         }
                     }
                 }
@@ -491,7 +646,7 @@ void fm_k_gemm_fused(int transA, int transB, int M, int N, int K,
     gemm_job g = {.M = M, .N = N, .K = K, .accumulate = accumulate, .A = A, .B = B, .C = C, .ldc = ldc,
                   .sa_i = transA ? 1 : (size_t)lda, .sa_k = transA ? (size_t)lda : 1,
                   .sb_k = transB ? 1 : (size_t)ldb, .sb_j = transB ? (size_t)ldb : 1,
-                  .bias = bias, .colsum = colsum};
+                  .bias = bias, .colsum = colsum, .bf16 = gemm_bf16};
     if (K <= 0) {
         if (!accumulate)
             for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, sizeof(float) * N);

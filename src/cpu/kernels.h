@@ -33,6 +33,12 @@ void fm_k_gemm(int transA, int transB, int M, int N, int K,
 void fm_k_gemm_fused(int transA, int transB, int M, int N, int K,
                      const float *A, int lda, const float *B, int ldb,
                      float *C, int ldc, int accumulate, const float *bias, float *colsum);
+/* Process-wide GEMM precision: 0 = float32 products (the default), 1 = inputs rounded to
+ * bfloat16 (nearest even) and products accumulated in float32, for the packed products. */
+void fm_k_gemm_set_bf16(int on);
+int fm_k_gemm_bf16(void);
+/* x rounded to the nearest bfloat16 (ties to even), as a float: the tests' model of bf16 GEMMs. */
+float fm_k_bf16_round(float x);
 
 /* out (B, T, C) = wte[tokens] + wpe[t]; tokens (B, T), wte (V, C), wpe (maxT, C). */
 void fm_k_encoder_forward(float *out, const int *tokens, const float *wte, const float *wpe,
