@@ -74,6 +74,18 @@ grep -q "<svg" full/loss.svg && ok || bad "no loss curve"
 expect "resume a finished run" 0 "done: 150 steps" -- "$FM" pretrain --out full --resume
 expect "fresh run over an old one" 2 "already holds a run" -- "$FM" pretrain "${common[@]}" --steps 5 --out full
 
+# --- bfloat16 products: recorded in run.json, kept by a resume, close to float32's losses
+expect "unknown precision" 2 "unknown matmul precision 'fp16'" -- "$FM" pretrain "${common[@]}" --precision fp16 --steps 5 --out r0
+expect "precision on resume" 2 "drop the size and budget flags" -- "$FM" pretrain --out full --resume --precision bf16
+expect "pretrain bf16" 0 "done: 150 steps" -- "$FM" pretrain "${common[@]}" --steps 150 --save-every 50 --precision bf16 --out bf
+grep -q '"precision":[[:space:]]*"bf16"' bf/run.json && ok || bad "run.json does not record bf16"
+interrupted 20 bfcut bfcut.log -- "$FM" pretrain "${common[@]}" --steps 150 --save-every 50 --precision bf16 --out bfcut
+expect "resume bf16" 0 "done: 150 steps" -- "$FM" pretrain --out bfcut --resume --threads 1
+diff <(losses bf) <(losses bfcut) >/dev/null && ok || bad "bf16 resumed losses differ from the uninterrupted run"
+last_loss() { losses "$1" | tail -1 | grep -o '[0-9.]*$'; }
+if awk -v a="$(last_loss full)" -v b="$(last_loss bf)" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != b && d < 0.05 * a) }'
+then ok; else bad "bf16 final loss $(last_loss bf) vs fp32 $(last_loss full): not close, or identical"; fi
+
 # --- generate, score, eval
 expect "generate" 0 "tokens generated" -- "$FM" generate --model full --prompt "Line 5: the" --max-tokens 20 --seed 3
 a=$("$FM" generate --model full --prompt "Line" --max-tokens 30 --seed 9 2>/dev/null)

@@ -98,35 +98,45 @@ float fm_k_bf16_round(float x) {
     return x;
 }
 
+/* dst (w words) = bf16(r0[j]) | bf16(r1[j]) << 16 for j < n, zero for n <= j < w; r1 NULL reads
+ * as zeros. Every value is read before any word is stored, so dst may overlay r0. */
+static inline void bf16_pairs_row(uint32_t *dst, const float *r0, const float *r1, int n, int w) {
+#ifdef __AVX512F__
+    const __m512i one = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7FFF), quiet = _mm512_set1_epi32(0x00400000);
+    const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF), inf = _mm512_set1_epi32(0x7F800000);
+    __m512i words[4]; /* w <= 64 */
+    for (int j = 0; j < w; j += 16) {
+        int left = n - j;
+        __mmask16 m = left >= 16 ? 0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+        __m512i u0 = _mm512_castps_si512(_mm512_maskz_loadu_ps(m, r0 + j));
+        __m512i u1 = r1 ? _mm512_castps_si512(_mm512_maskz_loadu_ps(m, r1 + j)) : _mm512_setzero_si512();
+        __mmask16 nan0 = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u0, abs_mask), inf);
+        __mmask16 nan1 = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u1, abs_mask), inf);
+        __m512i v0 = _mm512_add_epi32(_mm512_add_epi32(u0, half), _mm512_and_si512(_mm512_srli_epi32(u0, 16), one));
+        __m512i v1 = _mm512_add_epi32(_mm512_add_epi32(u1, half), _mm512_and_si512(_mm512_srli_epi32(u1, 16), one));
+        v0 = _mm512_mask_or_epi32(v0, nan0, u0, quiet);
+        v1 = _mm512_mask_or_epi32(v1, nan1, u1, quiet);
+        words[j / 16] = _mm512_or_si512(_mm512_srli_epi32(v0, 16), _mm512_slli_epi32(_mm512_srli_epi32(v1, 16), 16));
+    }
+    for (int j = 0; j < w; j += 16) {
+        __mmask16 keep = w - j >= 16 ? 0xFFFF : (__mmask16)((1u << (w - j)) - 1);
+        _mm512_mask_storeu_epi32(dst + j, keep, words[j / 16]);
+    }
+#else
+    uint32_t words[64];
+    for (int j = 0; j < w; j++)
+        words[j] = j < n ? (bf16_round_bits(r0[j]) >> 16) | (r1 ? bf16_round_bits(r1[j]) : 0u) : 0u;
+    memcpy(dst, words, sizeof(uint32_t) * (size_t)w);
+#endif
+}
+
 /* A packed panel (kc x w floats, w values per k) rewritten in place as ceil(kc / 2) x w words,
  * word (p, j) = bf16(v[2p][j]) | bf16(v[2p+1][j]) << 16 (an odd kc's last partner is zero).
- * Word row p overwrites float rows 2p and 2p+1's space only after reading them. */
+ * Word row p lies over float row p, which pair p / 2 <= p has already read. */
 static void panel_to_bf16_pairs(float *panel, int kc, int w) {
-    uint32_t *out = (uint32_t *)panel;
     for (int p = 0; p < (kc + 1) / 2; p++) {
         const float *r0 = panel + (size_t)(2 * p) * w, *r1 = 2 * p + 1 < kc ? r0 + w : NULL;
-#ifdef __AVX512F__
-        const __m512i one = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7FFF), quiet = _mm512_set1_epi32(0x00400000);
-        const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF), inf = _mm512_set1_epi32(0x7F800000);
-        for (int j = 0; j < w; j += 16) {
-            __mmask16 m = w - j >= 16 ? 0xFFFF : (__mmask16)((1u << (w - j)) - 1);
-            __m512i u0 = _mm512_castps_si512(_mm512_maskz_loadu_ps(m, r0 + j));
-            __m512i u1 = r1 ? _mm512_castps_si512(_mm512_maskz_loadu_ps(m, r1 + j)) : _mm512_setzero_si512();
-            __mmask16 nan0 = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u0, abs_mask), inf);
-            __mmask16 nan1 = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u1, abs_mask), inf);
-            __m512i v0 = _mm512_add_epi32(_mm512_add_epi32(u0, half), _mm512_and_si512(_mm512_srli_epi32(u0, 16), one));
-            __m512i v1 = _mm512_add_epi32(_mm512_add_epi32(u1, half), _mm512_and_si512(_mm512_srli_epi32(u1, 16), one));
-            v0 = _mm512_mask_or_epi32(v0, nan0, u0, quiet);
-            v1 = _mm512_mask_or_epi32(v1, nan1, u1, quiet);
-            __m512i word = _mm512_or_si512(_mm512_srli_epi32(v0, 16), _mm512_slli_epi32(_mm512_srli_epi32(v1, 16), 16));
-            _mm512_mask_storeu_epi32(out + (size_t)p * w + j, m, word);
-        }
-#else
-        for (int j = 0; j < w; j++) {
-            uint32_t lo = bf16_round_bits(r0[j]) >> 16, hi = r1 ? bf16_round_bits(r1[j]) : 0u;
-            out[(size_t)p * w + j] = lo | hi;
-        }
-#endif
+        bf16_pairs_row((uint32_t *)panel + (size_t)p * w, r0, r1, w, w);
     }
 }
 
@@ -548,6 +558,74 @@ static void pack_a_block(float *ap, const gemm_job *g, int q0, int q1, int k0, i
     }
 }
 
+#ifdef __AVX512F__
+/* 16 words from 32 consecutive floats x[0..n) (n <= 32, the rest read as zero): word j =
+ * bf16(x[2j]) | bf16(x[2j+1]) << 16, the same rounding as bf16_pairs_row. */
+static inline __m512i bf16_words32(const float *x, int n) {
+    const __m512i one = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7FFF), quiet = _mm512_set1_epi32(0x00400000);
+    const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF), inf = _mm512_set1_epi32(0x7F800000);
+    /* 16-bit lane t of the result = the high half of dword t of (v0, v1): 16-bit element 2t + 1 */
+    const __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29,
+                                         27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    __mmask16 m0 = n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+    __mmask16 m1 = n >= 32 ? 0xFFFF : n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1);
+    __m512i u0 = _mm512_castps_si512(_mm512_maskz_loadu_ps(m0, x));
+    __m512i u1 = _mm512_castps_si512(_mm512_maskz_loadu_ps(m1, x + 16));
+    __mmask16 nan0 = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u0, abs_mask), inf);
+    __mmask16 nan1 = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u1, abs_mask), inf);
+    __m512i v0 = _mm512_add_epi32(_mm512_add_epi32(u0, half), _mm512_and_si512(_mm512_srli_epi32(u0, 16), one));
+    __m512i v1 = _mm512_add_epi32(_mm512_add_epi32(u1, half), _mm512_and_si512(_mm512_srli_epi32(u1, 16), one));
+    v0 = _mm512_mask_or_epi32(v0, nan0, u0, quiet);
+    v1 = _mm512_mask_or_epi32(v1, nan1, u1, quiet);
+    return _mm512_permutex2var_epi16(v0, odd, v1);
+}
+
+/* An A panel straight to bfloat16 pairs when A's rows are contiguous in k (the forward and
+ * input-gradient products): 32 k of each row become 16 words, then one 16 x 16 transpose of
+ * words gives 16 pair rows of the panel. */
+static void pack_a_panel_bf16_rows(uint32_t *dst, const float *A, size_t sa_i, int i0, int mr, int k0, int kc) {
+    float block[16 * 16], tail[16 * MR];
+    for (int r = mr; r < 16; r++) memset(block + 16 * r, 0, sizeof(float) * 16);
+    for (int k = 0; k < kc; k += 32) {
+        int n = kc - k < 32 ? kc - k : 32, pairs = (n + 1) / 2;
+        for (int r = 0; r < mr; r++)
+            _mm512_storeu_si512((void *)(block + 16 * r), bf16_words32(A + (size_t)(i0 + r) * sa_i + k0 + k, n));
+        float *out = pairs == 16 ? (float *)dst + (size_t)(k / 2) * MR : tail;
+        transpose16(out, MR, block, 16, mr, MR);
+        if (pairs < 16) memcpy((float *)dst + (size_t)(k / 2) * MR, tail, sizeof(float) * MR * pairs);
+    }
+}
+#endif
+
+/* pack_a_block straight to bfloat16 pairs: rows contiguous in k (NN, NT) through the transpose
+ * above; A stored transposed (TN, the weight gradients): the two k rows of a pair are contiguous
+ * runs, so each panel's MR words come from two reads. */
+static void pack_a_block_bf16(float *ap, const gemm_job *g, int q0, int q1, int k0, int kc) {
+    int M = g->M;
+#ifdef __AVX512F__
+    if (g->sa_k == 1) {
+        for (int q = q0; q < q1; q++) {
+            int i = q * MR, mr = M - i < MR ? M - i : MR;
+            pack_a_panel_bf16_rows((uint32_t *)(ap + (size_t)(q - q0) * MR * kc), g->A, g->sa_i, i, mr, k0, kc);
+        }
+        return;
+    }
+#endif
+    if (g->sa_i != 1 || g->sa_k == 1) {
+        pack_a_block(ap, g, q0, q1, k0, kc);
+        for (int q = q0; q < q1; q++) panel_to_bf16_pairs(ap + (size_t)(q - q0) * MR * kc, kc, MR);
+        return;
+    }
+    for (int p = 0; p < (kc + 1) / 2; p++) {
+        const float *r0 = g->A + (size_t)(k0 + 2 * p) * g->sa_k, *r1 = 2 * p + 1 < kc ? r0 + g->sa_k : NULL;
+        for (int q = q0; q < q1; q++) {
+            int i = q * MR, mr = M - i < MR ? M - i : MR;
+            uint32_t *d = (uint32_t *)(ap + (size_t)(q - q0) * MR * kc) + (size_t)p * MR;
+            bf16_pairs_row(d, r0 + i, r1 ? r1 + i : NULL, mr, MR);
+        }
+    }
+}
+
 /* The blocked product; thread tid of a team of nt runs this (nt = 1: alone, no barriers).
  * With enough rows the threads split the rows: B's slice is packed by all and shared, and each
  * thread packs its own MC-row blocks of A just before using them (they stay in its L2). With
@@ -587,9 +665,8 @@ static void gemm_run(const gemm_job *g, int nt, int tid) {
                 for (int k0 = g0; k0 < g1; k0 += kcs) {
                     int kc = K - k0 < kcs ? K - k0 : kcs, load_c = g->accumulate || k0 > 0;
                     const float *slice = g->bp + (size_t)((k0 - g0) / kcs) * slice_len;
-                    pack_a_block(ap, g, pa, pa_end, k0, kc);
-                    if (g->bf16)
-                        for (int q = pa; q < pa_end; q++) panel_to_bf16_pairs(ap + (size_t)(q - pa) * MR * kc, kc, MR);
+                    if (g->bf16) pack_a_block_bf16(ap, g, pa, pa_end, k0, kc);
+                    else pack_a_block(ap, g, pa, pa_end, k0, kc);
                     for (int pb = pb0; pb < pb1; pb++) {
                         int j = j0 + pb * NR, nr = N - j < NR ? N - j : NR;
                         const float *bpp = slice + (size_t)pb * NR * kcs;
