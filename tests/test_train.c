@@ -114,6 +114,38 @@ static void test_threads_do_not_change_results(void **state) {
     fm_set_threads(2);
 }
 
+/* bfloat16 products (fm_set_matmul_precision): still independent of the thread count to the
+ * bit, losses within 1% of float32's over the first steps, and different from them (the
+ * setting takes effect); the precision is reset for the other tests. */
+static void test_bf16_training(void **state) {
+    (void)state;
+    fm_config cfg = small_cfg;
+    cfg.n_embd = 72, cfg.n_head = 3, cfg.vocab_size = 300, cfg.n_positions = 40;
+    float losses[3][8];
+    for (int run = 0; run < 3; run++) { /* fp32 on 2 threads, bf16 on 1, bf16 on 2 */
+        fm_set_matmul_precision(run == 0 ? FM_MATMUL_FP32 : FM_MATMUL_BF16);
+        fm_set_threads(run == 1 ? 1 : 2);
+        fm_model *m;
+        fm_optimizer *o;
+        fm_train_state st;
+        start(&m, &o, &st, &cfg, 8);
+        for (int s = 0; s < 8; s++) losses[run][s] = train_step(m, o, &st, 4, 33);
+        fm_model_free(m);
+        fm_optimizer_free(o);
+    }
+    fm_set_matmul_precision(FM_MATMUL_FP32);
+    fm_set_threads(2);
+    assert_memory_equal(losses[1], losses[2], sizeof losses[1]);
+    int differ = 0;
+    for (int s = 0; s < 8; s++) {
+        if (!(fabsf(losses[1][s] - losses[0][s]) <= 1e-2f * losses[0][s]))
+            fail_msg("step %d: bf16 loss %.6f vs fp32 %.6f", s, losses[1][s], losses[0][s]);
+        differ |= losses[1][s] != losses[0][s];
+    }
+    assert_true(differ);
+    assert_true(losses[1][7] < losses[1][0]);
+}
+
 static void test_learning_rate_schedule(void **state) {
     (void)state;
     fm_adamw_config c = train_cfg(14); /* lr 1e-2, min 1e-3, warm-up 4 */
@@ -244,6 +276,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_resume),
         cmocka_unit_test(test_threads_do_not_change_results),
+        cmocka_unit_test(test_bf16_training),
         cmocka_unit_test(test_learning_rate_schedule),
         cmocka_unit_test(test_weight_decay_groups),
         cmocka_unit_test(test_clipping_reports_norm),
