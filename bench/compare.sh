@@ -9,15 +9,18 @@
 # Then generation (batch 1, a 16-token prompt, 128 greedy tokens, KV cache): fm in float32 and
 # in int8 (Q8_0) beside PyTorch's float32 under inference_mode, decode-only tokens/s. Last, fm's
 # thread scaling from 1 to 2 threads on (iii).
+# --precision bf16 trains both sides with bfloat16 products: fm --precision bf16 against PyTorch's
+# forward under torch.autocast("cpu", bfloat16) (its backward follows the autocast types).
 #
 # Usage: bench/compare.sh [--rounds N] [--steps N] [--configs "i ii iii"] [--gen-configs "i iii"]
-#                         [--fm PATH] [--no-torch] [--no-generate] [--any-blas]
+#                         [--fm PATH] [--no-torch] [--no-generate] [--any-blas] [--precision bf16]
 # The peer runs with /usr/bin/python3 and Debian's python3-torch on OpenBLAS (the OpenMP build,
 # libopenblas0-openmp, with OPENBLAS_CORETYPE=SkylakeX), 2 threads, flushed denormals.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=1 STEPS=10 WARMUP=3 CONFIGS="i ii iii" GEN_CONFIGS="i iii" FM=build/fm TORCH=1 THREADS=2 GENERATE=1 ANY_BLAS=0
+PRECISION=fp32
 while [ $# -gt 0 ]; do
     case $1 in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -27,8 +30,9 @@ while [ $# -gt 0 ]; do
     --no-torch) TORCH=0; shift ;;
     --no-generate) GENERATE=0; shift ;;
     --any-blas) ANY_BLAS=1; shift ;;
+    --precision) PRECISION=$2; shift 2 ;;
     --gen-configs) GEN_CONFIGS=$2; shift 2 ;;
-    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
 done
@@ -71,11 +75,12 @@ best() { # keeps the larger of two numbers ("" counts as nothing)
 }
 
 run_fm() { # flags... -> the fm_bench line
-    "$FM" bench train "$@" --steps "$STEPS" --warmup "$WARMUP" 2>/dev/null | grep '^fm_bench'
+    "$FM" bench train "$@" --steps "$STEPS" --warmup "$WARMUP" --precision "$PRECISION" 2>/dev/null | grep '^fm_bench'
 }
 
 run_peer() {
     env "${PEER_ENV[@]}" /usr/bin/python3 bench/torch_peer.py train "$@" --steps "$STEPS" --warmup "$WARMUP" \
+        --precision "$PRECISION" \
         2>/dev/null | grep '^torch_bench'
 }
 

@@ -166,8 +166,9 @@ def bench_train(a):
         tokens, targets = stream[s, :, :-1], stream[s, :, 1:]
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        logits = model(tokens)
-        loss = F.cross_entropy(logits.reshape(-1, a.vocab), targets.reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+            logits = model(tokens)
+        loss = F.cross_entropy(logits.float().reshape(-1, a.vocab), targets.reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -181,7 +182,7 @@ def bench_train(a):
     flops = 6 * n_params + 6 * a.layers * a.dim * a.seq
     print(f"torch_bench mode=train tokens_per_s={tok_s:.1f} ms_per_step={1e3 * step_s:.2f} "
           f"gflops={flops * tok_s / 1e9:.1f} params={n_params} peak_rss_mb={peak_rss_mb():.1f} "
-          f"threads={torch.get_num_threads()} torch={torch.__version__}")
+          f"threads={torch.get_num_threads()} precision={a.precision} torch={torch.__version__}")
 
 
 def main():
@@ -200,6 +201,8 @@ def main():
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--prompt", type=int, default=16)
     p.add_argument("--gen", type=int, default=128)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="train: bf16 runs the forward under torch.autocast(cpu, bfloat16), fm's --precision bf16")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)

@@ -313,6 +313,7 @@ static int run(int argc, char **argv) {
         {"warmup", OPT_INT, &ac.warmup_steps, 0, 1 << 30, "warm-up steps (default min(100, steps / 10))"},
         {"weight-decay", OPT_FLOAT, &ac.weight_decay, 0, 10, "AdamW decay of the 2-D weights (0.1)"},
         {"grad-clip", OPT_FLOAT, &ac.grad_clip, 0, 1e6, "global gradient-norm clip, 0 = off (1.0)"},
+        {"beta2", OPT_FLOAT, &ac.beta2, 0, 0.99999, "AdamW's second-moment decay (0.95)"},
         {"steps", OPT_INT, &steps, 1, 1 << 30, "training steps"},
         {"minutes", OPT_FLOAT, &minutes, 0.01, 1e6, "time budget, turned into steps by a timing at the start"},
         {"eval-every", OPT_INT, &rs.eval_every, 1, 1 << 30, "held-out evaluation interval (100)"},

@@ -54,6 +54,7 @@ expect "zero layers" 2 "--layers: 0 is out of range" -- "$FM" pretrain "${common
 expect "heads not dividing" 2 "n_head = 3 does not divide n_embd = 32" -- "$FM" pretrain "${common[@]}" --heads 3 --steps 5 --out r0
 expect "seq over context" 2 "--seq 64 is longer than the context \(32\)" -- "$FM" pretrain "${common[@]}" --seq 64 --steps 5 --out r0
 expect "no budget" 2 "exactly one of --steps and --minutes" -- "$FM" pretrain "${common[@]}" --out r0
+expect "beta2 of 1" 2 "--beta2: 1 is out of range" -- "$FM" pretrain "${common[@]}" --beta2 1 --steps 5 --out r0
 [ -e r0 ] && bad "refused pretrain left r0" || ok
 
 # --- an uninterrupted run, and one interrupted by Ctrl-C then resumed
