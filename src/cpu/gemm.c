@@ -98,24 +98,27 @@ float fm_k_bf16_round(float x) {
     return x;
 }
 
+#ifdef __AVX512F__
+/* bf16_round_bits on 16 floats' bits at once: the rounded value in the high half of each dword. */
+static inline __m512i bf16_round_vec(__m512i u) {
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFFFF)),
+                                            _mm512_set1_epi32(0x7F800000));
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i v = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)), lsb);
+    return _mm512_mask_or_epi32(v, nan, u, _mm512_set1_epi32(0x00400000));
+}
+#endif
+
 /* dst (w words) = bf16(r0[j]) | bf16(r1[j]) << 16 for j < n, zero for n <= j < w; r1 NULL reads
  * as zeros. Every value is read before any word is stored, so dst may overlay r0. */
 static inline void bf16_pairs_row(uint32_t *dst, const float *r0, const float *r1, int n, int w) {
 #ifdef __AVX512F__
-    const __m512i one = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7FFF), quiet = _mm512_set1_epi32(0x00400000);
-    const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF), inf = _mm512_set1_epi32(0x7F800000);
     __m512i words[4]; /* w <= 64 */
     for (int j = 0; j < w; j += 16) {
         int left = n - j;
         __mmask16 m = left >= 16 ? 0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
-        __m512i u0 = _mm512_castps_si512(_mm512_maskz_loadu_ps(m, r0 + j));
-        __m512i u1 = r1 ? _mm512_castps_si512(_mm512_maskz_loadu_ps(m, r1 + j)) : _mm512_setzero_si512();
-        __mmask16 nan0 = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u0, abs_mask), inf);
-        __mmask16 nan1 = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u1, abs_mask), inf);
-        __m512i v0 = _mm512_add_epi32(_mm512_add_epi32(u0, half), _mm512_and_si512(_mm512_srli_epi32(u0, 16), one));
-        __m512i v1 = _mm512_add_epi32(_mm512_add_epi32(u1, half), _mm512_and_si512(_mm512_srli_epi32(u1, 16), one));
-        v0 = _mm512_mask_or_epi32(v0, nan0, u0, quiet);
-        v1 = _mm512_mask_or_epi32(v1, nan1, u1, quiet);
+        __m512i v0 = bf16_round_vec(_mm512_castps_si512(_mm512_maskz_loadu_ps(m, r0 + j)));
+        __m512i v1 = r1 ? bf16_round_vec(_mm512_castps_si512(_mm512_maskz_loadu_ps(m, r1 + j))) : _mm512_setzero_si512();
         words[j / 16] = _mm512_or_si512(_mm512_srli_epi32(v0, 16), _mm512_slli_epi32(_mm512_srli_epi32(v1, 16), 16));
     }
     for (int j = 0; j < w; j += 16) {
@@ -562,21 +565,13 @@ static void pack_a_block(float *ap, const gemm_job *g, int q0, int q1, int k0, i
 /* 16 words from 32 consecutive floats x[0..n) (n <= 32, the rest read as zero): word j =
  * bf16(x[2j]) | bf16(x[2j+1]) << 16, the same rounding as bf16_pairs_row. */
 static inline __m512i bf16_words32(const float *x, int n) {
-    const __m512i one = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7FFF), quiet = _mm512_set1_epi32(0x00400000);
-    const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF), inf = _mm512_set1_epi32(0x7F800000);
     /* 16-bit lane t of the result = the high half of dword t of (v0, v1): 16-bit element 2t + 1 */
     const __m512i odd = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29,
                                          27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
     __mmask16 m0 = n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
     __mmask16 m1 = n >= 32 ? 0xFFFF : n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1);
-    __m512i u0 = _mm512_castps_si512(_mm512_maskz_loadu_ps(m0, x));
-    __m512i u1 = _mm512_castps_si512(_mm512_maskz_loadu_ps(m1, x + 16));
-    __mmask16 nan0 = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u0, abs_mask), inf);
-    __mmask16 nan1 = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u1, abs_mask), inf);
-    __m512i v0 = _mm512_add_epi32(_mm512_add_epi32(u0, half), _mm512_and_si512(_mm512_srli_epi32(u0, 16), one));
-    __m512i v1 = _mm512_add_epi32(_mm512_add_epi32(u1, half), _mm512_and_si512(_mm512_srli_epi32(u1, 16), one));
-    v0 = _mm512_mask_or_epi32(v0, nan0, u0, quiet);
-    v1 = _mm512_mask_or_epi32(v1, nan1, u1, quiet);
+    __m512i v0 = bf16_round_vec(_mm512_castps_si512(_mm512_maskz_loadu_ps(m0, x)));
+    __m512i v1 = bf16_round_vec(_mm512_castps_si512(_mm512_maskz_loadu_ps(m1, x + 16)));
     return _mm512_permutex2var_epi16(v0, odd, v1);
 }
 
