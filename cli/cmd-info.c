@@ -51,6 +51,8 @@ static int run(int argc, char **argv) {
                (long long)fm_optimizer_steps_done(opt), a->total_steps, a->lr, a->min_lr,
                a->warmup_steps, (unsigned long long)state.data_position,
                (unsigned long long)state.seed);
+        printf("optimizer     AdamW, betas (%g, %g), eps %g, weight decay %g, grad clip %g\n", a->beta1, a->beta2,
+               a->eps, a->weight_decay, a->grad_clip);
     } else {
         printf("training      no training state\n");
     }

@@ -73,6 +73,7 @@ fi
 cmp -s full/model.safetensors cut/model.safetensors && ok || bad "resumed weights differ"
 grep -q "<svg" full/loss.svg && ok || bad "no loss curve"
 expect "resume a finished run" 0 "done: 150 steps" -- "$FM" pretrain --out full --resume
+expect "info shows the optimizer" 0 "betas \(0.9, 0.95\), eps 1e-08, weight decay 0.1" -- "$FM" info --model full
 expect "fresh run over an old one" 2 "already holds a run" -- "$FM" pretrain "${common[@]}" --steps 5 --out full
 
 # --- bfloat16 products: recorded in run.json, kept by a resume, close to float32's losses
