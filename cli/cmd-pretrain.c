@@ -342,8 +342,8 @@ static int run(int argc, char **argv) {
     data_state d = {0};
     if (resume) {
         if (steps || minutes || layers || dim || heads || context || precision)
-            cli_usage_error("pretrain", "--resume continues with the run's stored settings; drop the size and "
-                            "budget flags");
+            cli_usage_error("pretrain", "--resume continues with the run's stored settings; drop the size, budget and "
+                            "precision flags");
         load_settings(out, &rs);
         if (data_dir) snprintf(rs.data, sizeof rs.data, "%s", data_dir); /* the data may have moved */
         if ((st = fm_checkpoint_load(out, &model, &opt, &state))) cli_fail("pretrain", st);

@@ -78,7 +78,7 @@ expect "fresh run over an old one" 2 "already holds a run" -- "$FM" pretrain "${
 
 # --- bfloat16 products: recorded in run.json, kept by a resume, close to float32's losses
 expect "unknown precision" 2 "unknown matmul precision 'fp16'" -- "$FM" pretrain "${common[@]}" --precision fp16 --steps 5 --out r0
-expect "precision on resume" 2 "drop the size and budget flags" -- "$FM" pretrain --out full --resume --precision bf16
+expect "precision on resume" 2 "drop the size, budget and precision flags" -- "$FM" pretrain --out full --resume --precision bf16
 expect "pretrain bf16" 0 "done: 150 steps" -- "$FM" pretrain "${common[@]}" --steps 150 --save-every 50 --precision bf16 --out bf
 grep -q '"precision":[[:space:]]*"bf16"' bf/run.json && ok || bad "run.json does not record bf16"
 interrupted 20 bfcut bfcut.log -- "$FM" pretrain "${common[@]}" --steps 150 --save-every 50 --precision bf16 --out bfcut
