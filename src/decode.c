@@ -3,8 +3,10 @@
  *
  * What it is for: producing the next-token logits one position at a time without recomputing
  * earlier positions: each layer's keys and values are cached (L, max_len, C) and the new token
- * attends to them. The arithmetic is the forward's (same kernels, N = 1), so a cached run equals
- * a full forward up to float rounding (tests/test_generate.c checks it token for token).
+ * attends to them. The arithmetic is the forward's (same kernels), so a cached run equals a full
+ * forward up to float rounding (tests/test_generate.c checks it token for token). A prompt is fed
+ * in blocks of up to PREFILL_ROWS positions, each a batch of rows through the matrix products
+ * (the weights are read once per block, not once per token); generation feeds one at a time.
  * Not for: training (no activations are kept for backward) or batches of sequences.
  */
 #include <math.h>
@@ -16,19 +18,22 @@
 #include "model.h"
 #include "quant.h"
 
+#define PREFILL_ROWS 32 /* positions computed together while feeding a prompt */
+
+/* R = PREFILL_ROWS rows of activations; a one-token step uses the first row. */
 struct fm_decoder {
     const fm_model *model;
     int max_len, len;
     float *k_cache, *v_cache; /* (L, max_len, C) each */
-    float *x;                 /* (C) residual stream */
-    float *ln;                /* (C) */
-    float *qkv;               /* (3C) */
-    float *atty;              /* (C) */
-    float *proj;              /* (C) */
-    float *fch, *fch_gelu;    /* (H) each */
+    float *x;                 /* (R, C) residual stream */
+    float *ln;                /* (R, C) */
+    float *qkv;               /* (R, 3C) */
+    float *atty;              /* (R, C) */
+    float *proj;              /* (R, C) */
+    float *fch, *fch_gelu;    /* (R, H) each */
     float *scores;            /* (NH, max_len) */
     float *logits;            /* (V) */
-    float mean, rstd;         /* layernorm statistics (unused after the call) */
+    float *mean, *rstd;       /* (R) layernorm statistics (unused after the call) */
 };
 
 fm_status fm_decoder_init(fm_decoder **out, const fm_model *model, int max_len) {
@@ -39,22 +44,24 @@ fm_status fm_decoder_init(fm_decoder **out, const fm_model *model, int max_len) 
                        c->n_positions);
     fm_decoder *d = calloc(1, sizeof *d);
     if (!d) return fm_fail(FM_ERR_NOMEM, "out of memory for the decoder");
-    size_t C = c->n_embd, H = fm_config_mlp_width(c), cache = (size_t)c->n_layer * max_len * C;
+    size_t C = c->n_embd, H = fm_config_mlp_width(c), cache = (size_t)c->n_layer * max_len * C, R = PREFILL_ROWS;
     d->model = model;
     d->max_len = max_len;
     d->k_cache = malloc(sizeof(float) * cache);
     d->v_cache = malloc(sizeof(float) * cache);
-    d->x = malloc(sizeof(float) * C);
-    d->ln = malloc(sizeof(float) * C);
-    d->qkv = malloc(sizeof(float) * 3 * C);
-    d->atty = malloc(sizeof(float) * C);
-    d->proj = malloc(sizeof(float) * C);
-    d->fch = malloc(sizeof(float) * H);
-    d->fch_gelu = malloc(sizeof(float) * H);
+    d->x = malloc(sizeof(float) * R * C);
+    d->ln = malloc(sizeof(float) * R * C);
+    d->qkv = malloc(sizeof(float) * R * 3 * C);
+    d->atty = malloc(sizeof(float) * R * C);
+    d->proj = malloc(sizeof(float) * R * C);
+    d->fch = malloc(sizeof(float) * R * H);
+    d->fch_gelu = malloc(sizeof(float) * R * H);
     d->scores = malloc(sizeof(float) * (size_t)c->n_head * max_len);
     d->logits = malloc(sizeof(float) * c->vocab_size);
+    d->mean = malloc(sizeof(float) * R);
+    d->rstd = malloc(sizeof(float) * R);
     if (!d->k_cache || !d->v_cache || !d->x || !d->ln || !d->qkv || !d->atty || !d->proj || !d->fch ||
-        !d->fch_gelu || !d->scores || !d->logits) {
+        !d->fch_gelu || !d->scores || !d->logits || !d->mean || !d->rstd) {
         fm_decoder_free(d);
         return fm_fail(FM_ERR_NOMEM, "out of memory for a key/value cache of %d positions", max_len);
     }
@@ -65,7 +72,8 @@ fm_status fm_decoder_init(fm_decoder **out, const fm_model *model, int max_len) 
 void fm_decoder_free(fm_decoder *d) {
     if (!d) return;
     free(d->k_cache), free(d->v_cache), free(d->x), free(d->ln), free(d->qkv), free(d->atty);
-    free(d->proj), free(d->fch), free(d->fch_gelu), free(d->scores), free(d->logits);
+    free(d->proj), free(d->fch), free(d->fch_gelu), free(d->scores), free(d->logits), free(d->mean);
+    free(d->rstd);
     free(d);
 }
 
@@ -103,30 +111,35 @@ static void attend(float *out, float *scores, const float *q, const float *keys,
     }
 }
 
-/* The forward of one token at position d->len, filling the caches and d->x. */
-static void step(fm_decoder *d, int token) {
+/* The forward of n <= PREFILL_ROWS tokens at positions d->len .. d->len + n - 1, filling the
+ * caches and rows 0..n-1 of d->x. Row i attends to the cached positions up to its own. */
+static void block(fm_decoder *d, const int *tokens, int n) {
     const fm_model *m = d->model;
     const fm_config *c = &m->cfg;
     int C = c->n_embd, H = fm_config_mlp_width(c), pos = d->len;
     float eps = c->layer_norm_epsilon;
-    fm_k_encoder_forward(d->x, &token, m->w.wte, m->w.wpe + (size_t)pos * C, 1, 1, C);
+    fm_k_encoder_forward(d->x, tokens, m->w.wte, m->w.wpe + (size_t)pos * C, 1, n, C);
     for (int l = 0; l < c->n_layer; l++) {
         const fm_layer_weights *w = &m->w.layers[l];
         float *keys = d->k_cache + (size_t)l * d->max_len * C, *values = d->v_cache + (size_t)l * d->max_len * C;
-        fm_k_layernorm_forward(d->ln, &d->mean, &d->rstd, d->x, w->ln1_w, w->ln1_b, 1, C, eps);
-        fm_model_linear(m, d->qkv, d->ln, w->qkv_w, w->qkv_b, 1, C, 3 * C);
-        memcpy(keys + (size_t)pos * C, d->qkv + C, sizeof(float) * C);
-        memcpy(values + (size_t)pos * C, d->qkv + 2 * C, sizeof(float) * C);
-        attend(d->atty, d->scores, d->qkv, keys, values, pos + 1, C, c->n_head);
-        fm_model_linear(m, d->proj, d->atty, w->attproj_w, w->attproj_b, 1, C, C);
-        fm_k_residual_forward(d->x, d->x, d->proj, C);
-        fm_k_layernorm_forward(d->ln, &d->mean, &d->rstd, d->x, w->ln2_w, w->ln2_b, 1, C, eps);
-        fm_model_linear(m, d->fch, d->ln, w->fc_w, w->fc_b, 1, C, H);
-        fm_k_gelu_forward(d->fch_gelu, d->fch, H);
-        fm_model_linear(m, d->proj, d->fch_gelu, w->fcproj_w, w->fcproj_b, 1, H, C);
-        fm_k_residual_forward(d->x, d->x, d->proj, C);
+        fm_k_layernorm_forward(d->ln, d->mean, d->rstd, d->x, w->ln1_w, w->ln1_b, n, C, eps);
+        fm_model_linear(m, d->qkv, d->ln, w->qkv_w, w->qkv_b, n, C, 3 * C);
+        for (int i = 0; i < n; i++) {
+            memcpy(keys + (size_t)(pos + i) * C, d->qkv + (size_t)i * 3 * C + C, sizeof(float) * C);
+            memcpy(values + (size_t)(pos + i) * C, d->qkv + (size_t)i * 3 * C + 2 * C, sizeof(float) * C);
+        }
+        for (int i = 0; i < n; i++)
+            attend(d->atty + (size_t)i * C, d->scores, d->qkv + (size_t)i * 3 * C, keys, values, pos + i + 1, C,
+                   c->n_head);
+        fm_model_linear(m, d->proj, d->atty, w->attproj_w, w->attproj_b, n, C, C);
+        fm_k_residual_forward(d->x, d->x, d->proj, (size_t)n * C);
+        fm_k_layernorm_forward(d->ln, d->mean, d->rstd, d->x, w->ln2_w, w->ln2_b, n, C, eps);
+        fm_model_linear(m, d->fch, d->ln, w->fc_w, w->fc_b, n, C, H);
+        fm_k_gelu_forward(d->fch_gelu, d->fch, (size_t)n * H);
+        fm_model_linear(m, d->proj, d->fch_gelu, w->fcproj_w, w->fcproj_b, n, H, C);
+        fm_k_residual_forward(d->x, d->x, d->proj, (size_t)n * C);
     }
-    d->len++;
+    d->len += n;
 }
 
 fm_status fm_decoder_feed(fm_decoder *d, const int *tokens, int n, const float **logits) {
@@ -138,10 +151,15 @@ fm_status fm_decoder_feed(fm_decoder *d, const int *tokens, int n, const float *
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
             return fm_fail(FM_ERR_ARG, "token %d is outside the vocabulary [0, %d)", tokens[i], c->vocab_size);
-    for (int i = 0; i < n; i++) step(d, tokens[i]);
-    /* final LayerNorm, then the tied head: logits (V) = wte (V, C) @ ln */
-    fm_k_layernorm_forward(d->ln, &d->mean, &d->rstd, d->x, m->w.lnf_w, m->w.lnf_b, 1, c->n_embd,
-                           c->layer_norm_epsilon);
+    int last = 0; /* the row of the last position in d->x */
+    for (int i = 0; i < n; i += PREFILL_ROWS) {
+        int rows = n - i < PREFILL_ROWS ? n - i : PREFILL_ROWS;
+        block(d, tokens + i, rows);
+        last = rows - 1;
+    }
+    /* final LayerNorm of the last position, then the tied head: logits (V) = wte (V, C) @ ln */
+    fm_k_layernorm_forward(d->ln, d->mean, d->rstd, d->x + (size_t)last * c->n_embd, m->w.lnf_w, m->w.lnf_b, 1,
+                           c->n_embd, c->layer_norm_epsilon);
     fm_model_head(m, d->logits, d->ln, 1); /* int8 blocks when the model is quantized (quant.c) */
     *logits = d->logits;
     return FM_OK;

@@ -91,6 +91,41 @@ static void test_kv_cache_equals_recomputation(void **state) {
     fm_model_free(m);
 }
 
+/* A prompt fed at once (two blocks of rows: 37 > 32 positions) gives the logits of the full
+ * forward and of feeding it token by token, within float rounding, and the same continuation. */
+static void test_prompt_in_blocks(void **state) {
+    (void)state;
+    fm_model *m = trained_model();
+    int V = cfg.vocab_size, n = 37, seq[40];
+    for (int i = 0; i < n; i++) seq[i] = (i * 37 + 11) % V;
+    fm_decoder *whole, *single;
+    assert_int_equal(fm_decoder_init(&whole, m, cfg.n_positions), FM_OK);
+    assert_int_equal(fm_decoder_init(&single, m, cfg.n_positions), FM_OK);
+    const float *a, *b;
+    assert_int_equal(fm_decoder_feed(whole, seq, n, &a), FM_OK);
+    for (int i = 0; i < n; i++) assert_int_equal(fm_decoder_feed(single, seq + i, 1, &b), FM_OK);
+    assert_int_equal(fm_model_forward(m, seq, 1, n), FM_OK);
+    const float *full = fm_model_logits(m) + (size_t)(n - 1) * V;
+    double max_ref = 0, err_a = 0, err_b = 0;
+    for (int v = 0; v < V; v++) {
+        max_ref = fmax(max_ref, fabs(full[v]));
+        err_a = fmax(err_a, fabs(full[v] - a[v]));
+        err_b = fmax(err_b, fabs(full[v] - b[v]));
+    }
+    if (err_a > 1e-5 * max_ref || err_b > 1e-5 * max_ref)
+        fail_msg("prompt logits differ from the full forward: blocks %g, single %g of %g", err_a, err_b, max_ref);
+    for (int step = 0; step < 2; step++) { /* the caches agree: the same next tokens */
+        int ta = argmax(a, V), tb = argmax(b, V);
+        assert_int_equal(ta, tb);
+        assert_int_equal(fm_decoder_feed(whole, &ta, 1, &a), FM_OK);
+        assert_int_equal(fm_decoder_feed(single, &tb, 1, &b), FM_OK);
+    }
+    assert_int_equal(fm_decoder_length(whole), n + 2);
+    fm_decoder_free(whole);
+    fm_decoder_free(single);
+    fm_model_free(m);
+}
+
 /* Frequencies of n draws. */
 static void draw(const fm_sampler_config *sc, const float *logits, int V, int n, double *freq) {
     fm_rng rng;
@@ -274,6 +309,7 @@ int main(void) {
     fm_set_threads(2);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kv_cache_equals_recomputation),
+        cmocka_unit_test(test_prompt_in_blocks),
         cmocka_unit_test(test_sampler),
         cmocka_unit_test(test_score_sliding_window),
         cmocka_unit_test(test_bigram_baseline),
