@@ -4,11 +4,16 @@
  *
  * What it is for: the denominator of "% of peak" in bench/compare.sh, measured instead of taken
  * from a data sheet (a VM's clock and the width of its FMA units are not always what they seem).
+ * Where the compiler targets AVX512_BF16 it also measures the bfloat16 dot-product peak (12
+ * chains of vdpbf16ps, 32 multiply-adds each), the ceiling of fm's --precision bf16 products.
  * Build: gcc -O2 -march=native -fopenmp bench/fma_peak.c -o build/fma_peak
  * Not for: anything in libfm.
  */
 #include <omp.h>
 #include <stdio.h>
+#ifdef __AVX512BF16__
+#include <immintrin.h>
+#endif
 
 #define CHAINS 12
 #define LANES 16
@@ -37,5 +42,25 @@ int main(void) {
         if (gflops > best) best = gflops;
     }
     printf("fma_peak gflops=%.1f threads=%d (checksum %g)\n", best, omp_get_max_threads(), (double)sink);
+#ifdef __AVX512BF16__
+    best = 0.0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = omp_get_wtime();
+#pragma omp parallel reduction(+ : sink)
+        {
+            __m512 acc[CHAINS];
+            for (int c = 0; c < CHAINS; c++) acc[c] = _mm512_set1_ps(0.001f * (float)c);
+            __m512bh x = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.9999f), _mm512_set1_ps(0.9999f));
+            __m512bh y = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-4f), _mm512_set1_ps(1e-4f));
+            for (long it = 0; it < iters / 2; it++)
+#pragma GCC unroll 12
+                for (int c = 0; c < CHAINS; c++) acc[c] = _mm512_dpbf16_ps(acc[c], x, y); /* 32 multiply-adds */
+            for (int c = 0; c < CHAINS; c++) sink += _mm512_reduce_add_ps(acc[c]);
+        }
+        double gflops = 4.0 * CHAINS * LANES * (double)(iters / 2) * omp_get_max_threads() / (omp_get_wtime() - t0) / 1e9;
+        if (gflops > best) best = gflops;
+    }
+    printf("bf16_dot_peak gflops=%.1f threads=%d (checksum %g)\n", best, omp_get_max_threads(), (double)sink);
+#endif
     return 0;
 }

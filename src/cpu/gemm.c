@@ -273,17 +273,34 @@ static inline void store_tile(__m512 acc[MR][2], float *c, int ldc, int mr, int 
     }
 }
 
+/* The register tile shared by the micro-kernels: 24 accumulators (row r: cr0, cr1 for columns
+ * 0-15 and 16-31, rows 10 and 11 named a and b), each kernel's ROW(r, x0, x1) applied to the 12
+ * rows, and the store. Spelled out as named registers so the compiler keeps all 24 in zmm. */
+#define TILE_ACCUMULATORS                                                                        \
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,     \
+           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, \
+           c70 = c00, c71 = c00, c80 = c00, c81 = c00, c90 = c00, c91 = c00, ca0 = c00, ca1 = c00, \
+           cb0 = c00, cb1 = c00
+#define TILE_ROWS                                                                                \
+    ROW(0, c00, c01); ROW(1, c10, c11); ROW(2, c20, c21); ROW(3, c30, c31); ROW(4, c40, c41);    \
+    ROW(5, c50, c51); ROW(6, c60, c61); ROW(7, c70, c71); ROW(8, c80, c81); ROW(9, c90, c91);    \
+    ROW(10, ca0, ca1); ROW(11, cb0, cb1)
+#define TILE_STORE                                                                               \
+    __m512 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}, \
+                         {c60, c61}, {c70, c71}, {c80, c81}, {c90, c91}, {ca0, ca1}, {cb0, cb1}}; \
+    store_tile(acc, c, ldc, mr, nr, load_c, bias)
+
+static inline void prefetch_tile(const float *c, int ldc, int mr) {
+    for (int r = 0; r < mr; r++) {
+        _mm_prefetch((const char *)(c + (size_t)r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + (size_t)r * ldc + 16), _MM_HINT_T0);
+    }
+}
+
 static void micro_kernel(int kc, const float *restrict ap, const float *restrict bp, float *c, int ldc,
                          int mr, int nr, int load_c, const float *bias) {
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
-           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00,
-           c70 = c00, c71 = c00, c80 = c00, c81 = c00, c90 = c00, c91 = c00, ca0 = c00, ca1 = c00,
-           cb0 = c00, cb1 = c00;
-    if (load_c) /* fetch the C tile while the products run */
-        for (int r = 0; r < mr; r++) {
-            _mm_prefetch((const char *)(c + (size_t)r * ldc), _MM_HINT_T0);
-            _mm_prefetch((const char *)(c + (size_t)r * ldc + 16), _MM_HINT_T0);
-        }
+    TILE_ACCUMULATORS;
+    if (load_c) prefetch_tile(c, ldc, mr); /* fetch the C tile while the products run */
 #define ROW(r, x0, x1)                                   \
     do {                                                 \
         __m512 a_ = _mm512_set1_ps(ap[r]);               \
@@ -292,25 +309,12 @@ static void micro_kernel(int kc, const float *restrict ap, const float *restrict
     } while (0)
     for (int k = 0; k < kc; k++) {
         __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
-        ROW(0, c00, c01);
-        ROW(1, c10, c11);
-        ROW(2, c20, c21);
-        ROW(3, c30, c31);
-        ROW(4, c40, c41);
-        ROW(5, c50, c51);
-        ROW(6, c60, c61);
-        ROW(7, c70, c71);
-        ROW(8, c80, c81);
-        ROW(9, c90, c91);
-        ROW(10, ca0, ca1);
-        ROW(11, cb0, cb1);
+        TILE_ROWS;
         ap += MR;
         bp += NR;
     }
 #undef ROW
-    __m512 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51},
-                         {c60, c61}, {c70, c71}, {c80, c81}, {c90, c91}, {ca0, ca1}, {cb0, cb1}};
-    store_tile(acc, c, ldc, mr, nr, load_c, bias);
+    TILE_STORE;
 }
 
 #ifdef __AVX512BF16__
@@ -318,15 +322,8 @@ static void micro_kernel(int kc, const float *restrict ap, const float *restrict
  * (kp x NR words), kp = ceil(kc / 2); each step adds two k at once. */
 static void micro_kernel_bf16(int kc, const uint32_t *restrict ap, const uint32_t *restrict bp, float *c,
                               int ldc, int mr, int nr, int load_c, const float *bias) {
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
-           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00,
-           c70 = c00, c71 = c00, c80 = c00, c81 = c00, c90 = c00, c91 = c00, ca0 = c00, ca1 = c00,
-           cb0 = c00, cb1 = c00;
-    if (load_c)
-        for (int r = 0; r < mr; r++) {
-            _mm_prefetch((const char *)(c + (size_t)r * ldc), _MM_HINT_T0);
-            _mm_prefetch((const char *)(c + (size_t)r * ldc + 16), _MM_HINT_T0);
-        }
+    TILE_ACCUMULATORS;
+    if (load_c) prefetch_tile(c, ldc, mr);
 #define ROW(r, x0, x1)                                                    \
     do {                                                                  \
         __m512bh a_ = (__m512bh)_mm512_set1_epi32((int)ap[r]);            \
@@ -335,25 +332,12 @@ static void micro_kernel_bf16(int kc, const uint32_t *restrict ap, const uint32_
     } while (0)
     for (int p = 0; p < (kc + 1) / 2; p++) {
         __m512bh b0 = (__m512bh)_mm512_load_si512((const void *)bp), b1 = (__m512bh)_mm512_load_si512((const void *)(bp + 16));
-        ROW(0, c00, c01);
-        ROW(1, c10, c11);
-        ROW(2, c20, c21);
-        ROW(3, c30, c31);
-        ROW(4, c40, c41);
-        ROW(5, c50, c51);
-        ROW(6, c60, c61);
-        ROW(7, c70, c71);
-        ROW(8, c80, c81);
-        ROW(9, c90, c91);
-        ROW(10, ca0, ca1);
-        ROW(11, cb0, cb1);
+        TILE_ROWS;
         ap += MR;
         bp += NR;
     }
 #undef ROW
-    __m512 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51},
-                         {c60, c61}, {c70, c71}, {c80, c81}, {c90, c91}, {ca0, ca1}, {cb0, cb1}};
-    store_tile(acc, c, ldc, mr, nr, load_c, bias);
+    TILE_STORE;
 }
 #define HAVE_BF16_KERNEL 1
 #endif
