@@ -316,6 +316,54 @@ static void test_bf16_round(void **state) {
     assert_true(isinf(fm_k_bf16_round(FLT_MAX))); /* past the largest bfloat16: rounds up to inf */
 }
 
+/* A product with a band (attention's causal blocks) gives bitwise what the plain product gives
+ * on every wanted element: the skipped tiles and depth steps held only zeros or unwanted
+ * values. A's band zeros are put in; C starts as NaN where the product must write. */
+static void band_case(fm_k_band band, int d, int transA, int transB, int M, int N, int K, int accumulate) {
+    double *Ad = rand_d((size_t)M * K, 1), *Bd = rand_d((size_t)K * N, 1), *Cd = rand_d((size_t)M * N, 1);
+    float *A = to_f(Ad, (size_t)M * K), *B = to_f(Bd, (size_t)K * N), *C0 = to_f(Cd, (size_t)M * N);
+    float *want = malloc(sizeof(float) * M * N), *got = malloc(sizeof(float) * M * N);
+    int lda = transA ? M : K, ldb = transB ? K : N;
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++) {
+            int zero = (band == FM_BAND_A_LOWER && k > i + d) || (band == FM_BAND_A_UPPER && k < i + d);
+            if (zero) A[transA ? (size_t)k * M + i : (size_t)i * K + k] = 0.0f;
+        }
+    memcpy(want, C0, sizeof(float) * M * N);
+    for (size_t e = 0; e < (size_t)M * N; e++) got[e] = accumulate ? C0[e] : NAN;
+    fm_k_gemm(transA, transB, M, N, K, A, lda, B, ldb, want, N, accumulate);
+    fm_k_gemm_band(transA, transB, M, N, K, A, lda, B, ldb, got, N, accumulate, band, d);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            if (band == FM_BAND_C_LOWER && j > i + d) continue; /* unwanted */
+            if (memcmp(&want[(size_t)i * N + j], &got[(size_t)i * N + j], sizeof(float)) != 0)
+                fail_msg("band %d (d %d) %c%c %dx%dx%d%s: C[%d][%d] = %g, plain product %g", band, d,
+                         transA ? 'T' : 'N', transB ? 'T' : 'N', M, N, K, accumulate ? " accumulate" : "", i, j,
+                         got[(size_t)i * N + j], want[(size_t)i * N + j]);
+        }
+    free(Ad), free(Bd), free(Cd), free(A), free(B), free(C0), free(want), free(got);
+}
+
+static void test_gemm_band(void **state) {
+    (void)state;
+    /* tile edges (12 x 32), several depth slices (K 500, 800), offsets on both sides */
+    int shapes[][3] = {{64, 64, 64}, {37, 70, 53}, {64, 128, 500}, {130, 45, 800}, {5, 9, 7}};
+    int offsets[] = {-40, -11, -1, 0, 3, 21, 64}; /* -11, 21: a tile's first column is its last row's last wanted one */
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        fm_k_gemm_set_bf16(bf16);
+        for (int threads = 1; threads <= 2; threads++) {
+            fm_set_threads(threads);
+            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+                for (size_t o = 0; o < sizeof offsets / sizeof offsets[0]; o++)
+                    for (int band = FM_BAND_C_LOWER; band <= FM_BAND_A_UPPER; band++)
+                        for (int tr = 0; tr < 8; tr++) /* transA, transB, accumulate */
+                            band_case((fm_k_band)band, offsets[o], tr & 1, (tr >> 1) & 1, shapes[s][0], shapes[s][1],
+                                      shapes[s][2], tr >> 2);
+        }
+    }
+    fm_k_gemm_set_bf16(0);
+}
+
 /* Thread counts only decide who computes which tile: the product is bitwise the same. */
 static void test_gemm_thread_invariance(void **state) {
     (void)state;
@@ -526,6 +574,7 @@ int main(void) {
         cmocka_unit_test(test_fast_gemm_bf16),
         cmocka_unit_test(test_bf16_round),
         cmocka_unit_test(test_gemm_thread_invariance),
+        cmocka_unit_test(test_gemm_band),
         cmocka_unit_test(test_fast_encoder_layernorm),
         cmocka_unit_test(test_fast_linear),
         cmocka_unit_test(test_fast_attention),

@@ -227,30 +227,10 @@ static void pack_a_panel(float *dst, const float *A, size_t sa_i, size_t sa_k, i
     }
 }
 
-/* B panel: depth [k0, k0+kc) x columns [j0, j0+nr) of op(B) as kc x NR (columns past nr zero).
- * b(k, j) = B[k*sb_k + j*sb_j]. */
-static void pack_b_panel(float *dst, const float *B, size_t sb_k, size_t sb_j, int k0, int kc, int j0, int nr,
-                         float *colsum) {
-    if (sb_j == 1) { /* B row-major: each k's NR values are contiguous */
-        for (int k = 0; k < kc; k++) {
-            const float *src = B + (size_t)(k0 + k) * sb_k + j0;
-            float *d = dst + (size_t)k * NR;
-            if (k + PACK_ROWS_AHEAD < kc) { /* both lines of a row a few rows down */
-                prefetch_ahead(src + PACK_ROWS_AHEAD * sb_k);
-                prefetch_ahead(src + PACK_ROWS_AHEAD * sb_k + NR - 1);
-            }
-            if (nr == NR) {
-                memcpy(d, src, sizeof(float) * NR);
-            } else {
-                memcpy(d, src, sizeof(float) * nr);
-                memset(d + nr, 0, sizeof(float) * (NR - nr));
-            }
-            if (colsum) /* column sums of B, k ascending: each panel is packed once, by one thread */
-                for (int j = 0; j < nr; j++) colsum[j0 + j] += src[j];
-        }
-        return;
-    }
-    /* B stored transposed (N x K): a transpose, in 16 x 16 blocks where possible */
+/* B panel, B stored transposed (N x K): depth [k0, k0+kc) x columns [j0, j0+nr) of op(B) as
+ * kc x NR (columns past nr zero), b(k, j) = B[k*sb_k + j*sb_j]: a transpose, in 16 x 16 blocks
+ * where possible. */
+static void pack_b_panel_t(float *dst, const float *B, size_t sb_k, size_t sb_j, int k0, int kc, int j0, int nr) {
     int j = 0;
 #ifdef __AVX512F__
     if (sb_k == 1)
@@ -269,6 +249,37 @@ static void pack_b_panel(float *dst, const float *B, size_t sb_k, size_t sb_j, i
         for (int k = 0; k < kc; k++) dst[(size_t)k * NR + j] = B[(size_t)(k0 + k) * sb_k + (size_t)(j0 + j) * sb_j];
     for (; j < NR; j++)
         for (int k = 0; k < kc; k++) dst[(size_t)k * NR + j] = 0.0f;
+}
+
+/* Panels [p0, p1) of a B slice (depth [k0, k0+kc), columns from j0, nc in all) into slice
+ * (panel p at p * NR * kcs). Row-major B is read row by row, each row's run of the panels
+ * in one contiguous read (column by column, rows a power-of-two apart would fight over the
+ * same cache sets); colsum (or NULL) gets the column sums, k ascending. */
+static void pack_b_slice(float *slice, const float *B, size_t sb_k, size_t sb_j, int k0, int kc, int kcs, int j0,
+                         int nc, int p0, int p1, float *colsum) {
+    if (sb_j != 1) {
+        for (int p = p0; p < p1; p++) {
+            int nr = nc - p * NR < NR ? nc - p * NR : NR;
+            pack_b_panel_t(slice + (size_t)p * NR * kcs, B, sb_k, sb_j, k0, kc, j0 + p * NR, nr);
+        }
+        return;
+    }
+    int c0 = p0 * NR, c1 = p1 * NR < nc ? p1 * NR : nc; /* columns of this share */
+    for (int k = 0; k < kc; k++) {
+        const float *src = B + (size_t)(k0 + k) * sb_k + j0;
+        for (int p = p0; p < p1; p++) {
+            int j = p * NR, nr = nc - j < NR ? nc - j : NR;
+            float *d = slice + (size_t)p * NR * kcs + (size_t)k * NR;
+            if (nr == NR) { /* a constant size: two vector moves */
+                memcpy(d, src + j, sizeof(float) * NR);
+            } else {
+                memcpy(d, src + j, sizeof(float) * nr);
+                memset(d + nr, 0, sizeof(float) * (NR - nr));
+            }
+        }
+        if (colsum)
+            for (int j = c0; j < c1; j++) colsum[j0 + j] += src[j];
+    }
 }
 
 /* ------------------------------------------------------------ micro-kernel */
@@ -436,6 +447,8 @@ typedef struct {
     int kc;            /* depth of a slice: K in equal slices of at most KC (fewer passes over C) */
     int kslices;       /* slices of B packed at once */
     int bf16;          /* panels rounded to bfloat16 pairs */
+    fm_k_band band;    /* causal structure to skip (see kernels.h), offset band_d */
+    int band_d;
 } gemm_job;
 
 /* Thread tid of nt: [lo, hi) of n items, in contiguous shares. */
@@ -632,6 +645,29 @@ static void pack_a_block_bf16(float *ap, const gemm_job *g, int q0, int q1, int 
     }
 }
 
+/* The part of a tile's depth slice a band leaves (see kernels.h): tile rows [i, i+mr), columns
+ * [j, j+NR), depths [k0, k0+kc) of which [k0+ka, k0+kb) remain (ka even for bfloat16 pairs).
+ * Returns 0 when the tile is unwanted altogether (C_LOWER, wholly above the band). */
+static inline int band_steps(const gemm_job *g, int i, int mr, int j, int k0, int kc, int *ka, int *kb) {
+    int d = g->band_d;
+    switch (g->band) {
+    case FM_BAND_C_LOWER: return j <= i + mr - 1 + d;
+    case FM_BAND_A_LOWER: { /* rows up to i + mr - 1 read k <= i + mr - 1 + d */
+        int last = i + mr - 1 + d - k0 + 1;
+        *kb = last < 0 ? 0 : last < kc ? last : kc;
+        if (g->bf16) *kb += *kb & 1, *kb = *kb < kc ? *kb : kc;
+        return 1;
+    }
+    case FM_BAND_A_UPPER: { /* row i reads k >= i + d */
+        int first = i + d - k0;
+        *ka = first < 0 ? 0 : first < kc ? first : kc;
+        if (g->bf16) *ka -= *ka & 1;
+        return 1;
+    }
+    default: return 1;
+    }
+}
+
 /* The blocked product; thread tid of a team of nt runs this (nt = 1: alone, no barriers).
  * With enough rows the threads split the rows: B's slice is packed by all and shared, and each
  * thread packs its own MC-row blocks of A just before using them (they stay in its L2). With
@@ -656,12 +692,9 @@ static void gemm_run(const gemm_job *g, int nt, int tid) {
             for (int k0 = g0; k0 < g1; k0 += kcs) {
                 int kc = K - k0 < kcs ? K - k0 : kcs;
                 float *slice = g->bp + (size_t)((k0 - g0) / kcs) * slice_len;
-                for (int p = lo; p < hi; p++) {
-                    int nr = nc - p * NR < NR ? nc - p * NR : NR;
-                    pack_b_panel(slice + (size_t)p * NR * kcs, g->B, g->sb_k, g->sb_j, k0, kc, j0 + p * NR, nr,
-                                 g->colsum);
-                    if (g->bf16) panel_to_bf16_pairs(slice + (size_t)p * NR * kcs, kc, NR);
-                }
+                pack_b_slice(slice, g->B, g->sb_k, g->sb_j, k0, kc, kcs, j0, nc, lo, hi, g->colsum);
+                if (g->bf16)
+                    for (int p = lo; p < hi; p++) panel_to_bf16_pairs(slice + (size_t)p * NR * kcs, kc, NR);
             }
             if (split_rows && nt > 1) {
 #pragma omp barrier
@@ -677,15 +710,19 @@ static void gemm_run(const gemm_job *g, int nt, int tid) {
                         int j = j0 + pb * NR, nr = N - j < NR ? N - j : NR;
                         const float *bpp = slice + (size_t)pb * NR * kcs;
                         for (int q = pa; q < pa_end; q++) {
-                            int i = q * MR, mr = M - i < MR ? M - i : MR;
+                            int i = q * MR, mr = M - i < MR ? M - i : MR, ka = 0, kb = kc;
+                            if (g->band != FM_BAND_NONE && !band_steps(g, i, mr, j, k0, kc, &ka, &kb)) continue;
+                            if (kb == ka && load_c) continue; /* nothing to add */
                             float *cij = g->C + (size_t)i * g->ldc + j;
                             const float *bias = g->bias && k0 == 0 ? g->bias + j : NULL;
                             const float *app = ap + (size_t)(q - pa) * MR * kc;
-                            if (g->bf16)
-                                micro_kernel_bf16(kc, (const uint32_t *)app, (const uint32_t *)bpp, cij, g->ldc, mr, nr,
+                            if (g->bf16) /* ka is even: pair rows */
+                                micro_kernel_bf16(kb - ka, (const uint32_t *)app + (size_t)(ka / 2) * MR,
+                                                  (const uint32_t *)bpp + (size_t)(ka / 2) * NR, cij, g->ldc, mr, nr,
                                                   load_c, bias);
                             else
-                                micro_kernel(kc, app, bpp, cij, g->ldc, mr, nr, load_c, bias);
+                                micro_kernel(kb - ka, app + (size_t)ka * MR, bpp + (size_t)ka * NR, cij, g->ldc, mr, nr,
+                                             load_c, bias);
                         }
                     }
                 }
@@ -698,6 +735,8 @@ static void gemm_run(const gemm_job *g, int nt, int tid) {
 }
 
 /* ------------------------------------------------------------ entry point */
+
+static void gemm_start(gemm_job g, int transB, int ldb);
 
 void fm_k_gemm(int transA, int transB, int M, int N, int K,
                const float *A, int lda, const float *B, int ldb,
@@ -725,11 +764,31 @@ static void extras_unpacked(gemm_job *g, int do_bias, int do_colsum) {
 void fm_k_gemm_fused(int transA, int transB, int M, int N, int K,
                      const float *A, int lda, const float *B, int ldb,
                      float *C, int ldc, int accumulate, const float *bias, float *colsum) {
-    if (M <= 0 || N <= 0) return;
     gemm_job g = {.M = M, .N = N, .K = K, .accumulate = accumulate, .A = A, .B = B, .C = C, .ldc = ldc,
                   .sa_i = transA ? 1 : (size_t)lda, .sa_k = transA ? (size_t)lda : 1,
                   .sb_k = transB ? 1 : (size_t)ldb, .sb_j = transB ? (size_t)ldb : 1,
                   .bias = bias, .colsum = colsum, .bf16 = gemm_bf16};
+    gemm_start(g, transB, ldb);
+}
+
+void fm_k_gemm_band(int transA, int transB, int M, int N, int K,
+                    const float *A, int lda, const float *B, int ldb,
+                    float *C, int ldc, int accumulate, fm_k_band band, int d) {
+    gemm_job g = {.M = M, .N = N, .K = K, .accumulate = accumulate, .A = A, .B = B, .C = C, .ldc = ldc,
+                  .sa_i = transA ? 1 : (size_t)lda, .sa_k = transA ? (size_t)lda : 1,
+                  .sb_k = transB ? 1 : (size_t)ldb, .sb_j = transB ? (size_t)ldb : 1,
+                  .bf16 = gemm_bf16, .band = band, .band_d = d};
+    gemm_start(g, transB, ldb);
+}
+
+/* Picks the path for a described product (unpacked for few rows or no memory, else packed;
+ * alone or shared by the team) and runs it. The band only skips work, so the unpacked paths
+ * may ignore it. */
+static void gemm_start(gemm_job g, int transB, int ldb) {
+    int M = g.M, N = g.N, K = g.K, accumulate = g.accumulate, ldc = g.ldc;
+    const float *A = g.A, *B = g.B;
+    float *C = g.C;
+    if (M <= 0 || N <= 0) return;
     if (K <= 0) {
         if (!accumulate)
             for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, sizeof(float) * N);

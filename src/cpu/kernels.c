@@ -190,6 +190,39 @@ static float *att_blocks(int T) {
     return att_scratch;
 }
 
+/* Reductions over one row of a block, n > 0 values, in a fixed order. */
+static float row_max(const float *s, int n) {
+#ifdef __AVX512F__
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    for (int u = 0; u < n; u += FM_V16) {
+        __mmask16 k = n - u >= FM_V16 ? 0xFFFF : fm_tail_mask(n - u);
+        m = _mm512_mask_max_ps(m, k, m, _mm512_maskz_loadu_ps(k, s + u));
+    }
+    return _mm512_reduce_max_ps(m);
+#else
+    float m = -INFINITY;
+    for (int u = 0; u < n; u++) m = s[u] > m ? s[u] : m;
+    return m;
+#endif
+}
+
+/* sum over u < n of a[u] * b[u], or of a[u] when b is NULL */
+static float row_dot(const float *a, const float *b, int n) {
+#ifdef __AVX512F__
+    __m512 acc = _mm512_setzero_ps();
+    for (int u = 0; u < n; u += FM_V16) {
+        __mmask16 k = n - u >= FM_V16 ? 0xFFFF : fm_tail_mask(n - u);
+        __m512 x = _mm512_maskz_loadu_ps(k, a + u);
+        acc = b ? _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(k, b + u), acc) : _mm512_add_ps(acc, x);
+    }
+    return _mm512_reduce_add_ps(acc);
+#else
+    float acc = 0.0f;
+    for (int u = 0; u < n; u++) acc += b ? a[u] * b[u] : a[u];
+    return acc;
+#endif
+}
+
 /* Row t of a block: p[u] = exp(s[u] * scale - lse) for u <= t, 0 for t < u < n. */
 static void att_probs(float *p, const float *s, int t, int n, float scale, float lse) {
     int u = 0;
@@ -219,19 +252,18 @@ void fm_k_attention_forward(float *out, float *lse, const float *qkv, int B, int
             float *l = lse + ((size_t)b * H + h) * T;
             for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
                 int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS, n = t0 + rows; /* keys 0..n-1 */
-                fm_k_gemm(0, 1, rows, n, hs, q + (size_t)t0 * ld, ld, k, ld, S, n, 0); /* Q K^T */
+                /* Q K^T, only keys u <= t of row t */
+                fm_k_gemm_band(0, 1, rows, n, hs, q + (size_t)t0 * ld, ld, k, ld, S, n, 0, FM_BAND_C_LOWER, t0);
                 for (int r = 0; r < rows; r++) {
                     int t = t0 + r;
-                    float *s = S + (size_t)r * n, maxv = -INFINITY, sum = 0.0f;
-                    for (int u = 0; u <= t; u++) maxv = s[u] > maxv ? s[u] : maxv;
-                    maxv *= scale;
+                    float *s = S + (size_t)r * n, maxv = row_max(s, t + 1) * scale;
                     att_probs(s, s, t, n, scale, maxv);
-                    for (int u = 0; u <= t; u++) sum += s[u];
-                    float inv = 1.0f / sum;
+                    float sum = row_dot(s, NULL, t + 1), inv = 1.0f / sum;
                     for (int u = 0; u <= t; u++) s[u] *= inv;
                     l[t] = maxv + logf(sum);
                 }
-                fm_k_gemm(0, 0, rows, hs, n, S, n, v, ld, out + ((size_t)b * T + t0) * C + h * hs, C, 0); /* P V */
+                fm_k_gemm_band(0, 0, rows, hs, n, S, n, v, ld, out + ((size_t)b * T + t0) * C + h * hs, C, 0,
+                               FM_BAND_A_LOWER, t0); /* P V; P is zero past the diagonal */
             }
         }
 }
@@ -255,18 +287,21 @@ void fm_k_attention_backward(float *dqkv, const float *dout, const float *qkv, c
             }
             for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
                 int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS, n = t0 + rows;
-                fm_k_gemm(0, 1, rows, n, hs, q + (size_t)t0 * ld, ld, k, ld, P, n, 0);       /* Q K^T */
-                fm_k_gemm(0, 1, rows, n, hs, dO + (size_t)t0 * C, C, v, ld, dS, n, 0);       /* dP = dO V^T */
+                /* Q K^T and dP = dO V^T, only keys u <= t of row t */
+                fm_k_gemm_band(0, 1, rows, n, hs, q + (size_t)t0 * ld, ld, k, ld, P, n, 0, FM_BAND_C_LOWER, t0);
+                fm_k_gemm_band(0, 1, rows, n, hs, dO + (size_t)t0 * C, C, v, ld, dS, n, 0, FM_BAND_C_LOWER, t0);
                 for (int r = 0; r < rows; r++) {
                     int t = t0 + r;
-                    float *p = P + (size_t)r * n, *ds = dS + (size_t)r * n, dot = 0.0f;
+                    float *p = P + (size_t)r * n, *ds = dS + (size_t)r * n;
                     att_probs(p, p, t, n, scale, l[t]);
-                    for (int u = 0; u <= t; u++) dot += p[u] * ds[u];
-                    for (int u = 0; u < n; u++) ds[u] = p[u] * (ds[u] - dot) * scale; /* d scores */
+                    float dot = row_dot(p, ds, t + 1);
+                    for (int u = 0; u <= t; u++) ds[u] = p[u] * (ds[u] - dot) * scale; /* d scores */
+                    for (int u = t + 1; u < n; u++) ds[u] = 0.0f;
                 }
-                fm_k_gemm(0, 0, rows, hs, n, dS, n, k, ld, dq + (size_t)t0 * ld, ld, 0); /* dQ = dS K */
-                fm_k_gemm(1, 0, n, hs, rows, dS, n, q + (size_t)t0 * ld, ld, dk, ld, 1); /* dK += dS^T Q */
-                fm_k_gemm(1, 0, n, hs, rows, P, n, dO + (size_t)t0 * C, C, dv, ld, 1);   /* dV += P^T dO */
+                /* dS and P are zero past the diagonal: row t of them reaches keys u <= t only */
+                fm_k_gemm_band(0, 0, rows, hs, n, dS, n, k, ld, dq + (size_t)t0 * ld, ld, 0, FM_BAND_A_LOWER, t0); /* dQ = dS K */
+                fm_k_gemm_band(1, 0, n, hs, rows, dS, n, q + (size_t)t0 * ld, ld, dk, ld, 1, FM_BAND_A_UPPER, -t0); /* dK += dS^T Q */
+                fm_k_gemm_band(1, 0, n, hs, rows, P, n, dO + (size_t)t0 * C, C, dv, ld, 1, FM_BAND_A_UPPER, -t0);   /* dV += P^T dO */
             }
         }
 }

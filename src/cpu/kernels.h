@@ -33,6 +33,17 @@ void fm_k_gemm(int transA, int transB, int M, int N, int K,
 void fm_k_gemm_fused(int transA, int transB, int M, int N, int K,
                      const float *A, int lda, const float *B, int ldb,
                      float *C, int ldc, int accumulate, const float *bias, float *colsum);
+/* Causal structure a product may exploit (attention's blocks), band offset d:
+ *   FM_BAND_C_LOWER: only C[i][j] with j <= i + d are wanted; the rest of C is left unspecified.
+ *   FM_BAND_A_LOWER: op(A)[i][k] == 0 for k > i + d (the caller guarantees the zeros).
+ *   FM_BAND_A_UPPER: op(A)[i][k] == 0 for k < i + d.
+ * The product skips the register tiles, and the depth steps of a tile, that the band makes
+ * zero or unwanted; every wanted element comes out as fm_k_gemm would give it, up to the
+ * order of adding exact zeros. */
+typedef enum { FM_BAND_NONE, FM_BAND_C_LOWER, FM_BAND_A_LOWER, FM_BAND_A_UPPER } fm_k_band;
+void fm_k_gemm_band(int transA, int transB, int M, int N, int K,
+                    const float *A, int lda, const float *B, int ldb,
+                    float *C, int ldc, int accumulate, fm_k_band band, int d);
 /* Process-wide GEMM precision: 0 = float32 products (the default), 1 = inputs rounded to
  * bfloat16 (nearest even) and products accumulated in float32, for the packed products. */
 void fm_k_gemm_set_bf16(int on);
