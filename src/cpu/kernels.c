@@ -96,51 +96,92 @@ void fm_k_layernorm_forward(float *out, float *mean, float *rstd, const float *i
     }
 }
 
+/* Layer norm's backward runs over blocks of LN_ROWS rows; each block also sums its rows' dw
+ * and db terms into its own partial sums (so inp and dout are read once), and the partials are
+ * added in block order: the same sums whatever the thread count. */
+#define LN_ROWS 32
+
+static _Thread_local float *ln_partials;
+static _Thread_local size_t ln_partials_len;
+
 void fm_k_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
                              const float *inp, const float *w, const float *mean,
                              const float *rstd, int N, int C) {
-    /* dinp: by rows. dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * w */
-#pragma omp parallel for schedule(static) if (N > 1)
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
-        float *dx = dinp + (size_t)n * C;
-        float m = mean[n], s = rstd[n];
-#ifdef __AVX512F__
-        __m512 vm = _mm512_set1_ps(m), vs = _mm512_set1_ps(s), sg = _mm512_setzero_ps(), sgx = sg;
-        for (int c = 0; c < C; c += FM_V16) {
-            __mmask16 k = lanes(C, c);
-            __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, d + c), _mm512_maskz_loadu_ps(k, w + c));
-            __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + c), vm), vs);
-            sg = _mm512_add_ps(sg, g);
-            sgx = _mm512_fmadd_ps(g, xhat, sgx);
-        }
-        __m512 g_mean = _mm512_set1_ps(_mm512_reduce_add_ps(sg) / C);
-        __m512 gx_mean = _mm512_set1_ps(_mm512_reduce_add_ps(sgx) / C);
-        for (int c = 0; c < C; c += FM_V16) {
-            __mmask16 k = lanes(C, c);
-            __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, d + c), _mm512_maskz_loadu_ps(k, w + c));
-            __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + c), vm), vs);
-            __m512 t = _mm512_fnmadd_ps(xhat, gx_mean, _mm512_sub_ps(g, g_mean));
-            _mm512_mask_storeu_ps(dx + c, k, _mm512_fmadd_ps(vs, t, _mm512_maskz_loadu_ps(k, dx + c)));
-        }
-#else
-        float g_mean = 0.0f, gx_mean = 0.0f;
-        for (int c = 0; c < C; c++) {
-            float g = d[c] * w[c];
-            g_mean += g;
-            gx_mean += g * (x[c] - m) * s;
-        }
-        g_mean /= C;
-        gx_mean /= C;
-        for (int c = 0; c < C; c++)
-            dx[c] += s * (d[c] * w[c] - g_mean - (x[c] - m) * s * gx_mean);
-#endif
+    int tasks = (N + LN_ROWS - 1) / LN_ROWS;
+    size_t want = (size_t)tasks * 2 * C;
+    if (ln_partials_len < want) {
+        free(ln_partials);
+        ln_partials = malloc(sizeof(float) * want);
+        ln_partials_len = ln_partials ? want : 0;
     }
-    /* dw, db: column sums, split by channel blocks. */
+    float *partials = ln_partials; /* (tasks, 2, C): dw then db terms of each block; NULL: none */
+    /* dinp: by rows. dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * w */
+#pragma omp parallel for schedule(static) if (tasks > 1)
+    for (int task = 0; task < tasks; task++) {
+        int n0 = task * LN_ROWS, n1 = n0 + LN_ROWS < N ? n0 + LN_ROWS : N;
+        float *pw = partials ? partials + (size_t)task * 2 * C : NULL, *pb = pw ? pw + C : NULL;
+        if (pw) memset(pw, 0, sizeof(float) * 2 * C);
+        for (int n = n0; n < n1; n++) {
+            const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
+            float *dx = dinp + (size_t)n * C;
+            float m = mean[n], s = rstd[n];
+#ifdef __AVX512F__
+            __m512 vm = _mm512_set1_ps(m), vs = _mm512_set1_ps(s), sg = _mm512_setzero_ps(), sgx = sg;
+            for (int c = 0; c < C; c += FM_V16) {
+                __mmask16 k = lanes(C, c);
+                __m512 dv = _mm512_maskz_loadu_ps(k, d + c);
+                __m512 g = _mm512_mul_ps(dv, _mm512_maskz_loadu_ps(k, w + c));
+                __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + c), vm), vs);
+                sg = _mm512_add_ps(sg, g);
+                sgx = _mm512_fmadd_ps(g, xhat, sgx);
+                if (pw) {
+                    _mm512_mask_storeu_ps(pw + c, k, _mm512_fmadd_ps(dv, xhat, _mm512_maskz_loadu_ps(k, pw + c)));
+                    _mm512_mask_storeu_ps(pb + c, k, _mm512_add_ps(dv, _mm512_maskz_loadu_ps(k, pb + c)));
+                }
+            }
+            __m512 g_mean = _mm512_set1_ps(_mm512_reduce_add_ps(sg) / C);
+            __m512 gx_mean = _mm512_set1_ps(_mm512_reduce_add_ps(sgx) / C);
+            for (int c = 0; c < C; c += FM_V16) {
+                __mmask16 k = lanes(C, c);
+                __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, d + c), _mm512_maskz_loadu_ps(k, w + c));
+                __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + c), vm), vs);
+                __m512 t = _mm512_fnmadd_ps(xhat, gx_mean, _mm512_sub_ps(g, g_mean));
+                _mm512_mask_storeu_ps(dx + c, k, _mm512_fmadd_ps(vs, t, _mm512_maskz_loadu_ps(k, dx + c)));
+            }
+#else
+            float g_mean = 0.0f, gx_mean = 0.0f;
+            for (int c = 0; c < C; c++) {
+                float g = d[c] * w[c], xhat = (x[c] - m) * s;
+                g_mean += g;
+                gx_mean += g * xhat;
+                if (pw) {
+                    pw[c] += d[c] * xhat;
+                    pb[c] += d[c];
+                }
+            }
+            g_mean /= C;
+            gx_mean /= C;
+            for (int c = 0; c < C; c++)
+                dx[c] += s * (d[c] * w[c] - g_mean - (x[c] - m) * s * gx_mean);
+#endif
+        }
+    }
+    /* dw, db: the blocks' partial sums in block order (no memory for them: the rows in order),
+     * split by channel blocks. */
     int blocks = (C + CHANNEL_BLOCK - 1) / CHANNEL_BLOCK;
 #pragma omp parallel for schedule(static)
     for (int cb = 0; cb < blocks; cb++) {
         int c0 = cb * CHANNEL_BLOCK, c1 = c0 + CHANNEL_BLOCK < C ? c0 + CHANNEL_BLOCK : C;
+        if (partials) {
+            for (int task = 0; task < tasks; task++) {
+                const float *pw = partials + (size_t)task * 2 * C, *pb = pw + C;
+                for (int c = c0; c < c1; c++) {
+                    dw[c] += pw[c];
+                    db[c] += pb[c];
+                }
+            }
+            continue;
+        }
         for (int n = 0; n < N; n++) {
             const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
             float m = mean[n], s = rstd[n];
