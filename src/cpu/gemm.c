@@ -18,7 +18,9 @@
  * Packing absorbs the transposes (NN, NT, TN, TT all become the same packed panels), pads the
  * edges with zeros, and lays the data out in the order the micro-kernel reads it. Two extras
  * ride along for free (fm_k_gemm_fused): a bias added in the micro-kernel's store, and column
- * sums of B taken while B is packed (a bias gradient).
+ * sums of B taken while B is packed (a bias gradient). And a band (fm_k_gemm_band, attention's
+ * causal blocks): register tiles of C wholly above a diagonal are skipped, or each tile's depth
+ * loop is cut to the k where A's rows are not known to be zero; the packing is unchanged.
  *
  * Determinism: each element of C is summed over k in a fixed order — within a slice in one
  * register accumulator, k ascending, then added to C slice after slice — whatever the thread

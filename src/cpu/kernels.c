@@ -212,9 +212,11 @@ void fm_k_linear_backward(float *dinp, float *dw, float *dbias, const float *dou
 /* Causal attention without a stored T x T matrix (flash-style): each (batch, head) task walks
  * blocks of ATT_ROWS queries; a block's scores against keys 0..t (ATT_ROWS x T) live in a
  * per-thread scratch, the forward keeps only each row's log-sum-exp, and the backward
- * recomputes the probabilities from it. The products are fm_k_gemm calls, which run in the
- * calling thread inside this parallel loop; each (b, h) is one task, so every output element
- * is summed in a fixed order by one thread. */
+ * recomputes the probabilities from it. The products are fm_k_gemm_band calls, which run in
+ * the calling thread inside this parallel loop and skip the tiles and depth steps the causal
+ * mask zeroes (scores above the diagonal are never computed, and are zero in P and dS, which
+ * the band relies on); each (b, h) is one task, so every output element is summed in a fixed
+ * order by one thread. */
 #define ATT_ROWS 64
 
 static _Thread_local float *att_scratch;
