@@ -469,7 +469,8 @@ static void test_fast_attention(void **state) {
     fast_attention(2, 9, 48, 2);  /* head size 24 */
     fast_attention(3, 17, 36, 3); /* head size 12 */
     fast_attention(1, 1, 5, 5);   /* head size 1, a single token */
-    fast_attention(2, 150, 128, 2); /* head size 64, query blocks of 64 rows plus a partial one */
+    fast_attention(2, 150, 128, 2); /* head size 64, a query block of 128 rows plus a partial one */
+    fast_attention(1, 300, 64, 1);  /* head size 64, two whole query blocks and a partial one */
 }
 
 static void test_fast_gelu_and_cross_entropy(void **state) {

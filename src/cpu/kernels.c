@@ -217,7 +217,7 @@ void fm_k_linear_backward(float *dinp, float *dw, float *dbias, const float *dou
  * mask zeroes (scores above the diagonal are never computed, and are zero in P and dS, which
  * the band relies on); each (b, h) is one task, so every output element is summed in a fixed
  * order by one thread. */
-#define ATT_ROWS 64
+#define ATT_ROWS 128
 
 static _Thread_local float *att_scratch;
 static _Thread_local size_t att_scratch_len;
