@@ -6,6 +6,7 @@
 #   make fuzz       run the tokenizer's fuzz target under libFuzzer (clang) for FUZZ_SECONDS
 #   make bench-tokenizer  fm's tokenizer beside tiktoken and spm_train on the King James text
 #   make bench      fm's training and generation speed beside PyTorch's (bench/compare.sh)
+#   make bench-kernels  fm's matrix products and attention alone, GFLOP/s per shape
 
 CC      = gcc
 BUILD  ?= build
@@ -23,7 +24,7 @@ CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS    = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 SCRIPT_TESTS = tests/cli_test.sh tests/cli_tokenizer_test.sh tests/cli_pretrain_test.sh
 
-.PHONY: all deps test run-tests demo asan test-torch clean fuzz bench-tokenizer bench
+.PHONY: all deps test run-tests demo asan test-torch clean fuzz bench-tokenizer bench bench-kernels
 all: $(BUILD)/fm
 
 # Installs missing Debian packages (libcmocka-dev, libcjson-dev, ...) with apt-get.
@@ -80,6 +81,13 @@ fuzz:
 bench: $(BUILD)/fm
 	@scripts/install-deps.sh --torch
 	bench/compare.sh --fm $(BUILD)/fm
+
+# fm's heavy kernels alone on one configuration's shapes (default (iii)): GFLOP/s per product.
+bench-kernels: $(BUILD)/bench_kernels
+	./$(BUILD)/bench_kernels
+
+$(BUILD)/bench_kernels: bench/kernels.c $(BUILD)/libfm.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 # Tokenizer benchmark on the King James text: fm vs tiktoken (npm) and spm_train (Debian).
 bench-tokenizer: $(BUILD)/fm

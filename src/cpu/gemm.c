@@ -293,6 +293,16 @@ static void pack_b_slice(float *slice, const float *B, size_t sb_k, size_t sb_j,
 
 /* ------------------------------------------------------------ micro-kernel */
 
+/* The plain micro-kernels' end: acc (mr x nr of an MR x NR tile) [+ bias] [+ C] stored to C. */
+static inline void store_tile_plain(float acc[MR][NR], float *c, int ldc, int mr, int nr, int load_c,
+                                    const float *bias) {
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < nr; j++) {
+            float x = bias ? acc[r][j] + bias[j] : acc[r][j];
+            c[(size_t)r * ldc + j] = load_c ? c[(size_t)r * ldc + j] + x : x;
+        }
+}
+
 /* C tile (mr <= MR rows, nr <= NR columns, leading dim ldc) (+)= ap (kc x MR) . bp (kc x NR).
  * load_c: add to C's values, else overwrite; bias (nr) or NULL: added to every row. */
 #ifdef __AVX512F__
@@ -398,11 +408,7 @@ static void micro_kernel(int kc, const float *restrict ap, const float *restrict
         ap += MR;
         bp += NR;
     }
-    for (int r = 0; r < mr; r++)
-        for (int j = 0; j < nr; j++) {
-            float x = bias ? acc[r][j] + bias[j] : acc[r][j];
-            c[(size_t)r * ldc + j] = load_c ? c[(size_t)r * ldc + j] + x : x;
-        }
+    store_tile_plain(acc, c, ldc, mr, nr, load_c, bias);
 }
 #endif
 
@@ -432,11 +438,7 @@ static void micro_kernel_bf16(int kc, const uint32_t *restrict ap, const uint32_
         ap += MR;
         bp += NR;
     }
-    for (int r = 0; r < mr; r++)
-        for (int j = 0; j < nr; j++) {
-            float x = bias ? acc[r][j] + bias[j] : acc[r][j];
-            c[(size_t)r * ldc + j] = load_c ? c[(size_t)r * ldc + j] + x : x;
-        }
+    store_tile_plain(acc, c, ldc, mr, nr, load_c, bias);
 }
 #endif
 
@@ -664,7 +666,7 @@ static inline int band_steps(const gemm_job *g, int i, int mr, int j, int k0, in
     case FM_BAND_A_LOWER: { /* rows up to i + mr - 1 read k <= i + mr - 1 + d */
         int last = i + mr - 1 + d - k0 + 1;
         *kb = last < 0 ? 0 : last < kc ? last : kc;
-        if (g->bf16) *kb += *kb & 1, *kb = *kb < kc ? *kb : kc;
+        if (g->bf16 && (*kb & 1) && *kb < kc) (*kb)++; /* whole pairs */
         return 1;
     }
     case FM_BAND_A_UPPER: { /* row i reads k >= i + d */

@@ -398,16 +398,10 @@ void fm_k_residual_forward(float *out, const float *a, const float *b, size_t N)
 float fm_k_xent_row(float *dz, const float *z, int V, int target, float weight) {
     /* max; then e_v = exp(z_v - max) and their sum (kept in dz when there is one); then
      * dz_v = weight * e_v / sum, dz_target -= weight. Each exp is computed once. */
-    float maxv = -INFINITY, sum = 0.0f, zt = z[target]; /* z may alias dz: z[target] first */
+    float maxv = row_max(z, V), sum = 0.0f, zt = z[target]; /* z may alias dz: z[target] first */
     int v = 0;
 #ifdef __AVX512F__
-    __m512 vmax = _mm512_set1_ps(-INFINITY), vsum = _mm512_setzero_ps();
-    for (; v < V; v += FM_V16) {
-        __mmask16 m = V - v >= FM_V16 ? 0xFFFF : fm_tail_mask(V - v);
-        vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, z + v));
-    }
-    maxv = _mm512_reduce_max_ps(vmax);
-    __m512 vm = _mm512_set1_ps(maxv);
+    __m512 vsum = _mm512_setzero_ps(), vm = _mm512_set1_ps(maxv);
     for (v = 0; v < V; v += FM_V16) {
         __mmask16 m = V - v >= FM_V16 ? 0xFFFF : fm_tail_mask(V - v);
         __m512 e = _mm512_maskz_mov_ps(m, fm_exp_v(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, z + v), vm)));
@@ -423,7 +417,6 @@ float fm_k_xent_row(float *dz, const float *z, int V, int target, float weight) 
         }
     }
 #else
-    for (v = 0; v < V; v++) maxv = z[v] > maxv ? z[v] : maxv;
     for (v = 0; v < V; v++) {
         float e = fm_exp_s(z[v] - maxv);
         sum += e;
