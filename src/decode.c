@@ -47,19 +47,19 @@ fm_status fm_decoder_init(fm_decoder **out, const fm_model *model, int max_len) 
     size_t C = c->n_embd, H = fm_config_mlp_width(c), cache = (size_t)c->n_layer * max_len * C, R = PREFILL_ROWS;
     d->model = model;
     d->max_len = max_len;
-    d->k_cache = malloc(sizeof(float) * cache);
-    d->v_cache = malloc(sizeof(float) * cache);
-    d->x = malloc(sizeof(float) * R * C);
-    d->ln = malloc(sizeof(float) * R * C);
-    d->qkv = malloc(sizeof(float) * R * 3 * C);
-    d->atty = malloc(sizeof(float) * R * C);
-    d->proj = malloc(sizeof(float) * R * C);
-    d->fch = malloc(sizeof(float) * R * H);
-    d->fch_gelu = malloc(sizeof(float) * R * H);
-    d->scores = malloc(sizeof(float) * (size_t)c->n_head * max_len);
-    d->logits = malloc(sizeof(float) * c->vocab_size);
-    d->mean = malloc(sizeof(float) * R);
-    d->rstd = malloc(sizeof(float) * R);
+    d->k_cache = fm_alloc_big(sizeof(float) * cache, 0);
+    d->v_cache = fm_alloc_big(sizeof(float) * cache, 0);
+    d->x = fm_alloc_big(sizeof(float) * R * C, 0);
+    d->ln = fm_alloc_big(sizeof(float) * R * C, 0);
+    d->qkv = fm_alloc_big(sizeof(float) * R * 3 * C, 0);
+    d->atty = fm_alloc_big(sizeof(float) * R * C, 0);
+    d->proj = fm_alloc_big(sizeof(float) * R * C, 0);
+    d->fch = fm_alloc_big(sizeof(float) * R * H, 0);
+    d->fch_gelu = fm_alloc_big(sizeof(float) * R * H, 0);
+    d->scores = fm_alloc_big(sizeof(float) * (size_t)c->n_head * max_len, 0);
+    d->logits = fm_alloc_big(sizeof(float) * c->vocab_size, 0);
+    d->mean = fm_alloc_big(sizeof(float) * R, 0);
+    d->rstd = fm_alloc_big(sizeof(float) * R, 0);
     if (!d->k_cache || !d->v_cache || !d->x || !d->ln || !d->qkv || !d->atty || !d->proj || !d->fch ||
         !d->fch_gelu || !d->scores || !d->logits || !d->mean || !d->rstd) {
         fm_decoder_free(d);
@@ -71,9 +71,9 @@ fm_status fm_decoder_init(fm_decoder **out, const fm_model *model, int max_len) 
 
 void fm_decoder_free(fm_decoder *d) {
     if (!d) return;
-    free(d->k_cache), free(d->v_cache), free(d->x), free(d->ln), free(d->qkv), free(d->atty);
-    free(d->proj), free(d->fch), free(d->fch_gelu), free(d->scores), free(d->logits), free(d->mean);
-    free(d->rstd);
+    float *bufs[] = {d->k_cache, d->v_cache, d->x,      d->ln,     d->qkv,  d->atty, d->proj,
+                     d->fch,     d->fch_gelu, d->scores, d->logits, d->mean, d->rstd};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) fm_free_big(bufs[i]);
     free(d);
 }
 

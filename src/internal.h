@@ -17,6 +17,13 @@ fm_status fm_fail(fm_status status, const char *fmt, ...) __attribute__((format(
 /* Prefixes the current error message with more context ("loading DIR: " ...). */
 fm_status fm_fail_prefix(fm_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* ---------------------------------------------------------------- big buffers (memory.c) */
+
+/* bytes of zeros, 64-byte aligned (2 MiB and huge pages from 4 MiB up), or NULL; prefault
+ * touches every page now. Released only with fm_free_big. */
+void *fm_alloc_big(size_t bytes, int prefault);
+void fm_free_big(void *p);
+
 /* ---------------------------------------------------------------- atomic writes (fileio.c) */
 
 /* Writing a file so that a crash or full disk never leaves a half-written file where a good

@@ -11,30 +11,11 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "cpu/kernels.h"
 #include "internal.h"
 #include "model.h"
 #include "quant.h"
-
-/* ------------------------------------------------------------ big buffers */
-
-/* Parameters, gradients and activations are large and streamed every step: their 2 MiB-aligned
- * interior is offered to the kernel as transparent huge pages (fewer TLB misses). calloc leaves
- * untouched pages unmapped (gradients cost no memory to a model that only generates); prefault
- * touches every page now, so that no step pays for page faults. Freed with free(). */
-static void *alloc_big(size_t bytes, int prefault) {
-    char *p = calloc(1, bytes ? bytes : 1);
-    size_t huge = (size_t)2 << 20;
-    if (!p || bytes < 2 * huge) return p;
-#ifdef MADV_HUGEPAGE
-    uintptr_t begin = ((uintptr_t)p + huge - 1) / huge * huge, end = ((uintptr_t)p + bytes) / huge * huge;
-    madvise((void *)begin, end - begin, MADV_HUGEPAGE);
-#endif
-    if (prefault) memset(p, 0, bytes);
-    return p;
-}
 
 /* ------------------------------------------------------------ parameter layout */
 
@@ -109,8 +90,8 @@ fm_status fm_model_create(fm_model **out, const fm_config *cfg) {
     m->g.layers = calloc(cfg->n_layer, sizeof *m->g.layers);
     if (!m->tensors || !m->names || !m->w.layers || !m->g.layers) goto nomem;
     build_layout(m);
-    m->params = alloc_big(sizeof(float) * m->num_params, 0); /* written by init or load */
-    m->grads = alloc_big(sizeof(float) * m->num_params, 0);  /* touched by the first zero_grad */
+    m->params = fm_alloc_big(sizeof(float) * m->num_params, 0); /* written by init or load */
+    m->grads = fm_alloc_big(sizeof(float) * m->num_params, 0);  /* touched by the first zero_grad */
     if (!m->params || !m->grads) goto nomem;
     bind_views(m, m->params, &m->w);
     bind_views(m, m->grads, &m->g);
@@ -148,7 +129,7 @@ fm_status fm_model_init(fm_model **out, const fm_config *cfg, uint64_t seed) {
 }
 
 static void free_acts(fm_model *m) {
-    free(m->arena);
+    fm_free_big(m->arena);
     free(m->tokens);
     free(m->a.layers);
     m->arena = NULL;
@@ -161,8 +142,8 @@ void fm_model_free(fm_model *m) {
     if (!m) return;
     fm_quant_free(m->quant);
     free_acts(m);
-    free(m->params);
-    free(m->grads);
+    fm_free_big(m->params);
+    fm_free_big(m->grads);
     free(m->tensors);
     free(m->names);
     free(m->w.layers);
@@ -201,7 +182,8 @@ static size_t layout_acts(fm_model *m, float *base, int B, int T) {
     const fm_config *c = &m->cfg;
     size_t N = (size_t)B * T, C = c->n_embd, H = fm_config_mlp_width(c), V = c->vocab_size;
     size_t NH = c->n_head, used = 0;
-#define TAKE(ptr, count) ((ptr) = base ? base + used : NULL, used += (count))
+/* each buffer starts on a cache line (16 floats) */
+#define TAKE(ptr, count) ((ptr) = base ? base + used : NULL, used += ((count) + 15) / 16 * 16)
     fm_acts *a = &m->a;
     TAKE(a->encoded, N * C);
     for (int l = 0; l < c->n_layer; l++) {
@@ -244,7 +226,7 @@ static fm_status ensure_acts(fm_model *m, int B, int T) {
     if (m->B == B && m->T == T) return FM_OK;
     free_acts(m);
     size_t count = layout_acts(m, NULL, B, T);
-    m->arena = alloc_big(sizeof(float) * count, 1);
+    m->arena = fm_alloc_big(sizeof(float) * count, 1);
     m->tokens = malloc(sizeof(int) * (size_t)B * T);
     m->a.layers = calloc(m->cfg.n_layer, sizeof *m->a.layers);
     if (!m->arena || !m->tokens || !m->a.layers) {

@@ -58,8 +58,8 @@ fm_status fm_optimizer_init(fm_optimizer **out, const fm_model *model, const fm_
     if (!o) return fm_fail(FM_ERR_NOMEM, "out of memory for the optimizer");
     o->cfg = *cfg;
     o->n = fm_model_num_params(model);
-    o->m = calloc(o->n, sizeof(float));
-    o->v = calloc(o->n, sizeof(float));
+    o->m = fm_alloc_big(sizeof(float) * o->n, 0);
+    o->v = fm_alloc_big(sizeof(float) * o->n, 0);
     o->n_chunks = (o->n + FM_NORM_CHUNK - 1) / FM_NORM_CHUNK;
     o->partial = calloc(o->n_chunks + 1, sizeof(double));
     o->n_tensors = fm_model_num_tensors(model);
@@ -82,8 +82,8 @@ fm_status fm_optimizer_init(fm_optimizer **out, const fm_model *model, const fm_
 
 void fm_optimizer_free(fm_optimizer *o) {
     if (!o) return;
-    free(o->m);
-    free(o->v);
+    fm_free_big(o->m);
+    fm_free_big(o->v);
     free(o->partial);
     free(o->tensor_decay);
     free(o->tensor_offset);

@@ -111,7 +111,7 @@ void fm_k_layernorm_backward(float *dinp, float *dw, float *db, const float *dou
     size_t want = (size_t)tasks * 2 * C;
     if (ln_partials_len < want) {
         free(ln_partials);
-        ln_partials = malloc(sizeof(float) * want);
+        ln_partials = aligned_alloc(64, (sizeof(float) * want + 63) / 64 * 64);
         ln_partials_len = ln_partials ? want : 0;
     }
     float *partials = ln_partials; /* (tasks, 2, C): dw then db terms of each block; NULL: none */
@@ -227,7 +227,7 @@ static float *att_blocks(int T) {
     size_t want = 2 * (size_t)ATT_ROWS * T;
     if (att_scratch_len < want) {
         free(att_scratch);
-        att_scratch = malloc(sizeof(float) * want);
+        att_scratch = aligned_alloc(64, (sizeof(float) * want + 63) / 64 * 64); /* rows on cache lines */
         att_scratch_len = att_scratch ? want : 0;
     }
     return att_scratch;
