@@ -23,7 +23,7 @@ static double now(void) {
 }
 
 static float *random_floats(size_t n) {
-    float *x = malloc(sizeof(float) * n);
+    float *x = aligned_alloc(64, (sizeof(float) * n + 63) / 64 * 64); /* as the model's buffers (memory.c) */
     if (!x) {
         fprintf(stderr, "bench_kernels: out of memory (%zu floats)\n", n);
         exit(1);

@@ -383,6 +383,41 @@ static void test_gemm_thread_invariance(void **state) {
     free(A), free(B), free(Af), free(Bf), free(C1), free(C2);
 }
 
+/* A weight gradient with fewer rows than columns (TN, M < N) is built as its transpose and
+ * copied back; B's column sums become the row sums of that product's A. Bitwise, it must be
+ * the product with the operands' roles swapped (TN, N > M: the direct path), transposed, and
+ * the column sums those of a plain loop, k ascending. Shapes: tile edges, several depth slices,
+ * more than one column block of the transpose (M > 3072), too few rows for 2 threads to split
+ * (they split columns); 1 and 2 threads, adding to C or not. */
+static void test_gemm_transposed_wide(void **state) {
+    (void)state;
+    int shapes[][3] = {{7, 531, 37}, {13, 100, 700}, {40, 60, 9}, {3080, 3100, 3}};
+    for (int threads = 1; threads <= 2; threads++) {
+        fm_set_threads(threads);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int acc = 0; acc < 2; acc++) {
+                int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+                double *Ad = rand_d((size_t)K * M, 1), *Bd = rand_d((size_t)K * N, 1), *Cd = rand_d((size_t)M * N, 1);
+                float *A = to_f(Ad, (size_t)K * M), *B = to_f(Bd, (size_t)K * N), *C = to_f(Cd, (size_t)M * N);
+                float *Ct = malloc(sizeof(float) * M * N), *sums = calloc(N, sizeof(float));
+                float *want_sums = calloc(N, sizeof(float));
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) Ct[(size_t)j * M + i] = C[(size_t)i * N + j];
+                fm_k_gemm_fused(1, 0, M, N, K, A, M, B, N, C, N, acc, NULL, sums); /* C (+)= A^T B */
+                fm_k_gemm(1, 0, N, M, K, B, N, A, M, Ct, M, acc);                  /* C^T (+)= B^T A */
+                for (int k = 0; k < K; k++)
+                    for (int j = 0; j < N; j++) want_sums[j] += B[(size_t)k * N + j];
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++)
+                        if (memcmp(&C[(size_t)i * N + j], &Ct[(size_t)j * M + i], sizeof(float)) != 0)
+                            fail_msg("TN %dx%dx%d%s, %d threads: C[%d][%d] = %g, swapped product %g", M, N, K,
+                                     acc ? " accumulate" : "", threads, i, j, C[(size_t)i * N + j], Ct[(size_t)j * M + i]);
+                assert_memory_equal(sums, want_sums, sizeof(float) * N);
+                free(Ad), free(Bd), free(Cd), free(A), free(B), free(C), free(Ct), free(sums), free(want_sums);
+            }
+    }
+}
+
 static void test_fast_encoder_layernorm(void **state) {
     (void)state;
     int B = 3, T = 7, C = 37, V = 11, N = B * T;
@@ -575,6 +610,7 @@ int main(void) {
         cmocka_unit_test(test_fast_gemm_bf16),
         cmocka_unit_test(test_bf16_round),
         cmocka_unit_test(test_gemm_thread_invariance),
+        cmocka_unit_test(test_gemm_transposed_wide),
         cmocka_unit_test(test_gemm_band),
         cmocka_unit_test(test_fast_encoder_layernorm),
         cmocka_unit_test(test_fast_linear),

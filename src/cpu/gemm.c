@@ -74,8 +74,8 @@
 
 /* Packed panels live in a per-calling-thread workspace that only grows (first call of a given
  * size allocates; later steps reuse it), so a training step allocates nothing. */
-static _Thread_local float *ws_a, *ws_b;
-static _Thread_local size_t ws_a_len, ws_b_len;
+static _Thread_local float *ws_a, *ws_b, *ws_c;
+static _Thread_local size_t ws_a_len, ws_b_len, ws_c_len;
 
 static float *grow(float **buf, size_t *len, size_t want) {
     if (*len >= want) return *buf;
@@ -460,6 +460,10 @@ typedef struct {
     int bf16;          /* panels rounded to bfloat16 pairs */
     fm_k_band band;    /* causal structure to skip (see kernels.h), offset band_d */
     int band_d;
+    int c_trans;       /* C is stored transposed: element (i, j) at C[j*ldc + i] (transposed_if_wider) */
+    float *ct;         /* with c_trans: C's transpose (M x N, leading dim ldct), shared by the team */
+    int ldct;
+    float *rowsum;     /* (M) += row sums of op(A) over k, or NULL (A stored transposed only) */
 } gemm_job;
 
 /* Thread tid of nt: [lo, hi) of n items, in contiguous shares. */
@@ -679,6 +683,31 @@ static inline int band_steps(const gemm_job *g, int i, int mr, int j, int k0, in
     }
 }
 
+/* Row sums of A stored transposed over depths [k0, k0+kc), rows [i0, i1): k ascending, each
+ * row's sum added to rowsum one k at a time (the order pack_b_slice's column sums use). */
+static void sum_a_rows(float *rowsum, const gemm_job *g, int i0, int i1, int k0, int kc) {
+    for (int k = 0; k < kc; k++) {
+        const float *src = g->A + (size_t)(k0 + k) * g->sa_k;
+        for (int i = i0; i < i1; i++) rowsum[i] += src[i];
+    }
+}
+
+/* dst (cols x rows, leading dim ldd) = transpose of src (rows x cols, leading dim lds). */
+static void copy_transposed(float *dst, size_t ldd, const float *src, size_t lds, int rows, int cols) {
+    for (int i = 0; i < rows; i += 16)
+        for (int j = 0; j < cols; j += 16) {
+            int nr = rows - i < 16 ? rows - i : 16, nc = cols - j < 16 ? cols - j : 16;
+#ifdef __AVX512F__
+            if (nc == 16) { /* 16 columns of src become 16 rows of dst, nr values each */
+                transpose16(dst + (size_t)j * ldd + i, ldd, src + (size_t)i * lds + j, lds, nr, nr);
+                continue;
+            }
+#endif
+            for (int jj = 0; jj < nc; jj++)
+                for (int ii = 0; ii < nr; ii++) dst[(size_t)(j + jj) * ldd + i + ii] = src[(size_t)(i + ii) * lds + j + jj];
+        }
+}
+
 /* The blocked product; thread tid of a team of nt runs this (nt = 1: alone, no barriers).
  * With enough rows the threads split the rows: B's slice is packed by all and shared, and each
  * thread packs its own MC-row blocks of A just before using them (they stay in its L2). With
@@ -691,6 +720,15 @@ static void gemm_run(const gemm_job *g, int nt, int tid) {
     float *ap = g->ap + (size_t)tid * MC * KC; /* this thread's A block */
     int pa0 = 0, pa1 = a_panels;
     if (split_rows) share(a_panels, nt, tid, &pa0, &pa1);
+    /* C's transpose is built in g->ct: this thread's part is rows [r0, r1) x columns [c0, c1) */
+    float *C = g->c_trans ? g->ct : g->C;
+    int ldc = g->c_trans ? g->ldct : g->ldc, r0 = 0, r1 = M, c0 = 0, c1 = N;
+    if (g->c_trans) {
+        if (split_rows) r0 = pa0 * MR < M ? pa0 * MR : M, r1 = pa1 * MR < M ? pa1 * MR : M;
+        else share((N + NR - 1) / NR, nt, tid, &c0, &c1), c0 *= NR, c1 = c1 * NR < N ? c1 * NR : N;
+        if (g->accumulate && r1 > r0 && c1 > c0)
+            copy_transposed(C + (size_t)r0 * ldc + c0, ldc, g->C + (size_t)c0 * g->ldc + r0, g->ldc, c1 - c0, r1 - r0);
+    }
     for (int j0 = 0; j0 < N; j0 += NC) {
         int nc = N - j0 < NC ? N - j0 : NC, b_panels = (nc + NR - 1) / NR, pb0 = 0, pb1 = b_panels, lo, hi;
         if (!split_rows) share(b_panels, nt, tid, &pb0, &pb1);
@@ -715,6 +753,8 @@ static void gemm_run(const gemm_job *g, int nt, int tid) {
                 for (int k0 = g0; k0 < g1; k0 += kcs) {
                     int kc = K - k0 < kcs ? K - k0 : kcs, load_c = g->accumulate || k0 > 0;
                     const float *slice = g->bp + (size_t)((k0 - g0) / kcs) * slice_len;
+                    if (g->rowsum && j0 == 0 && (split_rows || tid == 0)) /* each row once */
+                        sum_a_rows(g->rowsum, g, pa * MR, pa_end * MR < M ? pa_end * MR : M, k0, kc);
                     if (g->bf16) pack_a_block_bf16(ap, g, pa, pa_end, k0, kc);
                     else pack_a_block(ap, g, pa, pa_end, k0, kc);
                     for (int pb = pb0; pb < pb1; pb++) {
@@ -724,15 +764,15 @@ static void gemm_run(const gemm_job *g, int nt, int tid) {
                             int i = q * MR, mr = M - i < MR ? M - i : MR, ka = 0, kb = kc;
                             if (g->band != FM_BAND_NONE && !band_steps(g, i, mr, j, k0, kc, &ka, &kb)) continue;
                             if (kb == ka && load_c) continue; /* nothing to add */
-                            float *cij = g->C + (size_t)i * g->ldc + j;
+                            float *cij = C + (size_t)i * ldc + j;
                             const float *bias = g->bias && k0 == 0 ? g->bias + j : NULL;
                             const float *app = ap + (size_t)(q - pa) * MR * kc;
                             if (g->bf16) /* ka is even: pair rows */
                                 micro_kernel_bf16(kb - ka, (const uint32_t *)app + (size_t)(ka / 2) * MR,
-                                                  (const uint32_t *)bpp + (size_t)(ka / 2) * NR, cij, g->ldc, mr, nr,
+                                                  (const uint32_t *)bpp + (size_t)(ka / 2) * NR, cij, ldc, mr, nr,
                                                   load_c, bias);
                             else
-                                micro_kernel(kb - ka, app + (size_t)ka * MR, bpp + (size_t)ka * NR, cij, g->ldc, mr, nr,
+                                micro_kernel(kb - ka, app + (size_t)ka * MR, bpp + (size_t)ka * NR, cij, ldc, mr, nr,
                                              load_c, bias);
                         }
                     }
@@ -743,6 +783,8 @@ static void gemm_run(const gemm_job *g, int nt, int tid) {
             }
         }
     }
+    if (g->c_trans && r1 > r0 && c1 > c0)
+        copy_transposed(g->C + (size_t)c0 * g->ldc + r0, g->ldc, C + (size_t)r0 * ldc + c0, ldc, r1 - r0, c1 - c0);
 }
 
 /* ------------------------------------------------------------ entry point */
@@ -792,6 +834,26 @@ void fm_k_gemm_band(int transA, int transB, int M, int N, int K,
     gemm_start(g, transB, ldb);
 }
 
+/* A weight gradient with fewer rows than columns, C (M, N) = A^T B with A (K, M) and B (K, N)
+ * both stored k-major and M < N, is computed as C^T = B^T A into a scratch matrix (C's values
+ * copied in first when adding to them), then copied back transposed. The packing is the same
+ * amount either way, (M + N) x K floats, but the wide operand then becomes A, packed by each
+ * thread in L2-sized blocks, instead of B, packed into one shared buffer of K x N floats that
+ * outgrows L2 (measured, (iii)'s c_attn and c_fc weight gradients, one thread: 85-93 -> 97-102
+ * GFLOP/s). Each element is the same sum in the same order, so the result is bitwise the
+ * direct one; B's column sums become A's row sums. */
+static gemm_job transposed_if_wider(gemm_job g) {
+    int a_transposed = g.sa_i == 1 && g.sa_k != 1, b_row_major = g.sb_j == 1 && g.sb_k != 1;
+    if (!a_transposed || !b_row_major || g.M >= g.N || g.bias || g.band != FM_BAND_NONE) return g;
+    gemm_job t = g;
+    t.M = g.N, t.N = g.M;
+    t.A = g.B, t.sa_k = g.sb_k; /* a'(j, k) = B[k * ldb + j] */
+    t.B = g.A, t.sb_k = g.sa_k; /* b'(k, i) = A[k * lda + i] */
+    t.rowsum = g.colsum, t.colsum = NULL;
+    t.c_trans = 1;
+    return t;
+}
+
 /* Picks the path for a described product (unpacked for few rows or no memory, else packed;
  * alone or shared by the team) and runs it. The band only skips work, so the unpacked paths
  * may ignore it. */
@@ -831,13 +893,19 @@ static void gemm_start(gemm_job g, int transB, int ldb) {
         }
     }
     if (M >= GEMV_ROWS) {
-        int nc = N < NC ? N : NC, slices = (K + KC - 1) / KC, kc = (K + slices - 1) / slices;
+        gemm_job asked = g;
+        g = transposed_if_wider(g);
+        if (g.c_trans) /* rows of the transpose a multiple of 16 floats, not of 4 KiB */
+            g.ldct = (g.N + 15) / 16 * 16 + (((g.N + 15) / 16 * 16) % 1024 == 0 ? 16 : 0),
+            g.ct = grow(&ws_c, &ws_c_len, (size_t)g.M * g.ldct);
+        int nc = g.N < NC ? g.N : NC, slices = (K + KC - 1) / KC, kc = (K + slices - 1) / slices;
         g.kc = kc;
         size_t slice_len = (size_t)((nc + NR - 1) / NR) * NR * kc;
         g.kslices = slice_len * slices <= B_GROUP ? slices : (int)(B_GROUP / slice_len > 1 ? B_GROUP / slice_len : 1);
         g.ap = grow(&ws_a, &ws_a_len, (size_t)team * MC * KC);
         g.bp = grow(&ws_b, &ws_b_len, slice_len * g.kslices);
-        if (g.ap && g.bp) run = gemm_run; /* else (no memory for the panels): unpacked */
+        if (g.ap && g.bp && (!g.c_trans || g.ct)) run = gemm_run; /* else (no memory for the panels): unpacked */
+        else g = asked;
     }
     if (run == gemv_run) extras_unpacked(&g, 1, 1);
     else if (g.sb_j != 1) extras_unpacked(&g, 0, 1); /* column sums ride on row-major packing only */
