@@ -324,12 +324,10 @@ void fm_k_attention_backward(float *dqkv, const float *dout, const float *qkv, c
             const float *q = qkv + base, *k = q + C, *v = q + 2 * C, *l = lse + ((size_t)b * H + h) * T;
             const float *dO = dout + (size_t)b * T * C + h * hs;
             float *dq = dqkv + base, *dk = dq + C, *dv = dq + 2 * C;
-            for (int t = 0; t < T; t++) {
-                memset(dk + (size_t)t * ld, 0, sizeof(float) * hs);
-                memset(dv + (size_t)t * ld, 0, sizeof(float) * hs);
-            }
-            for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
-                int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS, n = t0 + rows;
+            /* Query blocks last to first: the last block reaches every key, so it writes dK and
+             * dV whole (no zeroing first) and the earlier ones add to them. */
+            for (int t0 = (T - 1) / ATT_ROWS * ATT_ROWS; t0 >= 0; t0 -= ATT_ROWS) {
+                int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS, n = t0 + rows, add = n < T;
                 /* Q K^T and dP = dO V^T, only keys u <= t of row t */
                 fm_k_gemm_band(0, 1, rows, n, hs, q + (size_t)t0 * ld, ld, k, ld, P, n, 0, FM_BAND_C_LOWER, t0);
                 fm_k_gemm_band(0, 1, rows, n, hs, dO + (size_t)t0 * C, C, v, ld, dS, n, 0, FM_BAND_C_LOWER, t0);
@@ -343,8 +341,8 @@ void fm_k_attention_backward(float *dqkv, const float *dout, const float *qkv, c
                 }
                 /* dS and P are zero past the diagonal: row t of them reaches keys u <= t only */
                 fm_k_gemm_band(0, 0, rows, hs, n, dS, n, k, ld, dq + (size_t)t0 * ld, ld, 0, FM_BAND_A_LOWER, t0); /* dQ = dS K */
-                fm_k_gemm_band(1, 0, n, hs, rows, dS, n, q + (size_t)t0 * ld, ld, dk, ld, 1, FM_BAND_A_UPPER, -t0); /* dK += dS^T Q */
-                fm_k_gemm_band(1, 0, n, hs, rows, P, n, dO + (size_t)t0 * C, C, dv, ld, 1, FM_BAND_A_UPPER, -t0);   /* dV += P^T dO */
+                fm_k_gemm_band(1, 0, n, hs, rows, dS, n, q + (size_t)t0 * ld, ld, dk, ld, add, FM_BAND_A_UPPER, -t0); /* dK += dS^T Q */
+                fm_k_gemm_band(1, 0, n, hs, rows, P, n, dO + (size_t)t0 * C, C, dv, ld, add, FM_BAND_A_UPPER, -t0);   /* dV += P^T dO */
             }
         }
 }
