@@ -720,18 +720,16 @@ static void gemm_run(const gemm_job *g, int nt, int tid) {
     float *ap = g->ap + (size_t)tid * MC * KC; /* this thread's A block */
     int pa0 = 0, pa1 = a_panels;
     if (split_rows) share(a_panels, nt, tid, &pa0, &pa1);
-    /* C's transpose is built in g->ct: this thread's part is rows [r0, r1) x columns [c0, c1) */
-    float *C = g->c_trans ? g->ct : g->C;
-    int ldc = g->c_trans ? g->ldct : g->ldc, r0 = 0, r1 = M, c0 = 0, c1 = N;
-    if (g->c_trans) {
-        if (split_rows) r0 = pa0 * MR < M ? pa0 * MR : M, r1 = pa1 * MR < M ? pa1 * MR : M;
-        else share((N + NR - 1) / NR, nt, tid, &c0, &c1), c0 *= NR, c1 = c1 * NR < N ? c1 * NR : N;
-        if (g->accumulate && r1 > r0 && c1 > c0)
-            copy_transposed(C + (size_t)r0 * ldc + c0, ldc, g->C + (size_t)c0 * g->ldc + r0, g->ldc, c1 - c0, r1 - r0);
-    }
+    float *C = g->c_trans ? g->ct : g->C; /* c_trans: C's transpose is built in g->ct */
+    int ldc = g->c_trans ? g->ldct : g->ldc;
     for (int j0 = 0; j0 < N; j0 += NC) {
         int nc = N - j0 < NC ? N - j0 : NC, b_panels = (nc + NR - 1) / NR, pb0 = 0, pb1 = b_panels, lo, hi;
         if (!split_rows) share(b_panels, nt, tid, &pb0, &pb1);
+        /* this thread's part of C in this column block: rows [r0, r1) x columns [c0, c1) */
+        int r0 = pa0 * MR < M ? pa0 * MR : M, r1 = pa1 * MR < M ? pa1 * MR : M;
+        int c0 = j0 + pb0 * NR < N ? j0 + pb0 * NR : N, c1 = j0 + pb1 * NR < N ? j0 + pb1 * NR : N;
+        if (g->c_trans && g->accumulate && r1 > r0 && c1 > c0) /* C's values in, to be added to */
+            copy_transposed(C + (size_t)r0 * ldc + c0, ldc, g->C + (size_t)c0 * g->ldc + r0, g->ldc, c1 - c0, r1 - r0);
         size_t slice_len = (size_t)b_panels * NR * kcs; /* one packed slice of B */
         /* Slices are packed g->kslices at a time: one barrier per group, not per slice. */
         for (int g0 = 0; g0 < K; g0 += g->kslices * kcs) {
@@ -782,9 +780,9 @@ static void gemm_run(const gemm_job *g, int nt, int tid) {
 #pragma omp barrier
             }
         }
+        if (g->c_trans && r1 > r0 && c1 > c0) /* the finished part back, transposed */
+            copy_transposed(g->C + (size_t)c0 * g->ldc + r0, g->ldc, C + (size_t)r0 * ldc + c0, ldc, r1 - r0, c1 - c0);
     }
-    if (g->c_trans && r1 > r0 && c1 > c0)
-        copy_transposed(g->C + (size_t)c0 * g->ldc + r0, g->ldc, C + (size_t)r0 * ldc + c0, ldc, r1 - r0, c1 - c0);
 }
 
 /* ------------------------------------------------------------ entry point */
