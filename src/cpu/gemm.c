@@ -27,8 +27,13 @@
  * count; threads only decide who computes which tile. So results are bitwise independent of
  * the number of threads (tests/test_train.c checks it).
  *
+ * A weight gradient with fewer rows than columns (C = A^T B, M < N) is built as its transpose
+ * in a scratch matrix and copied back (transposed_if_wider): the wide operand is then packed
+ * per thread in L2-sized blocks instead of into one shared buffer larger than L2.
+ *
  * Products with few rows (M < GEMV_ROWS: decoding one token) skip the packing and stream the
- * weights once (gemv_*). Not for: anything but float32 row-major matrices.
+ * weights once (gemv_*). Not for: anything but float32 row-major matrices. Rows of C that start
+ * on a cache line (the model's buffers do, see memory.c) are stored in whole lines.
  *
  * bfloat16 products (fm_k_gemm_set_bf16(1), what PyTorch calls matmul precision "medium"): the
  * packed panels are rounded to bfloat16 (nearest even) as they are packed, pairs of k side by
@@ -42,7 +47,13 @@
  * reads panels still dirty in the other core's cache: weight gradients 173 -> 136 GFLOP/s); row
  * blocks taken first come, first served instead of contiguous shares; GELU and residual adds
  * done in the micro-kernel's store (the separate passes are already cheap); MC 96-288, NC 512,
- * smaller B groups, columns split instead of rows for small-M products; 14 x 32 or 8 x 48 tiles.
+ * smaller B groups, columns split instead of rows for small-M products; 14 x 32 or 8 x 48 tiles;
+ * operands read in place instead of packed where their rows already are the runs the kernel
+ * reads (row-major B, transposed A: rows a power of two apart fight over cache sets, weight
+ * gradients 99 -> 62-86 GFLOP/s); a 12-row transpose for A's panels with half the shuffles and
+ * whole stores (packing is bound by its loads, not its shuffles); prefetching the next A block
+ * into L2 during the current one; each thread packing all of a small B itself (no barrier, no
+ * reads from the other core); huge pages for the packing buffers; NC 4096.
  */
 #include <math.h>
 #include <omp.h>
