@@ -848,8 +848,8 @@ void fm_k_gemm_band(int transA, int transB, int M, int N, int K,
  * copied in first when adding to them), then copied back transposed. The packing is the same
  * amount either way, (M + N) x K floats, but the wide operand then becomes A, packed by each
  * thread in L2-sized blocks, instead of B, packed into one shared buffer of K x N floats that
- * outgrows L2 (measured, (iii)'s c_attn and c_fc weight gradients, one thread: 85-93 -> 97-102
- * GFLOP/s). Each element is the same sum in the same order, so the result is bitwise the
+ * outgrows L2 (measured, (iii)'s c_attn and c_fc weight gradients, one thread: 85-93 -> 93-99
+ * GFLOP/s; two threads 142-181 -> 180-194). Each element is the same sum in the same order, so the result is bitwise the
  * direct one; B's column sums become A's row sums. */
 static gemm_job transposed_if_wider(gemm_job g) {
     int a_transposed = g.sa_i == 1 && g.sa_k != 1, b_row_major = g.sb_j == 1 && g.sb_k != 1;
@@ -904,9 +904,11 @@ static void gemm_start(gemm_job g, int transB, int ldb) {
     if (M >= GEMV_ROWS) {
         gemm_job asked = g;
         g = transposed_if_wider(g);
-        if (g.c_trans) /* rows of the transpose a multiple of 16 floats, not of 4 KiB */
-            g.ldct = (g.N + 15) / 16 * 16 + (((g.N + 15) / 16 * 16) % 1024 == 0 ? 16 : 0),
+        if (g.c_trans) { /* rows of the transpose on cache lines, but not 4 KiB apart */
+            g.ldct = (g.N + 15) / 16 * 16;
+            if (g.ldct % 1024 == 0) g.ldct += 16;
             g.ct = grow(&ws_c, &ws_c_len, (size_t)g.M * g.ldct);
+        }
         int nc = g.N < NC ? g.N : NC, slices = (K + KC - 1) / KC, kc = (K + slices - 1) / slices;
         g.kc = kc;
         size_t slice_len = (size_t)((nc + NR - 1) / NR) * NR * kc;
