@@ -34,6 +34,32 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/* The kernel timing table of the timed steps (fm_profile_*): milliseconds per step and share of
+ * the mean step for each kernel call site, then per kind (products, attention, other) and what
+ * no kernel timer saw (the trainer's own work between the calls). */
+static void print_profile(int steps, double mean_step_s) {
+    const char *kinds[] = {"products", "attention", "other"};
+    double kind_s[3] = {0}, timed_s = 0.0;
+    printf("profile of %d steps, %.1f ms per step on average: ms per step, share of the step, calls per step\n",
+           steps, 1e3 * mean_step_s);
+    for (int i = 0; i < fm_profile_entries(); i++) {
+        const char *name;
+        double sec;
+        long calls;
+        fm_profile_entry(i, &name, &sec, &calls);
+        printf("  %-24s %9.2f %6.1f%% %6.1f\n", name, 1e3 * sec / steps, 100.0 * sec / steps / mean_step_s,
+               (double)calls / steps);
+        for (int k = 0; k < 3; k++)
+            if (strncmp(name, kinds[k], strlen(kinds[k])) == 0) kind_s[k] += sec;
+        timed_s += sec;
+    }
+    printf("  by kind:");
+    for (int k = 0; k < 3; k++)
+        printf(" %s %.1f ms (%.1f%%),", kinds[k], 1e3 * kind_s[k] / steps, 100.0 * kind_s[k] / steps / mean_step_s);
+    double rest = mean_step_s - timed_s / steps;
+    printf(" untimed %.1f ms (%.1f%%)\n", 1e3 * rest, 100.0 * rest / mean_step_s);
+}
+
 /* Peak resident set of this process so far, in MiB (Linux reports ru_maxrss in KiB). */
 static double peak_rss_mb(void) {
     struct rusage ru;
@@ -43,7 +69,7 @@ static double peak_rss_mb(void) {
 
 typedef struct {
     fm_config cfg;
-    int batch, seq, threads, steps, warmup, prompt, gen, int8;
+    int batch, seq, threads, steps, warmup, prompt, gen, int8, profile;
     float peak_gflops;
     uint64_t seed;
     const char *model_dir; /* generate: a model directory instead of a random model */
@@ -81,6 +107,10 @@ static int bench_train(const bench_args *a) {
     float loss = 0.0f;
     for (int s = 0; s < total; s++) {
         const int *tokens = stream + (size_t)s * n, *targets = tokens + 1;
+        if (a->profile && s == a->warmup) { /* time the kernels of the timed steps only */
+            fm_profile_reset();
+            fm_profile_enable(1);
+        }
         double t0 = now_s();
         fm_model_zero_grad(model);
         if ((st = fm_model_train_loss(model, tokens, targets, NULL, B, T, &loss))) cli_fail("bench", st);
@@ -90,6 +120,9 @@ static int bench_train(const bench_args *a) {
         fprintf(stderr, "step %d%s: loss %.4f, %.1f ms\n", s + 1, s < a->warmup ? " (warm-up)" : "", loss,
                 1e3 * dt);
     }
+    fm_profile_enable(0);
+    double mean_step_s = 0.0;
+    for (int s = 0; s < a->steps; s++) mean_step_s += times[s] / a->steps;
     double step_s = median(times, a->steps);
     size_t N = fm_model_num_params(model);
     double flops_per_token = 6.0 * (double)N + 6.0 * cfg->n_layer * cfg->n_embd * (double)T;
@@ -99,6 +132,7 @@ static int bench_train(const bench_args *a) {
            tok_s, 1e3 * step_s, gflops, 100.0 * gflops / a->peak_gflops, N, peak_rss_mb(), fm_get_threads(),
            cfg->n_layer, cfg->n_embd, cfg->n_head, cfg->vocab_size, B, T,
            fm_matmul_precision_name(fm_get_matmul_precision()), loss);
+    if (a->profile) print_profile(a->steps, mean_step_s);
     free(stream);
     free(times);
     fm_optimizer_free(opt);
@@ -191,6 +225,7 @@ static int run(int argc, char **argv) {
         {"gen", OPT_INT, &a.gen, 1, 1048576, "generate: tokens generated (default 128)"},
         {"model", OPT_STRING, &a.model_dir, 0, 0, "generate: a model directory (default: random weights)"},
         {"int8", OPT_FLAG, &a.int8, 0, 0, "generate: quantize the weights to Q8_0 first"},
+        {"profile", OPT_FLAG, &a.profile, 0, 0, "train: also print where the step's time goes, kernel by kernel"},
         {"peak-gflops", OPT_FLOAT, &a.peak_gflops, 1e-3, 1e9, "FMA peak for peak_pct (default 330)"},
         {"seed", OPT_U64, &a.seed, 0, 1.8e19, "random seed (default 1337)"},
         {"precision", OPT_STRING, &a.precision, 0, 0, "matrix products: fp32 (default) or bf16"},

@@ -301,6 +301,18 @@ typedef struct {
 fm_status fm_plot_svg(const char *path, const char *title, const char *x_label, const char *y_label,
                       const fm_series *series, int n_series, int log_y);
 
+/* ---------------------------------------------------------------- kernel timing */
+
+/* While enabled, the model's forward and backward, fm_cross_entropy, zero_grad and the optimizer
+ * step add each kernel call's wall time to a table under a name "kind: what" (kind: products,
+ * attention or other), in the order first seen (fm bench train --profile prints it). For a model
+ * driven from one thread. Off by default; reset empties the table. */
+void fm_profile_enable(int on);
+void fm_profile_reset(void);
+int fm_profile_entries(void);
+/* Entry i of the table: its name, total seconds and number of calls; 0 if i is out of range. */
+int fm_profile_entry(int i, const char **name, double *seconds, long *calls);
+
 /* ---------------------------------------------------------------- model directory */
 
 /* What a trainer needs, besides the optimizer, to continue exactly where it stopped. */

@@ -24,6 +24,20 @@ fm_status fm_fail_prefix(fm_status status, const char *fmt, ...) __attribute__((
 void *fm_alloc_big(size_t bytes, int prefault);
 void fm_free_big(void *p);
 
+/* ---------------------------------------------------------------- kernel timing (profile.c) */
+
+/* The clock when profiling is on (fm_profile_enable), else 0; stop adds the time since start
+ * under name (a string that outlives the table, e.g. a literal). */
+double fm_profile_start(void);
+void fm_profile_stop(const char *name, double start);
+/* A statement (a kernel call) timed under name when profiling is on. */
+#define FM_TIMED(name, call)                   \
+    do {                                       \
+        double fm_timed_start_ = fm_profile_start(); \
+        call;                                  \
+        fm_profile_stop(name, fm_timed_start_);     \
+    } while (0)
+
 /* ---------------------------------------------------------------- atomic writes (fileio.c) */
 
 /* Writing a file so that a crash or full disk never leaves a half-written file where a good

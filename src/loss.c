@@ -29,7 +29,7 @@ fm_status fm_cross_entropy(const float *logits, const int *targets, const float 
     float scale = weight > 0.0 ? (float)(1.0 / weight) : 0.0f;
     int chunk = (N + MAX_CHUNKS - 1) / MAX_CHUNKS;
     int n_chunks = (N + chunk - 1) / chunk;
-    double partial[MAX_CHUNKS];
+    double partial[MAX_CHUNKS], timed = fm_profile_start();
 #pragma omp parallel for schedule(static)
     for (int ch = 0; ch < n_chunks; ch++) {
         double sum_chunk = 0.0;
@@ -45,6 +45,7 @@ fm_status fm_cross_entropy(const float *logits, const int *targets, const float 
     double total = 0.0;
     for (int ch = 0; ch < n_chunks; ch++) total += partial[ch];
     *loss = weight > 0.0 ? (float)(total / weight) : 0.0f;
+    fm_profile_stop("other: cross-entropy", timed);
     return FM_OK;
 }
 

@@ -170,9 +170,11 @@ int fm_model_find_tensor(const fm_model *m, const char *name) {
 void fm_model_zero_grad(fm_model *m) {
     enum { CHUNK = 1 << 16 };
     size_t n = m->num_params, chunks = (n + CHUNK - 1) / CHUNK;
+    double timed = fm_profile_start();
 #pragma omp parallel for schedule(static) if (chunks > 4)
     for (size_t c = 0; c < chunks; c++)
         memset(m->grads + c * CHUNK, 0, sizeof(float) * (c * CHUNK + CHUNK < n ? CHUNK : n - c * CHUNK));
+    fm_profile_stop("other: zero_grad", timed);
 }
 
 /* ------------------------------------------------------------ activation arena */
@@ -262,26 +264,32 @@ fm_status fm_model_forward(fm_model *m, const int *tokens, int B, int T) {
     int N = B * T, C = c->n_embd, H = fm_config_mlp_width(c), NH = c->n_head;
     float eps = c->layer_norm_epsilon;
     fm_acts *a = &m->a;
-    fm_k_encoder_forward(a->encoded, tokens, m->w.wte, m->w.wpe, B, T, C);
+    FM_TIMED("other: embeddings", fm_k_encoder_forward(a->encoded, tokens, m->w.wte, m->w.wpe, B, T, C));
     const float *resid = a->encoded; /* (N, C), the residual stream entering layer l */
     for (int l = 0; l < c->n_layer; l++) {
         const fm_layer_weights *w = &m->w.layers[l];
         fm_layer_acts *la = &a->layers[l];
-        fm_k_layernorm_forward(la->ln1, la->ln1_mean, la->ln1_rstd, resid, w->ln1_w, w->ln1_b, N, C, eps);
-        fm_k_linear_forward(la->qkv, la->ln1, w->qkv_w, w->qkv_b, N, C, 3 * C);
-        fm_k_attention_forward(la->atty, la->lse, la->qkv, B, T, C, NH);
-        fm_k_linear_forward(la->attproj, la->atty, w->attproj_w, w->attproj_b, N, C, C);
-        fm_k_residual_forward(la->resid2, resid, la->attproj, (size_t)N * C);
-        fm_k_layernorm_forward(la->ln2, la->ln2_mean, la->ln2_rstd, la->resid2, w->ln2_w, w->ln2_b, N, C, eps);
-        fm_k_linear_forward(la->fch, la->ln2, w->fc_w, w->fc_b, N, C, H);
-        fm_k_gelu_forward(la->fch_gelu, la->fch, (size_t)N * H);
-        fm_k_linear_forward(la->fcproj, la->fch_gelu, w->fcproj_w, w->fcproj_b, N, H, C);
-        fm_k_residual_forward(la->resid3, la->resid2, la->fcproj, (size_t)N * C);
+        FM_TIMED("other: layernorm",
+                 fm_k_layernorm_forward(la->ln1, la->ln1_mean, la->ln1_rstd, resid, w->ln1_w, w->ln1_b, N, C, eps));
+        FM_TIMED("products: c_attn", fm_k_linear_forward(la->qkv, la->ln1, w->qkv_w, w->qkv_b, N, C, 3 * C));
+        FM_TIMED("attention: forward", fm_k_attention_forward(la->atty, la->lse, la->qkv, B, T, C, NH));
+        FM_TIMED("products: attn.c_proj",
+                 fm_k_linear_forward(la->attproj, la->atty, w->attproj_w, w->attproj_b, N, C, C));
+        FM_TIMED("other: residual", fm_k_residual_forward(la->resid2, resid, la->attproj, (size_t)N * C));
+        FM_TIMED("other: layernorm", fm_k_layernorm_forward(la->ln2, la->ln2_mean, la->ln2_rstd, la->resid2,
+                                                            w->ln2_w, w->ln2_b, N, C, eps));
+        FM_TIMED("products: c_fc", fm_k_linear_forward(la->fch, la->ln2, w->fc_w, w->fc_b, N, C, H));
+        FM_TIMED("other: gelu", fm_k_gelu_forward(la->fch_gelu, la->fch, (size_t)N * H));
+        FM_TIMED("products: mlp.c_proj",
+                 fm_k_linear_forward(la->fcproj, la->fch_gelu, w->fcproj_w, w->fcproj_b, N, H, C));
+        FM_TIMED("other: residual", fm_k_residual_forward(la->resid3, la->resid2, la->fcproj, (size_t)N * C));
         resid = la->resid3;
     }
-    fm_k_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, resid, m->w.lnf_w, m->w.lnf_b, N, C, eps);
+    FM_TIMED("other: layernorm",
+             fm_k_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, resid, m->w.lnf_w, m->w.lnf_b, N, C, eps));
     /* tied head: logits (N, V) = lnf (N, C) @ wte^T, wte (V, C) */
-    fm_k_gemm(0, 1, N, c->vocab_size, C, a->lnf, C, m->w.wte, C, a->logits, c->vocab_size, 0);
+    FM_TIMED("products: head", fm_k_gemm(0, 1, N, c->vocab_size, C, a->lnf, C, m->w.wte, C, a->logits,
+                                         c->vocab_size, 0));
     m->have_forward = 1;
     return FM_OK;
 }
@@ -308,13 +316,14 @@ fm_status fm_model_backward(fm_model *m, const float *dlogits, const float *dhid
     float *dlnf = a->dln; /* (N, C) */
     if (dhidden) memcpy(dlnf, dhidden, sizeof(float) * (size_t)N * C);
     if (dlogits) {
-        fm_k_gemm(0, 0, N, C, V, dlogits, V, m->w.wte, C, dlnf, C, dhidden != NULL); /* dlogits @ wte */
-        fm_k_gemm(1, 0, V, C, N, dlogits, V, a->lnf, C, g->wte, C, 1);               /* dlogits^T @ lnf */
+        FM_TIMED("products: head", /* dlogits @ wte, then dlogits^T @ lnf */
+                 fm_k_gemm(0, 0, N, C, V, dlogits, V, m->w.wte, C, dlnf, C, dhidden != NULL);
+                 fm_k_gemm(1, 0, V, C, N, dlogits, V, a->lnf, C, g->wte, C, 1));
     }
     const float *last = c->n_layer > 0 ? a->layers[c->n_layer - 1].resid3 : a->encoded;
     memset(a->dresid, 0, sizeof(float) * (size_t)N * C);
-    fm_k_layernorm_backward(a->dresid, g->lnf_w, g->lnf_b, dlnf, last, m->w.lnf_w, a->lnf_mean,
-                            a->lnf_rstd, N, C);
+    FM_TIMED("other: layernorm", fm_k_layernorm_backward(a->dresid, g->lnf_w, g->lnf_b, dlnf, last, m->w.lnf_w,
+                                                        a->lnf_mean, a->lnf_rstd, N, C));
 
     /* a->dresid holds d(residual stream) as it flows down; residual adds pass it through. */
     for (int l = c->n_layer - 1; l >= 0; l--) {
@@ -323,20 +332,22 @@ fm_status fm_model_backward(fm_model *m, const float *dlogits, const float *dhid
         fm_layer_acts *la = &a->layers[l];
         const float *resid_in = l == 0 ? a->encoded : a->layers[l - 1].resid3;
         /* MLP: resid3 = resid2 + c_proj(gelu(c_fc(ln_2(resid2)))) */
-        fm_k_linear_backward(a->dfch_gelu, gl->fcproj_w, gl->fcproj_b, a->dresid, la->fch_gelu,
-                             w->fcproj_w, N, H, C);
-        fm_k_gelu_backward(a->dfch, la->fch, a->dfch_gelu, (size_t)N * H);
-        fm_k_linear_backward(a->dln, gl->fc_w, gl->fc_b, a->dfch, la->ln2, w->fc_w, N, C, H);
-        fm_k_layernorm_backward(a->dresid, gl->ln2_w, gl->ln2_b, a->dln, la->resid2, w->ln2_w,
-                                la->ln2_mean, la->ln2_rstd, N, C);
+        FM_TIMED("products: mlp.c_proj", fm_k_linear_backward(a->dfch_gelu, gl->fcproj_w, gl->fcproj_b, a->dresid,
+                                                              la->fch_gelu, w->fcproj_w, N, H, C));
+        FM_TIMED("other: gelu", fm_k_gelu_backward(a->dfch, la->fch, a->dfch_gelu, (size_t)N * H));
+        FM_TIMED("products: c_fc",
+                 fm_k_linear_backward(a->dln, gl->fc_w, gl->fc_b, a->dfch, la->ln2, w->fc_w, N, C, H));
+        FM_TIMED("other: layernorm", fm_k_layernorm_backward(a->dresid, gl->ln2_w, gl->ln2_b, a->dln, la->resid2,
+                                                            w->ln2_w, la->ln2_mean, la->ln2_rstd, N, C));
         /* attention: resid2 = resid_in + c_proj(attn(c_attn(ln_1(resid_in)))) */
-        fm_k_linear_backward(a->datty, gl->attproj_w, gl->attproj_b, a->dresid, la->atty,
-                             w->attproj_w, N, C, C);
-        fm_k_attention_backward(a->dqkv, a->datty, la->qkv, la->lse, B, T, C, NH);
-        fm_k_linear_backward(a->dln, gl->qkv_w, gl->qkv_b, a->dqkv, la->ln1, w->qkv_w, N, C, 3 * C);
-        fm_k_layernorm_backward(a->dresid, gl->ln1_w, gl->ln1_b, a->dln, resid_in, w->ln1_w,
-                                la->ln1_mean, la->ln1_rstd, N, C);
+        FM_TIMED("products: attn.c_proj", fm_k_linear_backward(a->datty, gl->attproj_w, gl->attproj_b, a->dresid,
+                                                               la->atty, w->attproj_w, N, C, C));
+        FM_TIMED("attention: backward", fm_k_attention_backward(a->dqkv, a->datty, la->qkv, la->lse, B, T, C, NH));
+        FM_TIMED("products: c_attn",
+                 fm_k_linear_backward(a->dln, gl->qkv_w, gl->qkv_b, a->dqkv, la->ln1, w->qkv_w, N, C, 3 * C));
+        FM_TIMED("other: layernorm", fm_k_layernorm_backward(a->dresid, gl->ln1_w, gl->ln1_b, a->dln, resid_in,
+                                                            w->ln1_w, la->ln1_mean, la->ln1_rstd, N, C));
     }
-    fm_k_encoder_backward(g->wte, g->wpe, a->dresid, m->tokens, B, T, C);
+    FM_TIMED("other: embeddings", fm_k_encoder_backward(g->wte, g->wpe, a->dresid, m->tokens, B, T, C));
     return FM_OK;
 }

@@ -113,7 +113,8 @@ fm_status fm_optimizer_step(fm_optimizer *o, fm_model *model, float *grad_norm, 
                        fm_model_num_params(model));
     float *p = fm_model_params(model);
     const float *g = fm_model_grads(model);
-    double norm = global_norm(o, g);
+    double norm;
+    FM_TIMED("other: gradient norm", norm = global_norm(o, g));
     if (grad_norm) *grad_norm = (float)norm;
     if (!isfinite(norm))
         return fm_fail(FM_ERR_ARG, "gradient norm is %g at step %lld; the update was skipped", norm,
@@ -130,6 +131,7 @@ fm_status fm_optimizer_step(fm_optimizer *o, fm_model *model, float *grad_norm, 
     float bc1 = 1.0f - powf(c->beta1, (float)t);
     float bc2_sqrt = sqrtf(1.0f - powf(c->beta2, (float)t));
     float step_size = lr / bc1;
+    double timed = fm_profile_start();
     for (int ti = 0; ti < o->n_tensors; ti++) {
         float shrink = o->tensor_decay[ti] ? 1.0f - lr * c->weight_decay : 1.0f;
         size_t off = o->tensor_offset[ti], len = o->tensor_numel[ti];
@@ -137,6 +139,7 @@ fm_status fm_optimizer_step(fm_optimizer *o, fm_model *model, float *grad_norm, 
         const float *gg = g + off;
         fm_k_adamw(pp, gg, mm, vv, len, clip, shrink, c->beta1, c->beta2, step_size, bc2_sqrt, c->eps);
     }
+    fm_profile_stop("other: adamw", timed);
     o->step++;
     return FM_OK;
 }

@@ -30,4 +30,14 @@ printf '{"n_layer": 1,' >"$tmp/m/config.json"
 expect "info corrupt config" 1 "config.json: invalid JSON" -- "$FM" info --model "$tmp/m"
 ls "$tmp/m" | grep -q '\.tmp\.' && { failed=$((failed + 1)); echo "FAIL temporary files left"; }
 
+# bench: one machine-readable line; --profile adds the kernel table of the timed steps
+small="--layers 1 --dim 24 --heads 2 --vocab 300 --context 8 --batch 2 --seq 8 --steps 2 --warmup 1 --threads 1"
+expect "bench train" 0 "fm_bench mode=train tokens_per_s=[0-9.]+ " -- "$FM" bench train $small
+expect "bench profile" 0 "attention: backward .*by kind: products [0-9.]+ ms \\([0-9.]+%\\), attention" -- \
+    bash -c "'$FM' bench train $small --profile | tr '\\n' ' '"
+expect "bench profile counts" 0 "products: c_attn +[0-9.]+ +[0-9.]+% +2.0$" -- "$FM" bench train $small --profile
+expect "bench generate" 0 "fm_bench mode=generate decode_tokens_per_s=" -- \
+    "$FM" bench generate --layers 1 --dim 24 --heads 2 --vocab 300 --context 8 --prompt 2 --gen 4 --steps 1 --warmup 0
+expect "bench absurd seq" 2 "--seq 9 exceeds --context 8" -- "$FM" bench train $small --seq 9
+
 summary "cli"
