@@ -272,6 +272,25 @@ static void test_shape_changes(void **state) {
     fm_model_free(m);
 }
 
+/* The big buffers start on cache lines (src/memory.c): the products' tile stores then fill whole
+ * lines (a 16-byte start cost the tied head 8% of its speed). Parameters, gradients and every
+ * activation the public API hands out, for an odd batch so the arena's offsets are not round. */
+static void test_buffers_on_cache_lines(void **state) {
+    (void)state;
+    fm_model *m;
+    assert_int_equal(fm_model_init(&m, &small_cfg, 5), FM_OK);
+    int tokens[3 * 7];
+    for (int i = 0; i < 21; i++) tokens[i] = (i * 5) % 53;
+    assert_int_equal(fm_model_forward(m, tokens, 3, 7), FM_OK);
+    const void *bufs[] = {fm_model_params(m), fm_model_grads(m), fm_model_logits(m), fm_model_hidden(m),
+                          fm_model_dlogits(m)};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        assert_non_null(bufs[i]);
+        assert_int_equal((uintptr_t)bufs[i] % 64, 0);
+    }
+    fm_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_resume),
@@ -282,6 +301,7 @@ int main(void) {
         cmocka_unit_test(test_clipping_reports_norm),
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_shape_changes),
+        cmocka_unit_test(test_buffers_on_cache_lines),
     };
     return cmocka_run_group_tests_name("training", tests, NULL, NULL);
 }
