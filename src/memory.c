@@ -6,7 +6,7 @@
  * least 4 MiB, else 64 bytes), so that a row whose length is a multiple of 16 floats lies in
  * whole cache lines: malloc's 16-byte alignment made every 64-byte store of a product's tile
  * straddle two lines (measured: the tied head of configuration (iii), 2 threads, 188 -> 205
- * GFLOP/s from alignment alone). The 2 MiB-aligned interior is offered to the kernel as
+ * GFLOP/s from alignment alone). Those on 2 MiB boundaries are offered to the kernel as
  * transparent huge pages (fewer TLB misses). Memory comes from calloc, so untouched pages stay
  * unmapped (gradients cost nothing to a model that only generates); prefault touches every page
  * now, so that no training step pays for page faults.
