@@ -239,7 +239,10 @@ static int run(int argc, char **argv) {
         cli_usage_error("bench", "--precision: %s", fm_last_error());
     fm_set_matmul_precision(precision);
     if (strcmp(positional[0], "train") == 0) return bench_train(&a);
-    if (strcmp(positional[0], "generate") == 0) return bench_generate(&a);
+    if (strcmp(positional[0], "generate") == 0) {
+        if (a.profile) cli_usage_error("bench", "--profile times training steps: use it with 'train'");
+        return bench_generate(&a);
+    }
     cli_usage_error("bench", "'%s' is not a benchmark (train, generate)", positional[0]);
 }
 

@@ -39,5 +39,6 @@ expect "bench profile counts" 0 "products: c_attn +[0-9.]+ +[0-9.]+% +2.0$" -- "
 expect "bench generate" 0 "fm_bench mode=generate decode_tokens_per_s=" -- \
     "$FM" bench generate --layers 1 --dim 24 --heads 2 --vocab 300 --context 8 --prompt 2 --gen 4 --steps 1 --warmup 0
 expect "bench absurd seq" 2 "--seq 9 exceeds --context 8" -- "$FM" bench train $small --seq 9
+expect "bench generate --profile" 2 "--profile times training steps" -- "$FM" bench generate --profile
 
 summary "cli"
