@@ -31,11 +31,11 @@ void fm_free_big(void *p);
 double fm_profile_start(void);
 void fm_profile_stop(const char *name, double start);
 /* A statement (a kernel call) timed under name when profiling is on. */
-#define FM_TIMED(name, call)                   \
-    do {                                       \
+#define FM_TIMED(name, call)                         \
+    do {                                             \
         double fm_timed_start_ = fm_profile_start(); \
-        call;                                  \
-        fm_profile_stop(name, fm_timed_start_);     \
+        call;                                        \
+        fm_profile_stop(name, fm_timed_start_);      \
     } while (0)
 
 /* ---------------------------------------------------------------- atomic writes (fileio.c) */

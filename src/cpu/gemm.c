@@ -825,23 +825,27 @@ static void extras_unpacked(gemm_job *g, int do_bias, int do_colsum) {
     }
 }
 
+/* The job of a product as the public entry points describe it (no extras, no band). */
+static gemm_job describe(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B,
+                         int ldb, float *C, int ldc, int accumulate) {
+    return (gemm_job){.M = M, .N = N, .K = K, .accumulate = accumulate, .A = A, .B = B, .C = C, .ldc = ldc,
+                      .sa_i = transA ? 1 : (size_t)lda, .sa_k = transA ? (size_t)lda : 1,
+                      .sb_k = transB ? 1 : (size_t)ldb, .sb_j = transB ? (size_t)ldb : 1, .bf16 = gemm_bf16};
+}
+
 void fm_k_gemm_fused(int transA, int transB, int M, int N, int K,
                      const float *A, int lda, const float *B, int ldb,
                      float *C, int ldc, int accumulate, const float *bias, float *colsum) {
-    gemm_job g = {.M = M, .N = N, .K = K, .accumulate = accumulate, .A = A, .B = B, .C = C, .ldc = ldc,
-                  .sa_i = transA ? 1 : (size_t)lda, .sa_k = transA ? (size_t)lda : 1,
-                  .sb_k = transB ? 1 : (size_t)ldb, .sb_j = transB ? (size_t)ldb : 1,
-                  .bias = bias, .colsum = colsum, .bf16 = gemm_bf16};
+    gemm_job g = describe(transA, transB, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+    g.bias = bias, g.colsum = colsum;
     gemm_start(g, transB, ldb);
 }
 
 void fm_k_gemm_band(int transA, int transB, int M, int N, int K,
                     const float *A, int lda, const float *B, int ldb,
                     float *C, int ldc, int accumulate, fm_k_band band, int d) {
-    gemm_job g = {.M = M, .N = N, .K = K, .accumulate = accumulate, .A = A, .B = B, .C = C, .ldc = ldc,
-                  .sa_i = transA ? 1 : (size_t)lda, .sa_k = transA ? (size_t)lda : 1,
-                  .sb_k = transB ? 1 : (size_t)ldb, .sb_j = transB ? (size_t)ldb : 1,
-                  .bf16 = gemm_bf16, .band = band, .band_d = d};
+    gemm_job g = describe(transA, transB, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+    g.band = band, g.band_d = d;
     gemm_start(g, transB, ldb);
 }
 
@@ -850,8 +854,8 @@ void fm_k_gemm_band(int transA, int transB, int M, int N, int K,
  * copied in first when adding to them), then copied back transposed. The packing is the same
  * amount either way, (M + N) x K floats, but the wide operand then becomes A, packed by each
  * thread in L2-sized blocks, instead of B, packed into one shared buffer of K x N floats that
- * outgrows L2 (measured, (iii)'s c_attn and c_fc weight gradients, one thread: 85-93 -> 93-99
- * GFLOP/s; two threads 142-181 -> 180-194). Each element is the same sum in the same order, so the result is bitwise the
+ * outgrows L2 (measured with bench/kernels.c: see the README's "Weight gradients built
+ * transposed"). Each element is the same sum in the same order, so the result is bitwise the
  * direct one; B's column sums become A's row sums. */
 static gemm_job transposed_if_wider(gemm_job g) {
     int a_transposed = g.sa_i == 1 && g.sa_k != 1, b_row_major = g.sb_j == 1 && g.sb_k != 1;

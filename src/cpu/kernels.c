@@ -238,7 +238,7 @@ static float row_max(const float *s, int n) {
 #ifdef __AVX512F__
     __m512 m = _mm512_set1_ps(-INFINITY);
     for (int u = 0; u < n; u += FM_V16) {
-        __mmask16 k = n - u >= FM_V16 ? 0xFFFF : fm_tail_mask(n - u);
+        __mmask16 k = lanes(n, u);
         m = _mm512_mask_max_ps(m, k, m, _mm512_maskz_loadu_ps(k, s + u));
     }
     return _mm512_reduce_max_ps(m);
@@ -254,7 +254,7 @@ static float row_dot(const float *a, const float *b, int n) {
 #ifdef __AVX512F__
     __m512 acc = _mm512_setzero_ps();
     for (int u = 0; u < n; u += FM_V16) {
-        __mmask16 k = n - u >= FM_V16 ? 0xFFFF : fm_tail_mask(n - u);
+        __mmask16 k = lanes(n, u);
         __m512 x = _mm512_maskz_loadu_ps(k, a + u);
         acc = b ? _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(k, b + u), acc) : _mm512_add_ps(acc, x);
     }
