@@ -449,7 +449,7 @@ static int run(int argc, char **argv) {
         double dt = cli_now() - t0;
         tokens_per_s = (double)B * T / dt;
         int64_t step = s + 1;
-        fprintf(metrics, "{\"step\":%lld,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.4f,\"tokens_per_s\":%.0f}\n",
+        fprintf(metrics, "{\"step\":%lld,\"loss\":%.9g,\"lr\":%.6g,\"grad_norm\":%.4f,\"tokens_per_s\":%.0f}\n",
                 (long long)step, loss, lr, norm, tokens_per_s);
         fflush(metrics);
         history_add(&hist.steps, &hist.loss, &hist.n, &hist.cap, (double)step, loss);
@@ -464,7 +464,7 @@ static int run(int argc, char **argv) {
         if (step % rs.eval_every == 0 || last) {
             double val = held_out_loss(model, &d, B, T, rs.eval_tokens);
             double bpb = val / log(2.0) / bytes_per_token;
-            fprintf(metrics, "{\"step\":%lld,\"val_loss\":%.6f,\"val_bpb_estimate\":%.4f}\n", (long long)step, val, bpb);
+            fprintf(metrics, "{\"step\":%lld,\"val_loss\":%.9g,\"val_bpb_estimate\":%.4f}\n", (long long)step, val, bpb);
             fflush(metrics);
             history_add(&hist.val_steps, &hist.val_loss, &hist.n_val, &hist.cap_val, (double)step, val);
             plot(out, &hist);
