@@ -16,7 +16,7 @@ CFLAGS += -std=c11 -ffp-contract=fast -Wall -Wextra -D_POSIX_C_SOURCE=200809L -D
 LDLIBS  = -lcjson -lutf8proc -lm -fopenmp
 PYTHON ?= /usr/bin/python3
 
-LIB_SRC  = $(wildcard src/*.c src/cpu/*.c)
+LIB_SRC  = $(wildcard src/*/*.c)
 CLI_SRC  = $(wildcard cli/*.c)
 TEST_SRC = $(wildcard tests/test_*.c)
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -31,7 +31,7 @@ all: $(BUILD)/fm
 deps:
 	@scripts/install-deps.sh
 
-$(BUILD)/%.o: %.c $(wildcard include/*.h src/*.h src/cpu/*.h cli/*.h tests/*.h)
+$(BUILD)/%.o: %.c $(wildcard include/*.h src/*/*.h cli/*.h tests/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -62,11 +62,11 @@ run-tests: $(TESTS) $(BUILD)/fm $(BUILD)/fuzz/replay_tokenizer
 # alone without OpenMP. `make test` replays the committed corpus through it with a plain main()
 # (tests/fuzz/replay.c) under AddressSanitizer + UndefinedBehaviorSanitizer; `make fuzz` runs
 # libFuzzer (clang) for FUZZ_SECONDS, new inputs going to $(BUILD)/fuzz/corpus.
-FUZZ_SRC     = tests/fuzz/fuzz_tokenizer.c $(wildcard src/tokenizer*.c) src/status.c src/fileio.c src/text.c
+FUZZ_SRC     = tests/fuzz/fuzz_tokenizer.c $(wildcard src/tokenizer/*.c) src/core/status.c src/core/fileio.c src/core/text.c
 FUZZ_FLAGS   = -std=c11 -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Wno-unknown-pragmas \
                -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Iinclude -Isrc
 FUZZ_SECONDS ?= 300
-$(BUILD)/fuzz/replay_tokenizer: $(FUZZ_SRC) tests/fuzz/replay.c $(wildcard include/*.h src/*.h)
+$(BUILD)/fuzz/replay_tokenizer: $(FUZZ_SRC) tests/fuzz/replay.c $(wildcard include/*.h src/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(FUZZ_FLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all $(FUZZ_SRC) tests/fuzz/replay.c -o $@ -lcjson -lutf8proc -lm
 

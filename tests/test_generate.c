@@ -7,7 +7,7 @@
 
 #include <math.h>
 
-#include "../src/internal.h"
+#include "core/internal.h"
 
 static const fm_config cfg = {.n_layer = 2, .n_head = 2, .n_embd = 48, .vocab_size = 300,
                               .n_positions = 40, .n_inner = 0, .layer_norm_epsilon = 1e-5f};

@@ -17,7 +17,7 @@
 #include <float.h>
 #include <math.h>
 
-#include "../src/cpu/kernels.h"
+#include "cpu/kernels.h"
 
 /* ------------------------------------------------------------ helpers */
 

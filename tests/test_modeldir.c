@@ -24,7 +24,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 
-#include "../src/internal.h"
+#include "core/internal.h"
 
 #define CONFIG_FILE "config.json"
 #define WEIGHTS_FILE "model.safetensors"

@@ -13,7 +13,7 @@
 
 #include <math.h>
 
-#include "../src/internal.h"
+#include "core/internal.h"
 
 typedef struct {
     char *dir;

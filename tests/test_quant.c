@@ -12,9 +12,9 @@
 
 #include <math.h>
 
-#include "../src/internal.h"
-#include "../src/model.h"
-#include "../src/quant.h"
+#include "core/internal.h"
+#include "model/model.h"
+#include "model/quant.h"
 
 /* Width 40: 2 blocks of 32 per row, the second padded, in every matrix (MLP width 4 x 40). */
 static const fm_config cfg = {.n_layer = 2, .n_head = 2, .n_embd = 40, .vocab_size = 67,

@@ -17,7 +17,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 
-#include "internal.h"
+#include "core/internal.h"
 #include "test_util.h"
 
 /* ---------------------------------------------------------------- fixtures and helpers */

@@ -10,7 +10,7 @@
  */
 #include "test_util.h"
 
-#include "tokenizer_internal.h"
+#include "tokenizer/tokenizer_internal.h"
 
 #define FIXTURES "tests/fixtures/tokenizer"
 

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "core/internal.h"
 
 void fm_sampler_config_default(fm_sampler_config *c) {
     c->temperature = 1.0f;

@@ -19,7 +19,7 @@
  */
 #include <utf8proc.h>
 
-#include "tokenizer_internal.h"
+#include "tokenizer/tokenizer_internal.h"
 
 enum { C_INVALID = 0, C_LETTER, C_NUMBER, C_OTHER, C_SPACE };
 

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "cpu/kernels.h"
-#include "internal.h"
+#include "core/internal.h"
 
 /* Rows are reduced in fixed chunks, so the loss does not depend on the thread count. */
 #define MAX_CHUNKS 4096

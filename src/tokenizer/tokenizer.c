@@ -19,7 +19,7 @@
 #include <omp.h>
 #endif
 
-#include "tokenizer_internal.h"
+#include "tokenizer/tokenizer_internal.h"
 
 /* Threads for a long input (1 when built without OpenMP, as the fuzz target is). */
 static int max_threads(void) {

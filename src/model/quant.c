@@ -16,9 +16,9 @@
 #include <string.h>
 
 #include "cpu/kernels.h"
-#include "internal.h"
-#include "model.h"
-#include "quant.h"
+#include "core/internal.h"
+#include "model/model.h"
+#include "model/quant.h"
 
 #define WEIGHTS_META "fm_weights"
 #define WEIGHTS_Q8 "q8_0"

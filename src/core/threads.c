@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "cpu/kernels.h"
-#include "internal.h"
+#include "core/internal.h"
 
 void fm_set_threads(int n) {
     if (n <= 0) n = omp_get_num_procs();

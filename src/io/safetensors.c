@@ -22,7 +22,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "internal.h"
+#include "core/internal.h"
 
 /* Tensor data is stored little-endian and copied with memcpy; this host must match. */
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors.c assumes a little-endian host");

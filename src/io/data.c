@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "core/internal.h"
 
 #define SHARD_MAGIC "FMTOKENS"
 #define SHARD_VERSION 1

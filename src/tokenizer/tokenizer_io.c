@@ -19,7 +19,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "tokenizer_internal.h"
+#include "tokenizer/tokenizer_internal.h"
 
 /* ---------------------------------------------------------------- the byte-level alphabet */
 

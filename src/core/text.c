@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "core/internal.h"
 
 void fm_text_append(fm_text *t, const void *data, size_t n) {
     if (t->failed) return;

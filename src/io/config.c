@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "core/internal.h"
 
 void fm_config_default(fm_config *cfg) {
     cfg->n_layer = 12;

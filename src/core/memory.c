@@ -17,7 +17,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "internal.h"
+#include "core/internal.h"
 
 #define HUGE_PAGE ((size_t)2 << 20)
 #define LINE 64

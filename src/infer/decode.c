@@ -14,9 +14,9 @@
 #include <string.h>
 
 #include "cpu/kernels.h"
-#include "internal.h"
-#include "model.h"
-#include "quant.h"
+#include "core/internal.h"
+#include "model/model.h"
+#include "model/quant.h"
 
 #define PREFILL_ROWS 32 /* positions computed together while feeding a prompt */
 

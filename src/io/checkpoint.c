@@ -11,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-#include "model.h"
-#include "optim.h"
-#include "quant.h"
+#include "core/internal.h"
+#include "model/model.h"
+#include "train/optim.h"
+#include "model/quant.h"
 
 #define CONFIG_FILE "config.json"
 #define WEIGHTS_FILE "model.safetensors"

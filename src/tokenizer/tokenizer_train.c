@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer_internal.h"
+#include "tokenizer/tokenizer_internal.h"
 
 /* A distinct piece of the corpus and its current symbols. */
 typedef struct {

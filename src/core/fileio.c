@@ -15,7 +15,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "core/internal.h"
 
 #define TMP_SUFFIX ".tmp.XXXXXX"
 

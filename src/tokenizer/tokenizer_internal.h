@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "internal.h"
+#include "core/internal.h"
 
 /* Largest vocabulary accepted anywhere (ids are int; 2^24 keeps every table small enough). */
 #define FM_TOK_MAX_VOCAB (1 << 24)

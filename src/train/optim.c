@@ -12,8 +12,8 @@
 #include <string.h>
 
 #include "cpu/kernels.h"
-#include "internal.h"
-#include "optim.h"
+#include "core/internal.h"
+#include "train/optim.h"
 
 void fm_adamw_config_default(fm_adamw_config *cfg) {
     cfg->lr = 6e-4f;
