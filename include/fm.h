@@ -99,23 +99,45 @@ fm_status fm_model_init(fm_model **out, const fm_config *cfg, uint64_t seed);
 void fm_model_free(fm_model *model);
 const fm_config *fm_model_config(const fm_model *model);
 
-/* Parameters live in one allocation with named views (Hugging Face GPT-2 names and layouts,
- * e.g. "h.0.attn.c_attn.weight" is (C, 3C)); gradients mirror it. */
-size_t fm_model_num_params(const fm_model *model);
+/* The model's tensors, in Hugging Face GPT-2 names and layouts (e.g. "h.0.attn.c_attn.weight"
+ * is (C, 3C)). The transformer's own tensors live in one allocation (fm_model_params, gradients
+ * mirrored in fm_model_grads), in this order: wte, wpe, per layer ln_1, attn.c_attn, attn.c_proj,
+ * ln_2, mlp.c_fc, mlp.c_proj (weight then bias), ln_f. Tensors attached later (a classification
+ * or value head, adapters) have allocations of their own. Every tensor carries a trainable flag:
+ * the optimizer and the training state cover the trainable ones only, and the backward computes
+ * no weight gradient for a frozen matrix. */
+size_t fm_model_num_params(const fm_model *model); /* the transformer's own parameters */
 float *fm_model_params(fm_model *model);
 float *fm_model_grads(fm_model *model);
-int fm_model_num_tensors(const fm_model *model);
+int fm_model_num_tensors(const fm_model *model);   /* own + attached */
 typedef struct {
     const char *name;
     int ndim;
     int shape[2];
-    size_t offset; /* in floats, into fm_model_params / fm_model_grads */
+    size_t offset;  /* in floats into fm_model_params / fm_model_grads; SIZE_MAX when attached */
     size_t numel;
-    int decay;     /* 1 when AdamW applies weight decay (all 2-D weights) */
+    int decay;      /* 1 when AdamW applies weight decay (all 2-D weights) */
+    int trainable;  /* 0 when frozen: no optimizer state, no weight gradient */
+    int attached;   /* 1 for a tensor added by fm_model_attach */
+    float *data;    /* (numel) the values */
+    float *grad;    /* (numel) the gradient, accumulated by backward */
 } fm_tensor_info;
 const fm_tensor_info *fm_model_tensor(const fm_model *model, int index);
 /* The index of a tensor by name, or -1. */
 int fm_model_find_tensor(const fm_model *model, const char *name);
+
+/* Attaches a new trainable tensor (zeros, with a zero gradient) of shape (d0) when ndim is 1 or
+ * (d0, d1) when 2, e.g. a classification head "score.weight" (C, K). Its values are the caller's
+ * to initialise (through fm_model_tensor(...)->data). Saved in model.safetensors with the rest,
+ * and attached again by fm_model_load. decay: AdamW weight decay applies. The name must be new
+ * and shorter than 64 bytes. *index (may be NULL) receives its index. */
+fm_status fm_model_attach(fm_model *model, const char *name, int ndim, int d0, int d1, int decay, int *index);
+/* Sets the trainable flag of every tensor whose name matches the shell pattern (fnmatch, e.g.
+ * "h.*.attn.c_attn.weight" or "h.*"); *matched (may be NULL) receives how many matched. A
+ * pattern that matches nothing is an error (FM_ERR_ARG naming it). */
+fm_status fm_model_set_trainable(fm_model *model, const char *pattern, int trainable, int *matched);
+/* Parameters in trainable tensors. */
+size_t fm_model_num_trainable(const fm_model *model);
 
 /* Forward over tokens (B, T), 0 <= token < V, T <= n_positions. Computes the logits (B, T, V)
  * and the final hidden states (B, T, C), after the final LayerNorm as HF's GPT2Model returns

@@ -4,32 +4,60 @@
  * What it is for: one decoder (pre-LayerNorm blocks, learned positions, GELU MLP, tied output
  * head) whose backward starts from any objective's gradient on the logits and/or the final
  * hidden states. Parameters and gradients are single allocations with named views in Hugging
- * Face's GPT-2 names and layouts. Activations come from one arena sized per (B, T) shape.
- * Not for: objectives (loss.c), the optimizer (optim.c) or files (checkpoint.c).
+ * Face's GPT-2 names and layouts; attached tensors (heads, adapters) have their own. Every
+ * tensor has a trainable flag; a frozen matrix gets no weight gradient. Activations come from
+ * one arena sized per (B, T) shape. The block itself is block.c's, shared with decoding.
+ * Not for: objectives (src/train), the optimizer (optim.c) or files (checkpoint.c).
  */
+#include <fnmatch.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu/kernels.h"
+#include "core/alloc.h"
 #include "core/internal.h"
 #include "model/model.h"
 #include "model/quant.h"
 
 /* ------------------------------------------------------------ parameter layout */
 
-static void add_tensor(fm_model *m, const char *name, int ndim, int d0, int d1, int decay) {
-    fm_tensor_info *t = &m->tensors[m->n_tensors++];
-    snprintf(m->names[m->n_tensors - 1], FM_NAME_MAX, "%s", name);
-    t->name = m->names[m->n_tensors - 1];
+/* Appends an entry to the tensor table (room is reserved by the caller). */
+static fm_tensor_info *add_entry(fm_model *m, const char *name, int ndim, int d0, int d1, int decay) {
+    int i = m->n_tensors++;
+    fm_tensor_info *t = &m->tensors[i];
+    snprintf(m->names[i], FM_NAME_MAX, "%s", name);
+    memset(t, 0, sizeof *t);
+    t->name = m->names[i];
     t->ndim = ndim;
     t->shape[0] = d0;
     t->shape[1] = ndim == 2 ? d1 : 1;
     t->numel = (size_t)d0 * (ndim == 2 ? (size_t)d1 : 1);
-    t->offset = m->num_params;
     t->decay = decay;
+    t->trainable = 1;
+    return t;
+}
+
+static void add_tensor(fm_model *m, const char *name, int ndim, int d0, int d1, int decay) {
+    fm_tensor_info *t = add_entry(m, name, ndim, d0, d1, decay);
+    t->offset = m->num_params;
     m->num_params += t->numel;
+}
+
+/* Room for one more tensor in the table. */
+static fm_status reserve_tensor(fm_model *m) {
+    if (m->n_tensors < m->cap_tensors) return FM_OK;
+    int cap = m->cap_tensors * 2;
+    fm_tensor_info *t = fm_realloc(m->tensors, sizeof *t * cap);
+    if (!t) return fm_fail(FM_ERR_NOMEM, "out of memory for the tensor table");
+    m->tensors = t;
+    char(*names)[FM_NAME_MAX] = fm_realloc(m->names, sizeof *names * cap);
+    if (!names) return fm_fail(FM_ERR_NOMEM, "out of memory for the tensor table");
+    m->names = names;
+    m->cap_tensors = cap;
+    for (int i = 0; i < m->n_tensors; i++) m->tensors[i].name = m->names[i];
+    return FM_OK;
 }
 
 /* Tensor order: wte, wpe, then per layer as below, then ln_f. Weight decay on 2-D tensors. */
@@ -80,19 +108,25 @@ fm_status fm_model_create(fm_model **out, const fm_config *cfg) {
     *out = NULL;
     fm_status st = fm_config_validate(cfg);
     if (st) return st;
-    fm_model *m = calloc(1, sizeof *m);
+    fm_model *m = fm_calloc(1, sizeof *m);
     if (!m) return fm_fail(FM_ERR_NOMEM, "out of memory for the model");
     m->cfg = *cfg;
-    int max_tensors = 4 + 12 * cfg->n_layer;
-    m->tensors = calloc(max_tensors, sizeof *m->tensors);
-    m->names = calloc(max_tensors, sizeof *m->names);
-    m->w.layers = calloc(cfg->n_layer, sizeof *m->w.layers);
-    m->g.layers = calloc(cfg->n_layer, sizeof *m->g.layers);
+    m->cap_tensors = 4 + 12 * cfg->n_layer + 4; /* the own tensors and a few attached ones */
+    m->tensors = fm_calloc(m->cap_tensors, sizeof *m->tensors);
+    m->names = fm_calloc(m->cap_tensors, sizeof *m->names);
+    m->w.layers = fm_calloc(cfg->n_layer, sizeof *m->w.layers);
+    m->g.layers = fm_calloc(cfg->n_layer, sizeof *m->g.layers);
     if (!m->tensors || !m->names || !m->w.layers || !m->g.layers) goto nomem;
     build_layout(m);
+    m->n_own = m->n_tensors;
+    m->frozen_w = fm_calloc(m->n_own, 1);
     m->params = fm_alloc_big(sizeof(float) * m->num_params, 0); /* written by init or load */
     m->grads = fm_alloc_big(sizeof(float) * m->num_params, 0);  /* touched by the first zero_grad */
-    if (!m->params || !m->grads) goto nomem;
+    if (!m->frozen_w || !m->params || !m->grads) goto nomem;
+    for (int i = 0; i < m->n_own; i++) {
+        m->tensors[i].data = m->params + m->tensors[i].offset;
+        m->tensors[i].grad = m->grads + m->tensors[i].offset;
+    }
     bind_views(m, m->params, &m->w);
     bind_views(m, m->grads, &m->g);
     *out = m;
@@ -142,13 +176,18 @@ void fm_model_free(fm_model *m) {
     if (!m) return;
     fm_quant_free(m->quant);
     free_acts(m);
+    for (int i = m->n_own; i < m->n_tensors; i++) {
+        fm_free_big(m->tensors[i].data);
+        fm_free_big(m->tensors[i].grad);
+    }
     fm_free_big(m->params);
     fm_free_big(m->grads);
-    free(m->tensors);
-    free(m->names);
-    free(m->w.layers);
-    free(m->g.layers);
-    free(m);
+    fm_free(m->tensors);
+    fm_free(m->names);
+    fm_free(m->frozen_w);
+    fm_free(m->w.layers);
+    fm_free(m->g.layers);
+    fm_free(m);
 }
 
 const fm_config *fm_model_config(const fm_model *m) { return &m->cfg; }
@@ -167,6 +206,60 @@ int fm_model_find_tensor(const fm_model *m, const char *name) {
     return -1;
 }
 
+fm_status fm_model_attach(fm_model *m, const char *name, int ndim, int d0, int d1, int decay, int *index) {
+    if (!name || !*name || strlen(name) >= FM_NAME_MAX)
+        return fm_fail(FM_ERR_ARG, "attached tensor name '%s': must be 1 to %d bytes", name ? name : "",
+                       FM_NAME_MAX - 1);
+    if (fm_model_find_tensor(m, name) >= 0) return fm_fail(FM_ERR_ARG, "a tensor named '%s' already exists", name);
+    if ((ndim != 1 && ndim != 2) || d0 < 1 || (ndim == 2 && d1 < 1) || (ndim == 2 && (size_t)d0 * d1 > (1u << 30)))
+        return fm_fail(FM_ERR_ARG, "attached tensor '%s': shape must be (d0) or (d0, d1) with positive sizes",
+                       name);
+    fm_status st = reserve_tensor(m);
+    if (st) return st;
+    size_t numel = (size_t)d0 * (ndim == 2 ? (size_t)d1 : 1);
+    float *data = fm_alloc_big(sizeof(float) * numel, 0), *grad = fm_alloc_big(sizeof(float) * numel, 0);
+    if (!data || !grad) {
+        fm_free_big(data);
+        fm_free_big(grad);
+        return fm_fail(FM_ERR_NOMEM, "out of memory for attached tensor '%s'", name);
+    }
+    fm_tensor_info *t = add_entry(m, name, ndim, d0, d1, decay);
+    t->offset = SIZE_MAX;
+    t->attached = 1;
+    t->data = data;
+    t->grad = grad;
+    if (index) *index = m->n_tensors - 1;
+    return FM_OK;
+}
+
+fm_status fm_model_set_trainable(fm_model *m, const char *pattern, int trainable, int *matched) {
+    int n = 0;
+    for (int i = 0; i < m->n_tensors; i++)
+        if (fnmatch(pattern, m->tensors[i].name, 0) == 0) {
+            m->tensors[i].trainable = trainable != 0;
+            if (i < m->n_own) m->frozen_w[i] = trainable == 0;
+            n++;
+        }
+    if (matched) *matched = n;
+    if (n == 0) return fm_fail(FM_ERR_ARG, "pattern '%s' matches no tensor of the model", pattern);
+    return FM_OK;
+}
+
+size_t fm_model_num_trainable(const fm_model *m) {
+    size_t n = 0;
+    for (int i = 0; i < m->n_tensors; i++)
+        if (m->tensors[i].trainable) n += m->tensors[i].numel;
+    return n;
+}
+
+int fm_model_weight_trainable(const fm_model *m, const float *w) {
+    if (w < m->params || w >= m->params + m->num_params) return 1;
+    size_t off = (size_t)(w - m->params);
+    for (int i = 0; i < m->n_own; i++)
+        if (m->tensors[i].offset == off) return !m->frozen_w[i];
+    return 1;
+}
+
 void fm_model_zero_grad(fm_model *m) {
     enum { CHUNK = 1 << 16 };
     size_t n = m->num_params, chunks = (n + CHUNK - 1) / CHUNK;
@@ -174,6 +267,7 @@ void fm_model_zero_grad(fm_model *m) {
 #pragma omp parallel for schedule(static) if (chunks > 4)
     for (size_t c = 0; c < chunks; c++)
         memset(m->grads + c * CHUNK, 0, sizeof(float) * (c * CHUNK + CHUNK < n ? CHUNK : n - c * CHUNK));
+    for (int i = m->n_own; i < m->n_tensors; i++) memset(m->tensors[i].grad, 0, sizeof(float) * m->tensors[i].numel);
     fm_profile_stop("other: zero_grad", timed);
 }
 
@@ -261,29 +355,15 @@ fm_status fm_model_forward(fm_model *m, const int *tokens, int B, int T) {
     if (st) return st;
     memcpy(m->tokens, tokens, sizeof(int) * (size_t)B * T);
 
-    int N = B * T, C = c->n_embd, H = fm_config_mlp_width(c), NH = c->n_head;
+    int N = B * T, C = c->n_embd;
     float eps = c->layer_norm_epsilon;
     fm_acts *a = &m->a;
     FM_TIMED("other: embeddings", fm_k_encoder_forward(a->encoded, tokens, m->w.wte, m->w.wpe, B, T, C));
     const float *resid = a->encoded; /* (N, C), the residual stream entering layer l */
+    fm_attention_rows full = {.B = B, .T = T};
     for (int l = 0; l < c->n_layer; l++) {
-        const fm_layer_weights *w = &m->w.layers[l];
-        fm_layer_acts *la = &a->layers[l];
-        FM_TIMED("other: layernorm",
-                 fm_k_layernorm_forward(la->ln1, la->ln1_mean, la->ln1_rstd, resid, w->ln1_w, w->ln1_b, N, C, eps));
-        FM_TIMED("products: c_attn", fm_k_linear_forward(la->qkv, la->ln1, w->qkv_w, w->qkv_b, N, C, 3 * C));
-        FM_TIMED("attention: forward", fm_k_attention_forward(la->atty, la->lse, la->qkv, B, T, C, NH));
-        FM_TIMED("products: attn.c_proj",
-                 fm_k_linear_forward(la->attproj, la->atty, w->attproj_w, w->attproj_b, N, C, C));
-        FM_TIMED("other: residual", fm_k_residual_forward(la->resid2, resid, la->attproj, (size_t)N * C));
-        FM_TIMED("other: layernorm", fm_k_layernorm_forward(la->ln2, la->ln2_mean, la->ln2_rstd, la->resid2,
-                                                            w->ln2_w, w->ln2_b, N, C, eps));
-        FM_TIMED("products: c_fc", fm_k_linear_forward(la->fch, la->ln2, w->fc_w, w->fc_b, N, C, H));
-        FM_TIMED("other: gelu", fm_k_gelu_forward(la->fch_gelu, la->fch, (size_t)N * H));
-        FM_TIMED("products: mlp.c_proj",
-                 fm_k_linear_forward(la->fcproj, la->fch_gelu, w->fcproj_w, w->fcproj_b, N, H, C));
-        FM_TIMED("other: residual", fm_k_residual_forward(la->resid3, la->resid2, la->fcproj, (size_t)N * C));
-        resid = la->resid3;
+        fm_block_forward(m, l, resid, &a->layers[l], N, &full, 0);
+        resid = a->layers[l].resid3;
     }
     FM_TIMED("other: layernorm",
              fm_k_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, resid, m->w.lnf_w, m->w.lnf_b, N, C, eps));
@@ -299,6 +379,20 @@ const float *fm_model_hidden(const fm_model *m) { return m->have_forward ? m->a.
 float *fm_model_dlogits(fm_model *m) { return m->have_forward ? m->a.dlogits : NULL; }
 
 /* ------------------------------------------------------------ backward */
+
+/* A linear layer's backward (fm_k_linear_backward) that computes no weight gradient when the
+ * weight is frozen: dinp (N, IC) = dout @ w^T, and the bias gradient (OC) when the bias trains. */
+static void linear_backward(const fm_model *m, float *dinp, float *dw, float *dbias, const float *dout,
+                            const float *inp, const float *w, const float *bias, int N, int IC, int OC) {
+    if (fm_model_weight_trainable(m, w)) {
+        fm_k_linear_backward(dinp, dw, fm_model_weight_trainable(m, bias) ? dbias : NULL, dout, inp, w, N, IC, OC);
+        return;
+    }
+    fm_k_gemm(0, 1, N, IC, OC, dout, OC, w, OC, dinp, IC, 0); /* dout @ w^T */
+    if (!fm_model_weight_trainable(m, bias)) return;
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++) dbias[o] += dout[(size_t)n * OC + o];
+}
 
 fm_status fm_model_backward(fm_model *m, const float *dlogits, const float *dhidden) {
     if (!m->have_forward) return fm_fail(FM_ERR_ARG, "backward called without a forward");
@@ -318,7 +412,8 @@ fm_status fm_model_backward(fm_model *m, const float *dlogits, const float *dhid
     if (dlogits) {
         FM_TIMED("products: head", /* dlogits @ wte, then dlogits^T @ lnf */
                  fm_k_gemm(0, 0, N, C, V, dlogits, V, m->w.wte, C, dlnf, C, dhidden != NULL);
-                 fm_k_gemm(1, 0, V, C, N, dlogits, V, a->lnf, C, g->wte, C, 1));
+                 if (fm_model_weight_trainable(m, m->w.wte))
+                     fm_k_gemm(1, 0, V, C, N, dlogits, V, a->lnf, C, g->wte, C, 1));
     }
     const float *last = c->n_layer > 0 ? a->layers[c->n_layer - 1].resid3 : a->encoded;
     memset(a->dresid, 0, sizeof(float) * (size_t)N * C);
@@ -332,19 +427,19 @@ fm_status fm_model_backward(fm_model *m, const float *dlogits, const float *dhid
         fm_layer_acts *la = &a->layers[l];
         const float *resid_in = l == 0 ? a->encoded : a->layers[l - 1].resid3;
         /* MLP: resid3 = resid2 + c_proj(gelu(c_fc(ln_2(resid2)))) */
-        FM_TIMED("products: mlp.c_proj", fm_k_linear_backward(a->dfch_gelu, gl->fcproj_w, gl->fcproj_b, a->dresid,
-                                                              la->fch_gelu, w->fcproj_w, N, H, C));
+        FM_TIMED("products: mlp.c_proj", linear_backward(m, a->dfch_gelu, gl->fcproj_w, gl->fcproj_b, a->dresid,
+                                                         la->fch_gelu, w->fcproj_w, w->fcproj_b, N, H, C));
         FM_TIMED("other: gelu", fm_k_gelu_backward(a->dfch, la->fch, a->dfch_gelu, (size_t)N * H));
         FM_TIMED("products: c_fc",
-                 fm_k_linear_backward(a->dln, gl->fc_w, gl->fc_b, a->dfch, la->ln2, w->fc_w, N, C, H));
+                 linear_backward(m, a->dln, gl->fc_w, gl->fc_b, a->dfch, la->ln2, w->fc_w, w->fc_b, N, C, H));
         FM_TIMED("other: layernorm", fm_k_layernorm_backward(a->dresid, gl->ln2_w, gl->ln2_b, a->dln, la->resid2,
                                                             w->ln2_w, la->ln2_mean, la->ln2_rstd, N, C));
         /* attention: resid2 = resid_in + c_proj(attn(c_attn(ln_1(resid_in)))) */
-        FM_TIMED("products: attn.c_proj", fm_k_linear_backward(a->datty, gl->attproj_w, gl->attproj_b, a->dresid,
-                                                               la->atty, w->attproj_w, N, C, C));
+        FM_TIMED("products: attn.c_proj", linear_backward(m, a->datty, gl->attproj_w, gl->attproj_b, a->dresid,
+                                                          la->atty, w->attproj_w, w->attproj_b, N, C, C));
         FM_TIMED("attention: backward", fm_k_attention_backward(a->dqkv, a->datty, la->qkv, la->lse, B, T, C, NH));
         FM_TIMED("products: c_attn",
-                 fm_k_linear_backward(a->dln, gl->qkv_w, gl->qkv_b, a->dqkv, la->ln1, w->qkv_w, N, C, 3 * C));
+                 linear_backward(m, a->dln, gl->qkv_w, gl->qkv_b, a->dqkv, la->ln1, w->qkv_w, w->qkv_b, N, C, 3 * C));
         FM_TIMED("other: layernorm", fm_k_layernorm_backward(a->dresid, gl->ln1_w, gl->ln1_b, a->dln, resid_in,
                                                             w->ln1_w, la->ln1_mean, la->ln1_rstd, N, C));
     }

@@ -1,7 +1,9 @@
 /*
- * model.h — the inside of fm_model, shared by model.c, loss.c and checkpoint.c.
+ * model.h — the inside of fm_model, shared by the model, the inference sessions, the objectives
+ * and the checkpoint code.
  *
- * What it is for: the named parameter views and the activation arena layout. Nothing outside
+ * What it is for: the named parameter views, the activation layout of one transformer block,
+ * and fm_block_forward, the block that training, scoring and decoding all run. Nothing outside
  * src/ sees these; the public API is fm.h.
  */
 #ifndef FM_MODEL_H
@@ -28,7 +30,7 @@ typedef struct {
     float *lnf_w, *lnf_b;  /* (C), (C) */
 } fm_weights;
 
-/* Forward activations of one layer, N = B*T rows. */
+/* Forward activations of one layer, N rows (B*T in training; a session's rows when decoding). */
 typedef struct {
     float *ln1, *ln1_mean, *ln1_rstd; /* (N, C), (N), (N) */
     float *qkv;                       /* (N, 3C) */
@@ -57,12 +59,13 @@ typedef struct {
 
 struct fm_model {
     fm_config cfg;
-    int n_tensors;
+    int n_tensors, cap_tensors, n_own; /* tensors [0, n_own) are the transformer's own */
     fm_tensor_info *tensors;
     char (*names)[FM_NAME_MAX];
-    size_t num_params;
-    float *params, *grads;
+    size_t num_params;               /* floats of the own tensors */
+    float *params, *grads;           /* (num_params) each */
     fm_weights w, g; /* views into params and grads */
+    unsigned char *frozen_w;         /* per own tensor: 1 when frozen (fast lookup in backward) */
     /* activations for the current (B, T) */
     int B, T;
     int have_forward;
@@ -74,5 +77,32 @@ struct fm_model {
 
 /* A model with its layout and zeroed gradients but uninitialised parameters (for loading). */
 fm_status fm_model_create(fm_model **out, const fm_config *cfg);
+
+/* 1 when the tensor whose values start at w is trainable (w: a view of m->w). */
+int fm_model_weight_trainable(const fm_model *m, const float *w);
+
+/* ------------------------------------------------------------ the transformer block */
+
+/* How a block's rows attend.
+ * Full causal attention (keys == NULL): the N = B * T rows are B sequences of T positions;
+ * each row attends to the rows before it in its sequence (training, scoring).
+ * Cached attention (keys != NULL): row r is the position pos[r] of some sequence whose keys and
+ * values for this layer live at keys[r], values[r] ((>= pos[r] + 1, C) each, row stride C); the
+ * block writes the row's own key and value at pos[r], then the row attends to positions
+ * 0..pos[r] (decoding, prompt feeding). scores: scratch of (N * n_head, max_pos + 1) floats. */
+typedef struct {
+    int B, T;
+    float *const *keys, *const *values; /* (N) per row, this layer's cache */
+    const int *pos;                     /* (N) */
+    float *scores;
+    int score_stride;                   /* floats per (row, head) in scores */
+} fm_attention_rows;
+
+/* One pre-LayerNorm block l over N rows: x (N, C) in, a->resid3 (N, C) out, every
+ * intermediate kept in a (a->lse only for full attention). x may be a->resid3 (in place).
+ * int8: the matrix products use the model's Q8_0 blocks when it is quantized (decoding); 0 keeps
+ * them float32 (training, whose backward needs the float weights' products). */
+void fm_block_forward(const fm_model *m, int l, const float *x, fm_layer_acts *a, int N,
+                      const fm_attention_rows *att, int int8);
 
 #endif /* FM_MODEL_H */

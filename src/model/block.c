@@ -1,0 +1,88 @@
+/*
+ * block.c — one transformer block, the only one: training's forward, scoring and decoding all
+ * run it (model.c over whole sequences, src/infer/session.c over cached rows).
+ *
+ * What it is for: x -> x + attn(ln_1(x)) -> (+) mlp(ln_2(.)), GPT-2's pre-LayerNorm block, over
+ * N rows, keeping every intermediate the backward needs. Attention is either full causal
+ * attention over B sequences of T rows (flash-style kernel, src/cpu) or, for decoding, each row
+ * against its own sequence's key/value cache. Every kernel computes each row on its own, so a
+ * row's result does not depend on which other rows share the call (batched decoding relies on
+ * it). Not for: the backward (model.c) or the cache's bookkeeping (session.c).
+ */
+#include <math.h>
+#include <string.h>
+
+#include "core/internal.h"
+#include "cpu/kernels.h"
+#include "model/model.h"
+#include "model/quant.h"
+
+/* Row r's query (C) against positions 0..len-1 of its cache: out (C), per head
+ * softmax(q . k_u / sqrt(hs)) over u < len, then the weighted sum of v_u. s: (len) scratch. */
+static void attend_head(float *out, float *s, const float *q, const float *keys, const float *values, int len,
+                        int C, int hs, int h) {
+    float scale = 1.0f / sqrtf((float)hs), maxv = -INFINITY, sum = 0.0f;
+    const float *qh = q + h * hs;
+    for (int u = 0; u < len; u++) {
+        const float *k = keys + (size_t)u * C + h * hs;
+        float dot = 0.0f;
+        for (int i = 0; i < hs; i++) dot += qh[i] * k[i];
+        s[u] = dot * scale;
+        maxv = s[u] > maxv ? s[u] : maxv;
+    }
+    for (int u = 0; u < len; u++) {
+        s[u] = expf(s[u] - maxv);
+        sum += s[u];
+    }
+    float *o = out + h * hs;
+    for (int i = 0; i < hs; i++) o[i] = 0.0f;
+    for (int u = 0; u < len; u++) {
+        const float *v = values + (size_t)u * C + h * hs;
+        float a = s[u] / sum;
+        for (int i = 0; i < hs; i++) o[i] += a * v[i];
+    }
+}
+
+/* Cached attention of N rows: each row's key and value written at its position, then each
+ * (row, head) attends to its own cache; one task per (row, head), so nothing is shared. */
+static void attend_cached(float *atty, const float *qkv, int N, int C, int NH, const fm_attention_rows *att) {
+    for (int r = 0; r < N; r++) {
+        memcpy(att->keys[r] + (size_t)att->pos[r] * C, qkv + (size_t)r * 3 * C + C, sizeof(float) * C);
+        memcpy(att->values[r] + (size_t)att->pos[r] * C, qkv + (size_t)r * 3 * C + 2 * C, sizeof(float) * C);
+    }
+    int tasks = N * NH, hs = C / NH;
+#pragma omp parallel for schedule(static) if (tasks > 1)
+    for (int t = 0; t < tasks; t++) {
+        int r = t / NH, h = t % NH;
+        attend_head(atty + (size_t)r * C, att->scores + (size_t)t * att->score_stride, qkv + (size_t)r * 3 * C,
+                    att->keys[r], att->values[r], att->pos[r] + 1, C, hs, h);
+    }
+}
+
+/* out (N, OC) = inp (N, IC) @ w (IC, OC) + bias: the int8 blocks when asked and quantized. */
+static void linear(const fm_model *m, int int8, float *out, const float *inp, const float *w, const float *bias,
+                   int N, int IC, int OC) {
+    if (int8) fm_model_linear(m, out, inp, w, bias, N, IC, OC);
+    else fm_k_linear_forward(out, inp, w, bias, N, IC, OC);
+}
+
+void fm_block_forward(const fm_model *m, int l, const float *x, fm_layer_acts *a, int N,
+                      const fm_attention_rows *att, int int8) {
+    const fm_config *c = &m->cfg;
+    const fm_layer_weights *w = &m->w.layers[l];
+    int C = c->n_embd, H = fm_config_mlp_width(c), NH = c->n_head;
+    float eps = c->layer_norm_epsilon;
+    FM_TIMED("other: layernorm", fm_k_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, w->ln1_w, w->ln1_b,
+                                                        N, C, eps));
+    FM_TIMED("products: c_attn", linear(m, int8, a->qkv, a->ln1, w->qkv_w, w->qkv_b, N, C, 3 * C));
+    if (att->keys) FM_TIMED("attention: forward", attend_cached(a->atty, a->qkv, N, C, NH, att));
+    else FM_TIMED("attention: forward", fm_k_attention_forward(a->atty, a->lse, a->qkv, att->B, att->T, C, NH));
+    FM_TIMED("products: attn.c_proj", linear(m, int8, a->attproj, a->atty, w->attproj_w, w->attproj_b, N, C, C));
+    FM_TIMED("other: residual", fm_k_residual_forward(a->resid2, x, a->attproj, (size_t)N * C));
+    FM_TIMED("other: layernorm", fm_k_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->resid2, w->ln2_w,
+                                                        w->ln2_b, N, C, eps));
+    FM_TIMED("products: c_fc", linear(m, int8, a->fch, a->ln2, w->fc_w, w->fc_b, N, C, H));
+    FM_TIMED("other: gelu", fm_k_gelu_forward(a->fch_gelu, a->fch, (size_t)N * H));
+    FM_TIMED("products: mlp.c_proj", linear(m, int8, a->fcproj, a->fch_gelu, w->fcproj_w, w->fcproj_b, N, H, C));
+    FM_TIMED("other: residual", fm_k_residual_forward(a->resid3, a->resid2, a->fcproj, (size_t)N * C));
+}
