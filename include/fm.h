@@ -205,23 +205,39 @@ fm_status fm_model_quantize(fm_model *model);
 /* "f32", or "q8_0" for a quantized model. */
 const char *fm_model_weight_format(const fm_model *model);
 
-/* ---------------------------------------------------------------- generation */
+/* ---------------------------------------------------------------- inference sessions */
 
-/* Incremental decoding with a key/value cache (decode.c): batch 1, one token at a time, each
- * step attending to the cached keys and values of all earlier positions. Equal, up to float
- * rounding, to a full forward over the whole sequence. */
-typedef struct fm_decoder fm_decoder;
+/* A session holds what one user of a model needs for inference (session.c): key/value caches
+ * for up to max_seqs sequences of up to max_len positions each, the activations of a block of
+ * rows, and scratch; all allocated by fm_session_init. The model is only read: any number of
+ * sessions may use one model at once, from different threads, and each gives exactly what it
+ * gives alone. The model must outlive its sessions and not be trained or quantized meanwhile.
+ * Products run in float32 (the Q8_0 blocks for a quantized model) whatever
+ * fm_set_matmul_precision says, and every row is computed on its own: a sequence's logits do not
+ * depend on the other sequences stepped with it (batched decoding), bit for bit. */
+typedef struct fm_session fm_session;
 
-/* A decoder for up to max_len positions (<= n_positions). The model must outlive it. */
-fm_status fm_decoder_init(fm_decoder **out, const fm_model *model, int max_len);
-void fm_decoder_free(fm_decoder *dec);
-/* Forgets every position (a new sequence). */
-void fm_decoder_reset(fm_decoder *dec);
-/* Positions filled so far. */
-int fm_decoder_length(const fm_decoder *dec);
-/* Appends n tokens; *logits (V) receives the next-token logits after the last of them
- * (valid until the next call). Fails if the cache would pass max_len. */
-fm_status fm_decoder_feed(fm_decoder *dec, const int *tokens, int n, const float **logits);
+fm_status fm_session_init(fm_session **out, const fm_model *model, int max_seqs, int max_len);
+void fm_session_free(fm_session *s);
+const fm_model *fm_session_model(const fm_session *s);
+int fm_session_max_seqs(const fm_session *s);
+int fm_session_max_len(const fm_session *s);
+/* Forgets sequence seq's positions (a new sequence in that slot). */
+void fm_session_reset(fm_session *s, int seq);
+/* Positions of sequence seq filled so far. */
+int fm_session_length(const fm_session *s, int seq);
+/* Appends n tokens to sequence seq (a prompt: fed in blocks of 32 positions, each block one
+ * batch of rows through the products). *logits (V) receives the next-token logits after the
+ * last token (valid until the next call on this session). Fails if the sequence would pass
+ * max_len. */
+fm_status fm_session_feed(fm_session *s, int seq, const int *tokens, int n, const float **logits);
+/* Batched decoding: appends tokens[i] to sequence seqs[i] for i < n (distinct sequences of any
+ * lengths), all in one step. *logits (n, V): row i is sequence seqs[i]'s next-token logits. */
+fm_status fm_session_step(fm_session *s, const int *seqs, const int *tokens, int n, const float **logits);
+/* A forward over tokens (B, T) without caches, for scoring: *logits (B, T, V), each row of a
+ * batch attending causally within it. Its buffers are sized per (B, T) (no gradients, no
+ * backward scratch); T <= n_positions. */
+fm_status fm_session_forward(fm_session *s, const int *tokens, int B, int T, const float **logits);
 
 /* How the next token is chosen from the logits, applied in this order:
  * 1. repetition penalty: for every id in recent (the context), a positive logit is divided by
@@ -244,6 +260,52 @@ fm_status fm_sampler_validate(const fm_sampler_config *cfg);
 /* logits (V) are not modified; scratch: 2 * V floats or NULL (allocated per call). */
 int fm_sample(const fm_sampler_config *cfg, const float *logits, int V, const int *recent, int n_recent,
               fm_rng *rng, float *scratch);
+
+/* ---------------------------------------------------------------- generation */
+
+/* Why a sequence ended: max_tokens reached, a stop string, the end-of-text token, or the
+ * streaming callback asked to stop. fm_finish_reason_name: "length", "stop", "eos", "callback". */
+typedef enum { FM_FINISH_LENGTH = 0, FM_FINISH_STOP, FM_FINISH_EOS, FM_FINISH_CALLBACK } fm_finish_reason;
+const char *fm_finish_reason_name(fm_finish_reason reason);
+
+typedef struct {
+    fm_sampler_config sampler;
+    int max_tokens;          /* tokens to generate per prompt */
+    int repeat_window;       /* recent tokens the repetition penalty looks at (64) */
+    uint64_t seed;           /* every prompt's sampler starts from fm_rng_seed(seed) */
+    int eos;                 /* the id that ends a sequence, or -1 for none */
+    const fm_tokenizer *tok; /* turns ids into streamed text and finds stop strings; may be NULL */
+    const char *const *stops; /* n_stops stop strings (need tok): the text ends before the first */
+    int n_stops;
+} fm_generate_config;
+/* Plain sampling, 200 tokens, window 64, seed 0, no eos, no tokenizer, no stops. */
+void fm_generate_config_default(fm_generate_config *cfg);
+
+typedef struct {
+    int *tokens;             /* (n_tokens) the generated ids (a stop string's tokens excluded) */
+    int n_tokens;
+    float *logprobs;         /* (n_tokens) log p of each chosen id under the model: log softmax of
+                                the raw logits, before any sampling transformation */
+    char *text;              /* the generated text, NUL-terminated (NULL without a tokenizer) */
+    size_t text_len;
+    fm_finish_reason finish;
+} fm_generate_result;
+void fm_generate_result_free(fm_generate_result *result);
+
+/* Streaming: called for prompt `index` with each new piece of final text (held back while it
+ * may still begin a stop string; text NULL without a tokenizer) and the ids that completed it.
+ * Returning nonzero ends that sequence (finish reason "callback"). */
+typedef int (*fm_generate_callback)(void *user, int index, const int *ids, int n_ids, const char *text,
+                                    size_t len);
+
+/* Continues each of n prompts (prompts[i]: n_prompts[i] >= 1 tokens) with the session, up to
+ * fm_session_max_seqs(s) sequences decoding together in batched steps: a prompt joins when a
+ * sequence slot is free and leaves when it finishes. Each prompt's result (results[i]) is
+ * exactly what it gets when generated alone, greedy or seeded. A sequence that fills the
+ * session's length keeps the last half of its positions and goes on. cb may be NULL. */
+fm_status fm_generate(fm_session *s, const fm_generate_config *cfg, const int *const *prompts,
+                      const int *n_prompts, int n, fm_generate_callback cb, void *user,
+                      fm_generate_result *results);
 
 /* ---------------------------------------------------------------- token shards and evaluation */
 
@@ -271,7 +333,7 @@ void fm_shard_read(const fm_shard *shard, size_t offset, size_t n, int *out);
 /* log p(tokens[i] | tokens[0..i-1]) into logprobs[i] for i >= 1; logprobs[0] = NAN (nothing
  * before it). Texts longer than the context are scored with sliding windows: each token sees at
  * least half a context of history. logprobs may be NULL; *nll (nats, summed over i >= 1) may be. */
-fm_status fm_score_tokens(fm_model *model, const int *tokens, size_t n, float *logprobs, double *nll);
+fm_status fm_score_tokens(const fm_model *model, const int *tokens, size_t n, float *logprobs, double *nll);
 
 /* A token-bigram baseline fitted on train: p(w | v) = (c(v, w) + beta p1(w)) / (c(v) + beta),
  * p1 the add-one unigram; beta chosen on the last tenth of train (fitted on the rest), then the

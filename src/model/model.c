@@ -362,7 +362,7 @@ fm_status fm_model_forward(fm_model *m, const int *tokens, int B, int T) {
     const float *resid = a->encoded; /* (N, C), the residual stream entering layer l */
     fm_attention_rows full = {.B = B, .T = T};
     for (int l = 0; l < c->n_layer; l++) {
-        fm_block_forward(m, l, resid, &a->layers[l], N, &full, 0);
+        fm_block_forward(m, l, resid, &a->layers[l], N, &full, NULL);
         resid = a->layers[l].resid3;
     }
     FM_TIMED("other: layernorm",

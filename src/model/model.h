@@ -100,9 +100,10 @@ typedef struct {
 
 /* One pre-LayerNorm block l over N rows: x (N, C) in, a->resid3 (N, C) out, every
  * intermediate kept in a (a->lse only for full attention). x may be a->resid3 (in place).
- * int8: the matrix products use the model's Q8_0 blocks when it is quantized (decoding); 0 keeps
- * them float32 (training, whose backward needs the float weights' products). */
+ * q8_scratch: when not NULL (fm_quant_scratch_floats(m, N) floats), the matrix products use the
+ * model's Q8_0 blocks if it is quantized (decoding); NULL keeps them float32 (training, whose
+ * backward differentiates the float weights' products). */
 void fm_block_forward(const fm_model *m, int l, const float *x, fm_layer_acts *a, int N,
-                      const fm_attention_rows *att, int int8);
+                      const fm_attention_rows *att, float *q8_scratch);
 
 #endif /* FM_MODEL_H */

@@ -155,10 +155,6 @@ const char *fm_model_weight_format(const fm_model *m) { return m->quant ? WEIGHT
 
 /* ------------------------------------------------------------ the decoder's products */
 
-/* Inputs padded to whole blocks, per calling thread (grows once; decoders may run in parallel). */
-static _Thread_local float *xpad;
-static _Thread_local size_t xpad_len;
-
 static const fm_q8_matrix *find(const fm_model *m, const float *w) {
     if (!m->quant) return NULL;
     for (int k = 0; k < m->quant->n; k++)
@@ -166,29 +162,26 @@ static const fm_q8_matrix *find(const fm_model *m, const float *w) {
     return NULL;
 }
 
-/* The int8 product when there is one and N is a decoding size; 0 otherwise. */
-static int q8_product(const fm_q8_matrix *x, float *out, const float *inp, const float *bias, int N) {
-    if (!x || N > 3) return 0;
-    size_t want = (size_t)N * x->blocks * FM_Q8_BLOCK;
-    if (xpad_len < want) {
-        free(xpad);
-        xpad = malloc(sizeof(float) * want);
-        xpad_len = xpad ? want : 0;
-        if (!xpad) return 0; /* the float path needs no scratch */
-    }
-    fm_k_q8_matmul(out, inp, x->q, x->d, bias, N, x->rows, x->cols, xpad);
-    return 1;
+size_t fm_quant_scratch_floats(const fm_model *m, int N) {
+    if (!m->quant) return 0;
+    int widest = 0;
+    for (int k = 0; k < m->quant->n; k++)
+        if (m->quant->mats[k].blocks > widest) widest = m->quant->mats[k].blocks;
+    return (size_t)N * widest * FM_Q8_BLOCK;
 }
 
 void fm_model_linear(const fm_model *m, float *out, const float *inp, const float *w, const float *bias,
-                     int N, int IC, int OC) {
-    if (!q8_product(find(m, w), out, inp, bias, N)) fm_k_linear_forward(out, inp, w, bias, N, IC, OC);
+                     int N, int IC, int OC, float *xpad) {
+    const fm_q8_matrix *x = find(m, w);
+    if (x) fm_k_q8_matmul(out, inp, x->q, x->d, bias, N, x->rows, x->cols, xpad);
+    else fm_k_linear_forward(out, inp, w, bias, N, IC, OC);
 }
 
-void fm_model_head(const fm_model *m, float *logits, const float *x, int N) {
+void fm_model_head(const fm_model *m, float *logits, const float *x, int N, float *xpad) {
     const fm_config *c = &m->cfg;
-    if (!q8_product(find(m, m->w.wte), logits, x, NULL, N))
-        fm_k_gemm(0, 1, N, c->vocab_size, c->n_embd, x, c->n_embd, m->w.wte, c->n_embd, logits, c->vocab_size, 0);
+    const fm_q8_matrix *q = find(m, m->w.wte);
+    if (q) fm_k_q8_matmul(logits, x, q->q, q->d, NULL, N, q->rows, q->cols, xpad);
+    else fm_k_gemm(0, 1, N, c->vocab_size, c->n_embd, x, c->n_embd, m->w.wte, c->n_embd, logits, c->vocab_size, 0);
 }
 
 /* ------------------------------------------------------------ files */

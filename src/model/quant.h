@@ -29,8 +29,6 @@ typedef struct {
 struct fm_quant {
     int n;
     fm_q8_matrix *mats;
-    float *xpad; /* scratch for the padded input of fm_k_q8_matmul: (GEMV rows, widest cols) */
-    size_t xpad_len;
 };
 
 void fm_quant_free(struct fm_quant *q);
@@ -44,9 +42,11 @@ fm_status fm_quant_save(const fm_model *m, const char *path);
 
 /* The decoder's products. out (N, OC) = inp (N, IC) @ w (IC, OC) + bias for a Conv1D weight w
  * of the model, and logits (N, V) = x (N, C) @ wte^T: through the int8 blocks when the model is
- * quantized and N is small, else the float kernels. */
+ * quantized (whatever N, so each row's numbers do not depend on N), else the float kernels.
+ * xpad: fm_quant_scratch_floats(m, N) floats (0, and xpad may be NULL, for a float model). */
+size_t fm_quant_scratch_floats(const fm_model *m, int N);
 void fm_model_linear(const fm_model *m, float *out, const float *inp, const float *w, const float *bias,
-                     int N, int IC, int OC);
-void fm_model_head(const fm_model *m, float *logits, const float *x, int N);
+                     int N, int IC, int OC, float *xpad);
+void fm_model_head(const fm_model *m, float *logits, const float *x, int N, float *xpad);
 
 #endif /* FM_QUANT_H */
