@@ -6,7 +6,7 @@
 set -u
 FM=$(realpath "${1:?usage: cli_pretrain_test.sh PATH/TO/fm}")
 tmp=$(mktemp -d /tmp/fm_pretrain_XXXXXX)
-trap 'umount "$tmp/tinyfs" 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'umount "$tmp/tinyfs" 2>/dev/null; cleanup_unwritable; rm -rf "$tmp"' EXIT
 source "$(dirname "$(realpath "$0")")/cli_lib.sh"
 cd "$tmp"
 
@@ -134,5 +134,21 @@ after=$(cd $dir && md5sum model.safetensors training_state.safetensors config.js
 [ "$before" = "$after" ] && ok || bad "the previous checkpoint changed after a failed save"
 ls $dir | grep -q '\.tmp' && bad "temporary files left in $dir" || ok
 "$FM" info --model $dir >/dev/null 2>&1 && ok || bad "the previous checkpoint no longer loads"
+
+# --- a run directory nobody may write into, root included (unwritable in cli_lib.sh): the resumed
+# run fails (opening metrics.jsonl, or at its first save), naming the folder, and leaves the
+# checkpoint there untouched
+cp -a disk rorun
+ckpt() { (cd "$1" && md5sum model.safetensors training_state.safetensors config.json run.json); }
+before=$(ckpt rorun)
+if unwritable rorun; then
+    expect "resume in a read-only run directory ($unwritable_how)" 1 "$tmp/rorun|rorun/" -- \
+        "${as_writer[@]}" "$FM" pretrain --out rorun --resume
+    writable rorun
+    [ "$before" = "$(ckpt rorun)" ] && ok || bad "a failed resume in a read-only run directory changed its checkpoint"
+    ls rorun | grep -q '\.tmp' && bad "temporary files left in rorun" || ok
+else
+    skip_case "resume in a read-only run directory" "$unwritable_why"
+fi
 
 summary "cli pretrain"

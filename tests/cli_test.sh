@@ -4,7 +4,7 @@
 set -u
 FM=${1:?usage: cli_test.sh PATH/TO/fm}
 tmp=$(mktemp -d /tmp/fm_cli_XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
+trap 'cleanup_unwritable; rm -rf "$tmp"' EXIT
 source "$(dirname "$0")/cli_lib.sh"
 
 
@@ -29,6 +29,18 @@ expect "info missing dir" 1 "$tmp/none/config.json" -- "$FM" info --model "$tmp/
 printf '{"n_layer": 1,' >"$tmp/m/config.json"
 expect "info corrupt config" 1 "config.json: invalid JSON" -- "$FM" info --model "$tmp/m"
 ls "$tmp/m" | grep -q '\.tmp\.' && { failed=$((failed + 1)); echo "FAIL temporary files left"; }
+
+# a folder nobody may write into, root included (unwritable in cli_lib.sh: chmod, a read-only bind
+# mount, chattr +i or running fm as user nobody; skipped with the reason when none works)
+mkdir "$tmp/ro"
+if unwritable "$tmp/ro"; then
+    expect "init in a read-only folder ($unwritable_how)" 1 "cannot create directory $tmp/ro/m" -- \
+        "${as_writer[@]}" "$FM" init --out "$tmp/ro/m" --layers 1 --dim 24 --heads 2 --vocab 300 --context 8
+    writable "$tmp/ro"
+    [ -z "$(ls -A "$tmp/ro")" ] && ok || bad "a refused init left $(ls -A "$tmp/ro") in $tmp/ro"
+else
+    skip_case "init in a read-only folder" "$unwritable_why"
+fi
 
 # bench: one machine-readable line; --profile adds the kernel table of the timed steps
 small="--layers 1 --dim 24 --heads 2 --vocab 300 --context 8 --batch 2 --seq 8 --steps 2 --warmup 1 --threads 1"

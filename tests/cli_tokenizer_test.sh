@@ -5,7 +5,7 @@
 set -u
 FM=${1:?usage: cli_tokenizer_test.sh PATH/TO/fm}
 tmp=$(mktemp -d /tmp/fm_cli_tok_XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
+trap 'cleanup_unwritable; rm -rf "$tmp"' EXIT
 source "$(dirname "$0")/cli_lib.sh"
 
 # check NAME COMMAND...: the command succeeds
@@ -39,6 +39,16 @@ expect "empty corpus" 1 "the corpus is empty" -- "$FM" tokenizer train --vocab 3
 expect "out in a missing folder" 1 "$tmp/no/dir/t.json" -- \
     "$FM" tokenizer train --vocab 300 --out "$tmp/no/dir/t.json" "$tmp/corpus.txt"
 [ -e "$tmp/t.json" ] && { failed=$((failed + 1)); echo "FAIL a refused train left $tmp/t.json"; }
+# a folder nobody may write into, root included (unwritable in cli_lib.sh)
+mkdir "$tmp/ro"
+if unwritable "$tmp/ro"; then
+    expect "out in a read-only folder ($unwritable_how)" 1 "cannot create a temporary file for $tmp/ro/t.json" -- \
+        "${as_writer[@]}" "$FM" tokenizer train --vocab 300 --out "$tmp/ro/t.json" "$tmp/corpus.txt"
+    writable "$tmp/ro"
+    check "a refused train leaves the read-only folder empty" test -z "$(ls -A "$tmp/ro")"
+else
+    skip_case "out in a read-only folder" "$unwritable_why"
+fi
 
 expect "train" 0 "trained 300 tokens from .* bytes in 2 files" -- \
     "$FM" tokenizer train --vocab 300 --out "$tmp/t.json" "$tmp/corpus.txt" "$tmp/corpus.txt"
