@@ -1,11 +1,13 @@
 /*
  * cmd-pretrain.c — `fm pretrain`: self-supervised next-token pre-training on token shards.
  *
- * A run directory is a model directory (config.json, model.safetensors, tokenizer.json,
- * training_state.safetensors) plus run.json (the run's settings, so --resume repeats them),
+ * The arguments, the run's settings file and the printing; the training itself is the
+ * library's trainer (src/train/trainer.c) with the shard data source and the cross-entropy
+ * objective. A run directory is a model directory (config.json, model.safetensors,
+ * tokenizer.json, training_state.safetensors) plus run.json (the run's settings, so --resume
+ * repeats them, and where they came from: fm's commit, the command line, the data's checksum),
  * metrics.jsonl (one JSON line per step and per evaluation), loss.svg and samples.txt.
- * Batches are drawn from the run's RNG, which the checkpoint saves, so an interrupted run
- * (Ctrl-C saves a checkpoint) resumed with --resume makes the same losses as one that was not.
+ * Ctrl-C or SIGTERM saves a checkpoint; --resume continues with the same losses.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -34,18 +36,26 @@ static const preset presets[] = {
 /* What run.json stores: everything that decides the sequence of losses. */
 typedef struct {
     char data[4096];
-    int batch, seq;
+    int batch, seq, grad_accum;
     int eval_every, eval_tokens, save_every, sample_every, sample_tokens;
     int total_steps;
     uint64_t seed;
     fm_matmul_precision precision;
+    cli_list freeze;          /* tensor patterns kept frozen */
+    char command_line[4096];
+    uint64_t data_checksum;   /* train.bin's token checksum */
 } run_settings;
+
+#ifndef FM_COMMIT
+#define FM_COMMIT "unknown"
+#endif
 
 static void save_settings(const char *run_dir, const run_settings *r) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "data", r->data);
     cJSON_AddNumberToObject(o, "batch", r->batch);
     cJSON_AddNumberToObject(o, "seq", r->seq);
+    cJSON_AddNumberToObject(o, "grad_accum", r->grad_accum);
     cJSON_AddNumberToObject(o, "eval_every", r->eval_every);
     cJSON_AddNumberToObject(o, "eval_tokens", r->eval_tokens);
     cJSON_AddNumberToObject(o, "save_every", r->save_every);
@@ -56,6 +66,14 @@ static void save_settings(const char *run_dir, const run_settings *r) {
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seed);
     cJSON_AddStringToObject(o, "seed", seed);
     cJSON_AddStringToObject(o, "precision", fm_matmul_precision_name(r->precision));
+    cJSON *frozen = cJSON_AddArrayToObject(o, "freeze");
+    for (int i = 0; i < r->freeze.n; i++) cJSON_AddItemToArray(frozen, cJSON_CreateString(r->freeze.items[i]));
+    /* provenance, for the record (a resume keeps the first run's) */
+    cJSON_AddStringToObject(o, "fm_commit", FM_COMMIT);
+    cJSON_AddStringToObject(o, "command_line", r->command_line);
+    char checksum[32];
+    snprintf(checksum, sizeof checksum, "%016llx", (unsigned long long)r->data_checksum);
+    cJSON_AddStringToObject(o, "data_checksum", checksum);
     char *text = cJSON_Print(o);
     cJSON_Delete(o);
     char *path = cli_path(run_dir, "run.json"), *tmp = cli_path(run_dir, "run.json.tmp");
@@ -100,191 +118,112 @@ static void load_settings(const char *run_dir, run_settings *r) {
     r->sample_every = json_int(path, o, "sample_every", 0, 1 << 30);
     r->sample_tokens = json_int(path, o, "sample_tokens", 0, 1 << 20);
     r->total_steps = json_int(path, o, "total_steps", 1, 1 << 30);
+    r->grad_accum = cJSON_GetObjectItemCaseSensitive(o, "grad_accum") ? json_int(path, o, "grad_accum", 1, 1 << 16) : 1;
     cJSON *precision = cJSON_GetObjectItemCaseSensitive(o, "precision"); /* absent: runs before bf16 */
     r->precision = FM_MATMUL_FP32;
     if (precision && (!cJSON_IsString(precision) || fm_matmul_precision_parse(precision->valuestring, &r->precision))) {
         fprintf(stderr, "fm pretrain: %s: \"precision\" must be \"fp32\" or \"bf16\"\n", path);
         exit(1);
     }
+    cJSON *freeze = cJSON_GetObjectItemCaseSensitive(o, "freeze"), *item;
+    r->freeze.n = 0;
+    if (freeze && !cJSON_IsArray(freeze)) {
+        fprintf(stderr, "fm pretrain: %s: \"freeze\" must be a list of patterns\n", path);
+        exit(1);
+    }
+    cJSON_ArrayForEach(item, freeze) {
+        if (!cJSON_IsString(item) || r->freeze.n == CLI_LIST_MAX) {
+            fprintf(stderr, "fm pretrain: %s: \"freeze\" must be a list of at most %d patterns\n", path, CLI_LIST_MAX);
+            exit(1);
+        }
+        r->freeze.items[r->freeze.n++] = strdup(item->valuestring); /* lives as long as the run */
+    }
+    cJSON *line = cJSON_GetObjectItemCaseSensitive(o, "command_line");
+    if (cJSON_IsString(line)) snprintf(r->command_line, sizeof r->command_line, "%s", line->valuestring);
     cJSON_Delete(o);
     free(text), free(path);
 }
 
 /* ------------------------------------------------------------ interruption */
 
-static volatile sig_atomic_t interrupted;
+static fm_trainer *running; /* the trainer a signal asks to stop */
 
-static void on_sigint(int sig) {
-    (void)sig;
-    interrupted = 1;
-    signal(SIGINT, SIG_DFL); /* a second Ctrl-C stops at once */
+static void on_signal(int sig) {
+    if (running) fm_trainer_stop(running);
+    signal(sig, SIG_DFL); /* a second one stops at once */
 }
 
-/* ------------------------------------------------------------ data */
+/* ------------------------------------------------------------ progress */
 
 typedef struct {
-    fm_shard *train, *val;
-    int *tokens, *targets; /* (B, T) */
-    int *window;           /* (T + 1) */
-} data_state;
-
-/* Row b of the batch: T tokens from a random offset of the training shard and their successors. */
-static void draw_batch(data_state *d, fm_train_state *state, int B, int T) {
-    size_t n = fm_shard_length(d->train);
-    for (int b = 0; b < B; b++) {
-        size_t off = fm_rng_u64(&state->rng) % (n - T);
-        fm_shard_read(d->train, off, T + 1, d->window);
-        memcpy(d->tokens + (size_t)b * T, d->window, sizeof(int) * T);
-        memcpy(d->targets + (size_t)b * T, d->window + 1, sizeof(int) * T);
-    }
-    state->data_position += (uint64_t)B * T;
-}
-
-/* Mean next-token loss over the first eval_tokens of the held-out shard, in windows of T. */
-static double held_out_loss(fm_model *m, data_state *d, int B, int T, int eval_tokens) {
-    size_t n = fm_shard_length(d->val), windows = (n - 1) / T;
-    size_t want = ((size_t)eval_tokens + T - 1) / T;
-    if (windows > want) windows = want;
-    double total = 0;
-    for (size_t w0 = 0; w0 < windows; w0 += B) {
-        int rows = (int)(windows - w0 < (size_t)B ? windows - w0 : (size_t)B);
-        for (int b = 0; b < rows; b++) {
-            fm_shard_read(d->val, (w0 + b) * T, T + 1, d->window);
-            memcpy(d->tokens + (size_t)b * T, d->window, sizeof(int) * T);
-            memcpy(d->targets + (size_t)b * T, d->window + 1, sizeof(int) * T);
-        }
-        float loss;
-        fm_status st = fm_model_forward(m, d->tokens, rows, T);
-        if (!st) st = fm_cross_entropy(fm_model_logits(m), d->targets, NULL, rows * T,
-                                       fm_model_config(m)->vocab_size, &loss, NULL);
-        if (st) cli_fail("pretrain", st);
-        total += (double)loss * rows;
-    }
-    return windows ? total / windows : NAN;
-}
-
-/* ------------------------------------------------------------ metrics and pictures */
-
-typedef struct {
-    double *steps, *loss, *val_steps, *val_loss;
-    int n, n_val, cap, cap_val;
-} history;
-
-static void history_add(double **xs, double **ys, int *n, int *cap, double x, double y) {
-    if (*n == *cap) {
-        *cap = *cap ? 2 * *cap : 256;
-        *xs = realloc(*xs, sizeof(double) * *cap);
-        *ys = realloc(*ys, sizeof(double) * *cap);
-    }
-    (*xs)[*n] = x;
-    (*ys)[(*n)++] = y;
-}
-
-/* Re-reads metrics.jsonl up to step `upto` (a resumed run drops lines past its checkpoint)
- * and rewrites it with just those lines. */
-static void reload_metrics(const char *path, int64_t upto, history *h) {
-    FILE *fp = fopen(path, "r");
-    if (!fp) return;
-    char *tmp_path = malloc(strlen(path) + 8);
-    sprintf(tmp_path, "%s.tmp", path);
-    FILE *out = fopen(tmp_path, "w");
-    char *line = NULL;
-    size_t cap = 0;
-    while (getline(&line, &cap, fp) > 0) {
-        cJSON *o = cJSON_Parse(line);
-        cJSON *step = o ? cJSON_GetObjectItemCaseSensitive(o, "step") : NULL;
-        if (cJSON_IsNumber(step) && step->valuedouble <= (double)upto) {
-            cJSON *loss = cJSON_GetObjectItemCaseSensitive(o, "loss");
-            cJSON *val = cJSON_GetObjectItemCaseSensitive(o, "val_loss");
-            if (cJSON_IsNumber(loss)) history_add(&h->steps, &h->loss, &h->n, &h->cap, step->valuedouble, loss->valuedouble);
-            if (cJSON_IsNumber(val))
-                history_add(&h->val_steps, &h->val_loss, &h->n_val, &h->cap_val, step->valuedouble, val->valuedouble);
-            if (out) fputs(line, out);
-        }
-        cJSON_Delete(o);
-    }
-    free(line);
-    fclose(fp);
-    if (out && fclose(out) == 0) rename(tmp_path, path);
-    free(tmp_path);
-}
-
-static void plot(const char *run_dir, const history *h) {
-    char *path = cli_path(run_dir, "loss.svg");
-    fm_series s[2] = {{"train (per step)", h->steps, h->loss, h->n, "#1f77b4"},
-                      {"held-out", h->val_steps, h->val_loss, h->n_val, "#d62728"}};
-    fm_status st = fm_plot_svg(path, "fm pretrain: next-token loss", "step", "loss (nats per token)", s, 2, 0);
-    if (st) fprintf(stderr, "fm pretrain: warning: %s\n", fm_last_error());
-    free(path);
-}
-
-/* ------------------------------------------------------------ samples */
-
-static void write_sample(const char *run_dir, fm_model *m, const fm_tokenizer *tok, int n_tokens, int64_t step,
-                         uint64_t seed) {
-    int V = fm_model_config(m)->vocab_size, ctx = fm_model_config(m)->n_positions;
-    int eos = fm_tokenizer_special_id(tok, "<|endoftext|>");
-    if (eos < 0 || n_tokens < 1) return;
-    if (n_tokens > ctx - 1) n_tokens = ctx - 1;
-    fm_decoder *dec;
-    if (fm_decoder_init(&dec, m, ctx)) return;
-    fm_sampler_config sc;
-    fm_sampler_config_default(&sc);
-    sc.temperature = 0.8f;
-    sc.top_k = 40;
-    fm_rng rng;
-    fm_rng_seed(&rng, seed ^ (uint64_t)step); /* its own stream: training's RNG is untouched */
-    int *ids = malloc(sizeof(int) * (n_tokens + 1)), n = 0;
-    const float *logits;
-    ids[0] = eos;
-    fm_status st = fm_decoder_feed(dec, ids, 1, &logits);
-    while (!st && n < n_tokens) {
-        int next = fm_sample(&sc, logits, V, NULL, 0, &rng, NULL);
-        if (next == eos) break;
-        ids[++n] = next;
-        st = fm_decoder_feed(dec, &ids[n], 1, &logits);
-    }
-    char *text;
-    size_t len;
-    if (!fm_tokenizer_decode(tok, ids + 1, n, &text, &len)) {
-        char *path = cli_path(run_dir, "samples.txt");
-        FILE *fp = fopen(path, "a");
-        if (fp) {
-            fprintf(fp, "--- step %lld\n%s\n", (long long)step, text);
-            fclose(fp);
-        }
-        printf("--- sample at step %lld:\n%s\n---\n", (long long)step, text);
-        free(path);
-        free(text);
-    }
-    free(ids);
-    fm_decoder_free(dec);
-}
-
-/* ------------------------------------------------------------ the run */
-
-/* Seconds per training step (forward + backward + an AdamW estimate) on one batch: the fastest
- * of a few timed steps, so a moment of load on a shared machine does not shorten the run. */
-static double time_step(fm_model *m, data_state *d, fm_train_state *probe, int B, int T) {
-    float loss;
-    double best = INFINITY;
-    for (int i = 0; i < 5; i++) {
-        draw_batch(d, probe, B, T);
-        double t0 = cli_now();
-        fm_model_zero_grad(m);
-        fm_status st = fm_model_train_loss(m, d->tokens, d->targets, NULL, B, T, &loss);
-        if (st) cli_fail("pretrain", st);
-        if (i > 0 && cli_now() - t0 < best) best = cli_now() - t0; /* the first touches fresh memory */
-    }
-    fm_model_zero_grad(m);
-    return best + 16.0 * fm_model_num_params(m) / 5e9; /* AdamW reads and writes 4 arrays */
-}
+    const char *out;
+    int tty;
+    fm_model *model;
+    const fm_tokenizer *tok;
+    const run_settings *rs;
+    double bytes_per_token;
+    int64_t first_step;
+} progress;
 
 static void format_time(char *buf, size_t n, double s) {
     if (s < 0 || !isfinite(s)) s = 0;
     int m = (int)(s / 60);
     snprintf(buf, n, "%dm%02ds", m, (int)(s - 60 * m));
 }
+
+/* A sample from <|endoftext|> (temperature 0.8, top-k 40, its own seed: training's rng is
+ * untouched) appended to samples.txt and printed. */
+static void write_sample(const progress *p, int64_t step) {
+    const fm_config *mc = fm_model_config(p->model);
+    int eos = fm_tokenizer_special_id(p->tok, "<|endoftext|>");
+    int n_tokens = p->rs->sample_tokens < mc->n_positions - 1 ? p->rs->sample_tokens : mc->n_positions - 1;
+    if (eos < 0 || n_tokens < 1) return;
+    fm_session *session;
+    if (fm_session_init(&session, p->model, 1, mc->n_positions)) return;
+    fm_generate_config gc;
+    fm_generate_config_default(&gc);
+    gc.sampler.temperature = 0.8f;
+    gc.sampler.top_k = 40;
+    gc.max_tokens = n_tokens;
+    gc.seed = p->rs->seed ^ (uint64_t)step;
+    gc.eos = eos;
+    gc.tok = p->tok;
+    const int *prompt = &eos;
+    int n_prompt = 1;
+    fm_generate_result r = {0};
+    if (fm_generate(session, &gc, &prompt, &n_prompt, 1, NULL, NULL, &r) == FM_OK && r.text) {
+        char *path = cli_path(p->out, "samples.txt");
+        FILE *fp = fopen(path, "a");
+        if (fp) {
+            fprintf(fp, "--- step %lld\n%s\n", (long long)step, r.text);
+            fclose(fp);
+        }
+        printf("--- sample at step %lld:\n%s\n---\n", (long long)step, r.text);
+        free(path);
+    }
+    fm_generate_result_free(&r);
+    fm_session_free(session);
+}
+
+static void on_step(void *user, const fm_step_report *r) {
+    const progress *p = user;
+    double eta = r->elapsed_s / (double)(r->step - p->first_step) * (double)(r->total_steps - r->step);
+    char eta_text[32];
+    format_time(eta_text, sizeof eta_text, eta);
+    if (p->tty)
+        fprintf(stderr, "\rstep %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | ETA %s   ", (long long)r->step,
+                (long long)r->total_steps, r->loss, r->lr, r->tokens_per_s, eta_text);
+    if (r->evaluated) {
+        if (p->tty) fputc('\n', stderr);
+        printf("step %lld/%lld | loss %.4f | held-out %.4f (~%.3f bits/byte) | %.0f tok/s | ETA %s\n",
+               (long long)r->step, (long long)r->total_steps, r->loss, r->val_loss,
+               r->val_loss / log(2.0) / p->bytes_per_token, r->tokens_per_s, eta_text);
+    }
+    int sample_every = p->rs->sample_every;
+    if (sample_every && (r->step % sample_every == 0 || r->step == r->total_steps)) write_sample(p, r->step);
+}
+
+/* ------------------------------------------------------------ the run */
 
 static int run(int argc, char **argv) {
     const char *data_dir = NULL, *out = NULL, *preset_name = "small", *precision = NULL;
@@ -294,10 +233,11 @@ static int run(int argc, char **argv) {
     ac.lr = 1e-3f;
     ac.min_lr = -1;
     ac.warmup_steps = -1;
-    int layers = 0, dim = 0, heads = 0, context = 0, steps = 0, threads = 0, resume = 0;
+    int layers = 0, dim = 0, heads = 0, context = 0, steps = 0, threads = 0, resume = 0, grad_accum = 0;
     float minutes = 0;
-    run_settings rs = {.batch = 16, .seq = 0, .eval_every = 100, .eval_tokens = 32768, .save_every = 500,
-                       .sample_every = 500, .sample_tokens = 64, .seed = 1337};
+    cli_list freeze = {0};
+    run_settings rs = {.batch = 16, .seq = 0, .grad_accum = 1, .eval_every = 100, .eval_tokens = 32768,
+                       .save_every = 500, .sample_every = 500, .sample_tokens = 64, .seed = 1337};
     cli_option opts[] = {
         {"data", OPT_STRING, &data_dir, 0, 0, "directory of fm data prepare (train.bin, val.bin, tokenizer.json)"},
         {"out", OPT_STRING, &out, 0, 0, "run directory = model directory (required)"},
@@ -306,7 +246,9 @@ static int run(int argc, char **argv) {
         {"dim", OPT_INT, &dim, 1, 65536, "width"},
         {"heads", OPT_INT, &heads, 1, 65536, "attention heads (must divide the width)"},
         {"context", OPT_INT, &context, 1, 1048576, "longest context (n_positions)"},
-        {"batch", OPT_INT, &rs.batch, 1, 65536, "sequences per step (16)"},
+        {"batch", OPT_INT, &rs.batch, 1, 65536, "sequences per micro-batch (16)"},
+        {"grad-accum", OPT_INT, &grad_accum, 1, 65536,
+         "micro-batches per step: a step sees batch x grad-accum sequences (1)"},
         {"seq", OPT_INT, &rs.seq, 1, 1048576, "tokens per sequence (default: the context)"},
         {"lr", OPT_FLOAT, &ac.lr, 0, 10, "peak learning rate (1e-3)"},
         {"min-lr", OPT_FLOAT, &ac.min_lr, 0, 10, "final learning rate (default lr / 10)"},
@@ -314,6 +256,8 @@ static int run(int argc, char **argv) {
         {"weight-decay", OPT_FLOAT, &ac.weight_decay, 0, 10, "AdamW decay of the 2-D weights (0.1)"},
         {"grad-clip", OPT_FLOAT, &ac.grad_clip, 0, 1e6, "global gradient-norm clip, 0 = off (1.0)"},
         {"beta2", OPT_FLOAT, &ac.beta2, 0, 0.99999, "AdamW's second-moment decay (0.95)"},
+        {"freeze", OPT_LIST, &freeze, 0, 0,
+         "keep the tensors matching this pattern fixed, e.g. 'h.*.attn.c_attn.weight' (repeatable)"},
         {"steps", OPT_INT, &steps, 1, 1 << 30, "training steps"},
         {"minutes", OPT_FLOAT, &minutes, 0.01, 1e6, "time budget, turned into steps by a timing at the start"},
         {"eval-every", OPT_INT, &rs.eval_every, 1, 1 << 30, "held-out evaluation interval (100)"},
@@ -337,17 +281,14 @@ static int run(int argc, char **argv) {
     fm_optimizer *opt = NULL;
     fm_train_state state = {0};
     fm_status st;
-    char *metrics_path = cli_path(out, "metrics.jsonl");
-    history hist = {0};
-    data_state d = {0};
+    char *metrics_path = cli_path(out, "metrics.jsonl"), *plot_path = cli_path(out, "loss.svg");
     if (resume) {
-        if (steps || minutes || layers || dim || heads || context || precision)
-            cli_usage_error("pretrain", "--resume continues with the run's stored settings; drop the size, budget and "
-                            "precision flags");
+        if (steps || minutes || layers || dim || heads || context || precision || grad_accum || freeze.n)
+            cli_usage_error("pretrain", "--resume continues with the run's stored settings; drop the size, budget, "
+                            "precision, grad-accum and freeze flags");
         load_settings(out, &rs);
         if (data_dir) snprintf(rs.data, sizeof rs.data, "%s", data_dir); /* the data may have moved */
         if ((st = fm_checkpoint_load(out, &model, &opt, &state))) cli_fail("pretrain", st);
-        reload_metrics(metrics_path, fm_optimizer_steps_done(opt), &hist);
         printf("resuming %s at step %lld of %d\n", out, (long long)fm_optimizer_steps_done(opt), rs.total_steps);
     } else {
         if (!data_dir) cli_usage_error("pretrain", "--data DIR is required");
@@ -361,6 +302,11 @@ static int run(int argc, char **argv) {
             if (strcmp(presets[i].name, preset_name) == 0) p = &presets[i];
         if (!p) cli_usage_error("pretrain", "unknown preset '%s' (tiny, small, medium, gpt2)", preset_name);
         snprintf(rs.data, sizeof rs.data, "%s", data_dir);
+        rs.grad_accum = grad_accum ? grad_accum : 1;
+        rs.freeze = freeze;
+        size_t used = 0;
+        for (int i = 0; i < argc && used < sizeof rs.command_line; i++)
+            used += snprintf(rs.command_line + used, sizeof rs.command_line - used, "%s%s", i ? " " : "fm pretrain ", argv[i]);
         fm_config_default(&cfg);
         cfg.n_layer = layers ? layers : p->layers;
         cfg.n_embd = dim ? dim : p->dim;
@@ -381,6 +327,9 @@ static int run(int argc, char **argv) {
         if (rs.seq > cfg.n_positions)
             cli_usage_error("pretrain", "--seq %d is longer than the context (%d)", rs.seq, cfg.n_positions);
         if ((st = fm_model_init(&model, &cfg, rs.seed))) cli_fail("pretrain", st);
+        for (int i = 0; i < rs.freeze.n; i++)
+            if (fm_model_set_trainable(model, rs.freeze.items[i], 0, NULL))
+                cli_usage_error("pretrain", "--freeze: %s", fm_last_error());
     }
     const fm_config *mc = fm_model_config(model);
     if (fm_tokenizer_vocab_size(tok) != mc->vocab_size) {
@@ -388,23 +337,38 @@ static int run(int argc, char **argv) {
                 fm_tokenizer_vocab_size(tok), mc->vocab_size);
         return 1;
     }
-    d.train = cli_open_shard("pretrain", rs.data, "train.bin", mc->vocab_size);
-    d.val = cli_open_shard("pretrain", rs.data, "val.bin", mc->vocab_size);
-    int B = rs.batch, T = rs.seq;
-    if (fm_shard_length(d.train) <= (size_t)T + 1 || fm_shard_length(d.val) <= (size_t)T + 1) {
-        fprintf(stderr, "fm pretrain: %s: the shards hold fewer than seq + 2 = %d tokens\n", rs.data, T + 2);
+    fm_shard *train = cli_open_shard("pretrain", rs.data, "train.bin", mc->vocab_size);
+    fm_shard *val = cli_open_shard("pretrain", rs.data, "val.bin", mc->vocab_size);
+    rs.data_checksum = fm_shard_checksum(train);
+    fm_data_source source;
+    if ((st = fm_shard_source_init(&source, train, val, rs.seq, (size_t)rs.eval_tokens))) {
+        fprintf(stderr, "fm pretrain: %s: %s\n", rs.data, fm_last_error());
         return 1;
     }
-    d.tokens = malloc(sizeof(int) * (size_t)B * T);
-    d.targets = malloc(sizeof(int) * (size_t)B * T);
-    d.window = malloc(sizeof(int) * (size_t)(T + 1));
+    fm_objective objective;
+    fm_objective_cross_entropy(&objective);
+    progress prog = {.out = out, .tty = isatty(2), .model = model, .tok = tok, .rs = &rs,
+                     .bytes_per_token = (double)fm_shard_source_bytes(val) / fm_shard_length(val)};
+    fm_trainer_config tc = {.batch = rs.batch, .seq = rs.seq, .grad_accum = rs.grad_accum,
+                            .eval_every = rs.eval_every, .save_every = rs.save_every, .checkpoint_dir = out,
+                            .metrics_path = metrics_path, .plot_path = plot_path,
+                            .bytes_per_token = prog.bytes_per_token, .user = &prog, .on_step = on_step};
 
     if (!resume) {
-        fm_train_state probe;
-        fm_rng_seed(&probe.rng, rs.seed ^ 0x5eed);
-        if (minutes) {
-            double t = time_step(model, &d, &probe, B, T);
-            double eval_cost = t / 3 * ((double)rs.eval_tokens / ((double)B * T) + 1);
+        if (minutes) { /* a trainer with a stand-in optimizer times a step */
+            fm_trainer *probe;
+            fm_adamw_config pc = ac;
+            pc.total_steps = pc.warmup_steps = 1;
+            pc.min_lr = 0;
+            fm_trainer_config ptc = tc;
+            ptc.total_steps = 1, ptc.checkpoint_dir = ptc.metrics_path = ptc.plot_path = NULL;
+            double t;
+            if ((st = fm_optimizer_init(&opt, model, &pc)) || (st = fm_trainer_init(&probe, model, opt, &state, &source, &objective, &ptc)))
+                cli_fail("pretrain", st);
+            if ((st = fm_trainer_time_step(probe, rs.seed ^ 0x5eed, &t))) cli_fail("pretrain", st);
+            fm_trainer_free(probe);
+            fm_optimizer_free(opt);
+            double eval_cost = t / 3 * ((double)rs.eval_tokens / ((double)rs.batch * rs.seq) + 1);
             double per_step = t + eval_cost / rs.eval_every;
             steps = (int)(minutes * 60 / per_step);
             if (steps < 1) steps = 1;
@@ -424,78 +388,37 @@ static int run(int argc, char **argv) {
         char *dst = cli_path(out, "tokenizer.json");
         if ((st = fm_tokenizer_save(tok, dst))) cli_fail("pretrain", st);
         free(dst);
-        printf("model: %zu parameters (%d layers, width %d, %d heads, context %d, vocabulary %d)\n",
+        printf("model: %zu parameters (%d layers, width %d, %d heads, context %d, vocabulary %d)",
                fm_model_num_params(model), mc->n_layer, mc->n_embd, mc->n_head, mc->n_positions, mc->vocab_size);
+        if (fm_model_num_trainable(model) != fm_model_num_params(model))
+            printf("; %zu trainable", fm_model_num_trainable(model));
+        printf("\n");
     }
-
-    FILE *metrics = fopen(metrics_path, "a");
-    if (!metrics) {
-        fprintf(stderr, "fm pretrain: %s: cannot open for appending\n", metrics_path);
-        return 1;
-    }
-    signal(SIGINT, on_sigint);
-    int tty = isatty(2);
-    double bytes_per_token = (double)fm_shard_source_bytes(d.val) / fm_shard_length(d.val);
-    double t_start = cli_now(), tokens_per_s = 0;
-    int64_t first_step = fm_optimizer_steps_done(opt);
-    int exit_status = 0;
-    for (int64_t s = first_step; s < rs.total_steps; s++) {
-        double t0 = cli_now();
-        float loss, norm, lr;
-        draw_batch(&d, &state, B, T);
-        fm_model_zero_grad(model);
-        if ((st = fm_model_train_loss(model, d.tokens, d.targets, NULL, B, T, &loss))) cli_fail("pretrain", st);
-        if ((st = fm_optimizer_step(opt, model, &norm, &lr))) cli_fail("pretrain", st);
-        double dt = cli_now() - t0;
-        tokens_per_s = (double)B * T / dt;
-        int64_t step = s + 1;
-        fprintf(metrics, "{\"step\":%lld,\"loss\":%.9g,\"lr\":%.6g,\"grad_norm\":%.4f,\"tokens_per_s\":%.0f}\n",
-                (long long)step, loss, lr, norm, tokens_per_s);
-        fflush(metrics);
-        history_add(&hist.steps, &hist.loss, &hist.n, &hist.cap, (double)step, loss);
-        double elapsed = cli_now() - t_start;
-        double eta = elapsed / (double)(step - first_step) * (double)(rs.total_steps - step);
-        char eta_text[32];
-        format_time(eta_text, sizeof eta_text, eta);
-        if (tty)
-            fprintf(stderr, "\rstep %lld/%d | loss %.4f | lr %.2e | %.0f tok/s | ETA %s   ", (long long)step,
-                    rs.total_steps, loss, lr, tokens_per_s, eta_text);
-        int last = step == rs.total_steps;
-        if (step % rs.eval_every == 0 || last) {
-            double val = held_out_loss(model, &d, B, T, rs.eval_tokens);
-            double bpb = val / log(2.0) / bytes_per_token;
-            fprintf(metrics, "{\"step\":%lld,\"val_loss\":%.9g,\"val_bpb_estimate\":%.4f}\n", (long long)step, val, bpb);
-            fflush(metrics);
-            history_add(&hist.val_steps, &hist.val_loss, &hist.n_val, &hist.cap_val, (double)step, val);
-            plot(out, &hist);
-            if (tty) fputc('\n', stderr);
-            printf("step %lld/%d | loss %.4f | held-out %.4f (~%.3f bits/byte) | %.0f tok/s | ETA %s\n",
-                   (long long)step, rs.total_steps, loss, val, bpb, tokens_per_s, eta_text);
-            fflush(stdout);
-        }
-        if (rs.sample_every && (step % rs.sample_every == 0 || last)) write_sample(out, model, tok, rs.sample_tokens, step, rs.seed);
-        if (step % rs.save_every == 0 || last || interrupted) {
-            fflush(metrics);
-            if ((st = fm_checkpoint_save(out, model, opt, &state))) cli_fail("pretrain", st);
-        }
-        if (interrupted && !last) {
-            if (tty) fputc('\n', stderr);
-            plot(out, &hist);
-            printf("interrupted: checkpoint saved at step %lld; continue with: fm pretrain --out %s --resume\n",
-                   (long long)step, out);
-            exit_status = 130;
-            break;
-        }
-    }
-    fclose(metrics);
-    if (exit_status == 0) printf("done: %d steps; model in %s (loss curve: %s/loss.svg)\n", rs.total_steps, out, out);
-    fm_shard_close(d.train), fm_shard_close(d.val);
-    free(d.tokens), free(d.targets), free(d.window), free(tok_path), free(metrics_path);
-    free(hist.steps), free(hist.loss), free(hist.val_steps), free(hist.val_loss);
+    tc.total_steps = rs.total_steps;
+    prog.first_step = fm_optimizer_steps_done(opt);
+    fm_trainer *trainer;
+    if ((st = fm_trainer_init(&trainer, model, opt, &state, &source, &objective, &tc))) cli_fail("pretrain", st);
+    running = trainer;
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    int stopped = 0;
+    st = fm_trainer_run(trainer, &stopped);
+    running = NULL;
+    if (prog.tty) fputc('\n', stderr);
+    if (st) cli_fail("pretrain", st);
+    if (stopped)
+        printf("interrupted: checkpoint saved at step %lld; continue with: fm pretrain --out %s --resume\n",
+               (long long)fm_optimizer_steps_done(opt), out);
+    else
+        printf("done: %d steps; model in %s (loss curve: %s/loss.svg)\n", rs.total_steps, out, out);
+    fm_trainer_free(trainer);
+    fm_shard_source_free(&source);
+    fm_shard_close(train), fm_shard_close(val);
+    free(tok_path), free(metrics_path), free(plot_path);
     fm_tokenizer_free(tok);
     fm_optimizer_free(opt);
     fm_model_free(model);
-    return exit_status;
+    return stopped ? 130 : 0;
 }
 
 const cli_command cmd_pretrain = {"pretrain", "--data DIR --out RUN (--steps N | --minutes M) [options] | --out RUN --resume",

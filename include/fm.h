@@ -163,6 +163,12 @@ fm_status fm_model_backward(fm_model *model, const float *dlogits, const float *
 fm_status fm_cross_entropy(const float *logits, const int *targets, const float *mask,
                            int N, int V, float *loss, float *dlogits);
 
+/* The same with the normaliser given: *loss_sum = sum_i mask_i * nll_i, and dlogits (when not
+ * NULL) = d(loss_sum / norm) / d logits; norm > 0 (gradient accumulation passes the whole
+ * step's mask sum). */
+fm_status fm_cross_entropy_sum(const float *logits, const int *targets, const float *mask, int N, int V,
+                               double norm, double *loss_sum, float *dlogits);
+
 /* Forward, masked cross-entropy and backward in one call; gradients accumulate.
  * tokens, targets, mask: (B, T); mask may be NULL. */
 fm_status fm_model_train_loss(fm_model *model, const int *tokens, const int *targets,
@@ -185,6 +191,7 @@ void fm_adamw_config_default(fm_adamw_config *cfg);
 float fm_lr_at(const fm_adamw_config *cfg, int64_t step);
 
 typedef struct fm_optimizer fm_optimizer;
+/* AdamW over the model's trainable tensors as they are now (moments for those only). */
 fm_status fm_optimizer_init(fm_optimizer **out, const fm_model *model, const fm_adamw_config *cfg);
 void fm_optimizer_free(fm_optimizer *opt);
 /* Clip the model's gradients to the global norm, then one AdamW update at the scheduled
@@ -192,6 +199,113 @@ void fm_optimizer_free(fm_optimizer *opt);
 fm_status fm_optimizer_step(fm_optimizer *opt, fm_model *model, float *grad_norm, float *lr);
 int64_t fm_optimizer_steps_done(const fm_optimizer *opt);
 const fm_adamw_config *fm_optimizer_config(const fm_optimizer *opt);
+/* Parameters the optimizer updates (those of the trainable tensors when it was made). */
+size_t fm_optimizer_num_params(const fm_optimizer *opt);
+
+/* ---------------------------------------------------------------- trainer */
+
+typedef struct fm_shard fm_shard; /* token shards, below */
+
+/* What a trainer needs, besides the optimizer, to continue exactly where it stopped. */
+typedef struct {
+    fm_rng rng;             /* the trainer's random stream (batch sampling, dropout, ...) */
+    uint64_t data_position; /* where the data loader stands */
+    uint64_t seed;          /* the run's seed, for the record */
+} fm_train_state;
+
+/* One micro-batch of B sequences of T positions (buffers owned by the trainer). */
+typedef struct {
+    int B, T;
+    int rows;      /* sequences filled, 1..B (a held-out pass's last batch may be short) */
+    int *tokens;   /* (B, T) inputs */
+    int *targets;  /* (B, T) next-token targets, or what the objective reads (e.g. labels) */
+    float *mask;   /* (B, T) loss weights >= 0; a source that leaves them sets all ones */
+} fm_batch;
+
+/* Where batches come from. next: fills the next training micro-batch (rows = B), drawing from
+ * rng and advancing *position; both are the trainer's and saved with every checkpoint, so a
+ * resumed run draws the same stream. eval_next: fills held-out batch number index (0, 1, ...)
+ * in a fixed order, setting rows = 0 past the last; NULL when there is no held-out data. */
+typedef struct {
+    void *ctx;
+    fm_status (*next)(void *ctx, fm_batch *batch, fm_rng *rng, uint64_t *position);
+    fm_status (*eval_next)(void *ctx, fm_batch *batch, uint64_t index);
+} fm_data_source;
+
+/* An objective turns the forward's outputs into a loss and the gradients that feed the one
+ * backward. weight: the batch's share of the step's normaliser (e.g. the sum of its loss mask).
+ * loss: called after fm_model_forward on the batch's tokens (rows x T); sets *loss_sum, the
+ * loss summed over the batch (not averaged), and, when dlogits (rows*T, V) / dhidden (rows*T, C)
+ * are not NULL, overwrites them with d(loss_sum / norm) on the logits / the final hidden states,
+ * and adds the gradients of the attached tensors it owns (a head) to their grad. A step over K
+ * micro-batches normalises by the sum of all K weights, so it equals one batch K times the
+ * size. uses_logits / uses_hidden: which of the two gradients it produces. */
+typedef struct {
+    void *ctx;
+    const char *name;
+    int uses_logits, uses_hidden;
+    double (*weight)(void *ctx, const fm_model *model, const fm_batch *batch);
+    fm_status (*loss)(void *ctx, fm_model *model, const fm_batch *batch, double norm, double *loss_sum,
+                      float *dlogits, float *dhidden);
+} fm_objective;
+
+/* Next-token cross-entropy on batch->targets with batch->mask (pre-training, fine-tuning). */
+void fm_objective_cross_entropy(fm_objective *out);
+
+/* Pre-training data from token shards (shard_source.c): each training row is seq tokens from a
+ * uniformly random offset of train (drawn from the trainer's rng; position advances by
+ * B * seq tokens) with their successors as targets; held-out batches are consecutive windows
+ * of val from its start, covering at most eval_tokens tokens. The shards must outlive it. */
+fm_status fm_shard_source_init(fm_data_source *out, const fm_shard *train, const fm_shard *val, int seq,
+                               size_t eval_tokens);
+void fm_shard_source_free(fm_data_source *source);
+
+typedef struct {
+    int64_t step, total_steps; /* step: updates done, counting this one */
+    float loss;                /* the step's loss: sum of loss_sum / sum of weights */
+    float grad_norm, lr;
+    double tokens_per_s;       /* of this step */
+    double elapsed_s;          /* since fm_trainer_run started */
+    int evaluated;             /* a held-out evaluation ran after this step */
+    double val_loss;
+} fm_step_report;
+
+typedef struct {
+    int batch, seq;      /* micro-batch shape B x T */
+    int grad_accum;      /* micro-batches per optimizer step (>= 1) */
+    int total_steps;     /* the run's length (the optimizer's schedule should agree) */
+    int eval_every;      /* held-out evaluation interval, and after the last step; 0 = never */
+    int save_every;      /* checkpoint interval, and after the last step; 0 = only at the end */
+    const char *checkpoint_dir; /* NULL: no checkpoints */
+    const char *metrics_path;   /* NULL, or metrics.jsonl: a JSON line per step and per evaluation */
+    const char *plot_path;      /* NULL, or an SVG loss curve redrawn at each evaluation */
+    double bytes_per_token;     /* > 0: metrics add the held-out bits per byte this implies */
+    void *user;          /* for the callback */
+    /* After each step (and its evaluation), before its checkpoint. */
+    void (*on_step)(void *user, const fm_step_report *report);
+} fm_trainer_config;
+
+typedef struct fm_trainer fm_trainer;
+/* A trainer over model (its trainable tensors), opt and state (rng, data position: restored by
+ * fm_checkpoint_load for a resume), all outliving it. Allocates every buffer now. When
+ * metrics_path exists, its lines past the optimizer's step are dropped (a resumed run). */
+fm_status fm_trainer_init(fm_trainer **out, fm_model *model, fm_optimizer *opt, fm_train_state *state,
+                          const fm_data_source *data, const fm_objective *objective,
+                          const fm_trainer_config *cfg);
+void fm_trainer_free(fm_trainer *t);
+/* One optimizer step: grad_accum micro-batches drawn, forward, objective, backward, AdamW. */
+fm_status fm_trainer_step(fm_trainer *t, fm_step_report *report);
+/* The held-out loss: sum of loss_sum over every eval batch / sum of their weights. */
+fm_status fm_trainer_evaluate(fm_trainer *t, double *loss);
+/* Steps until total_steps, evaluating and saving on the schedule, or until fm_trainer_stop was
+ * called (then it saves and returns with *stopped = 1). */
+fm_status fm_trainer_run(fm_trainer *t, int *stopped);
+/* Asks fm_trainer_run to save and return after the current step (async-signal-safe). */
+void fm_trainer_stop(fm_trainer *t);
+/* Seconds one step of this trainer takes (forward, objective, backward, and an AdamW estimate):
+ * the fastest of a few steps on batches drawn from fm_rng_seed(seed), so the run's stream is
+ * untouched; gradients are zeroed after. For turning a time budget into a step count. */
+fm_status fm_trainer_time_step(fm_trainer *t, uint64_t seed, double *seconds);
 
 /* ---------------------------------------------------------------- int8 weights (quant.c) */
 
@@ -263,6 +377,8 @@ int fm_sample(const fm_sampler_config *cfg, const float *logits, int V, const in
 
 /* ---------------------------------------------------------------- generation */
 
+typedef struct fm_tokenizer fm_tokenizer; /* (below) */
+
 /* Why a sequence ended: max_tokens reached, a stop string, the end-of-text token, or the
  * streaming callback asked to stop. fm_finish_reason_name: "length", "stop", "eos", "callback". */
 typedef enum { FM_FINISH_LENGTH = 0, FM_FINISH_STOP, FM_FINISH_EOS, FM_FINISH_CALLBACK } fm_finish_reason;
@@ -327,6 +443,8 @@ void fm_shard_close(fm_shard *shard);
 size_t fm_shard_length(const fm_shard *shard);
 int fm_shard_vocab_size(const fm_shard *shard);
 uint64_t fm_shard_source_bytes(const fm_shard *shard);
+/* The header's checksum of the tokens (FNV-1a 64), verified by fm_shard_open: names the data. */
+uint64_t fm_shard_checksum(const fm_shard *shard);
 /* Copies tokens [offset, offset + n) into out; the caller keeps offset + n <= length. */
 void fm_shard_read(const fm_shard *shard, size_t offset, size_t n, int *out);
 
@@ -399,12 +517,6 @@ int fm_profile_entry(int i, const char **name, double *seconds, long *calls);
 
 /* ---------------------------------------------------------------- model directory */
 
-/* What a trainer needs, besides the optimizer, to continue exactly where it stopped. */
-typedef struct {
-    fm_rng rng;             /* the trainer's random stream (batch sampling, dropout, ...) */
-    uint64_t data_position; /* where the data loader stands */
-    uint64_t seed;          /* the run's seed, for the record */
-} fm_train_state;
 
 /* A model directory holds config.json and model.safetensors; with an optimizer it also holds
  * training_state.safetensors (AdamW moments, step, schedule, RNG and data position).

@@ -5,12 +5,17 @@
  * full training state for exact resume. Every file is written atomically; every problem on
  * load is reported with the file and tensor it concerns. A checkpoint's model and training
  * state both record the step, so a torn checkpoint (one file from another save) is detected.
+ * Tensors attached to the model (heads, adapters) are saved with the rest and listed in the
+ * weights' metadata "fm_attached", so loading attaches them again; the training state holds
+ * AdamW's moments per trainable tensor ("adam.m.NAME", "adam.v.NAME"), which also records
+ * which tensors were trainable.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/internal.h"
 #include "model/model.h"
 #include "train/optim.h"
@@ -22,10 +27,27 @@
 
 /* ------------------------------------------------------------ weights */
 
+/* "NAME=DECAY,..." for the attached tensors into text (malloc'd), or NULL when there are none. */
+static char *attached_list(const fm_model *m) {
+    fm_text t = {0};
+    for (int i = m->n_own; i < m->n_tensors; i++)
+        fm_text_printf(&t, "%s%s=%d", t.len ? "," : "", m->tensors[i].name, m->tensors[i].decay);
+    if (t.failed) {
+        free(t.data);
+        return NULL;
+    }
+    return t.data;
+}
+
 /* step < 0: no step recorded (a plain model save). */
 static fm_status save_weights(const fm_model *m, const char *path, int64_t step) {
-    fm_st_entry *entries = calloc(m->n_tensors, sizeof *entries);
-    if (!entries) return fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
+    fm_st_entry *entries = fm_calloc(m->n_tensors, sizeof *entries);
+    char *attached = m->n_tensors > m->n_own ? attached_list(m) : NULL;
+    if (!entries || (m->n_tensors > m->n_own && !attached)) {
+        fm_free(entries);
+        free(attached);
+        return fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
+    }
     for (int i = 0; i < m->n_tensors; i++) {
         const fm_tensor_info *t = &m->tensors[i];
         entries[i].name = t->name;
@@ -33,14 +55,47 @@ static fm_status save_weights(const fm_model *m, const char *path, int64_t step)
         entries[i].ndim = t->ndim;
         entries[i].shape[0] = t->shape[0];
         entries[i].shape[1] = t->shape[1];
-        entries[i].data = m->params + t->offset;
+        entries[i].data = t->data;
     }
     char step_text[32];
     snprintf(step_text, sizeof step_text, "%" PRId64, step);
-    const char *keys[] = {"format", "fm_step"}, *values[] = {"pt", step_text};
-    fm_status st = fm_st_write(path, entries, m->n_tensors, keys, values, step >= 0 ? 2 : 1);
-    free(entries);
+    const char *keys[3] = {"format"}, *values[3] = {"pt"};
+    int n_meta = 1;
+    if (step >= 0) keys[n_meta] = "fm_step", values[n_meta++] = step_text;
+    if (attached) keys[n_meta] = "fm_attached", values[n_meta++] = attached;
+    fm_status st = fm_st_write(path, entries, m->n_tensors, keys, values, n_meta);
+    fm_free(entries);
+    free(attached);
     return st;
+}
+
+/* Attaches the tensors the file's "fm_attached" metadata lists, with the shapes the file gives. */
+static fm_status attach_listed(fm_model *m, const fm_safetensors *st, const char *path) {
+    const char *list = fm_st_meta(st, "fm_attached");
+    if (!list) return FM_OK;
+    const char *p = list;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char item[FM_NAME_MAX + 8];
+        const char *eq = memchr(p, '=', len);
+        if (!eq || len >= sizeof item || (size_t)(eq - p) >= FM_NAME_MAX || eq == p ||
+            (eq[1] != '0' && eq[1] != '1') || p + len != eq + 2)
+            return fm_fail(FM_ERR_FORMAT, "%s: metadata \"fm_attached\" = \"%s\" is not a list of NAME=0|1", path, list);
+        memcpy(item, p, (size_t)(eq - p));
+        item[eq - p] = '\0';
+        const fm_st_tensor *t = fm_st_find(st, item);
+        if (!t) return fm_fail(FM_ERR_MISMATCH, "%s: attached tensor '%s' is listed but missing", path, item);
+        if ((t->ndim != 1 && t->ndim != 2) || t->shape[0] < 1 || t->shape[0] > INT32_MAX ||
+            (t->ndim == 2 && (t->shape[1] < 1 || t->shape[1] > INT32_MAX)))
+            return fm_fail(FM_ERR_FORMAT, "%s: attached tensor '%s' must be 1-D or 2-D", path, item);
+        fm_status s2 = fm_model_attach(m, item, t->ndim, (int)t->shape[0], t->ndim == 2 ? (int)t->shape[1] : 1,
+                                       eq[1] == '1', NULL);
+        if (s2) return fm_fail_prefix(s2, "%s: ", path);
+        p += len;
+        if (*p == ',') p++;
+    }
+    return FM_OK;
 }
 
 /* HF GPT-2 files carry the causal-mask buffers h.N.attn.bias / h.N.attn.masked_bias. */
@@ -65,7 +120,11 @@ static fm_status load_weights(fm_model *m, const char *path, int64_t *step_out) 
     fm_safetensors st;
     fm_status status = fm_st_open(&st, path);
     if (status) return status;
-    unsigned char *seen = calloc(m->n_tensors, 1);
+    if ((status = attach_listed(m, &st, path))) {
+        fm_st_close(&st);
+        return status;
+    }
+    unsigned char *seen = fm_calloc(m->n_tensors, 1);
     const fm_st_tensor *lm_head = NULL;
     if (!seen) {
         status = fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
@@ -100,7 +159,7 @@ static fm_status load_weights(fm_model *m, const char *path, int64_t *step_out) 
             status = fm_fail(FM_ERR_MISMATCH, "%s: tensor '%s' appears twice", path, name);
             goto done;
         }
-        if ((status = fm_st_read_f32(&st, t, m->params + info->offset))) goto done;
+        if ((status = fm_st_read_f32(&st, t, info->data))) goto done;
         seen[idx] = 1;
     }
     for (int i = 0; i < m->n_tensors; i++)
@@ -133,7 +192,7 @@ static fm_status load_weights(fm_model *m, const char *path, int64_t *step_out) 
         }
     }
 done:
-    free(seen);
+    fm_free(seen);
     fm_st_close(&st);
     return status;
 }
@@ -180,8 +239,9 @@ static const char *const meta_names[META_COUNT] = {
 
 fm_status fm_checkpoint_save(const char *dir, const fm_model *m, const fm_optimizer *opt,
                              const fm_train_state *state) {
-    if (opt->n != m->num_params)
-        return fm_fail(FM_ERR_MISMATCH, "optimizer has %zu parameters, model has %zu", opt->n, m->num_params);
+    for (int k = 0; k < opt->n_slots; k++)
+        if (opt->slots[k].tensor >= m->n_tensors || m->tensors[opt->slots[k].tensor].numel != opt->slots[k].numel)
+            return fm_fail(FM_ERR_MISMATCH, "the optimizer does not match the model's tensors");
     fm_status st = fm_mkdir(dir);
     if (st) return st;
     const fm_adamw_config *c = &opt->cfg;
@@ -204,16 +264,27 @@ fm_status fm_checkpoint_save(const char *dir, const fm_model *m, const fm_optimi
     snprintf(values[META_PARAMS], 96, "%zu", opt->n);
     const char *value_ptrs[META_COUNT];
     for (int i = 0; i < META_COUNT; i++) value_ptrs[i] = values[i];
-    fm_st_entry entries[2] = {
-        {.name = "adam.m", .dtype = FM_DTYPE_F32, .ndim = 1, .shape = {(int64_t)opt->n}, .data = opt->m},
-        {.name = "adam.v", .dtype = FM_DTYPE_F32, .ndim = 1, .shape = {(int64_t)opt->n}, .data = opt->v},
-    };
+    /* the moments of each trainable tensor, "adam.m.NAME" and "adam.v.NAME" */
+    int n_entries = 2 * opt->n_slots;
+    fm_st_entry *entries = fm_calloc(n_entries, sizeof *entries);
+    char (*names)[FM_NAME_MAX + 8] = fm_calloc(n_entries, sizeof *names);
     char *config = fm_path_join(dir, CONFIG_FILE), *weights = fm_path_join(dir, WEIGHTS_FILE);
     char *state_path = fm_path_join(dir, STATE_FILE);
-    if (!config || !weights || !state_path) st = fm_fail(FM_ERR_NOMEM, "out of memory");
+    if (!config || !weights || !state_path || !entries || !names) st = fm_fail(FM_ERR_NOMEM, "out of memory");
+    for (int k = 0; !st && k < opt->n_slots; k++) {
+        const fm_adam_slot *sl = &opt->slots[k];
+        for (int j = 0; j < 2; j++) {
+            fm_st_entry *e = &entries[2 * k + j];
+            snprintf(names[2 * k + j], sizeof names[0], "adam.%c.%s", j ? 'v' : 'm', m->tensors[sl->tensor].name);
+            *e = (fm_st_entry){.name = names[2 * k + j], .dtype = FM_DTYPE_F32, .ndim = 1,
+                               .shape = {(int64_t)sl->numel}, .data = j ? sl->v : sl->m};
+        }
+    }
     if (!st) st = fm_config_save(&m->cfg, config);
     if (!st) st = save_weights(m, weights, opt->step);
-    if (!st) st = fm_st_write(state_path, entries, 2, meta_names, value_ptrs, META_COUNT);
+    if (!st) st = fm_st_write(state_path, entries, n_entries, meta_names, value_ptrs, META_COUNT);
+    fm_free(entries);
+    fm_free(names);
     free(config);
     free(weights);
     free(state_path);
@@ -262,11 +333,6 @@ static fm_status load_state(const char *path, fm_model *m, int64_t weights_step,
     fm_train_state loaded = {0};
     fm_optimizer *opt = NULL;
     if ((status = parse_meta(&st, path, ints, reals, &loaded.rng))) goto done;
-    if ((size_t)ints[META_PARAMS] != m->num_params) {
-        status = fm_fail(FM_ERR_MISMATCH, "%s: state is for %" PRId64 " parameters, the model has %zu",
-                         path, ints[META_PARAMS], m->num_params);
-        goto done;
-    }
     if (weights_step != ints[META_STEP]) {
         status = fm_fail(FM_ERR_MISMATCH, "%s: state is at step %" PRId64 " but %s is at step %" PRId64
                          " (a checkpoint mixed from two saves)", path, ints[META_STEP], WEIGHTS_FILE,
@@ -278,24 +344,58 @@ static fm_status load_state(const char *path, fm_model *m, int64_t weights_step,
         .warmup_steps = (int)ints[META_WARMUP], .total_steps = (int)ints[META_TOTAL],
         .beta1 = (float)reals[META_BETA1], .beta2 = (float)reals[META_BETA2], .eps = (float)reals[META_EPS],
         .weight_decay = (float)reals[META_WD], .grad_clip = (float)reals[META_CLIP]};
+    /* The trainable tensors are those with moments; a state from before per-tensor moments holds
+     * one flat "adam.m" / "adam.v" over every tensor of the transformer. */
+    const fm_st_tensor *flat_m = fm_st_find(&st, "adam.m"), *flat_v = fm_st_find(&st, "adam.v");
+    int flat = flat_m || flat_v;
+    if (flat) {
+        if (!flat_m || !flat_v || m->n_tensors != m->n_own) {
+            status = fm_fail(FM_ERR_MISMATCH, "%s: tensor '%s' is missing", path, flat_m ? "adam.v" : "adam.m");
+            goto done;
+        }
+    } else {
+        for (int i = 0; i < m->n_tensors; i++) {
+            char name[FM_NAME_MAX + 8];
+            snprintf(name, sizeof name, "adam.m.%s", m->tensors[i].name);
+            m->tensors[i].trainable = fm_st_find(&st, name) != NULL;
+            if (i < m->n_own) m->frozen_w[i] = !m->tensors[i].trainable;
+        }
+        for (int i = 0; i < st.n_tensors; i++) { /* no moments of tensors the model lacks */
+            const char *name = st.tensors[i].name;
+            if ((strncmp(name, "adam.m.", 7) != 0 && strncmp(name, "adam.v.", 7) != 0) ||
+                fm_model_find_tensor(m, name + 7) < 0) {
+                status = fm_fail(FM_ERR_MISMATCH, "%s: unknown tensor '%s'", path, name);
+                goto done;
+            }
+        }
+    }
     if ((status = fm_optimizer_init(&opt, m, &c))) {
         fm_fail_prefix(status, "%s: ", path);
         goto done;
     }
-    const char *moment_names[2] = {"adam.m", "adam.v"};
-    float *moments[2] = {opt->m, opt->v};
-    for (int i = 0; i < 2; i++) {
-        const fm_st_tensor *t = fm_st_find(&st, moment_names[i]);
-        if (!t) {
-            status = fm_fail(FM_ERR_MISMATCH, "%s: missing tensor '%s'", path, moment_names[i]);
-            goto done;
+    if ((size_t)ints[META_PARAMS] != opt->n) {
+        status = fm_fail(FM_ERR_MISMATCH, "%s: state is for %" PRId64 " trainable parameters, the model has %zu",
+                         path, ints[META_PARAMS], opt->n);
+        goto done;
+    }
+    for (int k = 0; k < (flat ? 1 : opt->n_slots); k++) {
+        for (int j = 0; j < 2; j++) {
+            char name[FM_NAME_MAX + 8];
+            if (flat) snprintf(name, sizeof name, "adam.%c", j ? 'v' : 'm');
+            else snprintf(name, sizeof name, "adam.%c.%s", j ? 'v' : 'm', m->tensors[opt->slots[k].tensor].name);
+            size_t want = flat ? opt->n : opt->slots[k].numel;
+            const fm_st_tensor *t = fm_st_find(&st, name);
+            if (!t) {
+                status = fm_fail(FM_ERR_MISMATCH, "%s: missing tensor '%s'", path, name);
+                goto done;
+            }
+            if (t->ndim != 1 || (size_t)t->shape[0] != want) {
+                status = fm_fail(FM_ERR_MISMATCH, "%s: tensor '%s' must have shape [%zu]", path, name, want);
+                goto done;
+            }
+            if ((status = fm_st_read_f32(&st, t, flat ? (j ? opt->v : opt->m) : (j ? opt->slots[k].v : opt->slots[k].m))))
+                goto done;
         }
-        if (t->ndim != 1 || (size_t)t->shape[0] != m->num_params) {
-            status = fm_fail(FM_ERR_MISMATCH, "%s: tensor '%s' must have shape [%zu]", path,
-                             moment_names[i], m->num_params);
-            goto done;
-        }
-        if ((status = fm_st_read_f32(&st, t, moments[i]))) goto done;
     }
     opt->step = ints[META_STEP];
     loaded.data_position = (uint64_t)ints[META_DATA];

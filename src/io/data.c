@@ -27,6 +27,7 @@ struct fm_shard {
     int width;
     int vocab_size;
     uint64_t source_bytes;
+    uint64_t checksum;
 };
 
 static uint64_t fnv1a(const unsigned char *p, size_t n) {
@@ -103,7 +104,8 @@ static fm_status check_shard(fm_shard *s, const char *path) {
     s->n = (size_t)n;
     s->vocab_size = (int)vocab;
     s->source_bytes = get_u64(h + 40);
-    if (fnv1a(s->tokens, payload) != get_u64(h + 24))
+    s->checksum = get_u64(h + 24);
+    if (fnv1a(s->tokens, payload) != s->checksum)
         return fm_fail(FM_ERR_FORMAT, "%s: checksum mismatch: the tokens are corrupt", path);
     for (size_t i = 0; i < s->n; i++) {
         uint32_t t;
@@ -180,3 +182,5 @@ void fm_shard_read(const fm_shard *s, size_t offset, size_t n, int *out) {
         }
     }
 }
+
+uint64_t fm_shard_checksum(const fm_shard *s) { return s->checksum; }

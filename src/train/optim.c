@@ -5,12 +5,15 @@
  * (decoupled decay p *= 1 - lr*wd, bias corrections, eps added after the corrected square
  * root) and torch.nn.utils.clip_grad_norm_ (coefficient max_norm / (norm + 1e-6), capped at 1).
  * Weight decay applies to the tensors the model marks decay = 1: all 2-D weights (wte, wpe,
- * c_attn, c_proj, c_fc); biases and LayerNorm parameters are not decayed.
+ * c_attn, c_proj, c_fc); biases and LayerNorm parameters are not decayed. It keeps moments for
+ * the model's trainable tensors only (a slot each, in the model's tensor order) and updates
+ * only those; frozen tensors are not touched.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "cpu/kernels.h"
 #include "core/internal.h"
 #include "train/optim.h"
@@ -54,67 +57,99 @@ fm_status fm_optimizer_init(fm_optimizer **out, const fm_model *model, const fm_
     *out = NULL;
     fm_status st = validate(cfg);
     if (st) return st;
-    fm_optimizer *o = calloc(1, sizeof *o);
+    fm_optimizer *o = fm_calloc(1, sizeof *o);
     if (!o) return fm_fail(FM_ERR_NOMEM, "out of memory for the optimizer");
     o->cfg = *cfg;
-    o->n = fm_model_num_params(model);
+    int nt = fm_model_num_tensors(model);
+    o->slots = fm_calloc(nt, sizeof *o->slots);
+    o->runs = fm_calloc(nt, sizeof *o->runs);
+    if (!o->slots || !o->runs) goto nomem;
+    const float *run_end = NULL;
+    for (int i = 0; i < nt; i++) {
+        const fm_tensor_info *t = fm_model_tensor(model, i);
+        if (!t->trainable) continue;
+        o->slots[o->n_slots++] = (fm_adam_slot){.tensor = i, .numel = t->numel, .decay = t->decay};
+        if (o->n_runs > 0 && t->grad == run_end) {
+            o->runs[o->n_runs - 1].n += t->numel;
+        } else {
+            o->runs[o->n_runs++] = (fm_grad_run){.grad = t->grad, .n = t->numel};
+        }
+        run_end = t->grad + t->numel;
+        o->n += t->numel;
+    }
+    if (o->n_slots == 0) {
+        fm_optimizer_free(o);
+        return fm_fail(FM_ERR_ARG, "every tensor of the model is frozen: nothing to train");
+    }
+    for (int r = 0; r < o->n_runs; r++) {
+        o->runs[r].first_chunk = o->n_chunks;
+        o->n_chunks += (o->runs[r].n + FM_NORM_CHUNK - 1) / FM_NORM_CHUNK;
+    }
     o->m = fm_alloc_big(sizeof(float) * o->n, 0);
     o->v = fm_alloc_big(sizeof(float) * o->n, 0);
-    o->n_chunks = (o->n + FM_NORM_CHUNK - 1) / FM_NORM_CHUNK;
-    o->partial = calloc(o->n_chunks + 1, sizeof(double));
-    o->n_tensors = fm_model_num_tensors(model);
-    o->tensor_decay = calloc(o->n_tensors, sizeof(int));
-    o->tensor_offset = calloc(o->n_tensors, sizeof(size_t));
-    o->tensor_numel = calloc(o->n_tensors, sizeof(size_t));
-    if (!o->m || !o->v || !o->partial || !o->tensor_decay || !o->tensor_offset || !o->tensor_numel) {
-        fm_optimizer_free(o);
-        return fm_fail(FM_ERR_NOMEM, "out of memory for the optimizer state");
-    }
-    for (int i = 0; i < o->n_tensors; i++) {
-        const fm_tensor_info *t = fm_model_tensor(model, i);
-        o->tensor_decay[i] = t->decay;
-        o->tensor_offset[i] = t->offset;
-        o->tensor_numel[i] = t->numel;
+    o->partial = fm_calloc(o->n_chunks + 1, sizeof(double));
+    if (!o->m || !o->v || !o->partial) goto nomem;
+    size_t at = 0;
+    for (int k = 0; k < o->n_slots; k++) {
+        o->slots[k].m = o->m + at;
+        o->slots[k].v = o->v + at;
+        at += o->slots[k].numel;
     }
     *out = o;
     return FM_OK;
+nomem:
+    fm_optimizer_free(o);
+    return fm_fail(FM_ERR_NOMEM, "out of memory for the optimizer state");
 }
 
 void fm_optimizer_free(fm_optimizer *o) {
     if (!o) return;
     fm_free_big(o->m);
     fm_free_big(o->v);
-    free(o->partial);
-    free(o->tensor_decay);
-    free(o->tensor_offset);
-    free(o->tensor_numel);
-    free(o);
+    fm_free(o->partial);
+    fm_free(o->slots);
+    fm_free(o->runs);
+    fm_free(o);
 }
 
 int64_t fm_optimizer_steps_done(const fm_optimizer *o) { return o->step; }
 const fm_adamw_config *fm_optimizer_config(const fm_optimizer *o) { return &o->cfg; }
+size_t fm_optimizer_num_params(const fm_optimizer *o) { return o->n; }
 
-/* L2 norm of g (n): fixed chunks summed in order, so it does not depend on the thread count. */
-static double global_norm(fm_optimizer *o, const float *g) {
-    size_t n = o->n;
+/* L2 norm of the trainable gradients: each contiguous run cut into fixed chunks, the partial
+ * sums added in order, so it does not depend on the thread count. */
+static double global_norm(fm_optimizer *o) {
+    for (int r = 0; r < o->n_runs; r++) {
+        const fm_grad_run *run = &o->runs[r];
+        size_t n = run->n, chunks = (n + FM_NORM_CHUNK - 1) / FM_NORM_CHUNK;
+        double *partial = o->partial + run->first_chunk;
 #pragma omp parallel for schedule(static)
-    for (size_t ch = 0; ch < o->n_chunks; ch++) {
-        size_t i1 = (ch + 1) * FM_NORM_CHUNK < n ? (ch + 1) * FM_NORM_CHUNK : n;
-        o->partial[ch] = fm_k_sumsq(g + ch * FM_NORM_CHUNK, i1 - ch * FM_NORM_CHUNK);
+        for (size_t ch = 0; ch < chunks; ch++) {
+            size_t i1 = (ch + 1) * FM_NORM_CHUNK < n ? (ch + 1) * FM_NORM_CHUNK : n;
+            partial[ch] = fm_k_sumsq(run->grad + ch * FM_NORM_CHUNK, i1 - ch * FM_NORM_CHUNK);
+        }
     }
     double total = 0.0;
     for (size_t ch = 0; ch < o->n_chunks; ch++) total += o->partial[ch];
     return sqrt(total);
 }
 
+/* The model is the one the optimizer was made for: the same trainable tensors. */
+static fm_status check_model(const fm_optimizer *o, const fm_model *model) {
+    for (int k = 0; k < o->n_slots; k++) {
+        const fm_tensor_info *t = fm_model_tensor(model, o->slots[k].tensor);
+        if (!t || t->numel != o->slots[k].numel || !t->trainable)
+            return fm_fail(FM_ERR_MISMATCH, "the optimizer's tensor %d does not match the model's trainable tensors",
+                           o->slots[k].tensor);
+    }
+    return FM_OK;
+}
+
 fm_status fm_optimizer_step(fm_optimizer *o, fm_model *model, float *grad_norm, float *lr_out) {
-    if (fm_model_num_params(model) != o->n)
-        return fm_fail(FM_ERR_MISMATCH, "optimizer has %zu parameters, model has %zu", o->n,
-                       fm_model_num_params(model));
-    float *p = fm_model_params(model);
-    const float *g = fm_model_grads(model);
+    fm_status st = check_model(o, model);
+    if (st) return st;
     double norm;
-    FM_TIMED("other: gradient norm", norm = global_norm(o, g));
+    FM_TIMED("other: gradient norm", norm = global_norm(o));
     if (grad_norm) *grad_norm = (float)norm;
     if (!isfinite(norm))
         return fm_fail(FM_ERR_ARG, "gradient norm is %g at step %lld; the update was skipped", norm,
@@ -132,12 +167,12 @@ fm_status fm_optimizer_step(fm_optimizer *o, fm_model *model, float *grad_norm, 
     float bc2_sqrt = sqrtf(1.0f - powf(c->beta2, (float)t));
     float step_size = lr / bc1;
     double timed = fm_profile_start();
-    for (int ti = 0; ti < o->n_tensors; ti++) {
-        float shrink = o->tensor_decay[ti] ? 1.0f - lr * c->weight_decay : 1.0f;
-        size_t off = o->tensor_offset[ti], len = o->tensor_numel[ti];
-        float *pp = p + off, *mm = o->m + off, *vv = o->v + off;
-        const float *gg = g + off;
-        fm_k_adamw(pp, gg, mm, vv, len, clip, shrink, c->beta1, c->beta2, step_size, bc2_sqrt, c->eps);
+    for (int k = 0; k < o->n_slots; k++) {
+        const fm_adam_slot *sl = &o->slots[k];
+        const fm_tensor_info *ti = fm_model_tensor(model, sl->tensor);
+        float shrink = sl->decay ? 1.0f - lr * c->weight_decay : 1.0f;
+        fm_k_adamw(ti->data, ti->grad, sl->m, sl->v, sl->numel, clip, shrink, c->beta1, c->beta2, step_size,
+                   bc2_sqrt, c->eps);
     }
     fm_profile_stop("other: adamw", timed);
     o->step++;

@@ -9,16 +9,33 @@
 
 #define FM_NORM_CHUNK 16384 /* elements per partial sum of the gradient norm */
 
+/* The moments of one trainable tensor. */
+typedef struct {
+    int tensor;        /* index in the model's tensor table */
+    size_t numel;
+    int decay;         /* 1 when weight decay applies */
+    float *m, *v;      /* (numel) first and second moments, views into the optimizer's buffers */
+} fm_adam_slot;
+
+/* A stretch of gradients contiguous in memory (adjacent trainable tensors merged), the unit of
+ * the gradient norm's fixed chunking. */
+typedef struct {
+    const float *grad;
+    size_t n;
+    size_t first_chunk; /* index of its first chunk in partial */
+} fm_grad_run;
+
 struct fm_optimizer {
     fm_adamw_config cfg;
-    size_t n;          /* parameters */
-    float *m, *v;      /* (n) first and second moments */
+    size_t n;          /* trainable parameters */
+    float *m, *v;      /* (n) all moments, slot after slot */
     int64_t step;      /* updates done */
+    int n_slots;
+    fm_adam_slot *slots;
+    int n_runs;
+    fm_grad_run *runs;
     size_t n_chunks;
     double *partial;   /* (n_chunks) partial sums of the gradient norm */
-    int n_tensors;
-    int *tensor_decay; /* per tensor: 1 when weight decay applies */
-    size_t *tensor_offset, *tensor_numel;
 };
 
 #endif /* FM_OPTIM_H */

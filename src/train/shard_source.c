@@ -1,0 +1,79 @@
+/*
+ * shard_source.c — the pre-training data source: random windows of a training shard, and the
+ * held-out shard's windows in order.
+ *
+ * What it is for: fm pretrain's batches through the trainer's fm_data_source interface. Each
+ * training row is T tokens from an offset drawn uniformly from the trainer's rng, with the T
+ * tokens after them as targets; the rng and a running token count are the whole position, so
+ * the trainer's checkpoint makes a resume exact. Not for: fine-tuning files (their own sources).
+ */
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/internal.h"
+
+typedef struct {
+    const fm_shard *train, *val;
+    int T;
+    size_t eval_windows; /* held-out windows of T tokens per evaluation */
+    int *window;         /* (T + 1) */
+} shard_source;
+
+static void fill_row(fm_batch *b, int row, const int *window) {
+    memcpy(b->tokens + (size_t)row * b->T, window, sizeof(int) * b->T);
+    memcpy(b->targets + (size_t)row * b->T, window + 1, sizeof(int) * b->T);
+}
+
+static fm_status next(void *ctx, fm_batch *b, fm_rng *rng, uint64_t *position) {
+    shard_source *s = ctx;
+    size_t n = fm_shard_length(s->train);
+    for (int r = 0; r < b->B; r++) {
+        size_t off = fm_rng_u64(rng) % (n - s->T);
+        fm_shard_read(s->train, off, s->T + 1, s->window);
+        fill_row(b, r, s->window);
+    }
+    b->rows = b->B;
+    *position += (uint64_t)b->B * s->T;
+    return FM_OK;
+}
+
+static fm_status eval_next(void *ctx, fm_batch *b, uint64_t index) {
+    shard_source *s = ctx;
+    size_t first = (size_t)index * b->B;
+    b->rows = 0;
+    for (size_t w = first; w < s->eval_windows && b->rows < b->B; w++) {
+        fm_shard_read(s->val, w * s->T, s->T + 1, s->window);
+        fill_row(b, b->rows++, s->window);
+    }
+    return FM_OK;
+}
+
+fm_status fm_shard_source_init(fm_data_source *out, const fm_shard *train, const fm_shard *val, int T,
+                               size_t eval_tokens) {
+    memset(out, 0, sizeof *out);
+    if (T < 1 || fm_shard_length(train) <= (size_t)T + 1 || (val && fm_shard_length(val) <= (size_t)T + 1))
+        return fm_fail(FM_ERR_ARG, "the shards hold fewer than seq + 2 = %d tokens", T + 2);
+    shard_source *s = fm_calloc(1, sizeof *s);
+    int *window = fm_malloc(sizeof(int) * ((size_t)T + 1));
+    if (!s || !window) {
+        fm_free(s);
+        fm_free(window);
+        return fm_fail(FM_ERR_NOMEM, "out of memory for the data source");
+    }
+    s->train = train, s->val = val, s->T = T, s->window = window;
+    if (val) {
+        size_t windows = (fm_shard_length(val) - 1) / T, want = (eval_tokens + T - 1) / T;
+        s->eval_windows = windows < want ? windows : want;
+    }
+    out->ctx = s;
+    out->next = next;
+    out->eval_next = val ? eval_next : NULL;
+    return FM_OK;
+}
+
+void fm_shard_source_free(fm_data_source *source) {
+    shard_source *s = source->ctx;
+    if (s) fm_free(s->window);
+    fm_free(s);
+    source->ctx = NULL;
+}

@@ -1,0 +1,339 @@
+/*
+ * trainer.c — the step loop every training command runs: micro-batches from a data source,
+ * an objective's loss and gradients, the one backward, AdamW over the trainable tensors,
+ * held-out evaluation and checkpoints on a schedule and on request, metrics and a loss curve.
+ *
+ * What it is for: fm pretrain today, fine-tuning, reward models and the rest later; each is a
+ * data source and an objective. A step draws its grad_accum micro-batches first, so every one is
+ * normalised by the whole step's weight (the sum of the loss masks for cross-entropy): K
+ * micro-batches give the gradient of one batch K times the size. The batches come from the
+ * trainer's rng and data position, which checkpoints save with the optimizer, so a resumed run
+ * repeats the uninterrupted one's losses bit for bit. Not for: signals or printing (the
+ * caller's on_step callback prints; fm_trainer_stop is safe to call from a signal handler).
+ */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/internal.h"
+
+/* The loss curve so far: per-step losses and held-out losses. */
+typedef struct {
+    double *steps, *loss, *val_steps, *val_loss;
+    int n, n_val, cap, cap_val;
+} curve;
+
+struct fm_trainer {
+    fm_model *model;
+    fm_optimizer *opt;
+    fm_train_state *state;
+    fm_data_source data;
+    fm_objective obj;
+    fm_trainer_config cfg;
+    fm_batch *micro;       /* (grad_accum) the step's micro-batches */
+    fm_batch eval;         /* one held-out batch */
+    float *dhidden;        /* (B*T, C) when the objective uses it */
+    volatile sig_atomic_t stop;
+    FILE *metrics;
+    curve curve;
+    double t_run;          /* clock at fm_trainer_run's start */
+};
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ------------------------------------------------------------ batches */
+
+static fm_status batch_alloc(fm_batch *b, int B, int T) {
+    size_t n = (size_t)B * T;
+    b->B = B, b->T = T, b->rows = 0;
+    b->tokens = fm_malloc(sizeof(int) * n);
+    b->targets = fm_malloc(sizeof(int) * n);
+    b->mask = fm_malloc(sizeof(float) * n);
+    if (!b->tokens || !b->targets || !b->mask) return fm_fail(FM_ERR_NOMEM, "out of memory for a batch of %d x %d", B, T);
+    return FM_OK;
+}
+
+static void batch_free(fm_batch *b) {
+    fm_free(b->tokens);
+    fm_free(b->targets);
+    fm_free(b->mask);
+}
+
+/* A fresh batch for the source: all rows, mask all ones. */
+static void batch_reset(fm_batch *b) {
+    b->rows = b->B;
+    for (size_t i = 0; i < (size_t)b->B * b->T; i++) b->mask[i] = 1.0f;
+}
+
+/* ------------------------------------------------------------ metrics */
+
+static fm_status curve_add(double **xs, double **ys, int *n, int *cap, double x, double y) {
+    if (*n == *cap) {
+        int c = *cap ? 2 * *cap : 256;
+        double *nx = fm_realloc(*xs, sizeof(double) * c);
+        if (!nx) return fm_fail(FM_ERR_NOMEM, "out of memory for the loss curve");
+        *xs = nx;
+        double *ny = fm_realloc(*ys, sizeof(double) * c);
+        if (!ny) return fm_fail(FM_ERR_NOMEM, "out of memory for the loss curve");
+        *ys = ny;
+        *cap = c;
+    }
+    (*xs)[*n] = x;
+    (*ys)[(*n)++] = y;
+    return FM_OK;
+}
+
+/* Keeps the lines of metrics_path up to step `upto` (a resumed run drops those past its
+ * checkpoint), rewriting the file with just those, and loads them into the curve. */
+static fm_status reload_metrics(fm_trainer *t, int64_t upto) {
+    const char *path = t->cfg.metrics_path;
+    FILE *fp = fopen(path, "r");
+    if (!fp) return FM_OK; /* a new run */
+    fm_atomic_file af;
+    fm_status st = fm_atomic_open(&af, path);
+    if (st) {
+        fclose(fp);
+        return st;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    while (!st && getline(&line, &cap, fp) > 0) {
+        cJSON *o = cJSON_Parse(line);
+        cJSON *step = o ? cJSON_GetObjectItemCaseSensitive(o, "step") : NULL;
+        if (cJSON_IsNumber(step) && step->valuedouble <= (double)upto) {
+            cJSON *loss = cJSON_GetObjectItemCaseSensitive(o, "loss");
+            cJSON *val = cJSON_GetObjectItemCaseSensitive(o, "val_loss");
+            curve *c = &t->curve;
+            if (cJSON_IsNumber(loss))
+                st = curve_add(&c->steps, &c->loss, &c->n, &c->cap, step->valuedouble, loss->valuedouble);
+            if (!st && cJSON_IsNumber(val))
+                st = curve_add(&c->val_steps, &c->val_loss, &c->n_val, &c->cap_val, step->valuedouble,
+                               val->valuedouble);
+            fm_atomic_write(&af, line, strlen(line));
+        }
+        cJSON_Delete(o);
+    }
+    free(line);
+    fclose(fp);
+    if (st) {
+        fm_atomic_abort(&af);
+        return st;
+    }
+    return fm_atomic_commit(&af);
+}
+
+static void plot(fm_trainer *t) {
+    if (!t->cfg.plot_path) return;
+    const curve *c = &t->curve;
+    fm_series s[2] = {{"train (per step)", c->steps, c->loss, c->n, "#1f77b4"},
+                      {"held-out", c->val_steps, c->val_loss, c->n_val, "#d62728"}};
+    /* a picture that cannot be drawn does not stop training; the next evaluation redraws it */
+    fm_plot_svg(t->cfg.plot_path, "next-token loss", "step", "loss (nats per token)", s, 2, 0);
+}
+
+/* The step's metrics line (and the evaluation's), flushed so a kill loses nothing written. */
+static fm_status log_step(fm_trainer *t, const fm_step_report *r) {
+    curve *c = &t->curve;
+    fm_status st = curve_add(&c->steps, &c->loss, &c->n, &c->cap, (double)r->step, r->loss);
+    if (!st && r->evaluated)
+        st = curve_add(&c->val_steps, &c->val_loss, &c->n_val, &c->cap_val, (double)r->step, r->val_loss);
+    if (st || !t->metrics) return st;
+    fprintf(t->metrics, "{\"step\":%lld,\"loss\":%.9g,\"lr\":%.6g,\"grad_norm\":%.4f,\"tokens_per_s\":%.0f}\n",
+            (long long)r->step, r->loss, r->lr, r->grad_norm, r->tokens_per_s);
+    if (r->evaluated) {
+        fprintf(t->metrics, "{\"step\":%lld,\"val_loss\":%.9g", (long long)r->step, r->val_loss);
+        if (t->cfg.bytes_per_token > 0)
+            fprintf(t->metrics, ",\"val_bpb_estimate\":%.4f", r->val_loss / log(2.0) / t->cfg.bytes_per_token);
+        fprintf(t->metrics, "}\n");
+        plot(t);
+    }
+    if (fflush(t->metrics) != 0 || ferror(t->metrics))
+        return fm_fail(FM_ERR_IO, "%s: cannot write the metrics", t->cfg.metrics_path);
+    return FM_OK;
+}
+
+/* ------------------------------------------------------------ the trainer */
+
+fm_status fm_trainer_init(fm_trainer **out, fm_model *model, fm_optimizer *opt, fm_train_state *state,
+                          const fm_data_source *data, const fm_objective *obj, const fm_trainer_config *cfg) {
+    *out = NULL;
+    if (cfg->batch < 1 || cfg->seq < 1 || cfg->grad_accum < 1 || cfg->total_steps < 1 || cfg->eval_every < 0 ||
+        cfg->save_every < 0)
+        return fm_fail(FM_ERR_ARG, "trainer: batch %d, seq %d, grad_accum %d, total_steps %d must be >= 1",
+                       cfg->batch, cfg->seq, cfg->grad_accum, cfg->total_steps);
+    const fm_config *mc = fm_model_config(model);
+    if (cfg->seq > mc->n_positions)
+        return fm_fail(FM_ERR_ARG, "sequence length %d exceeds the model's context (%d)", cfg->seq, mc->n_positions);
+    if (!data->next || !obj->weight || !obj->loss || (!obj->uses_logits && !obj->uses_hidden))
+        return fm_fail(FM_ERR_ARG, "trainer: the data source needs next, the objective weight, loss and a gradient");
+    fm_alloc_install_json_hooks();
+    fm_trainer *t = fm_calloc(1, sizeof *t);
+    if (!t) return fm_fail(FM_ERR_NOMEM, "out of memory for the trainer");
+    t->model = model, t->opt = opt, t->state = state, t->data = *data, t->obj = *obj, t->cfg = *cfg;
+    fm_status st = FM_OK;
+    t->micro = fm_calloc(cfg->grad_accum, sizeof *t->micro);
+    if (!t->micro) st = fm_fail(FM_ERR_NOMEM, "out of memory for the trainer");
+    for (int k = 0; !st && k < cfg->grad_accum; k++) st = batch_alloc(&t->micro[k], cfg->batch, cfg->seq);
+    if (!st) st = batch_alloc(&t->eval, cfg->batch, cfg->seq);
+    if (!st && obj->uses_hidden) {
+        t->dhidden = fm_alloc_big(sizeof(float) * (size_t)cfg->batch * cfg->seq * mc->n_embd, 0);
+        if (!t->dhidden) st = fm_fail(FM_ERR_NOMEM, "out of memory for the hidden states' gradient");
+    }
+    if (!st && cfg->metrics_path) {
+        st = reload_metrics(t, fm_optimizer_steps_done(opt));
+        if (!st && !(t->metrics = fopen(cfg->metrics_path, "a")))
+            st = fm_fail(FM_ERR_IO, "%s: cannot open for appending", cfg->metrics_path);
+    }
+    if (st) {
+        fm_trainer_free(t);
+        return st;
+    }
+    *out = t;
+    return FM_OK;
+}
+
+void fm_trainer_free(fm_trainer *t) {
+    if (!t) return;
+    if (t->micro)
+        for (int k = 0; k < t->cfg.grad_accum; k++) batch_free(&t->micro[k]);
+    fm_free(t->micro);
+    batch_free(&t->eval);
+    fm_free_big(t->dhidden);
+    if (t->metrics) fclose(t->metrics);
+    fm_free(t->curve.steps), fm_free(t->curve.loss), fm_free(t->curve.val_steps), fm_free(t->curve.val_loss);
+    fm_free(t);
+}
+
+void fm_trainer_stop(fm_trainer *t) { t->stop = 1; }
+
+/* Forward, objective and backward of one micro-batch normalised by norm; adds its loss_sum. */
+static fm_status micro_step(fm_trainer *t, const fm_batch *b, double norm, double *loss_sum) {
+    fm_model *m = t->model;
+    fm_status st = fm_model_forward(m, b->tokens, b->rows, b->T);
+    if (st) return st;
+    float *dlogits = t->obj.uses_logits ? fm_model_dlogits(m) : NULL;
+    float *dhidden = t->obj.uses_hidden ? t->dhidden : NULL;
+    double part = 0.0;
+    if ((st = t->obj.loss(t->obj.ctx, m, b, norm, &part, dlogits, dhidden))) return st;
+    *loss_sum += part;
+    return fm_model_backward(m, dlogits, dhidden);
+}
+
+/* Draws the step's micro-batches and returns their total weight. */
+static fm_status draw(fm_trainer *t, fm_rng *rng, uint64_t *position, double *norm) {
+    *norm = 0.0;
+    for (int k = 0; k < t->cfg.grad_accum; k++) {
+        fm_batch *b = &t->micro[k];
+        batch_reset(b);
+        fm_status st = t->data.next(t->data.ctx, b, rng, position);
+        if (st) return st;
+        if (b->rows < 1 || b->rows > b->B)
+            return fm_fail(FM_ERR_ARG, "the data source filled %d rows of a batch of %d", b->rows, b->B);
+        *norm += t->obj.weight(t->obj.ctx, t->model, b);
+    }
+    if (!(*norm > 0.0) || !isfinite(*norm))
+        return fm_fail(FM_ERR_ARG, "the step's batches weigh %g (an all-zero loss mask?)", *norm);
+    return FM_OK;
+}
+
+fm_status fm_trainer_step(fm_trainer *t, fm_step_report *r) {
+    double t0 = now(), norm, loss_sum = 0.0;
+    fm_status st = draw(t, &t->state->rng, &t->state->data_position, &norm);
+    if (st) return st;
+    fm_model_zero_grad(t->model);
+    for (int k = 0; !st && k < t->cfg.grad_accum; k++) st = micro_step(t, &t->micro[k], norm, &loss_sum);
+    memset(r, 0, sizeof *r);
+    if (!st) st = fm_optimizer_step(t->opt, t->model, &r->grad_norm, &r->lr);
+    if (st) return st;
+    double dt = now() - t0;
+    r->step = fm_optimizer_steps_done(t->opt);
+    r->total_steps = t->cfg.total_steps;
+    r->loss = (float)(loss_sum / norm);
+    r->tokens_per_s = (double)t->cfg.grad_accum * t->cfg.batch * t->cfg.seq / (dt > 0 ? dt : 1e-9);
+    r->elapsed_s = t->t_run > 0 ? now() - t->t_run : dt;
+    return FM_OK;
+}
+
+fm_status fm_trainer_evaluate(fm_trainer *t, double *loss) {
+    if (!t->data.eval_next) return fm_fail(FM_ERR_ARG, "the data source has no held-out data");
+    double total = 0.0, weight = 0.0;
+    for (uint64_t i = 0;; i++) {
+        fm_batch *b = &t->eval;
+        batch_reset(b);
+        fm_status st = t->data.eval_next(t->data.ctx, b, i);
+        if (st) return st;
+        if (b->rows == 0) break;
+        if (b->rows < 0 || b->rows > b->B)
+            return fm_fail(FM_ERR_ARG, "the data source filled %d rows of a batch of %d", b->rows, b->B);
+        double w = t->obj.weight(t->obj.ctx, t->model, b), sum = 0.0;
+        if (!(w > 0.0)) continue;
+        if ((st = fm_model_forward(t->model, b->tokens, b->rows, b->T))) return st;
+        if ((st = t->obj.loss(t->obj.ctx, t->model, b, w, &sum, NULL, NULL))) return st;
+        /* each batch's mean as the step reports it, weighted by its share */
+        total += (double)(float)(sum / w) * w;
+        weight += w;
+    }
+    *loss = weight > 0.0 ? total / weight : NAN;
+    return FM_OK;
+}
+
+static fm_status save(fm_trainer *t) {
+    if (!t->cfg.checkpoint_dir) return FM_OK;
+    if (t->metrics) fflush(t->metrics);
+    return fm_checkpoint_save(t->cfg.checkpoint_dir, t->model, t->opt, t->state);
+}
+
+fm_status fm_trainer_run(fm_trainer *t, int *stopped) {
+    *stopped = 0;
+    t->t_run = now();
+    fm_status st = FM_OK;
+    while (fm_optimizer_steps_done(t->opt) < t->cfg.total_steps) {
+        fm_step_report r;
+        if ((st = fm_trainer_step(t, &r))) return st;
+        int last = r.step == t->cfg.total_steps;
+        if (t->data.eval_next && t->cfg.eval_every > 0 && (r.step % t->cfg.eval_every == 0 || last)) {
+            if ((st = fm_trainer_evaluate(t, &r.val_loss))) return st;
+            r.evaluated = 1;
+        }
+        if ((st = log_step(t, &r))) return st;
+        if (t->cfg.on_step) t->cfg.on_step(t->cfg.user, &r);
+        int stop = t->stop && !last;
+        if ((t->cfg.save_every > 0 && r.step % t->cfg.save_every == 0) || last || stop)
+            if ((st = save(t))) return st;
+        if (stop) {
+            *stopped = 1;
+            break;
+        }
+    }
+    if (t->curve.n) plot(t);
+    return FM_OK;
+}
+
+fm_status fm_trainer_time_step(fm_trainer *t, uint64_t seed, double *seconds) {
+    fm_rng rng;
+    fm_rng_seed(&rng, seed);
+    uint64_t position = 0;
+    double best = INFINITY;
+    for (int i = 0; i < 5; i++) {
+        double norm, loss_sum = 0.0;
+        fm_status st = draw(t, &rng, &position, &norm);
+        double t0 = now();
+        fm_model_zero_grad(t->model);
+        for (int k = 0; !st && k < t->cfg.grad_accum; k++) st = micro_step(t, &t->micro[k], norm, &loss_sum);
+        if (st) return st;
+        if (i > 0 && now() - t0 < best) best = now() - t0; /* the first touches fresh memory */
+    }
+    fm_model_zero_grad(t->model);
+    /* AdamW reads and writes four arrays of the trainable parameters */
+    *seconds = best + 16.0 * fm_optimizer_num_params(t->opt) / 5e9;
+    return FM_OK;
+}
