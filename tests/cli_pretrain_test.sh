@@ -59,14 +59,22 @@ expect "beta2 of 1" 2 "--beta2: 1 is out of range" -- "$FM" pretrain "${common[@
 
 # --- an uninterrupted run, and one interrupted by Ctrl-C then resumed
 expect "pretrain" 0 "done: 150 steps" -- "$FM" pretrain "${common[@]}" --steps 150 --save-every 50 --out full
-interrupted 20 cut cut.log -- "$FM" pretrain "${common[@]}" --steps 150 --save-every 50 --out cut
-status=$?
-stopped_at=$(grep -o "checkpoint saved at step [0-9]*" cut.log | grep -o "[0-9]*$")
-if [ $status -eq 130 ] && [ "${stopped_at:-150}" -lt 150 ]; then ok; else
-    bad "interrupt: exit $status"; tail -3 cut.log
-fi
-expect "resume" 0 "done: 150 steps" -- "$FM" pretrain --out cut --resume --threads 2
 losses() { grep -o '"step":[0-9]*,"loss":[0-9.]*' "$1/metrics.jsonl"; }
+# stopped_short NAME STATUS LOG RUN_DIR: the run was really interrupted before its 150 steps: exit
+# status 130, the "interrupted: checkpoint saved at step N" message with N < 150, and its metrics
+# holding exactly N steps' losses (the checkpoint's), so that the resume has steps left to run
+stopped_short() {
+    local name=$1 status=$2 log=$3 dir=$4 at n
+    at=$(grep -o "^interrupted: checkpoint saved at step [0-9]*" "$log" | grep -o "[0-9]*$")
+    n=$(losses "$dir" | wc -l)
+    if [ "$status" -eq 130 ] && [ -n "$at" ] && [ "$at" -lt 150 ] && [ "$n" -eq "$at" ]; then ok; else
+        bad "$name: exit $status (want 130), interrupted at step ${at:-none} (want < 150), metrics hold $n steps"
+        tail -3 "$log" | sed 's/^/    /'
+    fi
+}
+interrupted 20 cut cut.log -- "$FM" pretrain "${common[@]}" --steps 150 --save-every 50 --out cut
+stopped_short "interrupt" $? cut.log cut
+expect "resume" 0 "done: 150 steps" -- "$FM" pretrain --out cut --resume --threads 2
 if [ "$(losses full | wc -l)" -eq 150 ] && diff <(losses full) <(losses cut) >/dev/null; then ok; else
     bad "resumed losses differ from the uninterrupted run"; diff <(losses full) <(losses cut) | head -5
 fi
@@ -82,6 +90,7 @@ expect "precision on resume" 2 "drop the size, budget and precision flags" -- "$
 expect "pretrain bf16" 0 "done: 150 steps" -- "$FM" pretrain "${common[@]}" --steps 150 --save-every 50 --precision bf16 --out bf
 grep -q '"precision":[[:space:]]*"bf16"' bf/run.json && ok || bad "run.json does not record bf16"
 interrupted 20 bfcut bfcut.log -- "$FM" pretrain "${common[@]}" --steps 150 --save-every 50 --precision bf16 --out bfcut
+stopped_short "interrupt bf16" $? bfcut.log bfcut
 expect "resume bf16" 0 "done: 150 steps" -- "$FM" pretrain --out bfcut --resume --threads 1
 diff <(losses bf) <(losses bfcut) >/dev/null && ok || bad "bf16 resumed losses differ from the uninterrupted run"
 last_loss() { losses "$1" | tail -1 | grep -o '[0-9.]*$'; }
