@@ -105,8 +105,20 @@ b=$("$FM" generate --model full --prompt "Line" --max-tokens 30 --seed 9 2>/dev/
 echo "Line 12: the" >prompt.txt
 expect "prompt from a file" 0 "tokens generated" -- "$FM" generate --model full --file prompt.txt --max-tokens 5
 expect "prompt from stdin" 0 "tokens generated" -- sh -c "echo 'Line 3' | '$FM' generate --model full --max-tokens 5"
-out=$("$FM" generate --model full --prompt "Line 1" --max-tokens 60 --temperature 0 --stop "hill" 2>/dev/null)
-grep -q "hill" <<<"$out" && bad "stop string was printed: $out" || ok
+# --stop: the stop string is taken from the greedy continuation itself (5 characters from its middle,
+# no newline or backslash), so it is provably generated; the stopped run prints exactly the text
+# before its first occurrence
+unstopped=$("$FM" generate --model full --prompt "Line 1" --max-tokens 60 --temperature 0 2>/dev/null)
+stop=""
+for off in 30 25 35 20 40 15 45 10; do
+    cand=${unstopped:off:5}
+    if [ ${#cand} -eq 5 ] && [[ $cand != *$'\n'* && $cand != *\\* ]]; then stop=$cand; break; fi
+done
+before=$(printf '%s' "${unstopped%%"$stop"*}")
+out=$("$FM" generate --model full --prompt "Line 1" --max-tokens 60 --temperature 0 --stop "$stop" 2>/dev/null)
+if [ -n "$stop" ] && [ -n "$before" ] && [ ${#before} -lt ${#unstopped} ] && [ "$out" = "$before" ]; then ok; else
+    bad "--stop '$stop': printed '$out', want the text before it: '$before' (unstopped: '$unstopped')"
+fi
 expect "score json" 0 '^\{"tokens":\[[0-9,]+\],"logprobs":\[null,-[0-9]' -- "$FM" score --model full --text "Line 4: the 4 lambs" --json
 expect "score bos" 0 '"logprobs":\[-[0-9]' -- "$FM" score --model full --text "Line 4" --bos --json
 expect "eval" 0 "bigram: [0-9.]+ bits per byte" -- "$FM" eval --model full --data data
