@@ -1,7 +1,8 @@
 /*
- * test_quant.c — int8 (Q8_0) weights: the quantization error bound, the decoder on int8 blocks
- * against the float forward of the same (dequantized) model, the file round trip, a broken
- * file's message, and a backward returning the model to float32.
+ * test_quant.c — int8 (Q8_0) weights: the quantization error bound, an inference session on int8
+ * blocks against the float forward of the same (dequantized) model, with proof that the session
+ * multiplied the blocks and not the float copies (check_session_runs_int8), the file round trip,
+ * a broken file's message, and a backward returning the model to float32.
  *
  * Bounds: Q8_0 rounds each weight to the nearest multiple of its block's scale d = max|w| / 127
  * (d itself rounded to float16, within 2^-11 relative), so |w - d q| <= d / 2 (1 + 2^-10).
@@ -62,33 +63,113 @@ static void test_error_bound(void **state) {
     fm_model_free(m);
 }
 
-/* Decoder logits after each of T tokens (int8 products) against the forward's (float). */
-static void check_decoder_matches_forward(fm_model *m, const int *tokens, int T) {
+/* Session logits after each of T tokens fed one at a time, and after the T tokens fed as one
+ * prompt, against the float forward's (fm_model_forward). */
+static void compare_session(fm_model *m, const int *tokens, int T, const float *want_all, int doubled) {
     int V = cfg.vocab_size;
-    assert_int_equal(fm_model_forward(m, tokens, 1, T), FM_OK);
-    fm_decoder *d;
-    assert_int_equal(fm_decoder_init(&d, m, T), FM_OK);
-    for (int t = 0; t < T; t++) {
-        const float *logits, *want = fm_model_logits(m) + (size_t)t * V;
-        assert_int_equal(fm_decoder_feed(d, &tokens[t], 1, &logits), FM_OK);
+    fm_session *s;
+    assert_int_equal(fm_session_init(&s, m, 2, T), FM_OK);
+    const float *logits;
+    for (int t = 0; t <= T; t++) {
+        const float *want = want_all + (size_t)(t < T ? t : T - 1) * V;
+        if (t < T) assert_int_equal(fm_session_feed(s, 0, &tokens[t], 1, &logits), FM_OK);
+        else assert_int_equal(fm_session_feed(s, 1, tokens, T, &logits), FM_OK); /* the whole prompt */
         double maxv = 0, err = 0;
+        for (int v = 0; v < V; v++) maxv = fmax(maxv, fabs(want[v]));
         for (int v = 0; v < V; v++) {
-            maxv = fmax(maxv, fabs(want[v]));
-            err = fmax(err, fabs((double)logits[v] - want[v]));
+            double w = v == doubled ? 2.0 * want[v] : want[v];
+            err = fmax(err, fabs((double)logits[v] - w) / (v == doubled ? 2.0 : 1.0));
         }
-        if (!(err <= 1e-4 * maxv)) fail_msg("position %d: int8 decoder differs by %g (largest logit %g)", t, err, maxv);
+        if (!(err <= 1e-4 * maxv))
+            fail_msg("position %d%s: the session's logits differ by %g (largest logit %g)", t,
+                     t == T ? " (prompt)" : "", err, maxv);
     }
-    fm_decoder_free(d);
+    fm_session_free(s);
 }
 
-static void test_decoder_on_int8(void **state) {
+/* A float model (no int8 blocks): the session's logits are the forward's, within float rounding. */
+static void check_session_matches_forward(fm_model *m, const int *tokens, int T) {
+    assert_null(m->quant);
+    assert_int_equal(fm_model_forward(m, tokens, 1, T), FM_OK);
+    size_t n = (size_t)T * cfg.vocab_size;
+    float *want = malloc(sizeof(float) * n);
+    memcpy(want, fm_model_logits(m), sizeof(float) * n);
+    compare_session(m, tokens, T, want, -1);
+    free(want);
+}
+
+/* A quantized model: the session's products must run on the Q8_0 blocks. Its logits equal the
+ * float forward's on the dequantized weights within float rounding (same sums, another order);
+ * and, since that alone would pass if the session multiplied the float copies, the two are made
+ * to disagree before the session runs: the float copies of every quantized Conv1D weight are
+ * zeroed (the float forward then changes beyond recognition: checked) and the scales of one
+ * vocabulary row of wte's blocks are doubled (through the int8 head that row's logit doubles;
+ * the float forward does not see it: checked). The session must follow the blocks. Both are
+ * restored after (doubling a scale is exact). */
+static void check_session_runs_int8(fm_model *m, const int *tokens, int T) {
+    int V = cfg.vocab_size;
+    struct fm_quant *q = m->quant;
+    assert_non_null(q);
+    assert_string_equal(fm_model_weight_format(m), "q8_0");
+    assert_int_equal(fm_model_forward(m, tokens, 1, T), FM_OK);
+    size_t n = (size_t)T * V;
+    float *want = malloc(sizeof(float) * n);
+    memcpy(want, fm_model_logits(m), sizeof(float) * n);
+
+    int row = 0; /* a vocabulary row that is not fed, so that wte's embedding rows stay as they were */
+    for (int again = 1; again;) {
+        again = 0;
+        for (int t = 0; t < T; t++)
+            if (tokens[t] == row) row++, again = 1;
+    }
+    assert_true(row < V);
+    fm_q8_matrix *head = NULL;
+    float **saved = calloc(q->n, sizeof *saved);
+    for (int k = 0; k < q->n; k++) {
+        const fm_tensor_info *t = fm_model_tensor(m, q->mats[k].tensor);
+        if (strcmp(t->name, "wte.weight") == 0) {
+            head = &q->mats[k];
+            continue;
+        }
+        saved[k] = malloc(sizeof(float) * t->numel);
+        memcpy(saved[k], t->data, sizeof(float) * t->numel);
+        memset(t->data, 0, sizeof(float) * t->numel);
+    }
+    assert_non_null(head);
+    assert_int_equal(head->rows, V);
+    for (int b = 0; b < head->blocks; b++) head->d[(size_t)row * head->blocks + b] *= 2.0f;
+
+    /* the float path now gives other logits, and the doubled row's unchanged */
+    assert_int_equal(fm_model_forward(m, tokens, 1, T), FM_OK);
+    double maxv = 0, moved = 0, row_moved = 0;
+    for (size_t i = 0; i < n; i++) {
+        maxv = fmax(maxv, fabs(want[i]));
+        moved = fmax(moved, fabs((double)fm_model_logits(m)[i] - want[i]));
+    }
+    assert_true(moved > 0.1 * maxv);
+    compare_session(m, tokens, T, want, row);
+    for (int t = 0; t < T; t++) row_moved = fmax(row_moved, fabs(want[(size_t)t * V + row]));
+    assert_true(row_moved > 1e-3 * maxv); /* doubling that row's logit is visible */
+
+    for (int b = 0; b < head->blocks; b++) head->d[(size_t)row * head->blocks + b] *= 0.5f;
+    for (int k = 0; k < q->n; k++)
+        if (saved[k]) {
+            const fm_tensor_info *t = fm_model_tensor(m, q->mats[k].tensor);
+            memcpy(t->data, saved[k], sizeof(float) * t->numel);
+            free(saved[k]);
+        }
+    free(saved);
+    free(want);
+}
+
+static void test_session_on_int8(void **state) {
     (void)state;
     fm_model *m;
     assert_int_equal(fm_model_init(&m, &cfg, 12), FM_OK);
     assert_int_equal(fm_model_quantize(m), FM_OK);
     int tokens[20];
     for (int i = 0; i < 20; i++) tokens[i] = (i * 29 + 3) % cfg.vocab_size;
-    check_decoder_matches_forward(m, tokens, 20);
+    check_session_runs_int8(m, tokens, 20);
     fm_model_free(m);
 }
 
@@ -111,7 +192,7 @@ static void test_save_load_round_trip(void **state) {
         assert_memory_equal(x->d, y->d, sizeof(float) * x->rows * x->blocks);
     }
     int tokens[9] = {1, 5, 9, 2, 66, 0, 3, 3, 7};
-    check_decoder_matches_forward(back, tokens, 9);
+    check_session_runs_int8(back, tokens, 9);
     /* three times smaller than float32 on disk (wpe and the vectors stay float32) */
     char *path = test_path(dir, "model.safetensors");
     size_t q8_size, f32_size;
@@ -173,7 +254,7 @@ static void test_training_returns_to_float(void **state) {
     fm_model_zero_grad(m);
     assert_int_equal(fm_model_train_loss(m, tokens, targets, NULL, 1, 6, &loss), FM_OK);
     assert_string_equal(fm_model_weight_format(m), "f32");
-    check_decoder_matches_forward(m, tokens, 6);
+    check_session_matches_forward(m, tokens, 6);
     fm_model_free(m);
 }
 
@@ -181,7 +262,7 @@ int main(void) {
     fm_set_threads(2);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_bound),
-        cmocka_unit_test(test_decoder_on_int8),
+        cmocka_unit_test(test_session_on_int8),
         cmocka_unit_test(test_save_load_round_trip),
         cmocka_unit_test(test_missing_scale_refused),
         cmocka_unit_test(test_training_returns_to_float),
