@@ -190,25 +190,55 @@ static void test_weight_decay_groups(void **state) {
     fm_optimizer_free(o);
 }
 
-/* A clipped step scales the gradient to grad_clip: AdamW's first step is then unchanged
- * (m / sqrt(v) is scale-free), so compare the reported norm and that clipping applies. */
+/* Clipping (torch.nn.utils.clip_grad_norm_: the gradient times grad_clip / (norm + 1e-6) when
+ * that is below 1). AdamW's first step is scale-free, so a clipped first step looks unclipped:
+ * here step 1's gradient (norm 0.25) is under the clip of 0.5 and step 2's (norm 5) ten times
+ * over it, and the two parameters with a gradient must follow the clipped update computed here
+ * in double (PyTorch's AdamW), about 1e-3 away from the unclipped one (asserted, so the check
+ * bites). The reported norm is the one before clipping; a NaN norm skips the update. */
 static void test_clipping_reports_norm(void **state) {
     (void)state;
     fm_model *m;
     fm_optimizer *o;
     fm_adamw_config c = train_cfg(10);
+    assert_float_equal(c.grad_clip, 0.5, 0.0);
     assert_int_equal(fm_model_init(&m, &small_cfg, 3), FM_OK);
     assert_int_equal(fm_optimizer_init(&o, m, &c), FM_OK);
-    float *g = fm_model_grads(m);
-    fm_model_zero_grad(m);
-    g[0] = 3.0f, g[1] = 4.0f; /* norm 5 */
-    float norm;
-    assert_int_equal(fm_optimizer_step(o, m, &norm, NULL), FM_OK);
-    assert_float_equal(norm, 5.0, 1e-6);
+    assert_int_equal(fm_model_tensor(m, 0)->decay, 1); /* wte: g[0], g[1] below are its gradients */
+    float *p = fm_model_params(m), *g = fm_model_grads(m);
+    const double grads[2][2] = {{0.15, 0.2}, {3.0, 4.0}};
+    double ref[2][2], mom[2][2] = {{0}}, vel[2][2] = {{0}}; /* [0]: clipped, [1]: never clipped */
+    for (int k = 0; k < 2; k++) ref[k][0] = p[0], ref[k][1] = p[1];
+    for (int s = 0; s < 2; s++) {
+        fm_model_zero_grad(m);
+        g[0] = (float)grads[s][0], g[1] = (float)grads[s][1];
+        float norm, lr;
+        assert_int_equal(fm_optimizer_step(o, m, &norm, &lr), FM_OK);
+        double n = hypot(grads[s][0], grads[s][1]);
+        assert_float_equal(norm, n, 1e-6);
+        int t = s + 1;
+        double bc1 = 1 - pow(c.beta1, t), bc2_sqrt = sqrt(1 - pow(c.beta2, t));
+        for (int k = 0; k < 2; k++) {
+            double coef = k == 0 ? fmin(1.0, c.grad_clip / (n + 1e-6)) : 1.0;
+            for (int i = 0; i < 2; i++) {
+                double gi = grads[s][i] * coef;
+                mom[k][i] = c.beta1 * mom[k][i] + (1 - c.beta1) * gi;
+                vel[k][i] = c.beta2 * vel[k][i] + (1 - c.beta2) * gi * gi;
+                ref[k][i] = ref[k][i] * (1 - (double)lr * c.weight_decay) -
+                            lr / bc1 * mom[k][i] / (sqrt(vel[k][i]) / bc2_sqrt + c.eps);
+            }
+        }
+        for (int i = 0; i < 2; i++)
+            if (!(fabs(p[i] - ref[0][i]) <= 1e-7))
+                fail_msg("step %d (norm %g, clip %g): parameter %d is %.9g, the clipped update gives %.9g "
+                         "(unclipped: %.9g)", t, n, c.grad_clip, i, p[i], ref[0][i], ref[1][i]);
+    }
+    for (int i = 0; i < 2; i++) assert_true(fabs(ref[0][i] - ref[1][i]) > 1e-4);
     g[0] = NAN;
+    float norm;
     assert_int_equal(fm_optimizer_step(o, m, &norm, NULL), FM_ERR_ARG);
     assert_non_null(strstr(fm_last_error(), "gradient norm"));
-    assert_int_equal(fm_optimizer_steps_done(o), 1);
+    assert_int_equal(fm_optimizer_steps_done(o), 2);
     fm_model_free(m);
     fm_optimizer_free(o);
 }
