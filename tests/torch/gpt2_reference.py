@@ -13,6 +13,9 @@ plain PyTorch, and records:
   hidden_weights, hgrad.<n> R ~ N(0, 1) [B, T, C] and d(sum(hidden * R)) / d(p)
   losses, grad_norms, lrs   10 AdamW steps (loss before update, pre-clip norm,
                             learning rate used at each step)
+  final.<name>              every parameter after the 10 steps
+  adam.m.<n>, adam.v.<n>    AdamW's moments after the 10 steps (exp_avg and
+                            exp_avg_sq; fm's checkpoint names)
 
 The hyper-parameters are written as strings in the output's "__metadata__".
 
@@ -341,7 +344,7 @@ def make_optimizer(model, hp):
 
 
 def train(model, data, hp, steps=STEPS):
-    """Run `steps` AdamW steps in place; return (losses, pre-clip norms, lrs)."""
+    """Run `steps` AdamW steps in place; return (losses, pre-clip norms, lrs, optimizer)."""
     tokens, targets, mask, _ = data
     params = list(model.parameters())
     opt = make_optimizer(model, hp)
@@ -361,7 +364,7 @@ def train(model, data, hp, steps=STEPS):
         losses.append(loss.item())
         norms.append(norm.item())
         lrs.append(lr)
-    return losses, norms, lrs
+    return losses, norms, lrs, opt
 
 
 def gradients(model, objective):
@@ -539,11 +542,17 @@ def main():
         trial_norms = train(model, data, hp)[1]
         model.load_state_dict(initial)
         hp["grad_clip"] = float(f"{0.5 * min(trial_norms):.2g}")
-    losses, norms, lrs = train(model, data, hp)
+    losses, norms, lrs, opt = train(model, data, hp)
     assert norms[0] > hp["grad_clip"], "grad_clip does not clip the first step"
     out["losses"] = np.array(losses, dtype=np.float32)
     out["grad_norms"] = np.array(norms, dtype=np.float32)
     out["lrs"] = np.array(lrs, dtype=np.float32)
+    # where the 10 steps leave every parameter and both moments
+    for name, p in model.named_parameters():
+        state = opt.state[p]
+        out["final." + name] = to_np(p)
+        out["adam.m." + name] = to_np(state["exp_avg"])
+        out["adam.v." + name] = to_np(state["exp_avg_sq"])
 
     meta = {k: repr(v) if isinstance(v, float) else str(v) for k, v in hp.items()}
     meta.update({
