@@ -63,17 +63,43 @@ static void test_error_bound(void **state) {
     fm_model_free(m);
 }
 
-/* Session logits after each of T tokens fed one at a time, and after the T tokens fed as one
- * prompt, against the float forward's (fm_model_forward). */
-static void compare_session(fm_model *m, const int *tokens, int T, const float *want_all, int doubled) {
+/* Session logits (T + 1, V): after each of T tokens fed one at a time, then after the T tokens
+ * fed as one prompt. */
+static float *session_logits(fm_model *m, const int *tokens, int T) {
     int V = cfg.vocab_size;
+    float *out = malloc(sizeof(float) * (size_t)(T + 1) * V);
     fm_session *s;
     assert_int_equal(fm_session_init(&s, m, 2, T), FM_OK);
     const float *logits;
     for (int t = 0; t <= T; t++) {
-        const float *want = want_all + (size_t)(t < T ? t : T - 1) * V;
         if (t < T) assert_int_equal(fm_session_feed(s, 0, &tokens[t], 1, &logits), FM_OK);
         else assert_int_equal(fm_session_feed(s, 1, tokens, T, &logits), FM_OK); /* the whole prompt */
+        memcpy(out + (size_t)t * V, logits, sizeof(float) * V);
+    }
+    fm_session_free(s);
+    return out;
+}
+
+/* The session's logits against the float forward's (want_all: (T, V) from fm_model_forward),
+ * logit `doubled` (or none: -1) at twice its forward value. With bf16_too, the session runs
+ * again with bfloat16 products switched on (fm_set_matmul_precision(FM_MATMUL_BF16), really) and
+ * must give the same bits: an int8 model's session multiplies the Q8_0 blocks in any mode. The
+ * precision in force before is restored. */
+static void compare_session(fm_model *m, const int *tokens, int T, const float *want_all, int doubled,
+                            int bf16_too) {
+    int V = cfg.vocab_size;
+    float *got = session_logits(m, tokens, T), *got_bf16 = NULL;
+    if (bf16_too) {
+        fm_matmul_precision before = fm_get_matmul_precision();
+        fm_set_matmul_precision(FM_MATMUL_BF16);
+        assert_int_equal(fm_get_matmul_precision(), FM_MATMUL_BF16);
+        got_bf16 = session_logits(m, tokens, T);
+        fm_set_matmul_precision(before);
+        if (memcmp(got, got_bf16, sizeof(float) * (size_t)(T + 1) * V) != 0)
+            fail_msg("the int8 session's logits change with fm_set_matmul_precision(FM_MATMUL_BF16)");
+    }
+    for (int t = 0; t <= T; t++) {
+        const float *want = want_all + (size_t)(t < T ? t : T - 1) * V, *logits = got + (size_t)t * V;
         double maxv = 0, err = 0;
         for (int v = 0; v < V; v++) maxv = fmax(maxv, fabs(want[v]));
         for (int v = 0; v < V; v++) {
@@ -84,7 +110,8 @@ static void compare_session(fm_model *m, const int *tokens, int T, const float *
             fail_msg("position %d%s: the session's logits differ by %g (largest logit %g)", t,
                      t == T ? " (prompt)" : "", err, maxv);
     }
-    fm_session_free(s);
+    free(got);
+    free(got_bf16);
 }
 
 /* A float model (no int8 blocks): the session's logits are the forward's, within float rounding. */
@@ -94,7 +121,7 @@ static void check_session_matches_forward(fm_model *m, const int *tokens, int T)
     size_t n = (size_t)T * cfg.vocab_size;
     float *want = malloc(sizeof(float) * n);
     memcpy(want, fm_model_logits(m), sizeof(float) * n);
-    compare_session(m, tokens, T, want, -1);
+    compare_session(m, tokens, T, want, -1, 0);
     free(want);
 }
 
@@ -147,7 +174,7 @@ static void check_session_runs_int8(fm_model *m, const int *tokens, int T) {
         moved = fmax(moved, fabs((double)fm_model_logits(m)[i] - want[i]));
     }
     assert_true(moved > 0.1 * maxv);
-    compare_session(m, tokens, T, want, row);
+    compare_session(m, tokens, T, want, row, 1);
     for (int t = 0; t < T; t++) row_moved = fmax(row_moved, fabs(want[(size_t)t * V + row]));
     assert_true(row_moved > 1e-3 * maxv); /* doubling that row's logit is visible */
 
