@@ -299,8 +299,63 @@ static void test_plot(void **state) {
     assert_non_null(strstr(svg, "train &lt;loss&gt;"));
     assert_non_null(strstr(svg, "a &amp; b"));
     assert_non_null(strstr(svg, "</svg>"));
+    assert_null(strstr(svg, "log scale"));
     free(svg);
-    assert_int_equal(fm_plot_svg(path, "empty", "x", "y", series, 0, 1), FM_OK);
+    assert_int_equal(fm_plot_svg(path, "empty", "x", "y", series, 0, 1), FM_OK); /* empty axes */
+
+    /* Log scale with real series: decades 100 down to 0.01, and a zero, a negative and a NaN that
+     * a log scale cannot place. Read back: the y grid's labels are powers of ten among others,
+     * equally spaced per decade; the first line's points are exactly the 5 placeable ones, each
+     * on the grid line of its value; the second's (50, 0.05) between their decades. */
+    double lx[8] = {0, 1, 2, 3, 4, 5, 6, 7}, ly[8] = {100, 10, 0, 1, -3, 0.1, NAN, 0.01};
+    double lx2[2] = {0, 7}, ly2[2] = {50, 0.05};
+    fm_series logs[2] = {{"train", lx, ly, 8, "#1f77b4"}, {"held-out", lx2, ly2, 2, "#d62728"}};
+    assert_int_equal(fm_plot_svg(path, "log", "step", "loss", logs, 2, 1), FM_OK);
+    svg = (char *)read_file_bytes(path, &size);
+    assert_non_null(strstr(svg, ">loss (log scale)</text>"));
+    const char *decades[5] = {"100", "10", "1", "0.1", "0.01"};
+    double decade_y[5] = {NAN, NAN, NAN, NAN, NAN}, pts[2][16][2];
+    int n_ticks = 0, n_pts[2] = {-1, -1};
+    for (char *line = svg; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        double y;
+        char label[32];
+        if (sscanf(line, "<line x1=\"%*d\" y1=\"%lf\" x2=\"%*d\" y2=\"%*f\" stroke=\"#eee\"/><text x=\"%*d\" y=\"%*f\" "
+                         "text-anchor=\"end\">%31[^<]</text>", &y, label) == 2) {
+            n_ticks++;
+            for (int d = 0; d < 5; d++)
+                if (strcmp(label, decades[d]) == 0) decade_y[d] = y;
+        }
+        for (int s = 0; s < 2; s++) {
+            char head[96];
+            snprintf(head, sizeof head, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", logs[s].color);
+            if (strncmp(line, head, strlen(head)) != 0) continue;
+            const char *p = line + strlen(head);
+            int used;
+            n_pts[s] = 0;
+            while (n_pts[s] < 16 && sscanf(p, "%lf,%lf %n", &pts[s][n_pts[s]][0], &pts[s][n_pts[s]][1], &used) == 2)
+                n_pts[s]++, p += used;
+            assert_true(*p == '"');
+        }
+    }
+    assert_true(n_ticks >= 5 && n_ticks <= 12);
+    for (int d = 0; d < 5; d++) {
+        if (isnan(decade_y[d])) fail_msg("no y tick labelled %s on the log scale:\n%s", decades[d], svg);
+        if (d > 0 && !(fabs((decade_y[d] - decade_y[d - 1]) - (decade_y[1] - decade_y[0])) <= 0.15))
+            fail_msg("decades not equally spaced: %s at y %.1f, %s at %.1f", decades[d - 1], decade_y[d - 1], decades[d],
+                     decade_y[d]);
+    }
+    assert_true(decade_y[1] - decade_y[0] > 50); /* downwards, and far apart */
+    assert_int_equal(n_pts[0], 5);
+    const double placed_x[5] = {0, 1, 3, 5, 7};
+    for (int i = 0; i < 5; i++) {
+        assert_float_equal(pts[0][i][1], decade_y[i], 0.051);
+        if (i > 0) assert_true(pts[0][i][0] > pts[0][i - 1][0]);
+        assert_float_equal((pts[0][i][0] - pts[0][0][0]) / (pts[0][4][0] - pts[0][0][0]), placed_x[i] / 7.0, 1e-3);
+    }
+    assert_int_equal(n_pts[1], 2);
+    assert_true(pts[1][0][1] > decade_y[0] && pts[1][0][1] < decade_y[1]); /* 50: between 100 and 10 */
+    assert_true(pts[1][1][1] > decade_y[3] && pts[1][1][1] < decade_y[4]); /* 0.05: between 0.1 and 0.01 */
+    free(svg);
     remove_dir_recursive(dir);
     free(dir), free(path);
 }
