@@ -55,6 +55,11 @@ fm_shard *cli_open_shard(const char *cmd, const char *dir, const char *name, int
 int *cli_parse_ids(const char *cmd, const char *text, int vocab_size, size_t *n);
 /* mkdir -p; dies on failure. */
 void cli_mkdir_p(const char *cmd, const char *dir);
+/* Before writing a model directory: refuses (exit 2) an --out that resolves to the input
+ * directory (NULL: none), and (exit 1) one that already holds a model or run file unless force. */
+void cli_check_out_dir(const char *cmd, const char *out, const char *input, int force);
+/* Locks dir for this process (fm_dir_lock); dies naming the holder when another has it. */
+int cli_lock_dir(const char *cmd, const char *dir);
 /* Seconds on a monotonic clock. */
 double cli_now(void);
 

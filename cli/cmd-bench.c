@@ -7,7 +7,8 @@
  * global-norm clipping and AdamW. The data are random tokens from a fixed seed. Steps after
  * the warm-up are timed one by one and the median is reported, with FLOPs per token counted as
  * llm.c does (6 N + 6 L C T, N all parameters) and the peak resident memory the process saw.
- * Generation is batch 1 with the KV-cache decoder: a prompt, then greedy tokens one at a time.
+ * Generation is batch 1 through an inference session: a prompt, then greedy tokens one step at a
+ * time.
  * Not for: correctness (tests/) or training a real model (fm pretrain).
  */
 #include <stdio.h>
@@ -161,8 +162,8 @@ static int bench_generate(const bench_args *a) {
     int len = a->prompt + a->gen, V = cfg->vocab_size;
     if (len > cfg->n_positions)
         cli_usage_error("bench", "--prompt %d + --gen %d exceed the context %d", a->prompt, a->gen, cfg->n_positions);
-    fm_decoder *dec = NULL;
-    if ((st = fm_decoder_init(&dec, model, len))) cli_fail("bench", st);
+    fm_session *session = NULL;
+    if ((st = fm_session_init(&session, model, 1, len))) cli_fail("bench", st);
     int *tokens = malloc(sizeof(int) * (size_t)len);
     int runs = a->warmup + a->steps;
     double *decode_s = malloc(sizeof(double) * runs), *whole_s = malloc(sizeof(double) * runs);
@@ -176,13 +177,14 @@ static int bench_generate(const bench_args *a) {
     double prompt_ms = 0.0;
     for (int r = 0; r < runs; r++) {
         const float *logits;
-        fm_decoder_reset(dec);
+        fm_session_reset(session, 0);
         double t0 = now_s();
-        if ((st = fm_decoder_feed(dec, tokens, a->prompt, &logits))) cli_fail("bench", st);
+        if ((st = fm_session_feed(session, 0, tokens, a->prompt, &logits))) cli_fail("bench", st);
         double t1 = now_s();
         for (int i = a->prompt; i < len; i++) {
             tokens[i] = argmax(logits, V);
-            if (i + 1 < len && (st = fm_decoder_feed(dec, &tokens[i], 1, &logits))) cli_fail("bench", st);
+            int seq = 0;
+            if (i + 1 < len && (st = fm_session_step(session, &seq, &tokens[i], 1, &logits))) cli_fail("bench", st);
         }
         double t2 = now_s();
         /* a->gen tokens come out; the last needs no further step, so gen - 1 steps were timed */
@@ -201,7 +203,7 @@ static int bench_generate(const bench_args *a) {
     free(tokens);
     free(decode_s);
     free(whole_s);
-    fm_decoder_free(dec);
+    fm_session_free(session);
     fm_model_free(model);
     return 0;
 }

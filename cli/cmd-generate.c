@@ -1,58 +1,155 @@
 /*
- * cmd-generate.c — `fm generate`: continue a prompt with a KV-cached decoder, streaming the
- * text as it is made. Sampling order (fm.h): repetition penalty, temperature, top-k, top-p,
- * min-p. Same seed, same text. Few-shot prompting is a prompt file with the examples in it.
+ * cmd-generate.c — `fm generate`: continue a prompt with an inference session, streaming the
+ * text as it is made; or continue many prompts (--prompts FILE, one a line) decoded together,
+ * one JSON line each. Sampling order (fm.h): repetition penalty, temperature, top-k, top-p,
+ * min-p. Same seed, same text, alone or beside other prompts. Few-shot prompting is a prompt
+ * file with the examples in it. Generation itself is the library's (fm_generate); this file
+ * reads the arguments and prints.
  */
-#define _GNU_SOURCE /* memmem */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli.h"
 
-/* Text output that holds back what could still become a stop string. */
+/* What the streaming callback needs. */
 typedef struct {
-    char *buf;
-    size_t len, cap, emitted;
-    const cli_list *stops;
-    size_t longest_stop;
+    int print;       /* stream the text (or the ids) to stdout */
+    int ids_printed; /* ids mode: ids written so far */
+    double t0, t_first; /* start; the first piece's time (0 until then) */
 } stream;
 
-static void stream_emit(stream *s, size_t upto) {
-    if (upto > s->emitted) {
-        fwrite(s->buf + s->emitted, 1, upto - s->emitted, stdout);
-        fflush(stdout);
-        s->emitted = upto;
+static int on_piece(void *user, int index, const int *ids, int n_ids, const char *text, size_t len) {
+    (void)index;
+    stream *out = user;
+    if (!out->t_first) out->t_first = cli_now();
+    if (!out->print) return 0;
+    if (text) {
+        fwrite(text, 1, len, stdout);
+    } else {
+        for (int i = 0; i < n_ids; i++) printf("%s%d", out->ids_printed++ ? " " : "", ids[i]);
     }
-}
-
-/* Appends bytes; returns 1 when a stop string has appeared (output then ends before it). */
-static int stream_add(stream *s, const char *bytes, size_t n) {
-    if (s->len + n + 1 > s->cap) {
-        s->cap = 2 * (s->len + n + 1);
-        s->buf = realloc(s->buf, s->cap);
-    }
-    memcpy(s->buf + s->len, bytes, n);
-    s->len += n;
-    s->buf[s->len] = '\0';
-    for (int i = 0; i < s->stops->n; i++) {
-        size_t stop_len = strlen(s->stops->items[i]);
-        size_t from = s->emitted;
-        const char *hit = stop_len ? memmem(s->buf + from, s->len - from, s->stops->items[i], stop_len) : NULL;
-        if (hit) {
-            stream_emit(s, (size_t)(hit - s->buf));
-            return 1;
-        }
-    }
-    size_t hold = s->longest_stop > 0 ? s->longest_stop - 1 : 0;
-    if (s->len > hold) stream_emit(s, s->len - hold);
+    fflush(stdout);
     return 0;
 }
 
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "fm generate: out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+/* bytes as UTF-8 for JSON: each invalid sequence becomes U+FFFD. malloc'd, NUL-terminated. */
+static char *valid_utf8(const char *s, size_t n) {
+    char *out = xmalloc(3 * n + 1), *o = out;
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        unsigned c = p[0];
+        int need = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : -1;
+        int ok = need >= 0 && end - p > need && c != 0;
+        unsigned cp = need == 0 ? c : need == 1 ? c & 0x1F : need == 2 ? c & 0x0F : c & 0x07;
+        for (int i = 1; ok && i <= need; i++) {
+            if ((p[i] & 0xC0) != 0x80) ok = 0;
+            cp = cp << 6 | (p[i] & 0x3F);
+        }
+        if (ok && need > 0) { /* overlong forms, surrogates and values past U+10FFFF are invalid */
+            unsigned least = need == 1 ? 0x80 : need == 2 ? 0x800 : 0x10000;
+            if (cp < least || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) ok = 0;
+        }
+        if (!ok) {
+            memcpy(o, "\xEF\xBF\xBD", 3), o += 3;
+            p++;
+            continue;
+        }
+        memcpy(o, p, need + 1), o += need + 1;
+        p += need + 1;
+    }
+    *o = '\0';
+    return out;
+}
+
+/* One JSON line for prompt index: prompt text (or ids text), ids, text, logprobs, finish. */
+static void print_json(int index, const char *prompt, size_t prompt_len, const fm_generate_result *r) {
+    cJSON *o = cJSON_CreateObject(), *ids = cJSON_CreateArray(), *lps = cJSON_CreateArray();
+    if (!o || !ids || !lps) {
+        fprintf(stderr, "fm generate: out of memory\n");
+        exit(1);
+    }
+    cJSON_AddNumberToObject(o, "index", index);
+    char *p = valid_utf8(prompt, prompt_len);
+    cJSON_AddStringToObject(o, "prompt", p);
+    free(p);
+    for (int i = 0; i < r->n_tokens; i++) {
+        cJSON_AddItemToArray(ids, cJSON_CreateNumber(r->tokens[i]));
+        char num[32];
+        if (isfinite(r->logprobs[i])) {
+            snprintf(num, sizeof num, "%.9g", r->logprobs[i]);
+            cJSON_AddItemToArray(lps, cJSON_CreateRaw(num));
+        } else {
+            cJSON_AddItemToArray(lps, cJSON_CreateNull());
+        }
+    }
+    cJSON_AddItemToObject(o, "ids", ids);
+    if (r->text) {
+        char *t = valid_utf8(r->text, r->text_len);
+        cJSON_AddStringToObject(o, "text", t);
+        free(t);
+    } else {
+        cJSON_AddNullToObject(o, "text");
+    }
+    cJSON_AddItemToObject(o, "logprobs", lps);
+    cJSON_AddStringToObject(o, "finish_reason", fm_finish_reason_name(r->finish));
+    char *line = cJSON_PrintUnformatted(o);
+    if (!line) {
+        fprintf(stderr, "fm generate: out of memory\n");
+        exit(1);
+    }
+    puts(line);
+    free(line);
+    cJSON_Delete(o);
+}
+
+/* The lines of a prompts file: each line's bytes without its newline; no line may be empty. */
+static int split_lines(const char *path, char *buf, size_t len, char ***lines, size_t **lens) {
+    int n = 0, cap = 16;
+    *lines = xmalloc(sizeof(char *) * cap);
+    *lens = xmalloc(sizeof(size_t) * cap);
+    size_t at = 0;
+    while (at < len) {
+        char *nl = memchr(buf + at, '\n', len - at);
+        size_t end = nl ? (size_t)(nl - buf) : len;
+        if (end == at) {
+            fprintf(stderr, "fm generate: %s: line %d is empty (one prompt a line)\n", path ? path : "standard input",
+                    n + 1);
+            exit(1);
+        }
+        if (n == cap) {
+            cap *= 2;
+            *lines = realloc(*lines, sizeof(char *) * cap);
+            *lens = realloc(*lens, sizeof(size_t) * cap);
+            if (!*lines || !*lens) {
+                fprintf(stderr, "fm generate: out of memory\n");
+                exit(1);
+            }
+        }
+        (*lines)[n] = buf + at;
+        (*lens)[n] = end - at;
+        n++;
+        at = end + 1;
+    }
+    return n;
+}
+
 static int run(int argc, char **argv) {
-    const char *dir = NULL, *prompt = NULL, *file = NULL, *ids_text = NULL;
-    int max_tokens = 200, ignore_eos = 0, repeat_window = 64, threads = 0;
+    const char *dir = NULL, *prompt = NULL, *file = NULL, *ids_text = NULL, *prompts_file = NULL;
+    int max_tokens = 200, ignore_eos = 0, repeat_window = 64, threads = 0, json = 0, parallel = 0;
     uint64_t seed = 0;
     cli_list stops = {0};
     fm_sampler_config sc;
@@ -63,6 +160,9 @@ static int run(int argc, char **argv) {
         {"prompt", OPT_STRING, &prompt, 0, 0, "prompt text (or a positional argument)"},
         {"file", OPT_STRING, &file, 0, 0, "read the prompt from a file ('-' = stdin)"},
         {"ids", OPT_STRING, &ids_text, 0, 0, "prompt as token ids; output ids too (no tokenizer needed)"},
+        {"prompts", OPT_STRING, &prompts_file, 0, 0, "many prompts, one a line ('-' = stdin; needs --json)"},
+        {"json", OPT_FLAG, &json, 0, 0, "one JSON line per prompt: ids, text, logprobs, finish_reason"},
+        {"parallel", OPT_INT, &parallel, 1, 4096, "--prompts: sequences decoded together (default 4)"},
         {"max-tokens", OPT_INT, &max_tokens, 1, 1e7, "tokens to generate (default 200)"},
         {"temperature", OPT_FLOAT, &sc.temperature, 0, 100, "0 = greedy (default 0.8)"},
         {"top-k", OPT_INT, &sc.top_k, 0, 1e8, "keep the k most likely (0 = off)"},
@@ -82,8 +182,9 @@ static int run(int argc, char **argv) {
         if (prompt) cli_usage_error("generate", "give the prompt once: as an argument or with --prompt");
         prompt = positional[0];
     }
-    if ((prompt != NULL) + (file != NULL) + (ids_text != NULL) > 1)
-        cli_usage_error("generate", "choose one of --prompt, --file and --ids");
+    if ((prompt != NULL) + (file != NULL) + (ids_text != NULL) + (prompts_file != NULL) > 1)
+        cli_usage_error("generate", "choose one of --prompt, --file, --ids and --prompts");
+    if (prompts_file && !json) cli_usage_error("generate", "--prompts prints JSON lines: add --json");
     if (fm_sampler_validate(&sc)) cli_usage_error("generate", "%s", fm_last_error());
     fm_set_threads(threads);
 
@@ -92,86 +193,118 @@ static int run(int argc, char **argv) {
     cli_load_model("generate", dir, &model, &tok, ids_text == NULL);
     const fm_config *cfg = fm_model_config(model);
     int V = cfg->vocab_size, ctx = cfg->n_positions;
-
-    /* the prompt as tokens */
-    int *tokens = NULL;
-    size_t n_prompt = 0;
-    if (ids_text) {
-        tokens = cli_parse_ids("generate", ids_text, V, &n_prompt);
-    } else {
-        size_t len = 0;
-        char *owned = NULL;
-        if (!prompt) {
-            if (!file && isatty(0)) cli_usage_error("generate", "no prompt: give --prompt, --file or stdin");
-            prompt = owned = cli_read_file("generate", file, &len);
-        }
-        fm_status st = fm_tokenizer_encode(tok, prompt, strlen(prompt), 0, &tokens, &n_prompt);
-        if (st) cli_fail("generate", st);
-        free(owned);
-    }
     int eos = tok ? fm_tokenizer_special_id(tok, "<|endoftext|>") : -1;
-    if (n_prompt == 0) {
-        if (eos < 0) cli_usage_error("generate", "empty prompt, and the tokenizer has no <|endoftext|> to start from");
-        tokens = realloc(tokens, sizeof(int));
-        tokens[n_prompt++] = eos;
-    }
-    size_t total = n_prompt + (size_t)max_tokens;
-    tokens = realloc(tokens, sizeof(int) * total);
 
-    fm_decoder *dec;
-    fm_status st = fm_decoder_init(&dec, model, ctx);
-    if (st) cli_fail("generate", st);
-    /* a prompt longer than the context keeps its last context - 1 tokens */
-    size_t first = n_prompt >= (size_t)ctx ? n_prompt - (size_t)ctx + 1 : 0;
-    const float *logits;
-    double t0 = cli_now();
-    if ((st = fm_decoder_feed(dec, tokens + first, (int)(n_prompt - first), &logits))) cli_fail("generate", st);
-    double t_prompt = cli_now() - t0;
-
-    fm_rng rng;
-    fm_rng_seed(&rng, seed);
-    float *scratch = malloc(sizeof(float) * 2 * (size_t)V);
-    stream out = {.stops = &stops};
-    for (int i = 0; i < stops.n; i++)
-        if (strlen(stops.items[i]) > out.longest_stop) out.longest_stop = strlen(stops.items[i]);
-    size_t n = n_prompt;
-    int stopped = 0;
-    while (n < total && !stopped) {
-        size_t window = n < (size_t)repeat_window ? n : (size_t)repeat_window;
-        int next = fm_sample(&sc, logits, V, tokens + n - window, (int)window, &rng, scratch);
-        tokens[n++] = next;
-        if (next == eos && !ignore_eos) break;
+    /* the prompts: their source text (for --json) and tokens */
+    int n = 1;
+    char **texts = NULL, *owned = NULL;
+    size_t *text_lens = NULL;
+    if (prompts_file) {
+        size_t len = 0;
+        owned = cli_read_file("generate", prompts_file, &len);
+        n = split_lines(strcmp(prompts_file, "-") ? prompts_file : NULL, owned, len, &texts, &text_lens);
+        if (n == 0) {
+            fprintf(stderr, "fm generate: %s: no prompts\n", strcmp(prompts_file, "-") ? prompts_file : "standard input");
+            return 1;
+        }
+    } else {
+        texts = xmalloc(sizeof(char *));
+        text_lens = xmalloc(sizeof(size_t));
         if (ids_text) {
-            printf("%s%d", n - 1 == n_prompt ? "" : " ", next);
-            fflush(stdout);
+            texts[0] = (char *)ids_text;
+        } else if (prompt) {
+            texts[0] = (char *)prompt;
         } else {
-            size_t len;
-            const char *bytes = fm_tokenizer_token_bytes(tok, next, &len);
-            stopped = stream_add(&out, bytes, len);
+            size_t len = 0;
+            if (!file && isatty(0)) cli_usage_error("generate", "no prompt: give --prompt, --file or stdin");
+            texts[0] = owned = cli_read_file("generate", file, &len);
         }
-        if (n == total || stopped) break;
-        if (fm_decoder_length(dec) == ctx) { /* full: keep the last half of the context and go on */
-            int keep = ctx / 2;
-            fm_decoder_reset(dec);
-            if ((st = fm_decoder_feed(dec, tokens + n - keep, keep, &logits))) cli_fail("generate", st);
-        } else if ((st = fm_decoder_feed(dec, &tokens[n - 1], 1, &logits))) {
-            cli_fail("generate", st);
-        }
+        text_lens[0] = strlen(texts[0]);
     }
-    if (!stopped) stream_emit(&out, out.len);
-    printf("\n");
-    double elapsed = cli_now() - t0;
-    size_t made = n - n_prompt;
-    fprintf(stderr, "[%zu prompt tokens in %.2f s; %zu tokens generated, %.1f tokens/s]\n", n_prompt - first,
-            t_prompt, made, made / (elapsed - t_prompt > 0 ? elapsed - t_prompt : 1e-9));
-    free(out.buf);
-    free(scratch);
+    int **tokens = xmalloc(sizeof(int *) * n), *n_tokens = xmalloc(sizeof(int) * n);
+    size_t prompt_tokens = 0, fed_tokens = 0;
+    for (int i = 0; i < n; i++) {
+        size_t count = 0;
+        if (ids_text) {
+            tokens[i] = cli_parse_ids("generate", ids_text, V, &count);
+        } else {
+            fm_status st = fm_tokenizer_encode(tok, texts[i], text_lens[i], 0, &tokens[i], &count);
+            if (st) cli_fail("generate", st);
+        }
+        if (count == 0) { /* an empty prompt starts from <|endoftext|> */
+            if (eos < 0) cli_usage_error("generate", "empty prompt, and the tokenizer has no <|endoftext|> to start from");
+            free(tokens[i]);
+            tokens[i] = xmalloc(sizeof(int));
+            tokens[i][count++] = eos;
+        }
+        if (count > (size_t)INT32_MAX) {
+            fprintf(stderr, "fm generate: a prompt of %zu tokens is too long\n", count);
+            return 1;
+        }
+        n_tokens[i] = (int)count;
+        prompt_tokens += count;
+        fed_tokens += count >= (size_t)ctx ? (size_t)ctx - 1 : count; /* a longer prompt keeps its end */
+    }
+
+    fm_generate_config gc;
+    fm_generate_config_default(&gc);
+    gc.sampler = sc;
+    gc.max_tokens = max_tokens;
+    gc.repeat_window = repeat_window;
+    gc.seed = seed;
+    gc.eos = ignore_eos ? -1 : eos;
+    gc.tok = ids_text ? NULL : tok; /* --ids: ids out, no text and no stop strings */
+    if (!ids_text) {
+        gc.stops = stops.items;
+        gc.n_stops = stops.n;
+    }
+    int seqs = prompts_file ? (parallel ? parallel : 4) : 1;
+    if (seqs > n) seqs = n;
+    fm_session *session;
+    fm_status st = fm_session_init(&session, model, seqs, ctx);
+    if (st) cli_fail("generate", st);
+    fm_generate_result *results = calloc(n, sizeof *results);
+    if (!results) {
+        fprintf(stderr, "fm generate: out of memory\n");
+        return 1;
+    }
+    stream out = {.print = !json, .t0 = cli_now()};
+    st = fm_generate(session, &gc, (const int *const *)tokens, n_tokens, n, on_piece, &out, results);
+    if (st) cli_fail("generate", st);
+    double elapsed = cli_now() - out.t0;
+
+    size_t made = 0;
+    for (int i = 0; i < n; i++) made += (size_t)results[i].n_tokens;
+    if (json) {
+        for (int i = 0; i < n; i++) print_json(i, texts[i], text_lens[i], &results[i]);
+    } else {
+        printf("\n");
+    }
+    fflush(stdout);
+    if (prompts_file) {
+        fprintf(stderr, "[%d prompts (%zu tokens), %d at a time; %zu tokens generated in %.2f s, %.1f tokens/s]\n", n,
+                prompt_tokens, seqs, made, elapsed, made / (elapsed > 0 ? elapsed : 1e-9));
+    } else { /* the prompt's time: until the first token came out */
+        double t_prompt = (out.t_first ? out.t_first : cli_now()) - out.t0;
+        fprintf(stderr, "[%zu prompt tokens in %.2f s; %zu tokens generated, %.1f tokens/s]\n", fed_tokens, t_prompt,
+                made, made / (elapsed - t_prompt > 0 ? elapsed - t_prompt : 1e-9));
+    }
+    for (int i = 0; i < n; i++) {
+        fm_generate_result_free(&results[i]);
+        free(tokens[i]);
+    }
+    free(results);
     free(tokens);
-    fm_decoder_free(dec);
+    free(n_tokens);
+    free(texts);
+    free(text_lens);
+    free(owned);
+    fm_session_free(session);
     fm_tokenizer_free(tok);
     fm_model_free(model);
     return 0;
 }
 
-const cli_command cmd_generate = {"generate", "--model DIR [PROMPT] [--file F] [sampling options]",
-                                  "Continue a prompt (argument, file or stdin), streaming the text.", run};
+const cli_command cmd_generate = {
+    "generate", "--model DIR [PROMPT] [--file F | --ids \"1 2 3\" | --prompts F --json] [sampling options]",
+    "Continue a prompt (argument, file or stdin), streaming the text; or many prompts, decoded together.", run};

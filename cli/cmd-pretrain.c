@@ -234,6 +234,7 @@ static int run(int argc, char **argv) {
     ac.min_lr = -1;
     ac.warmup_steps = -1;
     int layers = 0, dim = 0, heads = 0, context = 0, steps = 0, threads = 0, resume = 0, grad_accum = 0;
+    int force = 0;
     float minutes = 0;
     cli_list freeze = {0};
     run_settings rs = {.batch = 16, .seq = 0, .grad_accum = 1, .eval_every = 100, .eval_tokens = 32768,
@@ -270,6 +271,7 @@ static int run(int argc, char **argv) {
         {"precision", OPT_STRING, &precision, 0, 0,
          "matrix products: fp32 (default) or bf16 (bfloat16 factors, float32 sums and weights)"},
         {"resume", OPT_FLAG, &resume, 0, 0, "continue the run in --out from its checkpoint"},
+        {"force", OPT_FLAG, &force, 0, 0, "start a new run in an --out that holds a model (replacing it)"},
     };
     char *positional[1];
     cli_parse(&cmd_pretrain, argc, argv, opts, sizeof opts / sizeof opts[0], positional, 0);
@@ -281,11 +283,13 @@ static int run(int argc, char **argv) {
     fm_optimizer *opt = NULL;
     fm_train_state state = {0};
     fm_status st;
+    int lock = -1;
     char *metrics_path = cli_path(out, "metrics.jsonl"), *plot_path = cli_path(out, "loss.svg");
     if (resume) {
         if (steps || minutes || layers || dim || heads || context || precision || grad_accum || freeze.n)
-            cli_usage_error("pretrain", "--resume continues with the run's stored settings; drop the size, budget, "
-                            "precision, grad-accum and freeze flags");
+            cli_usage_error("pretrain", "--resume continues with the run's stored settings; drop the size, budget and "
+                            "precision flags (and --grad-accum, --freeze)");
+        lock = cli_lock_dir("pretrain", out);
         load_settings(out, &rs);
         if (data_dir) snprintf(rs.data, sizeof rs.data, "%s", data_dir); /* the data may have moved */
         if ((st = fm_checkpoint_load(out, &model, &opt, &state))) cli_fail("pretrain", st);
@@ -297,11 +301,14 @@ static int run(int argc, char **argv) {
             cli_usage_error("pretrain", "--precision: %s", fm_last_error());
         if (access(metrics_path, F_OK) == 0)
             cli_usage_error("pretrain", "%s already holds a run; use --resume, or another --out", out);
+        cli_check_out_dir("pretrain", out, data_dir, force);
         const preset *p = NULL;
         for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
             if (strcmp(presets[i].name, preset_name) == 0) p = &presets[i];
         if (!p) cli_usage_error("pretrain", "unknown preset '%s' (tiny, small, medium, gpt2)", preset_name);
-        snprintf(rs.data, sizeof rs.data, "%s", data_dir);
+        char *data_real = realpath(data_dir, NULL); /* run.json must find it from anywhere */
+        snprintf(rs.data, sizeof rs.data, "%s", data_real ? data_real : data_dir);
+        free(data_real);
         rs.grad_accum = grad_accum ? grad_accum : 1;
         rs.freeze = freeze;
         size_t used = 0;
@@ -380,7 +387,10 @@ static int run(int argc, char **argv) {
         if (ac.warmup_steps < 0) ac.warmup_steps = steps / 10 < 100 ? steps / 10 : 100;
         if (ac.warmup_steps > steps) ac.warmup_steps = steps;
         if ((st = fm_optimizer_init(&opt, model, &ac))) cli_usage_error("pretrain", "%s", fm_last_error());
+        /* what can fail for want of memory fails before the run directory exists */
+        if ((st = fm_model_reserve(model, rs.batch, rs.seq))) cli_fail("pretrain", st);
         cli_mkdir_p("pretrain", out);
+        lock = cli_lock_dir("pretrain", out);
         state.seed = rs.seed;
         fm_rng_seed(&state.rng, rs.seed);
         if ((st = fm_checkpoint_save(out, model, opt, &state))) cli_fail("pretrain", st);
@@ -418,6 +428,7 @@ static int run(int argc, char **argv) {
     fm_tokenizer_free(tok);
     fm_optimizer_free(opt);
     fm_model_free(model);
+    fm_dir_unlock(lock);
     return stopped ? 130 : 0;
 }
 

@@ -12,19 +12,24 @@
 
 static int run(int argc, char **argv) {
     const char *dir = NULL, *out = NULL;
+    int force = 0;
     cli_option opts[] = {
         {"model", OPT_STRING, &dir, 0, 0, "model directory to read (required)"},
         {"out", OPT_STRING, &out, 0, 0, "model directory to write (required; not the same as --model)"},
+        {"force", OPT_FLAG, &force, 0, 0, "replace a model already in --out"},
     };
     char *positional[1];
     cli_parse(&cmd_quantize, argc, argv, opts, sizeof opts / sizeof opts[0], positional, 0);
     if (!dir || !out) cli_usage_error("quantize", "--model DIR and --out DIR are required");
     if (strcmp(dir, out) == 0) cli_usage_error("quantize", "--out must differ from --model (keep the float32 original)");
+    cli_check_out_dir("quantize", out, dir, force);
     fm_model *model = NULL;
     fm_tokenizer *tok = NULL;
     cli_load_model("quantize", dir, &model, &tok, 0); /* the tokenizer, if any, goes along */
     fm_status st = fm_model_quantize(model);
     if (st) cli_fail("quantize", st);
+    cli_mkdir_p("quantize", out);
+    int lock = cli_lock_dir("quantize", out);
     if ((st = fm_model_save(model, out))) cli_fail("quantize", st);
     if (tok) {
         char path[4096];
@@ -34,6 +39,7 @@ static int run(int argc, char **argv) {
     }
     printf("quantized %s to %s: %zu parameters, matrices in Q8_0 (blocks of 32 int8 weights + a float16 scale)\n",
            dir, out, fm_model_num_params(model));
+    fm_dir_unlock(lock);
     fm_model_free(model);
     return 0;
 }

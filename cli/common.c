@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -142,4 +143,37 @@ double cli_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* The directory a path names, resolved (symbolic links, "..", "./"); NULL when it does not exist. */
+static char *resolved(const char *path) { return realpath(path, NULL); }
+
+void cli_check_out_dir(const char *cmd, const char *out, const char *input, int force) {
+    char *out_real = resolved(out), *in_real = input ? resolved(input) : NULL;
+    int same = out_real && in_real && strcmp(out_real, in_real) == 0;
+    free(out_real);
+    free(in_real);
+    if (same) cli_usage_error(cmd, "--out %s is the input directory %s; write to another directory", out, input);
+    if (force) return;
+    static const char *const model_files[] = {"model.safetensors", "config.json", "training_state.safetensors",
+                                              "tokenizer.json", "run.json", "metrics.jsonl"};
+    for (size_t i = 0; i < sizeof model_files / sizeof *model_files; i++) {
+        char *path = cli_path(out, model_files[i]);
+        int exists = access(path, F_OK) == 0;
+        free(path);
+        if (exists) {
+            fprintf(stderr, "fm %s: %s already holds a model (%s); choose another --out, or add --force to "
+                    "replace it\n", cmd, out, model_files[i]);
+            exit(1);
+        }
+    }
+}
+
+int cli_lock_dir(const char *cmd, const char *dir) {
+    char holder[64];
+    snprintf(holder, sizeof holder, "fm %s", cmd);
+    int fd;
+    fm_status st = fm_dir_lock(dir, holder, &fd);
+    if (st) cli_fail(cmd, st);
+    return fd;
 }

@@ -143,6 +143,9 @@ size_t fm_model_num_trainable(const fm_model *model);
  * and the final hidden states (B, T, C), after the final LayerNorm as HF's GPT2Model returns
  * them. Activations are kept for backward; buffers are sized once per (B, T). */
 fm_status fm_model_forward(fm_model *model, const int *tokens, int B, int T);
+/* Sizes the activation arena for (B, T) now (fm_model_forward would on first use), so that a
+ * batch too large for memory fails before anything else is done. */
+fm_status fm_model_reserve(fm_model *model, int B, int T);
 const float *fm_model_logits(const fm_model *model); /* (B, T, V) of the last forward */
 const float *fm_model_hidden(const fm_model *model); /* (B, T, C) of the last forward */
 /* A scratch buffer (B, T, V) owned by the model, for an objective's gradient on the logits. */
@@ -525,6 +528,12 @@ fm_status fm_model_save(const fm_model *model, const char *dir);
 /* Loads config.json and model.safetensors: fm's own files and Hugging Face GPT-2 files
  * (a "transformer." prefix, F16/BF16 tensors and the attn.bias mask buffers are accepted). */
 fm_status fm_model_load(fm_model **out, const char *dir);
+
+/* An advisory lock on dir (DIR/.fm.lock, flock), held until fm_dir_unlock or the process ends;
+ * holder (e.g. "fm pretrain") is recorded so that a second process's error names it. Fails
+ * (FM_ERR_IO) when another process holds the lock. */
+fm_status fm_dir_lock(const char *dir, const char *holder, int *fd);
+void fm_dir_unlock(int fd);
 
 fm_status fm_checkpoint_save(const char *dir, const fm_model *model, const fm_optimizer *opt,
                              const fm_train_state *state);

@@ -164,8 +164,8 @@ fm_status fm_model_init(fm_model **out, const fm_config *cfg, uint64_t seed) {
 
 static void free_acts(fm_model *m) {
     fm_free_big(m->arena);
-    free(m->tokens);
-    free(m->a.layers);
+    fm_free(m->tokens);
+    fm_free(m->a.layers);
     m->arena = NULL;
     m->tokens = NULL;
     m->a.layers = NULL;
@@ -323,8 +323,8 @@ static fm_status ensure_acts(fm_model *m, int B, int T) {
     free_acts(m);
     size_t count = layout_acts(m, NULL, B, T);
     m->arena = fm_alloc_big(sizeof(float) * count, 1);
-    m->tokens = malloc(sizeof(int) * (size_t)B * T);
-    m->a.layers = calloc(m->cfg.n_layer, sizeof *m->a.layers);
+    m->tokens = fm_malloc(sizeof(int) * (size_t)B * T);
+    m->a.layers = fm_calloc(m->cfg.n_layer, sizeof *m->a.layers);
     if (!m->arena || !m->tokens || !m->a.layers) {
         free_acts(m);
         return fm_fail(FM_ERR_NOMEM, "out of memory for activations of batch %d x %d (%zu MiB)", B, T,
@@ -334,6 +334,15 @@ static fm_status ensure_acts(fm_model *m, int B, int T) {
     m->B = B;
     m->T = T;
     return FM_OK;
+}
+
+fm_status fm_model_reserve(fm_model *m, int B, int T) {
+    if (B < 1 || T < 1 || T > m->cfg.n_positions)
+        return fm_fail(FM_ERR_ARG, "batch %d x %d: need B >= 1 and 1 <= T <= the context (%d)", B, T,
+                       m->cfg.n_positions);
+    if ((size_t)B * T > (size_t)INT32_MAX / (size_t)m->cfg.vocab_size)
+        return fm_fail(FM_ERR_ARG, "batch %d x %d is too large", B, T);
+    return ensure_acts(m, B, T);
 }
 
 /* ------------------------------------------------------------ forward */
