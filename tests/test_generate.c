@@ -1,7 +1,8 @@
 /*
- * test_generate.c — generation and evaluation pieces: the KV-cached decoder against full
- * recomputation, the sampler's order and distributions, sliding-window scoring, the bigram
- * baseline, token shards and their corruption errors, the SVG plot.
+ * test_generate.c — generation and evaluation pieces: a session's cached decoding against full
+ * recomputation, the sampler's order and distributions, sliding-window scoring (bit for bit the
+ * training forward's log-probs), the bigram baseline, token shards and their corruption errors,
+ * the SVG plot. Batched decoding and fm_generate are tested in test_sessions.c.
  */
 #include "test_util.h"
 
@@ -55,11 +56,11 @@ static void test_kv_cache_equals_recomputation(void **state) {
     (void)state;
     fm_model *m = trained_model();
     int V = cfg.vocab_size, seq[40] = {7, 22, 67, 202, 5};
-    int n = 5;
-    fm_decoder *d;
-    assert_int_equal(fm_decoder_init(&d, m, cfg.n_positions), FM_OK);
+    int n = 5, zero = 0;
+    fm_session *d;
+    assert_int_equal(fm_session_init(&d, m, 1, cfg.n_positions), FM_OK);
     const float *cached;
-    assert_int_equal(fm_decoder_feed(d, seq, n, &cached), FM_OK);
+    assert_int_equal(fm_session_feed(d, 0, seq, n, &cached), FM_OK);
     float *copy = malloc(sizeof(float) * V);
     while (n < cfg.n_positions) {
         memcpy(copy, cached, sizeof(float) * V);
@@ -74,20 +75,25 @@ static void test_kv_cache_equals_recomputation(void **state) {
         int next = argmax(copy, V);
         assert_int_equal(next, argmax(full, V));
         seq[n++] = next;
-        if (n < cfg.n_positions) assert_int_equal(fm_decoder_feed(d, &next, 1, &cached), FM_OK);
+        if (n < cfg.n_positions) assert_int_equal(fm_session_step(d, &zero, &next, 1, &cached), FM_OK);
     }
-    assert_int_equal(fm_decoder_length(d), cfg.n_positions - 1);
+    assert_int_equal(fm_session_length(d, 0), cfg.n_positions - 1);
     /* the model learned the rule, so the continuation follows it */
     assert_int_equal(seq[6], (3 * seq[5] + 1) % V);
     /* past the length and bad tokens are refused; reset starts again */
     int two[2] = {1, 2};
-    assert_int_equal(fm_decoder_feed(d, two, 2, &cached), FM_ERR_ARG);
-    int bad = V;
-    fm_decoder_reset(d);
-    assert_int_equal(fm_decoder_feed(d, &bad, 1, &cached), FM_ERR_ARG);
-    assert_int_equal(fm_decoder_feed(d, seq, 5, &cached), FM_OK);
+    assert_int_equal(fm_session_feed(d, 0, two, 2, &cached), FM_ERR_ARG);
+    assert_int_equal(fm_session_step(d, &zero, two, 1, &cached), FM_OK); /* the last position */
+    assert_int_equal(fm_session_step(d, &zero, two, 1, &cached), FM_ERR_ARG); /* full */
+    int bad = V, one = 1;
+    fm_session_reset(d, 0);
+    assert_int_equal(fm_session_length(d, 0), 0);
+    assert_int_equal(fm_session_feed(d, 0, &bad, 1, &cached), FM_ERR_ARG);
+    assert_int_equal(fm_session_feed(d, 1, seq, 1, &cached), FM_ERR_ARG); /* one sequence: 0 */
+    assert_int_equal(fm_session_step(d, &one, seq, 1, &cached), FM_ERR_ARG);
+    assert_int_equal(fm_session_feed(d, 0, seq, 5, &cached), FM_OK);
     free(copy);
-    fm_decoder_free(d);
+    fm_session_free(d);
     fm_model_free(m);
 }
 
@@ -98,12 +104,14 @@ static void test_prompt_in_blocks(void **state) {
     fm_model *m = trained_model();
     int V = cfg.vocab_size, n = 37, seq[40];
     for (int i = 0; i < n; i++) seq[i] = (i * 37 + 11) % V;
-    fm_decoder *whole, *single;
-    assert_int_equal(fm_decoder_init(&whole, m, cfg.n_positions), FM_OK);
-    assert_int_equal(fm_decoder_init(&single, m, cfg.n_positions), FM_OK);
+    fm_session *whole, *single;
+    assert_int_equal(fm_session_init(&whole, m, 1, cfg.n_positions), FM_OK);
+    assert_int_equal(fm_session_init(&single, m, 1, cfg.n_positions), FM_OK);
     const float *a, *b;
-    assert_int_equal(fm_decoder_feed(whole, seq, n, &a), FM_OK);
-    for (int i = 0; i < n; i++) assert_int_equal(fm_decoder_feed(single, seq + i, 1, &b), FM_OK);
+    int zero = 0;
+    assert_int_equal(fm_session_feed(whole, 0, seq, n, &a), FM_OK);
+    assert_int_equal(fm_session_feed(single, 0, seq, 1, &b), FM_OK);
+    for (int i = 1; i < n; i++) assert_int_equal(fm_session_step(single, &zero, seq + i, 1, &b), FM_OK);
     assert_int_equal(fm_model_forward(m, seq, 1, n), FM_OK);
     const float *full = fm_model_logits(m) + (size_t)(n - 1) * V;
     double max_ref = 0, err_a = 0, err_b = 0;
@@ -117,12 +125,12 @@ static void test_prompt_in_blocks(void **state) {
     for (int step = 0; step < 2; step++) { /* the caches agree: the same next tokens */
         int ta = argmax(a, V), tb = argmax(b, V);
         assert_int_equal(ta, tb);
-        assert_int_equal(fm_decoder_feed(whole, &ta, 1, &a), FM_OK);
-        assert_int_equal(fm_decoder_feed(single, &tb, 1, &b), FM_OK);
+        assert_int_equal(fm_session_step(whole, &zero, &ta, 1, &a), FM_OK);
+        assert_int_equal(fm_session_step(single, &zero, &tb, 1, &b), FM_OK);
     }
-    assert_int_equal(fm_decoder_length(whole), n + 2);
-    fm_decoder_free(whole);
-    fm_decoder_free(single);
+    assert_int_equal(fm_session_length(whole, 0), n + 2);
+    fm_session_free(whole);
+    fm_session_free(single);
     fm_model_free(m);
 }
 
@@ -197,6 +205,19 @@ static void test_score_sliding_window(void **state) {
         sum -= lp[i];
     }
     assert_float_equal(nll, sum, 1e-3);
+    /* the first window, bit for bit the training forward's log softmax (scoring runs a session's
+     * forward, which must compute what fm_model_forward computes) */
+    assert_int_equal(fm_model_forward(m, tokens, 1, cfg.n_positions), FM_OK);
+    for (int i = 1; i < cfg.n_positions; i++) {
+        const float *z = fm_model_logits(m) + (size_t)(i - 1) * cfg.vocab_size;
+        float maxv = z[0];
+        for (int v = 1; v < cfg.vocab_size; v++) maxv = z[v] > maxv ? z[v] : maxv;
+        double se = 0.0;
+        for (int v = 0; v < cfg.vocab_size; v++) se += exp((double)z[v] - maxv);
+        float want = (float)((double)z[tokens[i]] - maxv - log(se));
+        if (memcmp(&want, &lp[i], sizeof want) != 0)
+            fail_msg("position %d: scored %.9g, the training forward gives %.9g", i, lp[i], want);
+    }
     assert_int_equal(fm_score_tokens(m, tokens, cfg.n_positions, lp_prefix, &nll_prefix), FM_OK);
     for (int i = 1; i < cfg.n_positions; i++) assert_float_equal(lp[i], lp_prefix[i], 1e-5);
     /* the rule was learned: predictable tokens are likely, the perturbed ones (i % 7 == 0) are not,

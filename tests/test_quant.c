@@ -270,6 +270,69 @@ static void test_missing_scale_refused(void **state) {
     fm_model_free(m);
 }
 
+/* A quantized model's batched decoding: four prompts (lengths 1, 3, 9, 30 > the session's 24
+ * positions) through fm_generate in sessions of 4 and of 2 sequences give, token for token and
+ * log-prob for log-prob (bitwise), what each gets alone; greedy and seeded, 40 tokens (sliding),
+ * at width 40 and at width 128 (MLP 512: 16 blocks a row). */
+static void check_int8_batched(const fm_config *c, uint64_t seed) {
+    fm_model *m;
+    assert_int_equal(fm_model_init(&m, c, seed), FM_OK);
+    for (int i = 0; i < fm_model_num_tensors(m); i++) { /* peaked logits: choices not on a knife edge */
+        const fm_tensor_info *t = fm_model_tensor(m, i);
+        if (t->ndim == 2)
+            for (size_t k = 0; k < t->numel; k++) t->data[k] *= 8.0f;
+    }
+    assert_int_equal(fm_model_quantize(m), FM_OK);
+    int store[4][30], lens[4] = {1, 3, 9, 30};
+    const int *prompts[4];
+    for (int i = 0; i < 4; i++) {
+        for (int j = 0; j < lens[i]; j++) store[i][j] = (j * 29 + i * 17 + 3) % c->vocab_size;
+        prompts[i] = store[i];
+    }
+    fm_generate_config gc;
+    fm_generate_config_default(&gc);
+    gc.max_tokens = 40;
+    for (int mode = 0; mode < 2; mode++) {
+        gc.sampler.temperature = mode ? 0.9f : 0.0f;
+        gc.sampler.top_k = mode ? 20 : 0;
+        gc.seed = 7;
+        fm_generate_result alone[4], batched[4];
+        for (int i = 0; i < 4; i++) {
+            fm_session *s;
+            assert_int_equal(fm_session_init(&s, m, 1, 24), FM_OK);
+            assert_int_equal(fm_generate(s, &gc, &prompts[i], &lens[i], 1, NULL, NULL, &alone[i]), FM_OK);
+            assert_int_equal(alone[i].n_tokens, 40);
+            fm_session_free(s);
+        }
+        for (int seqs = 4; seqs >= 2; seqs -= 2) {
+            fm_session *s;
+            assert_int_equal(fm_session_init(&s, m, seqs, 24), FM_OK);
+            assert_int_equal(fm_generate(s, &gc, prompts, lens, 4, NULL, NULL, batched), FM_OK);
+            for (int i = 0; i < 4; i++) {
+                assert_int_equal(batched[i].n_tokens, alone[i].n_tokens);
+                for (int t = 0; t < alone[i].n_tokens; t++)
+                    if (batched[i].tokens[t] != alone[i].tokens[t] ||
+                        memcmp(&batched[i].logprobs[t], &alone[i].logprobs[t], sizeof(float)) != 0)
+                        fail_msg("width %d, %d at once, prompt %d, token %d: %d (%.9g), alone %d (%.9g)", c->n_embd,
+                                 seqs, i, t, batched[i].tokens[t], batched[i].logprobs[t], alone[i].tokens[t],
+                                 alone[i].logprobs[t]);
+                fm_generate_result_free(&batched[i]);
+            }
+            fm_session_free(s);
+        }
+        for (int i = 0; i < 4; i++) fm_generate_result_free(&alone[i]);
+    }
+    fm_model_free(m);
+}
+
+static void test_int8_batched_equals_alone(void **state) {
+    (void)state;
+    check_int8_batched(&cfg, 16);
+    fm_config wide = cfg;
+    wide.n_embd = 128, wide.n_head = 4, wide.vocab_size = 300;
+    check_int8_batched(&wide, 17);
+}
+
 /* A backward (training) drops the int8 copy, which would go stale; the float weights stay. */
 static void test_training_returns_to_float(void **state) {
     (void)state;
@@ -292,6 +355,7 @@ int main(void) {
         cmocka_unit_test(test_session_on_int8),
         cmocka_unit_test(test_save_load_round_trip),
         cmocka_unit_test(test_missing_scale_refused),
+        cmocka_unit_test(test_int8_batched_equals_alone),
         cmocka_unit_test(test_training_returns_to_float),
     };
     return cmocka_run_group_tests_name("int8 weights", tests, NULL, NULL);

@@ -2,13 +2,16 @@
  * eval.c — measuring a model on text: per-token log-probabilities with sliding windows, and
  * the token-bigram baseline that the held-out bits per byte are compared against.
  *
- * What it is for: `fm score`, `fm eval`, the demo and every evaluation built on log-probs.
+ * What it is for: `fm score`, `fm eval`, the demo and every evaluation built on log-probs. The
+ * model is only read: scoring runs an inference session's cache-free forward (session.c), so it
+ * needs no training buffers and may run beside other users of the model.
  * Not for: training objectives (loss.c).
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/internal.h"
 
 /* ------------------------------------------------------------ model log-probabilities */
@@ -24,7 +27,7 @@ static double log_prob(const float *z, int V, int target) {
 
 #define SCORE_LOGITS_BUDGET (64u << 20) /* floats of logits per batched forward */
 
-fm_status fm_score_tokens(fm_model *model, const int *tokens, size_t n, float *logprobs, double *nll) {
+fm_status fm_score_tokens(const fm_model *model, const int *tokens, size_t n, float *logprobs, double *nll) {
     const fm_config *c = fm_model_config(model);
     int Tm = c->n_positions, V = c->vocab_size, stride = Tm / 2 > 0 ? Tm / 2 : 1;
     double total = 0.0;
@@ -37,13 +40,17 @@ fm_status fm_score_tokens(fm_model *model, const int *tokens, size_t n, float *l
     int len = n < (size_t)Tm ? (int)n : Tm;
     int max_batch = (int)(SCORE_LOGITS_BUDGET / ((size_t)len * V));
     max_batch = max_batch < 1 ? 1 : max_batch > 8 ? 8 : max_batch;
-    int *batch = malloc(sizeof(int) * (size_t)max_batch * len);
-    size_t *starts = malloc(sizeof(size_t) * max_batch), *froms = malloc(sizeof(size_t) * max_batch);
+    /* a session without caches worth the name: only its scoring forward is used */
+    fm_session *s = NULL;
+    fm_status st = fm_session_init(&s, model, 1, 1);
+    if (st) return st;
+    int *batch = fm_malloc(sizeof(int) * (size_t)max_batch * len);
+    size_t *starts = fm_malloc(sizeof(size_t) * max_batch), *froms = fm_malloc(sizeof(size_t) * max_batch);
     if (!batch || !starts || !froms) {
-        free(batch), free(starts), free(froms);
+        fm_free(batch), fm_free(starts), fm_free(froms);
+        fm_session_free(s);
         return fm_fail(FM_ERR_NOMEM, "out of memory for scoring");
     }
-    fm_status st = FM_OK;
     size_t end = 0; /* positions < end are scored */
     while (end < n && st == FM_OK) {
         int B = 0;
@@ -55,9 +62,9 @@ fm_status fm_score_tokens(fm_model *model, const int *tokens, size_t n, float *l
             end = new_end;
             B++;
         }
-        st = fm_model_forward(model, batch, B, len);
+        const float *logits;
+        st = fm_session_forward(s, batch, B, len, &logits);
         if (st) break;
-        const float *logits = fm_model_logits(model);
         for (int b = 0; b < B; b++)
             for (size_t p = froms[b]; p < starts[b] + len; p++) {
                 const float *z = logits + ((size_t)b * len + (p - 1 - starts[b])) * V;
@@ -66,7 +73,8 @@ fm_status fm_score_tokens(fm_model *model, const int *tokens, size_t n, float *l
                 total -= lp;
             }
     }
-    free(batch), free(starts), free(froms);
+    fm_free(batch), fm_free(starts), fm_free(froms);
+    fm_session_free(s);
     if (st == FM_OK && nll) *nll = total;
     return st;
 }
@@ -91,9 +99,9 @@ static fm_status count(bigram_counts *bc, const int *t, size_t n, int V) {
     bc->V = V;
     bc->n_tokens = n;
     bc->n_pairs = n > 0 ? n - 1 : 0;
-    bc->pairs = malloc(sizeof(uint64_t) * (bc->n_pairs + 1));
-    bc->unigram = calloc(V, sizeof(uint32_t));
-    bc->context = calloc(V, sizeof(uint32_t));
+    bc->pairs = fm_malloc(sizeof(uint64_t) * (bc->n_pairs + 1));
+    bc->unigram = fm_calloc(V, sizeof(uint32_t));
+    bc->context = fm_calloc(V, sizeof(uint32_t));
     if (!bc->pairs || !bc->unigram || !bc->context) return fm_fail(FM_ERR_NOMEM, "out of memory for bigram counts");
     for (size_t i = 0; i < n; i++) bc->unigram[t[i]]++;
     for (size_t i = 1; i < n; i++) {
@@ -105,7 +113,7 @@ static fm_status count(bigram_counts *bc, const int *t, size_t n, int V) {
 }
 
 static void release(bigram_counts *bc) {
-    free(bc->pairs), free(bc->unigram), free(bc->context);
+    fm_free(bc->pairs), fm_free(bc->unigram), fm_free(bc->context);
     memset(bc, 0, sizeof *bc);
 }
 

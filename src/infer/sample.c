@@ -6,9 +6,10 @@
  * given rng state. Not for: scoring or training.
  */
 #include <math.h>
-#include <stdlib.h>
+#include <stdlib.h> /* qsort */
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/internal.h"
 
 void fm_sampler_config_default(fm_sampler_config *c) {
@@ -48,7 +49,7 @@ static double keep_at_least(float *probs, int V, float threshold) {
 int fm_sample(const fm_sampler_config *c, const float *logits, int V, const int *recent, int n_recent,
               fm_rng *rng, float *scratch) {
     float *own = NULL;
-    if (!scratch) scratch = own = malloc(sizeof(float) * 2 * (size_t)V);
+    if (!scratch) scratch = own = fm_malloc(sizeof(float) * 2 * (size_t)V);
     if (!scratch) return 0;
     float *p = scratch, *sorted = scratch + V;
     memcpy(p, logits, sizeof(float) * V);
@@ -68,7 +69,7 @@ int fm_sample(const fm_sampler_config *c, const float *logits, int V, const int 
     for (int v = 1; v < V; v++)
         if (p[v] > p[best]) best = v;
     if (c->temperature == 0.0f) {
-        free(own);
+        fm_free(own);
         return best;
     }
     float maxv = p[best];
@@ -105,6 +106,6 @@ int fm_sample(const fm_sampler_config *c, const float *logits, int V, const int 
             break;
         }
     }
-    free(own);
+    fm_free(own);
     return chosen;
 }
