@@ -3,8 +3,10 @@
 # bfloat16 on 1 and 2 threads. Prints, per run, every step's training loss and the held-out losses
 # (as metrics.jsonl writes them, %.9g) and the sha256 of the final model.safetensors.
 # Usage: tests/golden/pretrain50.sh PATH/TO/fm [fp32|bf16 ...]
-# tests/golden/pretrain50.txt holds what the binary of commit "golden fixture" printed; the test
-# (tests/cli_golden_test.sh) reruns it and requires the same output to the bit.
+# tests/golden/pretrain50.txt holds what the binary of commit "golden fixture" printed (an AVX-512
+# build, -O3 -march=native); the test (tests/cli_golden_test.sh, run by make test) reruns it and
+# requires every loss, val_loss and sha256 line to the bit, and reports differing generate and
+# score checksums as warnings.
 set -euo pipefail
 FM=$(realpath "${1:?usage: pretrain50.sh PATH/TO/fm [precisions]}")
 shift
