@@ -22,10 +22,21 @@ TEST_SRC = $(wildcard tests/test_*.c)
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS    = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
-SCRIPT_TESTS = tests/cli_test.sh tests/cli_tokenizer_test.sh tests/cli_pretrain_test.sh
+SCRIPT_TESTS = tests/cli_test.sh tests/cli_tokenizer_test.sh tests/cli_pretrain_test.sh tests/cli_golden_test.sh
 
 .PHONY: all deps test run-tests demo asan test-torch clean fuzz bench-tokenizer bench bench-kernels
 all: $(BUILD)/fm
+
+# A fresh machine: before compiling anything, the Debian packages the build and the tests need
+# must be there, else make stops at once with one line naming them. The goals that install them
+# first (deps, test, asan, demo, fuzz, bench) and clean are not checked.
+NO_DEPS_CHECK = deps test asan demo fuzz bench clean
+ifneq ($(filter-out $(NO_DEPS_CHECK),$(or $(MAKECMDGOALS),all)),)
+MISSING_PACKAGES := $(shell scripts/install-deps.sh --list)
+ifneq ($(MISSING_PACKAGES),)
+$(error missing Debian packages: $(MISSING_PACKAGES); run 'make deps' (installs them with apt-get), then make again)
+endif
+endif
 
 # Installs missing Debian packages (libcmocka-dev, libcjson-dev, ...) with apt-get.
 deps:
@@ -44,7 +55,9 @@ $(BUILD)/fm: $(CLI_OBJ) $(BUILD)/libfm.a
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libfm.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcmocka
 
-# Runs every test binary from the repository root; fails if any fails, after running all.
+# Runs every test binary from the repository root; fails if any fails, after running all. The
+# script tests get the compiler and its flags (FM_CC, FM_CFLAGS): the golden test runs only in
+# AVX-512 builds. Other builds: make run-tests BUILD=build/v3 OPT="-O2 -march=x86-64-v3" (.ci/run).
 test: deps
 	@$(MAKE) --no-print-directory run-tests
 
@@ -53,7 +66,7 @@ run-tests: $(TESTS) $(BUILD)/fm $(BUILD)/fuzz/replay_tokenizer
 	    echo "== $$t"; ./$$t || failed=$$((failed + 1)); \
 	done; \
 	for t in $(SCRIPT_TESTS); do \
-	    echo "== $$t"; $$t $(BUILD)/fm || failed=$$((failed + 1)); \
+	    echo "== $$t"; FM_CC="$(CC)" FM_CFLAGS="$(CFLAGS)" $$t $(BUILD)/fm || failed=$$((failed + 1)); \
 	done; \
 	echo "== tokenizer fuzz corpus replay"; $(BUILD)/fuzz/replay_tokenizer tests/fuzz/corpus/tokenizer || failed=$$((failed + 1)); \
 	echo "test programs: $$(( $(words $(TESTS) $(SCRIPT_TESTS)) + 1 - failed )) passed, $$failed failed"; [ $$failed -eq 0 ]
@@ -62,7 +75,8 @@ run-tests: $(TESTS) $(BUILD)/fm $(BUILD)/fuzz/replay_tokenizer
 # alone without OpenMP. `make test` replays the committed corpus through it with a plain main()
 # (tests/fuzz/replay.c) under AddressSanitizer + UndefinedBehaviorSanitizer; `make fuzz` runs
 # libFuzzer (clang) for FUZZ_SECONDS, new inputs going to $(BUILD)/fuzz/corpus.
-FUZZ_SRC     = tests/fuzz/fuzz_tokenizer.c $(wildcard src/tokenizer/*.c) src/core/status.c src/core/fileio.c src/core/text.c
+FUZZ_SRC     = tests/fuzz/fuzz_tokenizer.c $(wildcard src/tokenizer/*.c) src/core/status.c src/core/fileio.c src/core/text.c \
+               src/core/alloc.c
 FUZZ_FLAGS   = -std=c11 -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Wno-unknown-pragmas \
                -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Iinclude -Isrc
 FUZZ_SECONDS ?= 300
@@ -97,8 +111,9 @@ bench-tokenizer: $(BUILD)/fm
 demo:
 	scripts/demo.sh
 
+ASAN_BUILD ?= build-asan
 asan: deps
-	$(MAKE) run-tests BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
+	$(MAKE) run-tests BUILD=$(ASAN_BUILD) OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
 
 # Regenerates tests/ref/tiny from a fresh fm initialisation with PyTorch, then runs the parity test.
 test-torch: $(BUILD)/fm $(BUILD)/tests/test_parity

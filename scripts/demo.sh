@@ -12,13 +12,9 @@ VOCAB=${FM_DEMO_VOCAB:-8192}
 OUT=build/demo
 FM=build/fm
 
-scripts/install-deps.sh
-if ! command -v bible >/dev/null; then
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    echo "installing bible-kjv (the King James Bible, public domain) ..."
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bible-kjv >/dev/null
-fi
+# the build packages and bible-kjv (the King James Bible, public domain): apt-get update, then
+# install, only for what is missing
+scripts/install-deps.sh --kjv
 make -s -j2 "$FM"
 mkdir -p "$OUT"
 

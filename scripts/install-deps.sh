@@ -1,28 +1,31 @@
 #!/usr/bin/env bash
 # install-deps.sh — installs the Debian packages fm needs to build and test, if they are missing.
-# Usage: scripts/install-deps.sh [--torch] [--fuzz] [--kjv] [--check]
+# Usage: scripts/install-deps.sh [--torch] [--fuzz] [--kjv] [--list]
 #   --torch  python3-torch (and the OpenMP OpenBLAS) for `make test-torch` and `make bench`
 #   --fuzz   clang and its libFuzzer runtime for `make fuzz`
 #   --kjv    bible-kjv: the King James text of `make demo` and of the whole-text tokenizer test
-#   --check  install nothing: print one line naming what is missing and exit 1 (0 when complete)
+#   --list   install nothing: print the missing packages on one line (nothing when complete); the
+#            Makefile's check before compiling uses it
+# FM_DEPS_ROOT (testing): look for the headers under this folder instead of /
 # Runs apt-get (update, then install) only when something is missing, with sudo when not root.
 set -euo pipefail
 
-torch=0 fuzz=0 kjv=0 check=0
+torch=0 fuzz=0 kjv=0 list=0
 for arg in "$@"; do
     case $arg in
     --torch) torch=1 ;;
     --fuzz) fuzz=1 ;;
     --kjv) kjv=1 ;;
-    --check) check=1 ;;
-    *) echo "install-deps.sh: unknown option '$arg' (--torch, --fuzz, --kjv, --check)" >&2; exit 2 ;;
+    --list) list=1 ;;
+    *) echo "install-deps.sh: unknown option '$arg' (--torch, --fuzz, --kjv, --list)" >&2; exit 2 ;;
     esac
 done
 
+root=${FM_DEPS_ROOT:-}
 need=()
-[ -f /usr/include/cmocka.h ] || need+=(libcmocka-dev)
-[ -f /usr/include/cjson/cJSON.h ] || need+=(libcjson-dev)
-[ -f /usr/include/utf8proc.h ] || need+=(libutf8proc-dev)
+[ -f "$root/usr/include/cmocka.h" ] || need+=(libcmocka-dev)
+[ -f "$root/usr/include/cjson/cJSON.h" ] || need+=(libcjson-dev)
+[ -f "$root/usr/include/utf8proc.h" ] || need+=(libutf8proc-dev)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 command -v make >/dev/null || need+=(make)
 # OpenMP runtime for gcc (libgomp) comes with gcc; check it links.
@@ -43,12 +46,12 @@ fi
 if [ $kjv -eq 1 ]; then
     command -v bible >/dev/null || need+=(bible-kjv)
 fi
+if [ $list -eq 1 ]; then
+    [ ${#need[@]} -eq 0 ] || echo "${need[*]}"
+    exit 0
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
-if [ $check -eq 1 ]; then
-    echo "fm: missing Debian packages: ${need[*]} -- run 'make deps' (installs them with apt-get) or: apt-get install ${need[*]}" >&2
-    exit 1
-fi
 echo "installing: ${need[*]}"
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
