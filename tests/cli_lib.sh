@@ -42,6 +42,8 @@ summary() {
 # writable DIR undoes it; cleanup_unwritable (for EXIT traps) undoes every one still in place.
 unwritable_dirs=()
 as_writer=()
+# the reasons a write into such a folder fails with (EROFS, EACCES, EPERM), for messages' patterns
+why_unwritable="Read-only file system|Permission denied|Operation not permitted"
 as_nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups --)
 can_write() { # can_write DIR [PREFIX...]: creates and removes a file in DIR
     local dir=$1 probe="$1/.fm_probe_$$"

@@ -34,7 +34,7 @@ ls "$tmp/m" | grep -q '\.tmp\.' && { failed=$((failed + 1)); echo "FAIL temporar
 # mount, chattr +i or running fm as user nobody; skipped with the reason when none works)
 mkdir "$tmp/ro"
 if unwritable "$tmp/ro"; then
-    expect "init in a read-only folder ($unwritable_how)" 1 "cannot create directory $tmp/ro/m" -- \
+    expect "init in a read-only folder ($unwritable_how)" 1 "$tmp/ro/m.*($why_unwritable)" -- \
         "${as_writer[@]}" "$FM" init --out "$tmp/ro/m" --layers 1 --dim 24 --heads 2 --vocab 300 --context 8
     writable "$tmp/ro"
     [ -z "$(ls -A "$tmp/ro")" ] && ok || bad "a refused init left $(ls -A "$tmp/ro") in $tmp/ro"
