@@ -6,6 +6,7 @@
  * layout (memory.c), which call fm_calloc underneath.
  */
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,7 @@ static atomic_long fail_at;      /* 0: off; else the allocation number that fail
 static atomic_int fail_persist;  /* every allocation from fail_at on fails */
 static atomic_int fail_reached;  /* the last counted allocation was failed */
 static atomic_int env_read;
+static _Thread_local unsigned long thread_failures; /* NULLs returned on this thread */
 
 static void read_env(void) {
     if (atomic_exchange(&env_read, 1)) return;
@@ -52,16 +54,24 @@ void fm_alloc_fail_at(long k, int persist) {
 
 long fm_alloc_count(void) { return atomic_load(&counter); }
 int fm_alloc_failed(void) { return atomic_load(&fail_reached); }
+unsigned long fm_alloc_failures(void) { return thread_failures; }
 
-void *fm_malloc(size_t size) { return should_fail() ? NULL : malloc(size ? size : 1); }
-void *fm_calloc(size_t count, size_t size) {
-    return should_fail() ? NULL : calloc(count ? count : 1, size ? size : 1);
+/* p, counting it as a failure when it is NULL. */
+static void *counted(void *p) {
+    if (!p) thread_failures++;
+    return p;
 }
-void *fm_realloc(void *p, size_t size) { return should_fail() ? NULL : realloc(p, size ? size : 1); }
+
+void *fm_malloc(size_t size) { return counted(should_fail() ? NULL : malloc(size ? size : 1)); }
+void *fm_calloc(size_t count, size_t size) {
+    return counted(should_fail() ? NULL : calloc(count ? count : 1, size ? size : 1));
+}
+void *fm_realloc(void *p, size_t size) { return counted(should_fail() ? NULL : realloc(p, size ? size : 1)); }
 void *fm_aligned_alloc(size_t align, size_t size) {
-    if (should_fail()) return NULL;
+    if (should_fail()) return counted(NULL);
+    if (size > SIZE_MAX - align) return counted(NULL);
     size_t rounded = (size + align - 1) / align * align;
-    return aligned_alloc(align, rounded ? rounded : align);
+    return counted(aligned_alloc(align, rounded ? rounded : align));
 }
 char *fm_strdup(const char *s) {
     size_t n = strlen(s) + 1;
@@ -79,3 +89,7 @@ void fm_alloc_install_json_hooks(void) {
     cJSON_Hooks hooks = {json_malloc, free};
     cJSON_InitHooks(&hooks);
 }
+
+/* Before main: every cJSON call of the program (the library's and its users') allocates through
+ * fm_malloc from the start, whichever entry point runs first. */
+__attribute__((constructor)) static void install_json_hooks_at_start(void) { fm_alloc_install_json_hooks(); }

@@ -15,18 +15,20 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/internal.h"
 
 #define TMP_SUFFIX ".tmp.XXXXXX"
 
 /* Frees the strings of af and zeroes it, so that a second commit/abort is harmless. */
 static void release(fm_atomic_file *af) {
-    free(af->path);
-    free(af->tmp_path);
+    fm_free(af->path);
+    fm_free(af->tmp_path);
     af->fp = NULL;
     af->path = NULL;
     af->tmp_path = NULL;
     af->failed = 0;
+    af->finished = 0;
 }
 
 /* Closes (if open) and removes the temporary file, then releases af. */
@@ -37,26 +39,17 @@ static void discard(fm_atomic_file *af) {
     release(af);
 }
 
-/* The folder that holds path ("." for a bare name), malloc'd. */
-static char *parent_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    if (!slash) return strdup(".");
-    if (slash == path) return strdup("/");
-    size_t n = (size_t)(slash - path);
-    char *dir = malloc(n + 1);
-    if (!dir) return NULL;
-    memcpy(dir, path, n);
-    dir[n] = '\0';
-    return dir;
-}
-
 /* fsync of the folder holding path, so that a rename into it survives a crash. Filesystems that
- * cannot sync a directory (EINVAL) are accepted. Returns 0 or an errno value. */
-static int sync_parent_dir(const char *path) {
-    char *dir = parent_dir(path);
-    if (!dir) return ENOMEM;
+ * cannot sync a directory (EINVAL) are accepted. Returns 0 or an errno value. path is cut at its
+ * last '/' in place (the caller's temporary path, no longer needed): nothing is allocated once
+ * the file is in place, so the rename is never followed by an out-of-memory failure. */
+static int sync_parent_dir(char *path) {
+    char *slash = strrchr(path, '/');
+    const char *dir = path;
+    if (!slash) dir = ".";
+    else if (slash == path) dir = "/";
+    else *slash = '\0';
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    free(dir);
     if (fd < 0) return errno;
     int err = 0;
     if (fsync(fd) != 0 && errno != EINVAL) err = errno;
@@ -70,8 +63,8 @@ fm_status fm_atomic_open(fm_atomic_file *af, const char *path) {
     if (!path || !path[0]) return fm_fail(FM_ERR_ARG, "fm_atomic_open: empty path");
 
     size_t n = strlen(path);
-    af->path = strdup(path);
-    af->tmp_path = malloc(n + sizeof TMP_SUFFIX);
+    af->path = fm_strdup(path);
+    af->tmp_path = fm_malloc(n + sizeof TMP_SUFFIX);
     if (!af->path || !af->tmp_path) {
         release(af);
         return fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
@@ -101,11 +94,12 @@ void fm_atomic_write(fm_atomic_file *af, const void *data, size_t size) {
     if (fwrite(data, 1, size, af->fp) != size) af->failed = errno ? errno : EIO;
 }
 
-fm_status fm_atomic_commit(fm_atomic_file *af) {
-    if (!af || !af->fp) {
+fm_status fm_atomic_finish(fm_atomic_file *af) {
+    if (!af || (!af->fp && !af->finished)) {
         if (af) release(af);
-        return fm_fail(FM_ERR_ARG, "fm_atomic_commit: the file is not open");
+        return fm_fail(FM_ERR_ARG, "fm_atomic_finish: the file is not open");
     }
+    if (af->finished) return FM_OK;
     int err = af->failed;
     if (!err && fflush(af->fp) != 0) err = errno;
     if (!err && fsync(fileno(af->fp)) != 0) err = errno;
@@ -119,6 +113,17 @@ fm_status fm_atomic_commit(fm_atomic_file *af) {
         discard(af);
         return status;
     }
+    af->finished = 1;
+    return FM_OK;
+}
+
+fm_status fm_atomic_commit(fm_atomic_file *af) {
+    if (!af || (!af->fp && !af->finished)) {
+        if (af) release(af);
+        return fm_fail(FM_ERR_ARG, "fm_atomic_commit: the file is not open");
+    }
+    fm_status finished = fm_atomic_finish(af);
+    if (finished != FM_OK) return finished;
     if (rename(af->tmp_path, af->path) != 0) {
         fm_status status = fm_fail(FM_ERR_IO, "cannot rename %s to %s: %s", af->tmp_path,
                                    af->path, strerror(errno));
@@ -126,7 +131,7 @@ fm_status fm_atomic_commit(fm_atomic_file *af) {
         return status;
     }
     /* The data is in place; only the durability of the rename is left to check. */
-    err = sync_parent_dir(af->path);
+    int err = sync_parent_dir(af->tmp_path);
     fm_status status = FM_OK;
     if (err)
         status = fm_fail(FM_ERR_IO, "%s was written but its folder could not be synced: %s",
@@ -154,7 +159,7 @@ fm_status fm_mkdir(const char *dir) {
 char *fm_path_join(const char *dir, const char *name) {
     size_t nd = strlen(dir), nn = strlen(name);
     int slash = nd > 0 && dir[nd - 1] != '/'; /* no doubled '/', no leading '/' for "" */
-    char *out = malloc(nd + (size_t)slash + nn + 1);
+    char *out = fm_malloc(nd + (size_t)slash + nn + 1);
     if (!out) return NULL;
     memcpy(out, dir, nd);
     if (slash) out[nd] = '/';

@@ -48,25 +48,37 @@ typedef struct {
     char *path;     /* final path */
     char *tmp_path; /* temporary path in the same folder */
     int failed;     /* a write failed; commit will refuse */
+    int finished;   /* fm_atomic_finish done: complete and closed, not yet renamed */
 } fm_atomic_file;
 
 fm_status fm_atomic_open(fm_atomic_file *af, const char *path);
 /* fwrite that remembers failure (e.g. ENOSPC) for commit to report. */
 void fm_atomic_write(fm_atomic_file *af, const void *data, size_t size);
-/* Flush, fsync, rename over path. Always releases af. */
+/* Flush, fsync, rename over path. Always releases af. Allocates nothing, so that no
+ * out-of-memory failure can come after the rename. */
 fm_status fm_atomic_commit(fm_atomic_file *af);
+/* The first half of commit: flush, fsync and close the temporary file (on failure it is removed
+ * and af released). The file is then complete but not in place: fm_atomic_commit renames it,
+ * fm_atomic_abort removes it. For several files that are replaced together or not at all (a
+ * checkpoint): every file is finished before the first is committed. */
+fm_status fm_atomic_finish(fm_atomic_file *af);
 /* Removes the temporary file and releases af (use on an error path before commit). */
 void fm_atomic_abort(fm_atomic_file *af);
 
 /* Creates a directory if it does not exist (one level). */
 fm_status fm_mkdir(const char *dir);
-/* dir + "/" + name, malloc'd (NULL when out of memory). */
+/* dir + "/" + name, fm_malloc'd (NULL when out of memory). */
 char *fm_path_join(const char *dir, const char *name);
+
+/* ---------------------------------------------------------------- config.json (config.c) */
+
+/* fm_config_save up to the rename (see fm_st_write_finished). */
+fm_status fm_config_save_finished(fm_atomic_file *af, const fm_config *cfg, const char *path);
 
 /* ---------------------------------------------------------------- text buffer (text.c) */
 
 /* A growing, NUL-terminated text; start from {0}; a failed allocation sets failed and later
- * appends do nothing. Free data when done. */
+ * appends do nothing. Free data (fm_free) when done. */
 typedef struct {
     char *data;
     size_t len, cap;
@@ -140,6 +152,11 @@ typedef struct {
  * The header is padded with spaces to a multiple of 8 bytes; tensors are written in order. */
 fm_status fm_st_write(const char *path, const fm_st_entry *entries, int n_entries,
                       const char *const *meta_keys, const char *const *meta_values, int n_meta);
+/* fm_st_write up to the rename: the file is complete in af's temporary file (fm_atomic_finish
+ * done), for the caller to fm_atomic_commit or fm_atomic_abort. On failure nothing is left and
+ * af needs no release. */
+fm_status fm_st_write_finished(fm_atomic_file *af, const char *path, const fm_st_entry *entries, int n_entries,
+                               const char *const *meta_keys, const char *const *meta_values, int n_meta);
 
 /* IEEE half and bfloat16 to float. */
 float fm_f16_to_f32(uint16_t h);

@@ -9,14 +9,16 @@
  * GFLOP/s from alignment alone). Those on 2 MiB boundaries are offered to the kernel as
  * transparent huge pages (fewer TLB misses). Memory comes from calloc, so untouched pages stay
  * unmapped (gradients cost nothing to a model that only generates); prefault touches every page
- * now, so that no training step pays for page faults.
- * Not for: small or short-lived allocations (plain malloc).
+ * now, so that no training step pays for page faults. The memory comes through fm_calloc, so
+ * allocation failure injection (core/alloc.h) reaches these buffers too.
+ * Not for: small or short-lived allocations (fm_malloc).
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
+#include "core/alloc.h"
 #include "core/internal.h"
 
 #define HUGE_PAGE ((size_t)2 << 20)
@@ -26,7 +28,7 @@ void *fm_alloc_big(size_t bytes, int prefault) {
     size_t align = bytes >= 2 * HUGE_PAGE ? HUGE_PAGE : LINE;
     if (bytes > SIZE_MAX - align - sizeof(void *)) return NULL;
     /* room for the aligned start and, just before it, the pointer calloc gave (for free) */
-    char *raw = calloc(1, bytes + align + sizeof(void *));
+    char *raw = fm_calloc(1, bytes + align + sizeof(void *));
     if (!raw) return NULL;
     uintptr_t start = ((uintptr_t)raw + sizeof(void *) + align - 1) / align * align;
     char *p = (char *)start;
@@ -42,5 +44,5 @@ void fm_free_big(void *p) {
     if (!p) return;
     void *raw;
     memcpy(&raw, (char *)p - sizeof(void *), sizeof raw);
-    free(raw);
+    fm_free(raw);
 }

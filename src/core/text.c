@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/internal.h"
 
 void fm_text_append(fm_text *t, const void *data, size_t n) {
@@ -15,7 +16,7 @@ void fm_text_append(fm_text *t, const void *data, size_t n) {
     if (t->len + n + 1 > t->cap) {
         size_t cap = t->cap ? t->cap : 256;
         while (cap < t->len + n + 1) cap *= 2;
-        char *grown = realloc(t->data, cap);
+        char *grown = fm_realloc(t->data, cap);
         if (!grown) {
             t->failed = 1;
             return;
@@ -44,7 +45,7 @@ void fm_text_printf(fm_text *t, const char *fmt, ...) {
         fm_text_append(t, small, (size_t)n);
         return;
     }
-    char *big = malloc((size_t)n + 1);
+    char *big = fm_malloc((size_t)n + 1);
     if (!big) {
         t->failed = 1;
         return;
@@ -53,5 +54,5 @@ void fm_text_printf(fm_text *t, const char *fmt, ...) {
     vsnprintf(big, (size_t)n + 1, fmt, ap);
     va_end(ap);
     fm_text_append(t, big, (size_t)n);
-    free(big);
+    fm_free(big);
 }

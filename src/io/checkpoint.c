@@ -27,25 +27,27 @@
 
 /* ------------------------------------------------------------ weights */
 
-/* "NAME=DECAY,..." for the attached tensors into text (malloc'd), or NULL when there are none. */
+/* "NAME=DECAY,..." for the attached tensors into text (fm_malloc'd), or NULL when out of memory. */
 static char *attached_list(const fm_model *m) {
     fm_text t = {0};
     for (int i = m->n_own; i < m->n_tensors; i++)
         fm_text_printf(&t, "%s%s=%d", t.len ? "," : "", m->tensors[i].name, m->tensors[i].decay);
     if (t.failed) {
-        free(t.data);
+        fm_free(t.data);
         return NULL;
     }
     return t.data;
 }
 
-/* step < 0: no step recorded (a plain model save). */
-static fm_status save_weights(const fm_model *m, const char *path, int64_t step) {
+/* Writes model.safetensors into af's temporary file, finished but not renamed (the caller
+ * commits it with the checkpoint's other files). step < 0: no step recorded (a plain save). */
+static fm_status save_weights(const fm_model *m, const char *path, int64_t step, fm_atomic_file *af) {
+    memset(af, 0, sizeof *af);
     fm_st_entry *entries = fm_calloc(m->n_tensors, sizeof *entries);
     char *attached = m->n_tensors > m->n_own ? attached_list(m) : NULL;
     if (!entries || (m->n_tensors > m->n_own && !attached)) {
         fm_free(entries);
-        free(attached);
+        fm_free(attached);
         return fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
     }
     for (int i = 0; i < m->n_tensors; i++) {
@@ -63,10 +65,24 @@ static fm_status save_weights(const fm_model *m, const char *path, int64_t step)
     int n_meta = 1;
     if (step >= 0) keys[n_meta] = "fm_step", values[n_meta++] = step_text;
     if (attached) keys[n_meta] = "fm_attached", values[n_meta++] = attached;
-    fm_status st = fm_st_write(path, entries, m->n_tensors, keys, values, n_meta);
+    fm_status st = fm_st_write_finished(af, path, entries, m->n_tensors, keys, values, n_meta);
     fm_free(entries);
-    free(attached);
+    fm_free(attached);
     return st;
+}
+
+/* Renames the n finished files into place in order; after a failure the rest are removed. */
+static fm_status commit_all(fm_atomic_file *files, int n) {
+    fm_status st = FM_OK;
+    for (int i = 0; i < n; i++) {
+        if (st) fm_atomic_abort(&files[i]);
+        else st = fm_atomic_commit(&files[i]);
+    }
+    return st;
+}
+
+static void abort_all(fm_atomic_file *files, int n) {
+    for (int i = 0; i < n; i++) fm_atomic_abort(&files[i]);
 }
 
 /* Attaches the tensors the file's "fm_attached" metadata lists, with the shapes the file gives. */
@@ -170,11 +186,15 @@ static fm_status load_weights(fm_model *m, const char *path, int64_t *step_out) 
     if (lm_head) {
         /* fm ties the output head to wte; a separate head is accepted only if it is that copy */
         size_t numel = (size_t)m->cfg.vocab_size * m->cfg.n_embd;
-        float *head = lm_head->numel == numel ? malloc(sizeof(float) * numel) : NULL;
+        float *head = lm_head->numel == numel ? fm_malloc(sizeof(float) * numel) : NULL;
+        if (lm_head->numel == numel && !head) {
+            status = fm_fail(FM_ERR_NOMEM, "%s: out of memory comparing '%s' with wte.weight", path, lm_head->name);
+            goto done;
+        }
         int tied = head && lm_head->ndim == 2 && lm_head->shape[0] == m->cfg.vocab_size &&
                    lm_head->shape[1] == m->cfg.n_embd && fm_st_read_f32(&st, lm_head, head) == FM_OK &&
                    memcmp(head, m->w.wte, sizeof(float) * numel) == 0;
-        free(head);
+        fm_free(head);
         if (!tied) {
             status = fm_fail(FM_ERR_MISMATCH, "%s: tensor '%s' differs from wte.weight; fm needs a tied "
                              "output head", path, lm_head->name);
@@ -201,11 +221,15 @@ fm_status fm_model_save(const fm_model *m, const char *dir) {
     fm_status st = fm_mkdir(dir);
     if (st) return st;
     char *config = fm_path_join(dir, CONFIG_FILE), *weights = fm_path_join(dir, WEIGHTS_FILE);
-    if (!config || !weights) st = fm_fail(FM_ERR_NOMEM, "out of memory");
-    if (!st) st = m->quant ? fm_quant_save(m, weights) : save_weights(m, weights, -1); /* int8: quant.c */
-    if (!st) st = fm_config_save(&m->cfg, config);
-    free(config);
-    free(weights);
+    /* both files are written in full before either replaces what the folder held */
+    fm_atomic_file files[2] = {{0}};
+    if (!config || !weights) st = fm_fail(FM_ERR_NOMEM, "%s: out of memory", dir);
+    if (!st) st = m->quant ? fm_quant_save(m, weights, &files[0]) : save_weights(m, weights, -1, &files[0]); /* int8: quant.c */
+    if (!st) st = fm_config_save_finished(&files[1], &m->cfg, config);
+    if (!st) st = commit_all(files, 2);
+    else abort_all(files, 2);
+    fm_free(config);
+    fm_free(weights);
     return st;
 }
 
@@ -213,17 +237,19 @@ static fm_status load_model(fm_model **out, const char *dir, int64_t *step) {
     *out = NULL;
     fm_config cfg;
     char *config = fm_path_join(dir, CONFIG_FILE), *weights = fm_path_join(dir, WEIGHTS_FILE);
-    fm_status st = (!config || !weights) ? fm_fail(FM_ERR_NOMEM, "out of memory") : FM_OK;
+    fm_status st = (!config || !weights) ? fm_fail(FM_ERR_NOMEM, "%s: out of memory", dir) : FM_OK;
     if (!st) st = fm_config_load(&cfg, config);
     if (!st) st = fm_model_create(out, &cfg);
-    if (!st && fm_quant_file_is_q8(weights)) st = fm_quant_load(*out, weights, step); /* int8: quant.c */
+    int q8 = 0;
+    if (!st) st = fm_quant_file_is_q8(weights, &q8);
+    if (!st && q8) st = fm_quant_load(*out, weights, step); /* int8: quant.c */
     else if (!st) st = load_weights(*out, weights, step);
     if (st) {
         fm_model_free(*out);
         *out = NULL;
     }
-    free(config);
-    free(weights);
+    fm_free(config);
+    fm_free(weights);
     return st;
 }
 
@@ -270,7 +296,8 @@ fm_status fm_checkpoint_save(const char *dir, const fm_model *m, const fm_optimi
     char (*names)[FM_NAME_MAX + 8] = fm_calloc(n_entries, sizeof *names);
     char *config = fm_path_join(dir, CONFIG_FILE), *weights = fm_path_join(dir, WEIGHTS_FILE);
     char *state_path = fm_path_join(dir, STATE_FILE);
-    if (!config || !weights || !state_path || !entries || !names) st = fm_fail(FM_ERR_NOMEM, "out of memory");
+    if (!config || !weights || !state_path || !entries || !names)
+        st = fm_fail(FM_ERR_NOMEM, "%s: out of memory saving a checkpoint", dir);
     for (int k = 0; !st && k < opt->n_slots; k++) {
         const fm_adam_slot *sl = &opt->slots[k];
         for (int j = 0; j < 2; j++) {
@@ -280,14 +307,19 @@ fm_status fm_checkpoint_save(const char *dir, const fm_model *m, const fm_optimi
                                .shape = {(int64_t)sl->numel}, .data = j ? sl->v : sl->m};
         }
     }
-    if (!st) st = fm_config_save(&m->cfg, config);
-    if (!st) st = save_weights(m, weights, opt->step);
-    if (!st) st = fm_st_write(state_path, entries, n_entries, meta_names, value_ptrs, META_COUNT);
+    /* All three files are written in full (every allocation done) before the first replaces its
+     * predecessor, so a failure leaves the previous checkpoint whole and no temporary file. */
+    fm_atomic_file files[3] = {{0}};
+    if (!st) st = fm_config_save_finished(&files[0], &m->cfg, config);
+    if (!st) st = save_weights(m, weights, opt->step, &files[1]);
+    if (!st) st = fm_st_write_finished(&files[2], state_path, entries, n_entries, meta_names, value_ptrs, META_COUNT);
+    if (!st) st = commit_all(files, 3);
+    else abort_all(files, 3);
     fm_free(entries);
     fm_free(names);
-    free(config);
-    free(weights);
-    free(state_path);
+    fm_free(config);
+    fm_free(weights);
+    fm_free(state_path);
     return st;
 }
 
@@ -417,8 +449,8 @@ fm_status fm_checkpoint_load(const char *dir, fm_model **model, fm_optimizer **o
     fm_status st = load_model(model, dir, &weights_step);
     if (st) return st;
     char *path = fm_path_join(dir, STATE_FILE);
-    st = path ? load_state(path, *model, weights_step, opt, state) : fm_fail(FM_ERR_NOMEM, "out of memory");
-    free(path);
+    st = path ? load_state(path, *model, weights_step, opt, state) : fm_fail(FM_ERR_NOMEM, "%s: out of memory", dir);
+    fm_free(path);
     if (st) {
         fm_model_free(*model);
         *model = NULL;

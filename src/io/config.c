@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/internal.h"
 
 void fm_config_default(fm_config *cfg) {
@@ -67,7 +68,7 @@ static char *read_text_file(const char *path, fm_status *status) {
                 *status = fm_fail(FM_ERR_FORMAT, "%s: larger than 64 MiB, not a config file", path);
                 goto fail;
             }
-            char *grown = realloc(buf, cap);
+            char *grown = fm_realloc(buf, cap);
             if (!grown) {
                 *status = fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
                 goto fail;
@@ -85,14 +86,14 @@ static char *read_text_file(const char *path, fm_status *status) {
     fclose(fp);
     buf[len] = '\0';
     if (len == 0) {
-        free(buf);
+        fm_free(buf);
         *status = fm_fail(FM_ERR_FORMAT, "%s: empty file", path);
         return NULL;
     }
     return buf;
 fail:
     fclose(fp);
-    free(buf);
+    fm_free(buf);
     return NULL;
 }
 
@@ -163,8 +164,11 @@ fm_status fm_config_load(fm_config *cfg, const char *path) {
     fm_status st = FM_OK;
     char *text = read_text_file(path, &st);
     if (!text) return st;
+    unsigned long failures = fm_alloc_failures();
     cJSON *root = cJSON_Parse(text);
-    if (!root) {
+    if (!root && fm_alloc_failures() != failures) { /* cJSON ran out of memory, the JSON may be fine */
+        st = fm_fail(FM_ERR_NOMEM, "%s: out of memory parsing the JSON", path);
+    } else if (!root) {
         const char *where = cJSON_GetErrorPtr();
         st = fm_fail(FM_ERR_FORMAT, "%s: invalid JSON near byte %ld", path,
                      where ? (long)(where - text) : -1L);
@@ -174,7 +178,7 @@ fm_status fm_config_load(fm_config *cfg, const char *path) {
         if (st == FM_OK) *cfg = parsed;
     }
     cJSON_Delete(root);
-    free(text);
+    fm_free(text);
     return st;
 }
 
@@ -190,42 +194,59 @@ static cJSON *float_number(float f) {
     return cJSON_CreateRaw(buf);
 }
 
-fm_status fm_config_save(const fm_config *cfg, const char *path) {
-    fm_status st = fm_config_validate(cfg);
-    if (st) return fm_fail_prefix(st, "%s: ", path);
+/* config.json's text (fm_malloc'd), or NULL when out of memory: every item is checked, so that
+ * a failed allocation never leaves a key out of a file that is then written. */
+static char *config_text(const fm_config *cfg) {
     cJSON *root = cJSON_CreateObject();
     cJSON *arch = cJSON_AddArrayToObject(root, "architectures");
-    cJSON_AddItemToArray(arch, cJSON_CreateString("GPT2LMHeadModel"));
-    cJSON_AddStringToObject(root, "model_type", "gpt2");
-    cJSON_AddNumberToObject(root, "n_layer", cfg->n_layer);
-    cJSON_AddNumberToObject(root, "n_head", cfg->n_head);
-    cJSON_AddNumberToObject(root, "n_embd", cfg->n_embd);
-    cJSON_AddNumberToObject(root, "vocab_size", cfg->vocab_size);
-    cJSON_AddNumberToObject(root, "n_positions", cfg->n_positions);
-    cJSON_AddNumberToObject(root, "n_ctx", cfg->n_positions);
-    if (cfg->n_inner > 0) cJSON_AddNumberToObject(root, "n_inner", cfg->n_inner);
-    else cJSON_AddNullToObject(root, "n_inner");
-    cJSON_AddItemToObject(root, "layer_norm_epsilon", float_number(cfg->layer_norm_epsilon));
-    cJSON_AddStringToObject(root, "activation_function", "gelu_new");
-    cJSON_AddNumberToObject(root, "initializer_range", 0.02);
-    cJSON_AddNumberToObject(root, "resid_pdrop", 0);
-    cJSON_AddNumberToObject(root, "embd_pdrop", 0);
-    cJSON_AddNumberToObject(root, "attn_pdrop", 0);
-    cJSON_AddBoolToObject(root, "scale_attn_weights", 1);
-    cJSON_AddBoolToObject(root, "tie_word_embeddings", 1);
-    cJSON_AddBoolToObject(root, "use_cache", 1);
-    cJSON_AddStringToObject(root, "torch_dtype", "float32");
-    cJSON_AddNumberToObject(root, "fm_format_version", 1);
-    char *text = cJSON_Print(root);
-    cJSON_Delete(root);
-    if (!text) return fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
-    fm_atomic_file af;
-    st = fm_atomic_open(&af, path);
-    if (st == FM_OK) {
-        fm_atomic_write(&af, text, strlen(text));
-        fm_atomic_write(&af, "\n", 1);
-        st = fm_atomic_commit(&af);
+    int ok = arch && cJSON_AddItemToArray(arch, cJSON_CreateString("GPT2LMHeadModel"));
+    ok = ok && cJSON_AddStringToObject(root, "model_type", "gpt2");
+    ok = ok && cJSON_AddNumberToObject(root, "n_layer", cfg->n_layer);
+    ok = ok && cJSON_AddNumberToObject(root, "n_head", cfg->n_head);
+    ok = ok && cJSON_AddNumberToObject(root, "n_embd", cfg->n_embd);
+    ok = ok && cJSON_AddNumberToObject(root, "vocab_size", cfg->vocab_size);
+    ok = ok && cJSON_AddNumberToObject(root, "n_positions", cfg->n_positions);
+    ok = ok && cJSON_AddNumberToObject(root, "n_ctx", cfg->n_positions);
+    if (cfg->n_inner > 0) ok = ok && cJSON_AddNumberToObject(root, "n_inner", cfg->n_inner);
+    else ok = ok && cJSON_AddNullToObject(root, "n_inner");
+    if (ok) {
+        cJSON *eps = float_number(cfg->layer_norm_epsilon);
+        ok = cJSON_AddItemToObject(root, "layer_norm_epsilon", eps);
+        if (!ok) cJSON_Delete(eps);
     }
-    free(text);
+    ok = ok && cJSON_AddStringToObject(root, "activation_function", "gelu_new");
+    ok = ok && cJSON_AddNumberToObject(root, "initializer_range", 0.02);
+    ok = ok && cJSON_AddNumberToObject(root, "resid_pdrop", 0);
+    ok = ok && cJSON_AddNumberToObject(root, "embd_pdrop", 0);
+    ok = ok && cJSON_AddNumberToObject(root, "attn_pdrop", 0);
+    ok = ok && cJSON_AddBoolToObject(root, "scale_attn_weights", 1);
+    ok = ok && cJSON_AddBoolToObject(root, "tie_word_embeddings", 1);
+    ok = ok && cJSON_AddBoolToObject(root, "use_cache", 1);
+    ok = ok && cJSON_AddStringToObject(root, "torch_dtype", "float32");
+    ok = ok && cJSON_AddNumberToObject(root, "fm_format_version", 1);
+    char *text = ok ? cJSON_Print(root) : NULL;
+    cJSON_Delete(root);
+    return text;
+}
+
+fm_status fm_config_save_finished(fm_atomic_file *af, const fm_config *cfg, const char *path) {
+    memset(af, 0, sizeof *af);
+    fm_status st = fm_config_validate(cfg);
+    if (st) return fm_fail_prefix(st, "%s: ", path);
+    char *text = config_text(cfg);
+    if (!text) return fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
+    st = fm_atomic_open(af, path);
+    if (st == FM_OK) {
+        fm_atomic_write(af, text, strlen(text));
+        fm_atomic_write(af, "\n", 1);
+        st = fm_atomic_finish(af);
+    }
+    fm_free(text);
     return st;
+}
+
+fm_status fm_config_save(const fm_config *cfg, const char *path) {
+    fm_atomic_file af;
+    fm_status st = fm_config_save_finished(&af, cfg, path);
+    return st == FM_OK ? fm_atomic_commit(&af) : st;
 }

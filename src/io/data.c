@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/internal.h"
 
 #define SHARD_MAGIC "FMTOKENS"
@@ -44,11 +45,11 @@ static uint64_t get_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); 
 fm_status fm_shard_write(const char *path, const int *tokens, size_t n, int vocab_size, uint64_t source_bytes) {
     if (vocab_size < 1) return fm_fail(FM_ERR_ARG, "%s: vocabulary size %d", path, vocab_size);
     int width = vocab_size <= 65536 ? 2 : 4;
-    unsigned char *data = malloc(n * width + 1);
+    unsigned char *data = fm_malloc(n * width + 1);
     if (!data) return fm_fail(FM_ERR_NOMEM, "%s: out of memory for %zu tokens", path, n);
     for (size_t i = 0; i < n; i++) {
         if (tokens[i] < 0 || tokens[i] >= vocab_size) {
-            free(data);
+            fm_free(data);
             return fm_fail(FM_ERR_ARG, "%s: token %d at %zu is outside the vocabulary [0, %d)", path,
                            tokens[i], i, vocab_size);
         }
@@ -75,7 +76,7 @@ fm_status fm_shard_write(const char *path, const int *tokens, size_t n, int voca
         fm_atomic_write(&af, data, n * width);
         st = fm_atomic_commit(&af);
     }
-    free(data);
+    fm_free(data);
     return st;
 }
 
@@ -125,7 +126,7 @@ static fm_status check_shard(fm_shard *s, const char *path) {
 
 fm_status fm_shard_open(fm_shard **out, const char *path) {
     *out = NULL;
-    fm_shard *s = calloc(1, sizeof *s);
+    fm_shard *s = fm_calloc(1, sizeof *s);
     if (!s) return fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
     fm_status st = FM_OK;
     int fd = open(path, O_RDONLY);
@@ -147,7 +148,7 @@ fm_status fm_shard_open(fm_shard **out, const char *path) {
         }
     }
     if (fd >= 0) close(fd);
-    if (st == FM_OK) s->path = strdup(path);
+    if (st == FM_OK && !(s->path = fm_strdup(path))) st = fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
     if (st) {
         fm_shard_close(s);
         return st;
@@ -159,8 +160,8 @@ fm_status fm_shard_open(fm_shard **out, const char *path) {
 void fm_shard_close(fm_shard *s) {
     if (!s) return;
     if (s->map) munmap(s->map, s->map_size);
-    free(s->path);
-    free(s);
+    fm_free(s->path);
+    fm_free(s);
 }
 
 size_t fm_shard_length(const fm_shard *s) { return s->n; }

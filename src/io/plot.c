@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/internal.h"
 
 #define W 800
@@ -91,7 +92,7 @@ fm_status fm_plot_svg(const char *path, const char *title, const char *x_label, 
 #undef PX
 #undef PY
     if (t.failed) {
-        free(t.data);
+        fm_free(t.data);
         return fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
     }
     fm_atomic_file af;
@@ -100,6 +101,6 @@ fm_status fm_plot_svg(const char *path, const char *title, const char *x_label, 
         fm_atomic_write(&af, t.data, t.len);
         st = fm_atomic_commit(&af);
     }
-    free(t.data);
+    fm_free(t.data);
     return st;
 }

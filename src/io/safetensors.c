@@ -22,6 +22,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/alloc.h"
 #include "core/internal.h"
 
 /* Tensor data is stored little-endian and copied with memcpy; this host must match. */
@@ -155,7 +156,7 @@ static int compare_strings(const void *a, const void *b) {
 static const char *find_duplicate(const char *const *names, int n, fm_status *nomem) {
     *nomem = FM_OK;
     if (n < 2) return NULL;
-    const char **sorted = malloc((size_t)n * sizeof *sorted);
+    const char **sorted = fm_malloc((size_t)n * sizeof *sorted);
     if (!sorted) {
         *nomem = FM_ERR_NOMEM;
         return NULL;
@@ -165,7 +166,7 @@ static const char *find_duplicate(const char *const *names, int n, fm_status *no
     const char *dup = NULL;
     for (int i = 1; i < n && !dup; i++)
         if (strcmp(sorted[i - 1], sorted[i]) == 0) dup = sorted[i];
-    free(sorted);
+    fm_free(sorted);
     return dup;
 }
 
@@ -250,8 +251,8 @@ static fm_status parse_metadata(fm_safetensors *st, const cJSON *meta) {
         return fm_fail(FM_ERR_FORMAT, "%s: " METADATA_KEY " is not an object", st->path);
     int n = cJSON_GetArraySize(meta);
     if (n == 0) return FM_OK;
-    st->meta_keys = calloc((size_t)n, sizeof *st->meta_keys);
-    st->meta_values = calloc((size_t)n, sizeof *st->meta_values);
+    st->meta_keys = fm_calloc((size_t)n, sizeof *st->meta_keys);
+    st->meta_values = fm_calloc((size_t)n, sizeof *st->meta_values);
     if (!st->meta_keys || !st->meta_values)
         return fm_fail(FM_ERR_NOMEM, "%s: out of memory reading the metadata", st->path);
     const cJSON *item;
@@ -260,8 +261,8 @@ static fm_status parse_metadata(fm_safetensors *st, const cJSON *meta) {
             return fm_fail(FM_ERR_FORMAT, "%s: " METADATA_KEY " value of '%s' is not a string",
                            st->path, item->string);
         int k = st->n_meta;
-        st->meta_keys[k] = strdup(item->string);
-        st->meta_values[k] = strdup(item->valuestring);
+        st->meta_keys[k] = fm_strdup(item->string);
+        st->meta_values[k] = fm_strdup(item->valuestring);
         st->n_meta++;
         if (!st->meta_keys[k] || !st->meta_values[k])
             return fm_fail(FM_ERR_NOMEM, "%s: out of memory reading the metadata", st->path);
@@ -297,9 +298,9 @@ static fm_status parse_header(fm_safetensors *st, const cJSON *root, const unsig
         return fm_fail(FM_ERR_FORMAT, "%s: header is not a JSON object", st->path);
 
     int n_items = cJSON_GetArraySize(root);
-    const char **names = malloc(((size_t)n_items + 1) * sizeof *names);
-    span *spans = malloc(((size_t)n_items + 1) * sizeof *spans);
-    st->tensors = calloc((size_t)n_items + 1, sizeof *st->tensors);
+    const char **names = fm_malloc(((size_t)n_items + 1) * sizeof *names);
+    span *spans = fm_malloc(((size_t)n_items + 1) * sizeof *spans);
+    st->tensors = fm_calloc((size_t)n_items + 1, sizeof *st->tensors);
     fm_status status = FM_OK;
     if (!names || !spans || !st->tensors) {
         status = fm_fail(FM_ERR_NOMEM, "%s: out of memory reading the header", st->path);
@@ -320,7 +321,7 @@ static fm_status parse_header(fm_safetensors *st, const cJSON *root, const unsig
         fm_st_tensor *t = &st->tensors[k];
         status = parse_tensor(st->path, item->string, item, data_size, t, &spans[k]);
         if (status != FM_OK) goto done;
-        t->name = strdup(item->string);
+        t->name = fm_strdup(item->string);
         if (!t->name) {
             status = fm_fail(FM_ERR_NOMEM, "%s: out of memory reading the header", st->path);
             goto done;
@@ -341,8 +342,8 @@ static fm_status parse_header(fm_safetensors *st, const cJSON *root, const unsig
     }
     status = check_overlaps(st, spans);
 done:
-    free(names);
-    free(spans);
+    fm_free(names);
+    fm_free(spans);
     return status;
 }
 
@@ -398,14 +399,17 @@ static fm_status read_header(fm_safetensors *st) {
                        path, bad);
 
     /* cJSON wants a terminated string; the header is copied (it is at most 100 MB). */
-    char *text = malloc((size_t)n + 1);
+    char *text = fm_malloc((size_t)n + 1);
     if (!text) return fm_fail(FM_ERR_NOMEM, "%s: out of memory reading the header", path);
     memcpy(text, header, (size_t)n);
     text[n] = '\0';
     const char *end = NULL;
+    unsigned long failures = fm_alloc_failures();
     cJSON *root = cJSON_ParseWithOpts(text, &end, 0);
     fm_status status = FM_OK;
-    if (!root) {
+    if (!root && fm_alloc_failures() != failures) { /* cJSON ran out of memory, the JSON may be fine */
+        status = fm_fail(FM_ERR_NOMEM, "%s: out of memory parsing the header", path);
+    } else if (!root) {
         size_t at = end ? (size_t)(end - text) : 0;
         status = fm_fail(FM_ERR_FORMAT, "%s: header is invalid JSON (near byte %zu of the header)", path, at);
     } else {
@@ -418,7 +422,7 @@ static fm_status read_header(fm_safetensors *st) {
             status = parse_header(st, root, header + n, after - n);
     }
     cJSON_Delete(root);
-    free(text);
+    fm_free(text);
     return status;
 }
 
@@ -426,7 +430,7 @@ fm_status fm_st_open(fm_safetensors *st, const char *path) {
     if (!st) return fm_fail(FM_ERR_ARG, "fm_st_open: no handle given");
     memset(st, 0, sizeof *st);
     if (!path || !path[0]) return fm_fail(FM_ERR_ARG, "fm_st_open: empty path");
-    st->path = strdup(path);
+    st->path = fm_strdup(path);
     if (!st->path) return fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
     fm_status status = map_file(st, path);
     if (status == FM_OK) status = read_header(st);
@@ -436,16 +440,16 @@ fm_status fm_st_open(fm_safetensors *st, const char *path) {
 
 void fm_st_close(fm_safetensors *st) {
     if (!st) return;
-    for (int i = 0; i < st->n_tensors; i++) free(st->tensors[i].name);
-    free(st->tensors);
+    for (int i = 0; i < st->n_tensors; i++) fm_free(st->tensors[i].name);
+    fm_free(st->tensors);
     for (int i = 0; i < st->n_meta; i++) {
-        free(st->meta_keys[i]);
-        free(st->meta_values[i]);
+        fm_free(st->meta_keys[i]);
+        fm_free(st->meta_values[i]);
     }
-    free(st->meta_keys);
-    free(st->meta_values);
+    fm_free(st->meta_keys);
+    fm_free(st->meta_values);
     if (st->map) munmap(st->map, st->map_size);
-    free(st->path);
+    fm_free(st->path);
     memset(st, 0, sizeof *st);
 }
 
@@ -574,13 +578,13 @@ static fm_status check_entries(const char *path, const fm_st_entry *entries, int
         if (!meta_keys[i] || !meta_values[i])
             return fm_fail(FM_ERR_ARG, "%s: metadata entry %d is missing its key or value", path, i);
 
-    const char **names = malloc(((size_t)n_entries + 1) * sizeof *names);
+    const char **names = fm_malloc(((size_t)n_entries + 1) * sizeof *names);
     if (!names) return fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
     for (int i = 0; i < n_entries; i++) names[i] = entries[i].name;
     fm_status status;
     const char *dup = find_duplicate(names, n_entries, &status);
     if (!dup && status == FM_OK) dup = find_duplicate(meta_keys, n_meta, &status);
-    free(names);
+    fm_free(names);
     if (status != FM_OK) return fm_fail(status, "%s: out of memory", path);
     if (dup) return fm_fail(FM_ERR_ARG, "%s: duplicate name '%s'", path, dup);
     return FM_OK;
@@ -620,27 +624,28 @@ static void build_header(fm_text *b, const fm_st_entry *entries, int n_entries, 
         fm_text_puts(b, "]}");
     }
     fm_text_puts(b, "}");
-    while ((8 + b->len) % 8 != 0) fm_text_puts(b, " ");
+    while (!b->failed && (8 + b->len) % 8 != 0) fm_text_puts(b, " "); /* a failed text never grows */
 }
 
-fm_status fm_st_write(const char *path, const fm_st_entry *entries, int n_entries,
-                      const char *const *meta_keys, const char *const *meta_values, int n_meta) {
+fm_status fm_st_write_finished(fm_atomic_file *af, const char *path, const fm_st_entry *entries, int n_entries,
+                               const char *const *meta_keys, const char *const *meta_values, int n_meta) {
+    memset(af, 0, sizeof *af);
     if (!path || !path[0]) return fm_fail(FM_ERR_ARG, "fm_st_write: empty path");
     if (n_entries < 0 || n_meta < 0 || (n_entries > 0 && !entries) ||
         (n_meta > 0 && (!meta_keys || !meta_values)))
         return fm_fail(FM_ERR_ARG, "%s: invalid tensor or metadata list", path);
 
-    size_t *nbytes = calloc((size_t)n_entries + 1, sizeof *nbytes);
+    size_t *nbytes = fm_calloc((size_t)n_entries + 1, sizeof *nbytes);
     if (!nbytes) return fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
     fm_status status = check_entries(path, entries, n_entries, meta_keys, meta_values, n_meta, nbytes);
     if (status != FM_OK) {
-        free(nbytes);
+        fm_free(nbytes);
         return status;
     }
     uint64_t total = 0;
     for (int i = 0; i < n_entries; i++) {
         if (nbytes[i] > UINT64_MAX - total || total + nbytes[i] > (uint64_t)MAX_JSON_INT) {
-            free(nbytes);
+            fm_free(nbytes);
             return fm_fail(FM_ERR_ARG, "%s: the tensors are too large for one file", path);
         }
         total += nbytes[i];
@@ -651,22 +656,28 @@ fm_status fm_st_write(const char *path, const fm_st_entry *entries, int n_entrie
     if (header.failed || header.len > MAX_HEADER_BYTES) {
         status = header.failed ? fm_fail(FM_ERR_NOMEM, "%s: out of memory building the header", path)
                                : fm_fail(FM_ERR_ARG, "%s: header of %zu bytes is too large", path, header.len);
-        free(header.data);
-        free(nbytes);
+        fm_free(header.data);
+        fm_free(nbytes);
         return status;
     }
 
-    fm_atomic_file af;
-    status = fm_atomic_open(&af, path);
+    status = fm_atomic_open(af, path);
     if (status == FM_OK) {
         unsigned char len_bytes[8];
         for (int i = 0; i < 8; i++) len_bytes[i] = (unsigned char)((uint64_t)header.len >> (8 * i));
-        fm_atomic_write(&af, len_bytes, sizeof len_bytes);
-        fm_atomic_write(&af, header.data, header.len);
-        for (int i = 0; i < n_entries; i++) fm_atomic_write(&af, entries[i].data, nbytes[i]);
-        status = fm_atomic_commit(&af);
+        fm_atomic_write(af, len_bytes, sizeof len_bytes);
+        fm_atomic_write(af, header.data, header.len);
+        for (int i = 0; i < n_entries; i++) fm_atomic_write(af, entries[i].data, nbytes[i]);
+        status = fm_atomic_finish(af);
     }
-    free(header.data);
-    free(nbytes);
+    fm_free(header.data);
+    fm_free(nbytes);
     return status;
+}
+
+fm_status fm_st_write(const char *path, const fm_st_entry *entries, int n_entries,
+                      const char *const *meta_keys, const char *const *meta_values, int n_meta) {
+    fm_atomic_file af;
+    fm_status status = fm_st_write_finished(&af, path, entries, n_entries, meta_keys, meta_values, n_meta);
+    return status == FM_OK ? fm_atomic_commit(&af) : status;
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "cpu/kernels.h"
+#include "core/alloc.h"
 #include "core/internal.h"
 #include "model/model.h"
 #include "model/quant.h"
@@ -70,20 +71,20 @@ static inline float *element(float *p, const fm_tensor_info *t, int kind, int o,
 void fm_quant_free(struct fm_quant *q) {
     if (!q) return;
     for (int i = 0; i < q->n; i++) {
-        free(q->mats[i].q);
-        free(q->mats[i].d);
+        fm_free(q->mats[i].q);
+        fm_free(q->mats[i].d);
     }
-    free(q->mats);
-    free(q);
+    fm_free(q->mats);
+    fm_free(q);
 }
 
 /* The quantized matrices' shapes (data not yet allocated): one per quantizable tensor. */
 static struct fm_quant *quant_layout(const fm_model *m) {
-    struct fm_quant *q = calloc(1, sizeof *q);
+    struct fm_quant *q = fm_calloc(1, sizeof *q);
     if (!q) return NULL;
-    q->mats = calloc(m->n_tensors, sizeof *q->mats);
+    q->mats = fm_calloc(m->n_tensors, sizeof *q->mats);
     if (!q->mats) {
-        free(q);
+        fm_free(q);
         return NULL;
     }
     for (int i = 0; i < m->n_tensors; i++) {
@@ -100,8 +101,8 @@ static struct fm_quant *quant_layout(const fm_model *m) {
 }
 
 static int quant_alloc(fm_q8_matrix *x) {
-    x->q = malloc((size_t)x->rows * x->blocks * FM_Q8_BLOCK);
-    x->d = malloc(sizeof(float) * (size_t)x->rows * x->blocks);
+    x->q = fm_malloc((size_t)x->rows * x->blocks * FM_Q8_BLOCK);
+    x->d = fm_malloc(sizeof(float) * (size_t)x->rows * x->blocks);
     return x->q && x->d;
 }
 
@@ -121,12 +122,14 @@ fm_status fm_model_quantize(fm_model *m) {
     if (m->quant) return FM_OK;
     struct fm_quant *q = quant_layout(m);
     if (!q) return fm_fail(FM_ERR_NOMEM, "out of memory quantizing the model");
-    for (int k = 0; k < q->n; k++) {
-        fm_q8_matrix *x = &q->mats[k];
-        if (!quant_alloc(x)) {
+    /* every matrix's memory first: a failure leaves the model's float weights untouched */
+    for (int k = 0; k < q->n; k++)
+        if (!quant_alloc(&q->mats[k])) {
             fm_quant_free(q);
             return fm_fail(FM_ERR_NOMEM, "out of memory quantizing the model");
         }
+    for (int k = 0; k < q->n; k++) {
+        fm_q8_matrix *x = &q->mats[k];
         const fm_tensor_info *t = &m->tensors[x->tensor];
         int kind = matrix_kind(t);
         float *p = m->params + t->offset;
@@ -186,21 +189,25 @@ void fm_model_head(const fm_model *m, float *logits, const float *x, int N, floa
 
 /* ------------------------------------------------------------ files */
 
-int fm_quant_file_is_q8(const char *path) {
+fm_status fm_quant_file_is_q8(const char *path, int *q8) {
+    *q8 = 0;
     fm_safetensors st;
-    if (fm_st_open(&st, path) != FM_OK) return 0; /* the float loader reports the problem */
+    fm_status status = fm_st_open(&st, path);
+    if (status == FM_ERR_NOMEM) return status; /* not knowing which loader would misreport it */
+    if (status != FM_OK) return FM_OK;         /* the float loader reports the problem */
     const char *v = fm_st_meta(&st, WEIGHTS_META);
-    int q8 = v && strcmp(v, WEIGHTS_Q8) == 0;
+    *q8 = v && strcmp(v, WEIGHTS_Q8) == 0;
     fm_st_close(&st);
-    return q8;
+    return FM_OK;
 }
 
-fm_status fm_quant_save(const fm_model *m, const char *path) {
+fm_status fm_quant_save(const fm_model *m, const char *path, fm_atomic_file *af) {
+    memset(af, 0, sizeof *af);
     const struct fm_quant *q = m->quant;
     int n = m->n_tensors + q->n;
-    fm_st_entry *e = calloc(n, sizeof *e);
-    char (*names)[FM_NAME_MAX + 8] = calloc(q->n, sizeof *names);
-    uint16_t **scales = calloc(q->n, sizeof *scales);
+    fm_st_entry *e = fm_calloc(n, sizeof *e);
+    char (*names)[FM_NAME_MAX + 8] = fm_calloc(q->n, sizeof *names);
+    uint16_t **scales = fm_calloc(q->n, sizeof *scales);
     fm_status st = FM_OK;
     if (!e || !names || !scales) {
         st = fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
@@ -212,7 +219,7 @@ fm_status fm_quant_save(const fm_model *m, const char *path) {
         if (k < q->n && q->mats[k].tensor == i) {
             const fm_q8_matrix *x = &q->mats[k];
             size_t nd = (size_t)x->rows * x->blocks;
-            if (!(scales[k] = malloc(sizeof(uint16_t) * nd))) {
+            if (!(scales[k] = fm_malloc(sizeof(uint16_t) * nd))) {
                 st = fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
                 goto done;
             }
@@ -229,13 +236,13 @@ fm_status fm_quant_save(const fm_model *m, const char *path) {
         }
     }
     const char *keys[] = {"format", WEIGHTS_META}, *values[] = {"pt", WEIGHTS_Q8};
-    st = fm_st_write(path, e, used, keys, values, 2);
+    st = fm_st_write_finished(af, path, e, used, keys, values, 2);
 done:
     if (scales)
-        for (int i = 0; i < q->n; i++) free(scales[i]);
-    free(scales);
-    free(names);
-    free(e);
+        for (int i = 0; i < q->n; i++) fm_free(scales[i]);
+    fm_free(scales);
+    fm_free(names);
+    fm_free(e);
     return st;
 }
 

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "fm.h"
+#include "core/internal.h"
 
 /* One matrix as the decoder uses it: out = in @ W^T, W (rows = outputs, cols = inputs) in
  * blocks of FM_Q8_BLOCK along the inputs. For an HF Conv1D weight stored (in, out) this is the
@@ -36,9 +37,13 @@ void fm_quant_free(struct fm_quant *q);
 /* Checkpoint hooks. model.safetensors with metadata "fm_weights": "q8_0" holds the quantized
  * matrices as "<name>" U8 (rows, blocks * 32) int8 bytes, transposed to (out, in) for the
  * Conv1D weights, plus "<name>.scale" F16 (rows, blocks); every other tensor as F32. */
-int fm_quant_file_is_q8(const char *path);
+/* *q8: the file is an int8 model.safetensors. Fails only when out of memory (a file that cannot be
+ * read is reported by the loader that then reads it). */
+fm_status fm_quant_file_is_q8(const char *path, int *q8);
 fm_status fm_quant_load(fm_model *m, const char *path, int64_t *step_out);
-fm_status fm_quant_save(const fm_model *m, const char *path);
+/* Writes the int8 model.safetensors into af's temporary file, finished, for the caller to commit
+ * (fm_st_write_finished). */
+fm_status fm_quant_save(const fm_model *m, const char *path, fm_atomic_file *af);
 
 /* The decoder's products. out (N, OC) = inp (N, IC) @ w (IC, OC) + bias for a Conv1D weight w
  * of the model, and logits (N, V) = x (N, C) @ wte^T: through the int8 blocks when the model is

@@ -19,6 +19,7 @@
 #include <omp.h>
 #endif
 
+#include "core/alloc.h"
 #include "tokenizer/tokenizer_internal.h"
 
 /* Threads for a long input (1 when built without OpenMP, as the fuzz target is). */
@@ -40,11 +41,11 @@ fm_status fm_tok_new(fm_tokenizer **out, int n_vocab) {
     *out = NULL;
     if (n_vocab < 0 || n_vocab > FM_TOK_MAX_VOCAB)
         return fm_fail(FM_ERR_ARG, "tokenizer: %d ids is out of range [0, %d]", n_vocab, FM_TOK_MAX_VOCAB);
-    fm_tokenizer *tok = calloc(1, sizeof *tok);
+    fm_tokenizer *tok = fm_calloc(1, sizeof *tok);
     if (!tok) return fm_fail(FM_ERR_NOMEM, "tokenizer: out of memory");
     tok->n_vocab = n_vocab;
-    tok->tok_off = calloc((size_t)n_vocab + 1, sizeof *tok->tok_off);
-    tok->tok_len = malloc(((size_t)n_vocab + 1) * sizeof *tok->tok_len);
+    tok->tok_off = fm_calloc((size_t)n_vocab + 1, sizeof *tok->tok_off);
+    tok->tok_len = fm_malloc(((size_t)n_vocab + 1) * sizeof *tok->tok_len);
     if (!tok->tok_off || !tok->tok_len) {
         fm_tokenizer_free(tok);
         return fm_fail(FM_ERR_NOMEM, "tokenizer: out of memory for %d ids", n_vocab);
@@ -57,14 +58,14 @@ fm_status fm_tok_new(fm_tokenizer **out, int n_vocab) {
 
 void fm_tokenizer_free(fm_tokenizer *tok) {
     if (!tok) return;
-    free(tok->tok_off);
-    free(tok->tok_len);
-    free(tok->pool);
-    free(tok->merges);
-    free(tok->pair_keys);
-    free(tok->pair_rank);
-    free(tok->special_ids);
-    free(tok);
+    fm_free(tok->tok_off);
+    fm_free(tok->tok_len);
+    fm_free(tok->pool);
+    fm_free(tok->merges);
+    fm_free(tok->pair_keys);
+    fm_free(tok->pair_rank);
+    fm_free(tok->special_ids);
+    fm_free(tok);
 }
 
 fm_status fm_tok_set_token(fm_tokenizer *tok, int id, const void *bytes, size_t len) {
@@ -74,7 +75,7 @@ fm_status fm_tok_set_token(fm_tokenizer *tok, int id, const void *bytes, size_t 
     if (tok->pool_len + len > tok->pool_cap) {
         size_t cap = tok->pool_cap ? tok->pool_cap : 4096;
         while (cap < tok->pool_len + len) cap *= 2;
-        uint8_t *grown = realloc(tok->pool, cap);
+        uint8_t *grown = fm_realloc(tok->pool, cap);
         if (!grown) return fm_fail(FM_ERR_NOMEM, "tokenizer: out of memory for token bytes");
         tok->pool = grown;
         tok->pool_cap = cap;
@@ -89,7 +90,7 @@ fm_status fm_tok_set_token(fm_tokenizer *tok, int id, const void *bytes, size_t 
 fm_status fm_tok_add_merge(fm_tokenizer *tok, int left, int right, int result) {
     if (tok->n_merges == tok->merges_cap) {
         int cap = tok->merges_cap ? tok->merges_cap * 2 : 1024;
-        fm_tok_merge *grown = realloc(tok->merges, (size_t)cap * sizeof *grown);
+        fm_tok_merge *grown = fm_realloc(tok->merges, (size_t)cap * sizeof *grown);
         if (!grown) return fm_fail(FM_ERR_NOMEM, "tokenizer: out of memory for merges");
         tok->merges = grown;
         tok->merges_cap = cap;
@@ -101,7 +102,7 @@ fm_status fm_tok_add_merge(fm_tokenizer *tok, int left, int right, int result) {
 fm_status fm_tok_add_special(fm_tokenizer *tok, int id) {
     for (int i = 0; i < tok->n_special; i++)
         if (tok->special_ids[i] == id) return FM_OK;
-    int *grown = realloc(tok->special_ids, (size_t)(tok->n_special + 1) * sizeof *grown);
+    int *grown = fm_realloc(tok->special_ids, (size_t)(tok->n_special + 1) * sizeof *grown);
     if (!grown) return fm_fail(FM_ERR_NOMEM, "tokenizer: out of memory for special tokens");
     tok->special_ids = grown;
     tok->special_ids[tok->n_special++] = id;
@@ -111,12 +112,12 @@ fm_status fm_tok_add_special(fm_tokenizer *tok, int id) {
 static const uint8_t *token_ptr(const fm_tokenizer *tok, int id) { return tok->pool + tok->tok_off[id]; }
 
 fm_status fm_tok_finish(fm_tokenizer *tok, const char *name) {
-    uint8_t *special = calloc((size_t)tok->n_vocab + 1, 1); /* (n_vocab) 1 for a special token */
+    uint8_t *special = fm_calloc((size_t)tok->n_vocab + 1, 1); /* (n_vocab) 1 for a special token */
     if (!special) return fm_fail(FM_ERR_NOMEM, "%s: out of memory", name);
     for (int s = 0; s < tok->n_special; s++) {
         int id = tok->special_ids[s];
         if (id < 0 || id >= tok->n_vocab || tok->tok_len[id] <= 0) {
-            free(special);
+            fm_free(special);
             return fm_fail(FM_ERR_FORMAT, "%s: special token id %d has no text", name, id);
         }
         special[id] = 1;
@@ -127,7 +128,7 @@ fm_status fm_tok_finish(fm_tokenizer *tok, const char *name) {
         if (tok->tok_len[id] == 1 && !special[id]) tok->byte_id[token_ptr(tok, id)[0]] = id;
     for (int b = 0; b < 256; b++) {
         if (tok->byte_id[b] < 0) {
-            free(special);
+            fm_free(special);
             return fm_fail(FM_ERR_FORMAT, "%s: no token for the byte 0x%02x (a byte-level BPE vocabulary needs all 256)",
                            name, b);
         }
@@ -136,10 +137,10 @@ fm_status fm_tok_finish(fm_tokenizer *tok, const char *name) {
     /* the pair map, at most half full */
     uint64_t slots = 16;
     while (slots < 2 * (uint64_t)tok->n_merges + 2) slots *= 2;
-    tok->pair_keys = malloc(slots * sizeof *tok->pair_keys);
-    tok->pair_rank = malloc(slots * sizeof *tok->pair_rank);
+    tok->pair_keys = fm_malloc(slots * sizeof *tok->pair_keys);
+    tok->pair_rank = fm_malloc(slots * sizeof *tok->pair_rank);
     if (!tok->pair_keys || !tok->pair_rank) {
-        free(special);
+        fm_free(special);
         return fm_fail(FM_ERR_NOMEM, "%s: out of memory for the merges", name);
     }
     memset(tok->pair_keys, 0xFF, slots * sizeof *tok->pair_keys);
@@ -149,14 +150,14 @@ fm_status fm_tok_finish(fm_tokenizer *tok, const char *name) {
         if (m.left < 0 || m.left >= tok->n_vocab || m.right < 0 || m.right >= tok->n_vocab ||
             m.result < 0 || m.result >= tok->n_vocab || tok->tok_len[m.left] < 0 ||
             tok->tok_len[m.right] < 0 || tok->tok_len[m.result] < 0) {
-            free(special);
+            fm_free(special);
             return fm_fail(FM_ERR_FORMAT, "%s: merge %d refers to an id without a token", name, r);
         }
         size_t ll = (size_t)tok->tok_len[m.left], lr = (size_t)tok->tok_len[m.right];
         if ((size_t)tok->tok_len[m.result] != ll + lr ||
             memcmp(token_ptr(tok, m.result), token_ptr(tok, m.left), ll) != 0 ||
             memcmp(token_ptr(tok, m.result) + ll, token_ptr(tok, m.right), lr) != 0) {
-            free(special);
+            fm_free(special);
             return fm_fail(FM_ERR_FORMAT, "%s: merge %d (ids %d + %d) does not give the bytes of id %d", name, r,
                            m.left, m.right, m.result);
         }
@@ -174,7 +175,7 @@ fm_status fm_tok_finish(fm_tokenizer *tok, const char *name) {
             h++;
         }
     }
-    free(special);
+    fm_free(special);
     return FM_OK;
 }
 
@@ -288,10 +289,10 @@ size_t fm_tok_bpe_heap(const fm_tokenizer *tok, int32_t *ids, size_t n) {
     /* positions are int32: a single piece over 1 GiB (one run of letters or spaces that long) stays
      * as bytes, an encoding that still decodes exactly, though not the one BPE would give */
     if (n > INT32_MAX / 2) return n;
-    int32_t *next = malloc(n * sizeof *next), *prev = malloc(n * sizeof *prev);
-    heap_item *heap = malloc(n * 2 * sizeof *heap);
+    int32_t *next = fm_malloc(n * sizeof *next), *prev = fm_malloc(n * sizeof *prev);
+    heap_item *heap = fm_malloc(n * 2 * sizeof *heap);
     if (!next || !prev || !heap) { /* out of memory: fall back to the scan (slow but correct) */
-        free(next), free(prev), free(heap);
+        fm_free(next), fm_free(prev), fm_free(heap);
         return fm_tok_bpe_plain(tok, ids, n);
     }
     size_t hn = 0, cap = n * 2;
@@ -325,7 +326,7 @@ size_t fm_tok_bpe_heap(const fm_tokenizer *tok, int32_t *ids, size_t n) {
     }
     size_t k = 0;
     for (int32_t i = 0; i >= 0; i = next[i]) ids[k++] = ids[i];
-    free(next), free(prev), free(heap);
+    fm_free(next), fm_free(prev), fm_free(heap);
     return k;
 }
 
@@ -366,7 +367,7 @@ static int list_reserve(id_list *l, size_t more) {
     if (l->n + more <= l->cap) return 1;
     size_t cap = l->cap ? l->cap : 256;
     while (cap < l->n + more) cap *= 2;
-    int32_t *grown = realloc(l->ids, cap * sizeof *grown);
+    int32_t *grown = fm_realloc(l->ids, cap * sizeof *grown);
     if (!grown) return 0;
     l->ids = grown;
     l->cap = cap;
@@ -402,16 +403,16 @@ static void encoder_init(encoder *e, const fm_tokenizer *tok, const uint8_t *tex
 }
 
 static void encoder_free(encoder *e) {
-    free(e->cache);
-    free(e->cache_ids);
-    free(e->scratch);
+    fm_free(e->cache);
+    fm_free(e->cache_ids);
+    fm_free(e->scratch);
 }
 
 /* Doubles the cache (or makes the first one); returns 0 when it cannot grow. */
 static int cache_grow(encoder *e) {
     size_t slots = e->cache ? (e->cache_mask + 1) * 2 : e->cache_first;
     if (slots > CACHE_MAX_SLOTS) return 0;
-    cache_entry *fresh = calloc(slots, sizeof *fresh);
+    cache_entry *fresh = fm_calloc(slots, sizeof *fresh);
     if (!fresh) return 0;
     for (size_t i = 0; e->cache && i <= e->cache_mask; i++) {
         if (!e->cache[i].hash) continue;
@@ -419,7 +420,7 @@ static int cache_grow(encoder *e) {
         while (fresh[h].hash) h = (h + 1) & (slots - 1);
         fresh[h] = e->cache[i];
     }
-    free(e->cache);
+    fm_free(e->cache);
     e->cache = fresh;
     e->cache_mask = slots - 1;
     return 1;
@@ -454,7 +455,7 @@ static void encode_piece(encoder *e, size_t off, size_t len, id_list *out) {
     /* not cached: merge */
     if (len > e->scratch_cap) {
         size_t cap = len < 256 ? 256 : len;
-        int32_t *grown = realloc(e->scratch, cap * sizeof *grown);
+        int32_t *grown = fm_realloc(e->scratch, cap * sizeof *grown);
         if (!grown) { e->failed = 1; return; }
         e->scratch = grown;
         e->scratch_cap = cap;
@@ -475,7 +476,7 @@ static void encode_piece(encoder *e, size_t off, size_t len, id_list *out) {
     if (e->cache_ids_len + n > e->cache_ids_cap) {
         size_t cap = e->cache_ids_cap ? e->cache_ids_cap * 2 : 4096;
         while (cap < e->cache_ids_len + n) cap *= 2;
-        int32_t *grown = realloc(e->cache_ids, cap * sizeof *grown);
+        int32_t *grown = fm_realloc(e->cache_ids, cap * sizeof *grown);
         if (!grown) return;
         e->cache_ids = grown;
         e->cache_ids_cap = cap;
@@ -515,7 +516,7 @@ typedef struct {
 static int add_job(job_list *jl, size_t a, size_t b, int special) {
     if (jl->n == jl->cap) {
         size_t cap = jl->cap ? jl->cap * 2 : 16;
-        job *grown = realloc(jl->jobs, cap * sizeof *grown);
+        job *grown = fm_realloc(jl->jobs, cap * sizeof *grown);
         if (!grown) return 0;
         jl->jobs = grown;
         jl->cap = cap;
@@ -617,7 +618,7 @@ fm_status fm_tokenizer_encode(const fm_tokenizer *tok, const char *text, size_t 
     /* concatenate the jobs' ids */
     size_t total = 0;
     for (size_t k = 0; k < jl.n; k++) total += jl.jobs[k].out.n;
-    int *all = failed ? NULL : malloc((total ? total : 1) * sizeof *all);
+    int *all = failed ? NULL : fm_malloc((total ? total : 1) * sizeof *all);
     if (all) {
         size_t at = 0;
         for (size_t k = 0; k < jl.n; k++) {
@@ -625,8 +626,8 @@ fm_status fm_tokenizer_encode(const fm_tokenizer *tok, const char *text, size_t 
             at += jl.jobs[k].out.n;
         }
     }
-    for (size_t k = 0; k < jl.n; k++) free(jl.jobs[k].out.ids);
-    free(jl.jobs);
+    for (size_t k = 0; k < jl.n; k++) fm_free(jl.jobs[k].out.ids);
+    fm_free(jl.jobs);
     if (!all) return fm_fail(FM_ERR_NOMEM, "fm_tokenizer_encode: out of memory for %zu bytes of text", len);
     *ids = all;
     *n_ids = total;
@@ -648,7 +649,7 @@ fm_status fm_tokenizer_decode(const fm_tokenizer *tok, const int *ids, size_t n_
                            tok->n_vocab);
         total += (size_t)tok->tok_len[id];
     }
-    char *buf = malloc(total + 1);
+    char *buf = fm_malloc(total + 1);
     if (!buf) return fm_fail(FM_ERR_NOMEM, "fm_tokenizer_decode: out of memory for %zu bytes", total);
     size_t at = 0;
     for (size_t i = 0; i < n_ids; i++) {

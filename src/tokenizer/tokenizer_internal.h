@@ -93,7 +93,7 @@ fm_status fm_tok_load_json_buffer(fm_tokenizer **out, const char *data, size_t l
 fm_status fm_tok_load_gpt2_buffers(fm_tokenizer **out, const char *encoder_json, size_t encoder_len,
                                    const char *encoder_name, const char *merges_txt, size_t merges_len,
                                    const char *merges_name);
-/* The tokenizer.json text of tok, malloc'd (*len bytes, NUL-terminated). */
+/* The tokenizer.json text of tok, fm_malloc'd (*len bytes, NUL-terminated). */
 fm_status fm_tok_save_buffer(const fm_tokenizer *tok, char **out, size_t *len);
 
 #endif /* FM_TOKENIZER_INTERNAL_H */

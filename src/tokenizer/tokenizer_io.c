@@ -19,6 +19,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/alloc.h"
 #include "tokenizer/tokenizer_internal.h"
 
 /* ---------------------------------------------------------------- the byte-level alphabet */
@@ -137,7 +138,7 @@ static uint64_t str_hash(const char *s, size_t n) {
 static int smap_init(smap *m, size_t n) {
     size_t slots = 16;
     while (slots < 2 * n + 2) slots *= 2;
-    m->slots = calloc(slots, sizeof *m->slots);
+    m->slots = fm_calloc(slots, sizeof *m->slots);
     m->mask = slots - 1;
     return m->slots != NULL;
 }
@@ -182,8 +183,11 @@ static int line_of(const char *data, size_t offset) {
 /* Parses JSON, or fails naming the line where it stopped making sense. */
 static fm_status parse_json(cJSON **root, const char *data, size_t len, const char *name) {
     const char *end = NULL;
+    unsigned long failures = fm_alloc_failures();
     *root = cJSON_ParseWithLengthOpts(data, len, &end, 0);
     if (*root) return FM_OK;
+    if (fm_alloc_failures() != failures) /* cJSON ran out of memory, the JSON may be fine */
+        return fm_fail(FM_ERR_NOMEM, "%s: out of memory parsing the JSON", name);
     size_t at = end && end >= data && end <= data + len ? (size_t)(end - data) : 0;
     return fm_fail(FM_ERR_FORMAT, "%s: invalid JSON (line %d)", name, line_of(data, at));
 }
@@ -242,10 +246,10 @@ static fm_status from_vocab(fm_tokenizer **out, smap *map, const cJSON *vocab, c
             return fm_fail_prefix(st, "%s: ", name);
         }
     }
-    uint8_t *bytes = malloc(1024);
+    uint8_t *bytes = fm_malloc(1024);
     size_t bytes_cap = 1024;
     if (!bytes || !smap_init(map, (size_t)n_entries)) {
-        free(bytes);
+        fm_free(bytes);
         fm_tokenizer_free(tok);
         return fm_fail(FM_ERR_NOMEM, "%s: out of memory", name);
     }
@@ -263,7 +267,7 @@ static fm_status from_vocab(fm_tokenizer **out, smap *map, const cJSON *vocab, c
         for (int a = 0; a < n_added && !is_added; a++) is_added = added[a].id == id;
         if (is_added) continue; /* the added token's text stands */
         if (len > bytes_cap) {
-            uint8_t *grown = realloc(bytes, len);
+            uint8_t *grown = fm_realloc(bytes, len);
             if (!grown) {
                 st = fm_fail(FM_ERR_NOMEM, "%s: out of memory", name);
                 break;
@@ -293,9 +297,9 @@ static fm_status from_vocab(fm_tokenizer **out, smap *map, const cJSON *vocab, c
             break;
         }
     }
-    free(bytes);
+    fm_free(bytes);
     if (st) {
-        free(map->slots);
+        fm_free(map->slots);
         map->slots = NULL;
         fm_tokenizer_free(tok);
         return st;
@@ -313,7 +317,7 @@ static fm_status add_merge_strings(fm_tokenizer *tok, const smap *map, const cha
     if (right < 0) return fm_fail(FM_ERR_FORMAT, "%s: %s refers to unknown token %s", name, what, quoted(b, lb, q, sizeof q));
     if (la + lb > *joined_cap) {
         size_t cap = (la + lb) * 2;
-        char *grown = realloc(*joined, cap);
+        char *grown = fm_realloc(*joined, cap);
         if (!grown) return fm_fail(FM_ERR_NOMEM, "%s: out of memory", name);
         *joined = grown;
         *joined_cap = cap;
@@ -387,19 +391,19 @@ static fm_status load_json_tree(fm_tokenizer **out, const cJSON *root, const cha
     if (added_json && !cJSON_IsNull(added_json) && !cJSON_IsArray(added_json))
         return fm_fail(FM_ERR_FORMAT, "%s: added_tokens is not an array", name);
     int n_added = cJSON_IsArray(added_json) ? cJSON_GetArraySize(added_json) : 0;
-    added_token *added = calloc((size_t)n_added + 1, sizeof *added);
+    added_token *added = fm_calloc((size_t)n_added + 1, sizeof *added);
     if (!added) return fm_fail(FM_ERR_NOMEM, "%s: out of memory", name);
     int k = 0;
     for (const cJSON *a = n_added ? added_json->child : NULL; a; a = a->next, k++) {
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(a, "content");
         int id;
         if (!json_id(cJSON_GetObjectItemCaseSensitive(a, "id"), &id)) {
-            free(added);
+            fm_free(added);
             return fm_fail(FM_ERR_FORMAT, "%s: added_tokens[%d].id is missing or not an id in [0, %d)", name, k,
                            FM_TOK_MAX_VOCAB);
         }
         if (!cJSON_IsString(content) || content->valuestring[0] == '\0') {
-            free(added);
+            fm_free(added);
             return fm_fail(FM_ERR_FORMAT, "%s: added_tokens[%d].content is missing or empty", name, k);
         }
         added[k] = (added_token){id, content->valuestring};
@@ -408,7 +412,7 @@ static fm_status load_json_tree(fm_tokenizer **out, const cJSON *root, const cha
     smap map = {NULL, 0};
     fm_tokenizer *tok = NULL;
     st = from_vocab(&tok, &map, cJSON_GetObjectItemCaseSensitive(model, "vocab"), added, n_added, name, "model.vocab");
-    free(added);
+    fm_free(added);
     if (st) return st;
 
     /* merges: "a b" strings or ["a", "b"] pairs */
@@ -434,8 +438,8 @@ static fm_status load_json_tree(fm_tokenizer **out, const cJSON *root, const cha
             st = fm_fail(FM_ERR_FORMAT, "%s: %s is neither \"A B\" nor [\"A\", \"B\"]", name, what);
         }
     }
-    free(joined);
-    free(map.slots);
+    fm_free(joined);
+    fm_free(map.slots);
     if (!st) st = fm_tok_finish(tok, name);
     if (st) {
         fm_tokenizer_free(tok);
@@ -498,8 +502,8 @@ fm_status fm_tok_load_gpt2_buffers(fm_tokenizer **out, const char *encoder_json,
         snprintf(what, sizeof what, "line %d", line);
         st = add_merge_strings(tok, &map, s, la, space + 1, n - la - 1, merges_name, what, &joined, &joined_cap);
     }
-    free(joined);
-    free(map.slots);
+    fm_free(joined);
+    fm_free(map.slots);
     cJSON_Delete(root);
     if (!st) st = fm_tok_finish(tok, merges_name);
     if (st) {
@@ -512,7 +516,7 @@ fm_status fm_tok_load_gpt2_buffers(fm_tokenizer **out, const char *encoder_json,
 
 /* ---------------------------------------------------------------- files */
 
-/* The whole file, malloc'd with a NUL after it. */
+/* The whole file, fm_malloc'd with a NUL after it. */
 static fm_status read_whole(const char *path, char **data, size_t *len) {
     *data = NULL;
     *len = 0;
@@ -528,7 +532,7 @@ static fm_status read_whole(const char *path, char **data, size_t *len) {
         return fm_fail(FM_ERR_FORMAT, "%s: %lld bytes is too large for a tokenizer file", path, (long long)sb.st_size);
     }
     size_t size = (size_t)sb.st_size;
-    char *buf = malloc(size + 1);
+    char *buf = fm_malloc(size + 1);
     if (!buf) {
         fclose(fp);
         return fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
@@ -537,7 +541,7 @@ static fm_status read_whole(const char *path, char **data, size_t *len) {
     int err = ferror(fp);
     fclose(fp);
     if (got != size || err) {
-        free(buf);
+        fm_free(buf);
         return fm_fail(FM_ERR_IO, "cannot read %s", path);
     }
     buf[size] = '\0';
@@ -557,7 +561,7 @@ static fm_status load_json_file(fm_tokenizer **out, const char *path) {
     fm_status st = read_whole(path, &data, &len);
     if (st) return st;
     st = fm_tok_load_json_buffer(out, data, len, path);
-    free(data);
+    fm_free(data);
     return st;
 }
 
@@ -567,8 +571,8 @@ static fm_status load_gpt2_files(fm_tokenizer **out, const char *encoder_path, c
     fm_status st = read_whole(encoder_path, &enc, &enc_len);
     if (!st) st = read_whole(merges_path, &merges, &merges_len);
     if (!st) st = fm_tok_load_gpt2_buffers(out, enc, enc_len, encoder_path, merges, merges_len, merges_path);
-    free(enc);
-    free(merges);
+    fm_free(enc);
+    fm_free(merges);
     return st;
 }
 
@@ -587,13 +591,13 @@ fm_status fm_tokenizer_load(fm_tokenizer **out, const char *path) {
         char *a = fm_path_join(path, layouts[k][0]);
         char *b = layouts[k][1] ? fm_path_join(path, layouts[k][1]) : NULL;
         if (!a || (layouts[k][1] && !b)) {
-            free(a), free(b);
+            fm_free(a), fm_free(b);
             return fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
         }
         fm_status st = FM_ERR_IO;
         int found = is_file(a) && (!b || is_file(b));
         if (found) st = b ? load_gpt2_files(out, a, b) : load_json_file(out, a);
-        free(a), free(b);
+        fm_free(a), fm_free(b);
         if (found) return st;
     }
     return fm_fail(FM_ERR_IO, "%s holds no tokenizer.json, encoder.json + vocab.bpe, or vocab.json + merges.txt", path);
@@ -637,7 +641,10 @@ fm_status fm_tok_save_buffer(const fm_tokenizer *tok, char **out, size_t *len) {
     /* every token, in id order; a special token whose bytes equal an ordinary token's appears
      * only in added_tokens, so that no key repeats */
     smap seen;
-    if (!smap_init(&seen, (size_t)tok->n_vocab)) return fm_fail(FM_ERR_NOMEM, "tokenizer.json: out of memory");
+    if (!smap_init(&seen, (size_t)tok->n_vocab)) {
+        fm_free(b.data);
+        return fm_fail(FM_ERR_NOMEM, "tokenizer.json: out of memory");
+    }
     int first = 1;
     for (int pass = 0; pass < 2; pass++) { /* ordinary tokens claim their keys first */
         for (int id = 0; id < tok->n_vocab; id++) {
@@ -654,7 +661,7 @@ fm_status fm_tok_save_buffer(const fm_tokenizer *tok, char **out, size_t *len) {
         snprintf(num, sizeof num, "\": %d", id);
         fm_text_puts(&b, num);
     }
-    free(seen.slots);
+    fm_free(seen.slots);
     fm_text_puts(&b, first ? "},\n    \"merges\": [" : "\n    },\n    \"merges\": [");
     for (int r = 0; r < tok->n_merges; r++) {
         fm_tok_merge m = tok->merges[r];
@@ -666,7 +673,7 @@ fm_status fm_tok_save_buffer(const fm_tokenizer *tok, char **out, size_t *len) {
     }
     fm_text_puts(&b, tok->n_merges ? "\n    ]\n  }\n}\n" : "]\n  }\n}\n");
     if (b.failed) {
-        free(b.data);
+        fm_free(b.data);
         return fm_fail(FM_ERR_NOMEM, "tokenizer.json: out of memory");
     }
     *out = b.data;
@@ -683,10 +690,10 @@ fm_status fm_tokenizer_save(const fm_tokenizer *tok, const char *path) {
     fm_atomic_file af;
     st = fm_atomic_open(&af, path);
     if (st) {
-        free(text);
+        fm_free(text);
         return st;
     }
     fm_atomic_write(&af, text, len);
-    free(text);
+    fm_free(text);
     return fm_atomic_commit(&af);
 }

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "tokenizer/tokenizer_internal.h"
 
 /* A distinct piece of the corpus and its current symbols. */
@@ -89,7 +90,7 @@ static int grow(void *array, size_t *cap, size_t need, size_t elem) {
     if (need <= *cap) return 1;
     size_t c = *cap ? *cap : 64;
     while (c < need) c *= 2;
-    void *p = realloc(*(void **)array, c * elem);
+    void *p = fm_realloc(*(void **)array, c * elem);
     if (!p) return 0;
     *(void **)array = p;
     *cap = c;
@@ -99,10 +100,10 @@ static int grow(void *array, size_t *cap, size_t need, size_t elem) {
 /* ---------------------------------------------------------------- counting words */
 
 static int word_map_resize(trainer *t, size_t slots) {
-    uint64_t *h = calloc(slots, sizeof *h);
-    int32_t *w = malloc(slots * sizeof *w);
+    uint64_t *h = fm_calloc(slots, sizeof *h);
+    int32_t *w = fm_malloc(slots * sizeof *w);
     if (!h || !w) {
-        free(h), free(w);
+        fm_free(h), fm_free(w);
         return 0;
     }
     for (size_t i = 0; t->word_hash && i <= t->word_mask; i++) {
@@ -112,7 +113,7 @@ static int word_map_resize(trainer *t, size_t slots) {
         h[s] = t->word_hash[i];
         w[s] = t->word_slot[i];
     }
-    free(t->word_hash), free(t->word_slot);
+    fm_free(t->word_hash), fm_free(t->word_slot);
     t->word_hash = h, t->word_slot = w, t->word_mask = slots - 1;
     return 1;
 }
@@ -169,10 +170,10 @@ static void count_corpus_text(trainer *t, const uint8_t *s, size_t n) {
 /* ---------------------------------------------------------------- pairs */
 
 static int pair_map_resize(trainer *t, size_t slots) {
-    uint64_t *k = malloc(slots * sizeof *k);
-    int32_t *p = malloc(slots * sizeof *p);
+    uint64_t *k = fm_malloc(slots * sizeof *k);
+    int32_t *p = fm_malloc(slots * sizeof *p);
     if (!k || !p) {
-        free(k), free(p);
+        fm_free(k), fm_free(p);
         return 0;
     }
     memset(k, 0xFF, slots * sizeof *k);
@@ -183,7 +184,7 @@ static int pair_map_resize(trainer *t, size_t slots) {
         k[s] = t->pair_key[i];
         p[s] = t->pair_slot[i];
     }
-    free(t->pair_key), free(t->pair_slot);
+    fm_free(t->pair_key), fm_free(t->pair_slot);
     t->pair_key = k, t->pair_slot = p, t->pair_mask = slots - 1;
     return 1;
 }
@@ -279,10 +280,10 @@ static void push_dirty(trainer *t) {
 /* ---------------------------------------------------------------- tokens */
 
 static int tok_map_resize(trainer *t, size_t slots) {
-    uint64_t *h = calloc(slots, sizeof *h);
-    int32_t *id = malloc(slots * sizeof *id);
+    uint64_t *h = fm_calloc(slots, sizeof *h);
+    int32_t *id = fm_malloc(slots * sizeof *id);
     if (!h || !id) {
-        free(h), free(id);
+        fm_free(h), fm_free(id);
         return 0;
     }
     for (size_t i = 0; t->tok_hash && i <= t->tok_mask; i++) {
@@ -292,7 +293,7 @@ static int tok_map_resize(trainer *t, size_t slots) {
         h[s] = t->tok_hash[i];
         id[s] = t->tok_slot[i];
     }
-    free(t->tok_hash), free(t->tok_slot);
+    fm_free(t->tok_hash), fm_free(t->tok_slot);
     t->tok_hash = h, t->tok_slot = id, t->tok_mask = slots - 1;
     return 1;
 }
@@ -360,17 +361,17 @@ static void apply_merge(trainer *t, int32_t p, int32_t c, int64_t stamp) {
         }
         w->n = out;
     }
-    free(where);
+    fm_free(where);
 }
 
 /* ---------------------------------------------------------------- training */
 
 static void trainer_free(trainer *t) {
-    for (size_t i = 0; i < t->n_pairs; i++) free(t->pairs[i].where);
-    free(t->words), free(t->word_hash), free(t->word_slot), free(t->syms);
-    free(t->pairs), free(t->pair_key), free(t->pair_slot), free(t->dirty), free(t->heap);
-    free(t->tok_bytes), free(t->tok_off), free(t->tok_len), free(t->tok_hash), free(t->tok_slot);
-    free(t->merges);
+    for (size_t i = 0; i < t->n_pairs; i++) fm_free(t->pairs[i].where);
+    fm_free(t->words), fm_free(t->word_hash), fm_free(t->word_slot), fm_free(t->syms);
+    fm_free(t->pairs), fm_free(t->pair_key), fm_free(t->pair_slot), fm_free(t->dirty), fm_free(t->heap);
+    fm_free(t->tok_bytes), fm_free(t->tok_off), fm_free(t->tok_len), fm_free(t->tok_hash), fm_free(t->tok_slot);
+    fm_free(t->merges);
 }
 
 /* Makes the fm_tokenizer from the learned tokens and merges, specials last. */
@@ -418,7 +419,7 @@ fm_status fm_tokenizer_train(fm_tokenizer **out, const char *const *texts, const
     /* 2. their symbols (bytes) and the initial pair counts */
     size_t n_syms = 0;
     for (size_t w = 0; w < t.n_words; w++) t.words[w].sym = n_syms, n_syms += t.words[w].len;
-    t.syms = malloc((n_syms ? n_syms : 1) * sizeof *t.syms);
+    t.syms = fm_malloc((n_syms ? n_syms : 1) * sizeof *t.syms);
     if (!t.syms) t.oom = 1;
     for (size_t w = 0; w < t.n_words && !t.oom; w++) {
         word *wd = &t.words[w];

@@ -107,7 +107,12 @@ static fm_status reload_metrics(fm_trainer *t, int64_t upto) {
     char *line = NULL;
     size_t cap = 0;
     while (!st && getline(&line, &cap, fp) > 0) {
+        unsigned long failures = fm_alloc_failures();
         cJSON *o = cJSON_Parse(line);
+        if (!o && fm_alloc_failures() != failures) { /* not a bad line: keeping it needs memory */
+            st = fm_fail(FM_ERR_NOMEM, "%s: out of memory reading the metrics", path);
+            break;
+        }
         cJSON *step = o ? cJSON_GetObjectItemCaseSensitive(o, "step") : NULL;
         if (cJSON_IsNumber(step) && step->valuedouble <= (double)upto) {
             cJSON *loss = cJSON_GetObjectItemCaseSensitive(o, "loss");
@@ -122,7 +127,7 @@ static fm_status reload_metrics(fm_trainer *t, int64_t upto) {
         }
         cJSON_Delete(o);
     }
-    free(line);
+    free(line); /* getline's own buffer */
     fclose(fp);
     if (st) {
         fm_atomic_abort(&af);
@@ -247,13 +252,18 @@ static fm_status draw(fm_trainer *t, fm_rng *rng, uint64_t *position, double *no
 
 fm_status fm_trainer_step(fm_trainer *t, fm_step_report *r) {
     double t0 = now(), norm, loss_sum = 0.0;
+    /* a step that runs out of memory (e.g. for the activations) leaves the stream where it was,
+     * so that trying it again draws the same batches */
+    fm_train_state before = *t->state;
     fm_status st = draw(t, &t->state->rng, &t->state->data_position, &norm);
-    if (st) return st;
-    fm_model_zero_grad(t->model);
+    if (!st) fm_model_zero_grad(t->model);
     for (int k = 0; !st && k < t->cfg.grad_accum; k++) st = micro_step(t, &t->micro[k], norm, &loss_sum);
     memset(r, 0, sizeof *r);
     if (!st) st = fm_optimizer_step(t->opt, t->model, &r->grad_norm, &r->lr);
-    if (st) return st;
+    if (st) {
+        if (st == FM_ERR_NOMEM) *t->state = before;
+        return st;
+    }
     double dt = now() - t0;
     r->step = fm_optimizer_steps_done(t->opt);
     r->total_steps = t->cfg.total_steps;
