@@ -3,8 +3,9 @@
  * every matrix product of a layer and of the tied head (forward, input gradient, weight
  * gradient), and attention forward and backward.
  *
- * What it is for: the per-product figures of the README ("What makes it fast"), and finding which
- * product of a step is slow. Each figure is the best of repeated runs over about half a second
+ * What it is for: the per-product figures of the README ("What makes it fast"), and finding
+ * which product of a step is slow. Then the products of decoding (1 and 3 rows: the
+ * unpacked path, which streams the weights once) with the weights' read rate. Each figure is the best of repeated runs over about half a second
  * (the machine is shared: the best run is the one least disturbed). Threads: OMP_NUM_THREADS.
  * Not for: whole training steps (fm bench train) or comparisons with PyTorch (compare.sh).
  *
@@ -45,6 +46,23 @@ static void product(const char *name, int transA, int transB, int M, int N, int 
     printf("%-14s %c%c M=%6d N=%6d K=%6d %8.1f GFLOP/s %9.3f ms\n", name, transA ? 'T' : 'N', transB ? 'T' : 'N', M,
            N, K, 2.0 * M * N * K / best * 1e-9, best * 1e3);
     free(A), free(B), free(C);
+}
+
+/* A decoding product: M rows of activations times a weight, bias fused for NN; prints the best
+ * time and the rate the weight (K x N floats) was read at. */
+static void decode_product(const char *name, int transB, int M, int N, int K) {
+    float *A = random_floats((size_t)M * K), *B = random_floats((size_t)K * N), *C = random_floats((size_t)M * N);
+    float *bias = random_floats((size_t)N);
+    double best = 1e30, start = now();
+    for (int r = 0; r < 3 || now() - start < 0.5; r++) {
+        double t = now();
+        fm_k_gemm_fused(0, transB, M, N, K, A, K, B, transB ? K : N, C, N, 0, transB ? NULL : bias, NULL);
+        t = now() - t;
+        best = t < best ? t : best;
+    }
+    printf("%-14s %c%c M=%6d N=%6d K=%6d %8.1f GB/s   %9.3f ms\n", name, 'N', transB ? 'T' : 'N', M, N, K,
+           4.0 * N * K / best * 1e-9, best * 1e3);
+    free(A), free(B), free(C), free(bias);
 }
 
 /* Causal attention over qkv (B, T, 3C); GFLOP/s counted on the causal half only. */
@@ -95,5 +113,12 @@ int main(int argc, char **argv) {
     product("dx head", 0, 0, N, C, V, 0);
     product("dw head", 1, 0, V, C, N, 1);
     attention(B, T, C, H);
+    for (int M = 1; M <= 3; M += 2) {
+        decode_product("decode qkv", 0, M, 3 * C, C);
+        decode_product("decode proj", 0, M, C, C);
+        decode_product("decode fc", 0, M, 4 * C, C);
+        decode_product("decode fc proj", 0, M, C, 4 * C);
+        decode_product("decode head", 1, M, V, C);
+    }
     return 0;
 }

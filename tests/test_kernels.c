@@ -17,6 +17,8 @@
 #include <float.h>
 #include <math.h>
 
+#include <pthread.h>
+
 #include "cpu/kernels.h"
 
 /* ------------------------------------------------------------ helpers */
@@ -281,26 +283,154 @@ static void test_fast_gemm(void **state) {
 
 /* bfloat16 products: exactly the float32 sums of the rounded factors' products, for odd depths
  * (a zero partner pads the last pair), edges of the register tile, several slices; products
- * with fewer than 4 rows (decoding) stay float32. */
+ * with fewer than 4 rows are bfloat16 too (the packed path, whatever the rows). */
 static void test_fast_gemm_bf16(void **state) {
     (void)state;
-    int shapes[][3] = {{4, 1, 1}, {7, 531, 37}, {8, 16, 64}, {13, 5, 101}, {4, 1030, 3}, {100, 3100, 21},
-                       {61, 45, 301}, {130, 70, 769}};
+    int shapes[][3] = {{1, 70, 41}, {3, 531, 37}, {4, 1, 1}, {7, 531, 37}, {8, 16, 64}, {13, 5, 101}, {4, 1030, 3},
+                       {100, 3100, 21}, {61, 45, 301}, {130, 70, 769}, {2, 70, 769}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++)
                 for (int acc = 0; acc < 2; acc++) gemm_case_p(ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], acc, 1);
-    gemm_case_p(0, 1, 3, 70, 41, 0, 0); /* under 4 rows: float32 even in bf16 mode */
+}
+
+/* ------------------------------------------------------------ rows independent of M */
+
+/* The product of the first M rows of A (M, K) with B, in one of the transpose cases decoding
+ * uses: NN (B (K, N)), NN with a fused bias, NT (B stored (N, K), the tied head). C starts as
+ * C0 (accumulate) or NaN. */
+enum { ROWS_NN, ROWS_NN_BIAS, ROWS_NT, ROWS_VARIANTS };
+static const char *rows_variant_name[] = {"NN", "NN+bias", "NT"};
+
+static void rows_product(int variant, int M, int N, int K, const float *A, const float *B, const float *bias,
+                         const float *C0, int accumulate, float *C) {
+    for (size_t e = 0; e < (size_t)M * N; e++) C[e] = accumulate ? C0[e] : NAN;
+    if (variant == ROWS_NT) fm_k_gemm(0, 1, M, N, K, A, K, B, K, C, N, accumulate);
+    else fm_k_gemm_fused(0, 0, M, N, K, A, K, B, N, C, N, accumulate, variant == ROWS_NN_BIAS ? bias : NULL, NULL);
+}
+
+/* For every M of ms: row i of the M-row product equals, bitwise, the 1-row product of row i
+ * (the same A row, B, bias and C row), for each variant and accumulate 0/1. */
+static void rows_check(const int *ms, int n_ms, const int *ks, int n_ks, const int *ns, int n_ns, const char *mode) {
+    int max_m = 0;
+    for (int m = 0; m < n_ms; m++) max_m = ms[m] > max_m ? ms[m] : max_m;
+    for (int kk = 0; kk < n_ks; kk++)
+        for (int nn = 0; nn < n_ns; nn++) {
+            int K = ks[kk], N = ns[nn];
+            float *A = malloc(sizeof(float) * max_m * K), *B = malloc(sizeof(float) * K * N);
+            float *bias = malloc(sizeof(float) * N), *C0 = malloc(sizeof(float) * max_m * N);
+            float *one = malloc(sizeof(float) * max_m * N), *C = malloc(sizeof(float) * max_m * N);
+            for (size_t e = 0; e < (size_t)max_m * K; e++) A[e] = (float)fm_rng_normal(&rng);
+            for (size_t e = 0; e < (size_t)K * N; e++) B[e] = (float)fm_rng_normal(&rng);
+            for (int j = 0; j < N; j++) bias[j] = (float)fm_rng_normal(&rng);
+            for (size_t e = 0; e < (size_t)max_m * N; e++) C0[e] = (float)fm_rng_normal(&rng);
+            for (int v = 0; v < ROWS_VARIANTS; v++)
+                for (int acc = 0; acc < 2; acc++) {
+                    for (int i = 0; i < max_m; i++) /* each row alone */
+                        rows_product(v, 1, N, K, A + (size_t)i * K, B, bias, C0 + (size_t)i * N, acc,
+                                     one + (size_t)i * N);
+                    for (int m = 0; m < n_ms; m++) {
+                        int M = ms[m];
+                        rows_product(v, M, N, K, A, B, bias, C0, acc, C);
+                        for (int i = 0; i < M; i++)
+                            if (memcmp(C + (size_t)i * N, one + (size_t)i * N, sizeof(float) * N) != 0) {
+                                int j = 0;
+                                while (memcmp(&C[(size_t)i * N + j], &one[(size_t)i * N + j], sizeof(float)) == 0) j++;
+                                fail_msg("%s %s M=%d N=%d K=%d%s: C[%d][%d] = %.9g, the row alone %.9g", mode,
+                                         rows_variant_name[v], M, N, K, acc ? " accumulate" : "", i, j,
+                                         C[(size_t)i * N + j], one[(size_t)i * N + j]);
+                            }
+                    }
+                }
+            free(A), free(B), free(bias), free(C0), free(one), free(C);
+        }
+}
+
+/* Batched decoding needs each row of a product to be what the row alone gives: the unpacked
+ * path (fewer than 4 rows) and the packed path (4 and more) sum every element in the same
+ * order. Depths around one packed slice (383-385) and several (769, 1000), widths past one
+ * vector, one register tile and one column block of the unpacked path. */
+static void test_gemm_rows_independent(void **state) {
+    (void)state;
+    int ms[42], ks[] = {1, 7, 383, 384, 385, 769, 1000}, ns[] = {1, 17, 100, 3000};
+    for (int m = 0; m < 40; m++) ms[m] = m + 1;
+    ms[40] = 50, ms[41] = 64; /* more row panels than 4 per thread: the threads split rows */
+    rows_check(ms, 42, ks, 7, ns, 4, "fp32");
+}
+
+/* The same in bfloat16 mode (every product packed and rounded alike), and with float32 forced
+ * on this thread while the process is in bfloat16. */
+static void test_gemm_rows_independent_bf16(void **state) {
+    (void)state;
+    int ms[] = {1, 2, 3, 4, 5, 13, 40}, ks[] = {7, 385, 769}, ns[] = {17, 100, 1000};
     fm_k_gemm_set_bf16(1);
-    int M = 3, N = 70, K = 41;
-    double *A = rand_d((size_t)M * K, 1), *B = rand_d((size_t)K * N, 1);
-    float *Af = to_f(A, (size_t)M * K), *Bf = to_f(B, (size_t)K * N);
-    float *C1 = calloc((size_t)M * N, 4), *C2 = calloc((size_t)M * N, 4);
-    fm_k_gemm(0, 0, M, N, K, Af, K, Bf, N, C1, N, 0);
+    rows_check(ms, 7, ks, 3, ns, 3, "bf16");
+    fm_k_gemm_force_fp32(1);
+    rows_check(ms, 7, ks, 3, ns, 3, "bf16 mode, fp32 forced");
+    fm_k_gemm_force_fp32(0);
     fm_k_gemm_set_bf16(0);
-    fm_k_gemm(0, 0, M, N, K, Af, K, Bf, N, C2, N, 0);
-    assert_memory_equal(C1, C2, sizeof(float) * M * N);
-    free(A), free(B), free(Af), free(Bf), free(C1), free(C2);
+}
+
+typedef struct {
+    int M, N, K;
+    const float *A, *B;
+    float *C;
+} thread_product;
+
+static void *product_thread(void *p) {
+    thread_product *t = p;
+    fm_k_gemm(0, 1, t->M, t->N, t->K, t->A, t->K, t->B, t->K, t->C, t->N, 0);
+    return NULL;
+}
+
+/* fm_k_gemm_force_fp32: in bfloat16 mode, this thread's products (packed, shared by 2 threads,
+ * or few rows; attention's, run in OpenMP worker threads) are bitwise the float32 ones, while
+ * another thread's products stay bfloat16. */
+static void test_gemm_force_fp32(void **state) {
+    (void)state;
+    int shapes[][3] = {{77, 300, 530}, {2, 300, 530}, {13, 45, 7}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        double *A = rand_d((size_t)M * K, 1), *B = rand_d((size_t)K * N, 1);
+        float *Af = to_f(A, (size_t)M * K), *Bf = to_f(B, (size_t)K * N);
+        float *fp32 = calloc((size_t)M * N, 4), *bf16 = calloc((size_t)M * N, 4), *got = calloc((size_t)M * N, 4);
+        fm_k_gemm(0, 1, M, N, K, Af, K, Bf, K, fp32, N, 0);
+        fm_k_gemm_set_bf16(1);
+        fm_k_gemm(0, 1, M, N, K, Af, K, Bf, K, bf16, N, 0);
+        assert_true(memcmp(fp32, bf16, sizeof(float) * M * N) != 0); /* the modes differ */
+        fm_k_gemm_force_fp32(1);
+        assert_int_equal(fm_k_gemm_fp32_forced(), 1);
+        fm_k_gemm(0, 1, M, N, K, Af, K, Bf, K, got, N, 0);
+        assert_memory_equal(got, fp32, sizeof(float) * M * N);
+        thread_product t = {M, N, K, Af, Bf, got}; /* another thread: not forced */
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, product_thread, &t), 0);
+        pthread_join(th, NULL);
+        assert_memory_equal(got, bf16, sizeof(float) * M * N);
+        fm_k_gemm_force_fp32(0);
+        fm_k_gemm_set_bf16(0);
+        free(A), free(B), free(Af), free(Bf), free(fp32), free(bf16), free(got);
+    }
+    /* attention's products run in the team's threads */
+    int Bn = 2, T = 70, C = 48, H = 4;
+    size_t n = (size_t)Bn * T * 3 * C, nc = (size_t)Bn * T * C, nl = (size_t)Bn * H * T;
+    double *qkv = rand_d(n, 1), *dout = rand_d(nc, 1);
+    float *qkv_f = to_f(qkv, n), *dout_f = to_f(dout, nc);
+    float *out[2], *lse[2], *dqkv[2];
+    for (int r = 0; r < 2; r++) { /* r = 0: float32 mode; r = 1: bfloat16 mode, float32 forced */
+        out[r] = calloc(nc, 4), lse[r] = calloc(nl, 4), dqkv[r] = calloc(n, 4);
+        fm_k_gemm_set_bf16(r);
+        fm_k_gemm_force_fp32(r);
+        fm_k_attention_forward(out[r], lse[r], qkv_f, Bn, T, C, H);
+        fm_k_attention_backward(dqkv[r], dout_f, qkv_f, lse[r], Bn, T, C, H);
+        fm_k_gemm_force_fp32(0);
+        fm_k_gemm_set_bf16(0);
+    }
+    assert_memory_equal(out[0], out[1], sizeof(float) * nc);
+    assert_memory_equal(lse[0], lse[1], sizeof(float) * nl);
+    assert_memory_equal(dqkv[0], dqkv[1], sizeof(float) * n);
+    for (int r = 0; r < 2; r++) free(out[r]), free(lse[r]), free(dqkv[r]);
+    free(qkv), free(dout), free(qkv_f), free(dout_f);
 }
 
 /* Rounding to bfloat16: nearest, ties to even; infinities and NaN kept. */
@@ -596,6 +726,34 @@ static void test_fast_q8_matmul(void **state) {
     free(q), free(d), free(bias);
 }
 
+/* Int8 products for batched decoding: row n of an N-row product is bitwise the product of
+ * row n alone, for N up to past the threads' split (300 rows x 770 columns: 25 blocks, the last
+ * padded), with and without a bias. */
+static void test_q8_rows_independent(void **state) {
+    (void)state;
+    int rows = 300, cols = 770, blocks = 25, max_n = 9;
+    int8_t *q = malloc((size_t)rows * blocks * 32);
+    float *d = malloc(sizeof(float) * rows * blocks), *bias = malloc(sizeof(float) * rows);
+    for (size_t e = 0; e < (size_t)rows * blocks * 32; e++) q[e] = (int8_t)((int)(fm_rng_u64(&rng) % 255) - 127);
+    for (int e = 0; e < rows * blocks; e++) d[e] = 1e-3f * (1 + (int)(fm_rng_u64(&rng) % 100));
+    for (int o = 0; o < rows; o++) bias[o] = (float)fm_rng_normal(&rng);
+    double *x = rand_d((size_t)max_n * cols, 1);
+    float *x_f = to_f(x, (size_t)max_n * cols), *pad = malloc(sizeof(float) * max_n * blocks * 32);
+    float *one = malloc(sizeof(float) * max_n * rows), *out = malloc(sizeof(float) * max_n * rows);
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+        const float *b = with_bias ? bias : NULL;
+        for (int n = 0; n < max_n; n++)
+            fm_k_q8_matmul(one + (size_t)n * rows, x_f + (size_t)n * cols, q, d, b, 1, rows, cols, pad);
+        for (int N = 1; N <= max_n; N++) {
+            fm_k_q8_matmul(out, x_f, q, d, b, N, rows, cols, pad);
+            for (int n = 0; n < N; n++)
+                if (memcmp(out + (size_t)n * rows, one + (size_t)n * rows, sizeof(float) * rows) != 0)
+                    fail_msg("q8 matmul N=%d%s: row %d differs from the row alone", N, with_bias ? " bias" : "", n);
+        }
+    }
+    free(q), free(d), free(bias), free(x), free(x_f), free(pad), free(one), free(out);
+}
+
 int main(void) {
     fm_rng_seed(&rng, 42);
     fm_set_threads(2);
@@ -609,6 +767,9 @@ int main(void) {
         cmocka_unit_test(test_fast_gemm),
         cmocka_unit_test(test_fast_gemm_bf16),
         cmocka_unit_test(test_bf16_round),
+        cmocka_unit_test(test_gemm_rows_independent),
+        cmocka_unit_test(test_gemm_rows_independent_bf16),
+        cmocka_unit_test(test_gemm_force_fp32),
         cmocka_unit_test(test_gemm_thread_invariance),
         cmocka_unit_test(test_gemm_transposed_wide),
         cmocka_unit_test(test_gemm_band),
@@ -618,6 +779,7 @@ int main(void) {
         cmocka_unit_test(test_fast_gelu_and_cross_entropy),
         cmocka_unit_test(test_fast_sumsq_and_adamw),
         cmocka_unit_test(test_fast_q8_matmul),
+        cmocka_unit_test(test_q8_rows_independent),
     };
     return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
 }

@@ -22,25 +22,34 @@
  * causal blocks): register tiles of C wholly above a diagonal are skipped, or each tile's depth
  * loop is cut to the k where A's rows are not known to be zero; the packing is unchanged.
  *
- * Determinism: each element of C is summed over k in a fixed order — within a slice in one
- * register accumulator, k ascending, then added to C slice after slice — whatever the thread
- * count; threads only decide who computes which tile. So results are bitwise independent of
- * the number of threads (tests/test_train.c checks it).
+ * The order of each element's sum (every path follows it): K is cut into equal slices of at
+ * most KC (kc depends on K alone); each slice is summed in one accumulator, one multiply-add
+ * per k ascending, starting from zero; the first slice's sum gets the bias added and is then
+ * stored to C (added to C's value when accumulating), and each later slice's sum is added to
+ * C in turn. Nothing in that order depends on M, N, the thread count or the path, so:
+ *   - results are bitwise independent of the number of threads (threads only decide who
+ *     computes which tile; tests/test_train.c checks it);
+ *   - row i of C is bitwise the same whatever the number of rows of the product: a batch of
+ *     decoded sequences gets, row by row, what decoding each alone gets (tests/test_kernels.c).
  *
  * A weight gradient with fewer rows than columns (C = A^T B, M < N) is built as its transpose
  * in a scratch matrix and copied back (transposed_if_wider): the wide operand is then packed
  * per thread in L2-sized blocks instead of into one shared buffer larger than L2.
  *
- * Products with few rows (M < GEMV_ROWS: decoding one token) skip the packing and stream the
- * weights once (gemv_*). Not for: anything but float32 row-major matrices. Rows of C that start
- * on a cache line (the model's buffers do, see memory.c) are stored in whole lines.
+ * Float32 products with few rows (M < GEMV_ROWS: decoding) skip the packing and stream the
+ * weights once (gemv_*), in the same order per element. Not for: anything but float32
+ * row-major matrices. Rows of C that start on a cache line (the model's buffers do, see
+ * memory.c) are stored in whole lines.
  *
  * bfloat16 products (fm_k_gemm_set_bf16(1), what PyTorch calls matmul precision "medium"): the
  * packed panels are rounded to bfloat16 (nearest even) as they are packed, pairs of k side by
  * side in 32 bits, and the micro-kernel multiplies two k at once (AVX512_BF16's dot product,
  * twice the FMA rate on CPUs that have it), accumulating in float32. Inputs and outputs stay
  * float32; the summation order is the same fixed one, so thread counts still change nothing.
- * Products that skip the packing (decoding) stay float32.
+ * Every bfloat16 product takes the packed path, whatever its rows, so rows stay independent
+ * of M in bfloat16 too. A thread can force float32 for the products it starts
+ * (fm_k_gemm_force_fp32: inference sessions decode in float32 whatever the process-wide
+ * setting); the precision is read once, on the calling thread, into the product's job.
  *
  * Measured on a 2-core Zen 4 and not kept (each no faster, or slower, in alternating runs):
  * B packing pipelined across threads with per-panel flags instead of the barrier (a thread then
@@ -100,10 +109,13 @@ static float *grow(float **buf, size_t *len, size_t want) {
 
 /* ------------------------------------------------------------ precision */
 
-static int gemm_bf16; /* process-wide: round the packed panels to bfloat16 */
+static int gemm_bf16;                   /* process-wide: round the packed panels to bfloat16 */
+static _Thread_local int gemm_force_fp32; /* this thread's products stay float32 regardless */
 
 void fm_k_gemm_set_bf16(int on) { gemm_bf16 = on != 0; }
 int fm_k_gemm_bf16(void) { return gemm_bf16; }
+void fm_k_gemm_force_fp32(int on) { gemm_force_fp32 = on != 0; }
+int fm_k_gemm_fp32_forced(void) { return gemm_force_fp32; }
 
 /* x rounded to bfloat16, nearest even, as the top 16 bits of a float's bits (low bits zero);
  * NaN stays a (quiet) NaN. */
@@ -183,13 +195,10 @@ static inline void prefetch_ahead(const float *p) {
 }
 
 #ifdef __AVX512F__
-/* dst (16 x ncols, leading dim ldd) = transpose of src (nrows x 16, leading dim lds), rows of src
- * past nrows read as zero; ncols <= 16 columns of dst are written. 4 x 4 transposes inside each
- * 128-bit lane (unpack, shuffle), then a 4 x 4 transpose of the lanes. */
-static inline void transpose16(float *dst, size_t ldd, const float *src, size_t lds, int nrows, int ncols) {
-    __m512 r[16], t[16];
-    __mmask16 keep = (__mmask16)((1u << ncols) - 1);
-    for (int i = 0; i < 16; i++) r[i] = i < nrows ? _mm512_loadu_ps(src + (size_t)i * lds) : _mm512_setzero_ps();
+/* r (16 rows of 16) transposed in place: afterwards r[c] holds column c. 4 x 4 transposes inside
+ * each 128-bit lane (unpack, shuffle), then a 4 x 4 transpose of the lanes. */
+static inline void transpose16_regs(__m512 r[16]) {
+    __m512 t[16];
     for (int i = 0; i < 16; i += 2) {
         t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);     /* per lane: a0 b0 a1 b1 */
         t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]); /* per lane: a2 b2 a3 b3 */
@@ -200,14 +209,24 @@ static inline void transpose16(float *dst, size_t ldd, const float *src, size_t 
         r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
         r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
     }
-    for (int c = 0; c < 4; c++) { /* output row 4L + c = lane L of r[c], r[4 + c], r[8 + c], r[12 + c] */
+    for (int c = 0; c < 4; c++) { /* column 4L + c = lane L of r[c], r[4 + c], r[8 + c], r[12 + c] */
         __m512 u0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44), u1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xEE);
         __m512 u2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44), u3 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xEE);
-        _mm512_mask_storeu_ps(dst + (size_t)c * ldd, keep, _mm512_shuffle_f32x4(u0, u2, 0x88));
-        _mm512_mask_storeu_ps(dst + (size_t)(4 + c) * ldd, keep, _mm512_shuffle_f32x4(u0, u2, 0xDD));
-        _mm512_mask_storeu_ps(dst + (size_t)(8 + c) * ldd, keep, _mm512_shuffle_f32x4(u1, u3, 0x88));
-        _mm512_mask_storeu_ps(dst + (size_t)(12 + c) * ldd, keep, _mm512_shuffle_f32x4(u1, u3, 0xDD));
+        r[c] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+        r[4 + c] = _mm512_shuffle_f32x4(u0, u2, 0xDD);
+        r[8 + c] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+        r[12 + c] = _mm512_shuffle_f32x4(u1, u3, 0xDD);
     }
+}
+
+/* dst (16 x ncols, leading dim ldd) = transpose of src (nrows x 16, leading dim lds), rows of src
+ * past nrows read as zero; ncols <= 16 columns of dst are written. */
+static inline void transpose16(float *dst, size_t ldd, const float *src, size_t lds, int nrows, int ncols) {
+    __m512 r[16];
+    __mmask16 keep = (__mmask16)((1u << ncols) - 1);
+    for (int i = 0; i < 16; i++) r[i] = i < nrows ? _mm512_loadu_ps(src + (size_t)i * lds) : _mm512_setzero_ps();
+    transpose16_regs(r);
+    for (int c = 0; c < 16; c++) _mm512_mask_storeu_ps(dst + (size_t)c * ldd, keep, r[c]);
 }
 #endif
 
@@ -305,6 +324,15 @@ static void pack_b_slice(float *slice, const float *B, size_t sb_k, size_t sb_j,
 }
 
 /* ------------------------------------------------------------ micro-kernel */
+
+/* One multiply-add of the plain-C kernels, spelled out so that every kernel rounds alike: fused
+ * (one rounding) where the target has FMA, else a product then a sum. Left to the compiler's
+ * contraction, two loops computing the same sum could be contracted differently. */
+#if defined(__FMA__) || defined(__FP_FAST_FMAF) || defined(__ARM_FEATURE_FMA)
+#define MADD(a, b, c) fmaf(a, b, c)
+#else
+#define MADD(a, b, c) ((a) * (b) + (c))
+#endif
 
 /* The plain micro-kernels' end: acc (mr x nr of an MR x NR tile) [+ bias] [+ C] stored to C. */
 static inline void store_tile_plain(float acc[MR][NR], float *c, int ldc, int mr, int nr, int load_c,
@@ -416,7 +444,7 @@ static void micro_kernel(int kc, const float *restrict ap, const float *restrict
     for (int k = 0; k < kc; k++) {
         for (int r = 0; r < MR; r++) {
             float a = ap[r];
-            for (int j = 0; j < NR; j++) acc[r][j] += a * bp[j];
+            for (int j = 0; j < NR; j++) acc[r][j] = MADD(a, bp[j], acc[r][j]);
         }
         ap += MR;
         bp += NR;
@@ -485,104 +513,158 @@ static inline void share(int n, int nt, int tid, int *lo, int *hi) {
     *hi = (int)((long)n * (tid + 1) / nt);
 }
 
-/* Small M (decoding): C (M, N) (+)= op(A) (M, K) @ op(B), streaming B once, no packing; the
- * threads split C's columns. The kernels are memory-bound: B's rows are read as long
- * contiguous runs so the prefetchers keep DRAM busy.
+/* Few rows (decoding, float32): C (M, N) (+)= op(A) (M, K) @ op(B) for M < GEMV_ROWS, streaming
+ * B once without packing it; the threads split C's columns. B is read as long contiguous runs so
+ * the prefetchers keep DRAM busy.
+ *
+ * Each element is summed exactly as the packed path sums it (see the top of this file): the
+ * same slices of K (g->kc), one multiply-add chain per slice k ascending from zero, the bias
+ * added to the first slice's sum, each slice then stored or added to C (gemv_store, the order of
+ * the micro-kernel's store). So a row of C does not depend on how many rows the product has.
  *
  * B row-major (K, N): rows of B scaled and added into a block of C's row (kept in L1), GEMV_K
- * rows of B at a time; each element is one multiply-add chain over k ascending.
- * B stored (N, K): each element is a dot product of two contiguous rows in 64 lanes, summed in
- * a fixed order. Either way the thread split decides nothing about the arithmetic. */
+ * rows of B at a time. B stored (N, K): 16 rows of B (16 columns of C) read 16 k at a time and
+ * transposed in registers, so each k gives one vector across the 16 columns and every column
+ * keeps its own chain. */
 #define GEMV_COLS 2048 /* columns of C accumulated at once (M x 8 KiB in L1) */
 #define GEMV_K 4       /* rows of B streamed together */
 
+/* The end of one slice: c (n) = sum [+ bias], or c + (sum [+ bias]) with load_c. */
+static inline void gemv_store(float *c, const float *sum, const float *bias, int n, int load_c) {
+    for (int j = 0; j < n; j++) {
+        float x = bias ? sum[j] + bias[j] : sum[j];
+        c[j] = load_c ? x + c[j] : x;
+    }
+}
+
 static void gemv_nn(const gemm_job *g, int j0, int j1) {
-    int M = g->M, K = g->K;
+    int M = g->M, K = g->K, kcs = g->kc;
     float acc[GEMV_ROWS - 1][GEMV_COLS];
     for (int c0 = j0; c0 < j1; c0 += GEMV_COLS) {
         int n = j1 - c0 < GEMV_COLS ? j1 - c0 : GEMV_COLS;
-        for (int i = 0; i < M; i++) memset(acc[i], 0, sizeof(float) * n);
-        for (int k0 = 0; k0 < K; k0 += GEMV_K) {
-            int kn = K - k0 < GEMV_K ? K - k0 : GEMV_K;
-            const float *b = g->B + (size_t)k0 * g->sb_k + c0;
-            for (int i = 0; i < M; i++) {
-                float a[GEMV_K];
-                for (int kk = 0; kk < kn; kk++) a[kk] = g->A[(size_t)i * g->sa_i + (size_t)(k0 + kk) * g->sa_k];
-                float *y = acc[i];
+        for (int k0 = 0; k0 < K; k0 += kcs) {
+            int k1 = K - k0 < kcs ? K : k0 + kcs;
+            for (int i = 0; i < M; i++) memset(acc[i], 0, sizeof(float) * n);
+            for (int k = k0; k < k1; k += GEMV_K) {
+                int kn = k1 - k < GEMV_K ? k1 - k : GEMV_K;
+                const float *b = g->B + (size_t)k * g->sb_k + c0;
+                for (int i = 0; i < M; i++) {
+                    float a[GEMV_K];
+                    for (int kk = 0; kk < kn; kk++) a[kk] = g->A[(size_t)i * g->sa_i + (size_t)(k + kk) * g->sa_k];
+                    float *y = acc[i];
 #ifdef __AVX512F__
-                for (int j = 0; j < n; j += 16) {
-                    __mmask16 m = n - j >= 16 ? 0xFFFF : (__mmask16)((1u << (n - j)) - 1);
-                    __m512 v = _mm512_maskz_loadu_ps(m, y + j);
-                    for (int kk = 0; kk < kn; kk++)
-                        v = _mm512_fmadd_ps(_mm512_set1_ps(a[kk]), _mm512_maskz_loadu_ps(m, b + (size_t)kk * g->sb_k + j), v);
-                    _mm512_mask_storeu_ps(y + j, m, v);
-                }
+                    for (int j = 0; j < n; j += 16) {
+                        __mmask16 m = n - j >= 16 ? 0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+                        __m512 v = _mm512_maskz_loadu_ps(m, y + j);
+                        for (int kk = 0; kk < kn; kk++)
+                            v = _mm512_fmadd_ps(_mm512_set1_ps(a[kk]), _mm512_maskz_loadu_ps(m, b + (size_t)kk * g->sb_k + j), v);
+                        _mm512_mask_storeu_ps(y + j, m, v);
+                    }
 #else
-                for (int kk = 0; kk < kn; kk++) {
-                    const float *bk = b + (size_t)kk * g->sb_k;
-                    for (int j = 0; j < n; j++) y[j] = fmaf(a[kk], bk[j], y[j]);
-                }
+                    for (int kk = 0; kk < kn; kk++) {
+                        const float *bk = b + (size_t)kk * g->sb_k;
+                        for (int j = 0; j < n; j++) y[j] = MADD(a[kk], bk[j], y[j]);
+                    }
 #endif
+                }
+            }
+            const float *bias = g->bias && k0 == 0 ? g->bias + c0 : NULL;
+            for (int i = 0; i < M; i++)
+                gemv_store(g->C + (size_t)i * g->ldc + c0, acc[i], bias, n, g->accumulate || k0 > 0);
+        }
+    }
+}
+
+#ifdef __AVX512F__
+/* s[i] (lane t) += the slice [k0, k1) of row i of op(A) times column j + t of op(B) (B stored
+ * (N, K): row j + t), t < nj, for i < M (a constant where inlined), one fused multiply-add per k
+ * ascending. While these 16 rows are read, the next 16 are prefetched: the hardware prefetchers
+ * do not follow 16 short runs a row apart. */
+static inline __attribute__((always_inline)) void gemv_nt_slice(__m512 *s, const gemm_job *g, int M, int j, int nj,
+                                                                int k0, int k1) {
+    const float *b = g->B + (size_t)j * g->sb_j;
+    size_t ldb = g->sb_j, sa_i = g->sa_i, sa_k = g->sa_k;
+    for (int k = k0; k < k1; k += 16) {
+        int nk = k1 - k < 16 ? k1 - k : 16;
+        __mmask16 mk = nk == 16 ? 0xFFFF : (__mmask16)((1u << nk) - 1);
+        __m512 r[16];
+#pragma GCC unroll 16
+        for (int t = 0; t < 16; t++) _mm_prefetch((const char *)(b + (size_t)(16 + t) * ldb + k), _MM_HINT_T0);
+        if (nj == 16) {
+#pragma GCC unroll 16
+            for (int t = 0; t < 16; t++) r[t] = _mm512_maskz_loadu_ps(mk, b + (size_t)t * ldb + k);
+        } else {
+#pragma GCC unroll 16
+            for (int t = 0; t < 16; t++) r[t] = t < nj ? _mm512_maskz_loadu_ps(mk, b + (size_t)t * ldb + k) : _mm512_setzero_ps();
+        }
+        transpose16_regs(r); /* r[kk] lane t = b(k + kk, j + t) */
+        const float *a = g->A + (size_t)k * sa_k;
+        if (nk == 16) {
+#pragma GCC unroll 16
+            for (int kk = 0; kk < 16; kk++)
+                for (int i = 0; i < M; i++) s[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i * sa_i + kk * sa_k]), r[kk], s[i]);
+        } else { /* the slice's last k: through memory, so that r stays in registers above */
+            _Alignas(64) float col[16][16];
+#pragma GCC unroll 16
+            for (int kk = 0; kk < 16; kk++) _mm512_store_ps(col[kk], r[kk]);
+            for (int kk = 0; kk < nk; kk++)
+                for (int i = 0; i < M; i++)
+                    s[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i * sa_i + kk * sa_k]), _mm512_load_ps(col[kk]), s[i]);
+        }
+    }
+}
+
+static void gemv_nt(const gemm_job *g, int j0, int j1) {
+    int M = g->M, K = g->K, kcs = g->kc;
+    for (int j = j0; j < j1; j += 16) {
+        int nj = j1 - j < 16 ? j1 - j : 16;
+        __mmask16 mj = nj == 16 ? 0xFFFF : (__mmask16)((1u << nj) - 1);
+        for (int k0 = 0; k0 < K; k0 += kcs) {
+            int k1 = K - k0 < kcs ? K : k0 + kcs, load_c = g->accumulate || k0 > 0;
+            __m512 s[GEMV_ROWS - 1] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+            if (M == 1) gemv_nt_slice(s, g, 1, j, nj, k0, k1);
+            else if (M == 2) gemv_nt_slice(s, g, 2, j, nj, k0, k1);
+            else gemv_nt_slice(s, g, 3, j, nj, k0, k1);
+            for (int i = 0; i < M; i++) { /* store_tile's order: (sum + bias) + C */
+                float *c = g->C + (size_t)i * g->ldc + j;
+                __m512 x = s[i];
+                if (g->bias && k0 == 0) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mj, g->bias + j));
+                if (load_c) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mj, c));
+                _mm512_mask_storeu_ps(c, mj, x);
             }
         }
-        for (int i = 0; i < M; i++) {
-            float *c = g->C + (size_t)i * g->ldc + c0;
-            for (int j = 0; j < n; j++) c[j] = g->accumulate ? c[j] + acc[i][j] : acc[i][j];
-        }
     }
 }
-
-/* dot(a (K), b (K)) for contiguous rows: 4 x 16 lanes, then the lanes, in a fixed order. */
-static inline float dot_rows(const float *a, const float *b, int K) {
-#ifdef __AVX512F__
-    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    int k = 0;
-    for (; k + 64 <= K; k += 64) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k), _mm512_loadu_ps(b + k), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 16), _mm512_loadu_ps(b + k + 16), s1);
-        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 32), _mm512_loadu_ps(b + k + 32), s2);
-        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + k + 48), _mm512_loadu_ps(b + k + 48), s3);
-    }
-    for (; k < K; k += 16) {
-        __mmask16 m = K - k >= 16 ? 0xFFFF : (__mmask16)((1u << (K - k)) - 1);
-        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + k), _mm512_maskz_loadu_ps(m, b + k), s0);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 #else
-    float s[16] = {0}, t = 0.0f;
-    int k = 0;
-    for (; k + 16 <= K; k += 16)
-        for (int l = 0; l < 16; l++) s[l] = fmaf(a[k + l], b[k + l], s[l]);
-    for (int l = 0; l < 16; l++) t += s[l];
-    for (; k < K; k++) t = fmaf(a[k], b[k], t);
-    return t;
+#define GEMV_NT_COLS 8 /* columns summed side by side: independent chains */
+
+static void gemv_nt(const gemm_job *g, int j0, int j1) {
+    int M = g->M, K = g->K, kcs = g->kc;
+    for (int j = j0; j < j1; j += GEMV_NT_COLS) {
+        int nj = j1 - j < GEMV_NT_COLS ? j1 - j : GEMV_NT_COLS;
+        for (int k0 = 0; k0 < K; k0 += kcs) {
+            int k1 = K - k0 < kcs ? K : k0 + kcs;
+            float s[GEMV_ROWS - 1][GEMV_NT_COLS] = {{0}};
+            for (int k = k0; k < k1; k++)
+                for (int i = 0; i < M; i++) {
+                    float a = g->A[(size_t)i * g->sa_i + (size_t)k * g->sa_k];
+                    for (int t = 0; t < nj; t++) s[i][t] = MADD(a, g->B[(size_t)(j + t) * g->sb_j + k], s[i][t]);
+                }
+            const float *bias = g->bias && k0 == 0 ? g->bias + j : NULL;
+            for (int i = 0; i < M; i++) gemv_store(g->C + (size_t)i * g->ldc + j, s[i], bias, nj, g->accumulate || k0 > 0);
+        }
+    }
+}
 #endif
-}
 
-static void gemv_nt(const gemm_job *g, int j0, int j1, const float *a_rows) {
-    for (int j = j0; j < j1; j++) {
-        const float *b = g->B + (size_t)j * g->sb_j;
-        for (int i = 0; i < g->M; i++) {
-            float s = dot_rows(a_rows + (size_t)i * g->K, b, g->K);
-            float *c = g->C + (size_t)i * g->ldc + j;
-            *c = g->accumulate ? *c + s : s;
-        }
-    }
-}
-
+/* Threads split the columns in multiples of 16 (whole vectors, runs starting aligned). */
 static void gemv_run(const gemm_job *g, int nt, int tid) {
-    int j0, j1;
-    share(g->N, nt, tid, &j0, &j1);
-    if (g->sb_j == 1) {
-        if (nt > 1) { /* columns in multiples of 16, so each thread's runs start aligned */
-            int units = (g->N + 15) / 16;
-            share(units, nt, tid, &j0, &j1);
-            j0 *= 16, j1 = j1 * 16 < g->N ? j1 * 16 : g->N;
-        }
-        gemv_nn(g, j0, j1);
-    } else {
-        gemv_nt(g, j0, j1, g->ap); /* g->ap: A's rows made contiguous (see fm_k_gemm) */
-    }
+    int units = (g->N + 15) / 16, j0, j1;
+    share(units, nt, tid, &j0, &j1);
+    j0 *= 16, j1 = j1 * 16 < g->N ? j1 * 16 : g->N;
+    if (j0 >= j1) return;
+    if (g->sb_j == 1) gemv_nn(g, j0, j1);
+    else gemv_nt(g, j0, j1);
 }
 
 /* A's panels [q0, q1) for depth [k0, k0+kc) into ap (panel q at (q - q0) * MR * kc). When A is
@@ -800,7 +882,7 @@ static void gemm_run(const gemm_job *g, int nt, int tid) {
 
 /* ------------------------------------------------------------ entry point */
 
-static void gemm_start(gemm_job g, int transB, int ldb);
+static void gemm_start(gemm_job g);
 
 void fm_k_gemm(int transA, int transB, int M, int N, int K,
                const float *A, int lda, const float *B, int ldb,
@@ -808,29 +890,22 @@ void fm_k_gemm(int transA, int transB, int M, int N, int K,
     fm_k_gemm_fused(transA, transB, M, N, K, A, lda, B, ldb, C, ldc, accumulate, NULL, NULL);
 }
 
-/* The extras outside the packed path: bias rows copied first, column sums of B in one loop. */
-static void extras_unpacked(gemm_job *g, int do_bias, int do_colsum) {
-    if (g->bias && do_bias) {
-        for (int i = 0; i < g->M; i++) {
-            float *c = g->C + (size_t)i * g->ldc;
-            for (int j = 0; j < g->N; j++) c[j] = g->accumulate ? c[j] + g->bias[j] : g->bias[j];
-        }
-        g->accumulate = 1;
-        g->bias = NULL;
-    }
-    if (g->colsum && do_colsum) {
-        for (int k = 0; k < g->K; k++)
-            for (int j = 0; j < g->N; j++) g->colsum[j] += g->B[(size_t)k * g->sb_k + (size_t)j * g->sb_j];
-        g->colsum = NULL;
-    }
+/* Column sums of op(B) outside the packing: k ascending for each column, pack_b_slice's order. */
+static void colsum_unpacked(gemm_job *g) {
+    if (!g->colsum) return;
+    for (int k = 0; k < g->K; k++)
+        for (int j = 0; j < g->N; j++) g->colsum[j] += g->B[(size_t)k * g->sb_k + (size_t)j * g->sb_j];
+    g->colsum = NULL;
 }
 
-/* The job of a product as the public entry points describe it (no extras, no band). */
+/* The job of a product as the public entry points describe it (no extras, no band), with the
+ * precision in effect on the calling thread. */
 static gemm_job describe(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B,
                          int ldb, float *C, int ldc, int accumulate) {
     return (gemm_job){.M = M, .N = N, .K = K, .accumulate = accumulate, .A = A, .B = B, .C = C, .ldc = ldc,
                       .sa_i = transA ? 1 : (size_t)lda, .sa_k = transA ? (size_t)lda : 1,
-                      .sb_k = transB ? 1 : (size_t)ldb, .sb_j = transB ? (size_t)ldb : 1, .bf16 = gemm_bf16};
+                      .sb_k = transB ? 1 : (size_t)ldb, .sb_j = transB ? (size_t)ldb : 1,
+                      .bf16 = gemm_bf16 && !gemm_force_fp32};
 }
 
 void fm_k_gemm_fused(int transA, int transB, int M, int N, int K,
@@ -838,7 +913,7 @@ void fm_k_gemm_fused(int transA, int transB, int M, int N, int K,
                      float *C, int ldc, int accumulate, const float *bias, float *colsum) {
     gemm_job g = describe(transA, transB, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
     g.bias = bias, g.colsum = colsum;
-    gemm_start(g, transB, ldb);
+    gemm_start(g);
 }
 
 void fm_k_gemm_band(int transA, int transB, int M, int N, int K,
@@ -846,7 +921,7 @@ void fm_k_gemm_band(int transA, int transB, int M, int N, int K,
                     float *C, int ldc, int accumulate, fm_k_band band, int d) {
     gemm_job g = describe(transA, transB, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
     g.band = band, g.band_d = d;
-    gemm_start(g, transB, ldb);
+    gemm_start(g);
 }
 
 /* A weight gradient with fewer rows than columns, C (M, N) = A^T B with A (K, M) and B (K, N)
@@ -869,45 +944,28 @@ static gemm_job transposed_if_wider(gemm_job g) {
     return t;
 }
 
-/* Picks the path for a described product (unpacked for few rows or no memory, else packed;
- * alone or shared by the team) and runs it. The band only skips work, so the unpacked paths
- * may ignore it. */
-static void gemm_start(gemm_job g, int transB, int ldb) {
-    int M = g.M, N = g.N, K = g.K, accumulate = g.accumulate, ldc = g.ldc;
-    const float *A = g.A, *B = g.B;
-    float *C = g.C;
+/* Picks the path for a described product and runs it, alone or shared by the team: float32
+ * with few rows unpacked (gemv_run), else packed (gemm_run); both sum each element in the same
+ * order. Without memory for the panels, unpacked. The band only skips work, so the unpacked
+ * path may ignore it. */
+static void gemm_start(gemm_job g) {
+    int M = g.M, N = g.N, K = g.K;
     if (M <= 0 || N <= 0) return;
-    if (K <= 0) {
-        if (!accumulate)
-            for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, sizeof(float) * N);
-        g.accumulate = 1;
-        extras_unpacked(&g, 1, 1);
+    if (K <= 0) { /* C = [C +] bias, or left as it is */
+        for (int i = 0; i < M; i++) {
+            float *c = g.C + (size_t)i * g.ldc;
+            if (!g.accumulate) memset(c, 0, sizeof(float) * N);
+            if (g.bias)
+                for (int j = 0; j < N; j++) c[j] += g.bias[j];
+        }
         return;
     }
     /* Inside a parallel region (e.g. attention's per-head tasks) the calling thread works alone. */
     int alone = omp_in_parallel() || omp_get_max_threads() == 1, team = alone ? 1 : omp_get_max_threads();
+    int slices = (K + KC - 1) / KC;
+    g.kc = (K + slices - 1) / slices;
     void (*run)(const gemm_job *, int, int) = gemv_run;
-    if (M < GEMV_ROWS && transB) { /* dot products want A's rows contiguous in k */
-        if (g.sa_k == 1) {
-            g.ap = (float *)A; /* rows at stride lda: gemv_nt reads row i at i * K, so copy if lda != K */
-        }
-        if (g.sa_k != 1 || (M > 1 && g.sa_i != (size_t)K)) {
-            float *rows = grow(&ws_a, &ws_a_len, (size_t)M * K);
-            if (!rows) { /* no memory for M x K floats: multiply row by row through the NN path */
-                for (int i = 0; i < M; i++)
-                    for (int j = 0; j < N; j++) {
-                        float s = 0.0f;
-                        for (int k = 0; k < K; k++) s += A[(size_t)i * g.sa_i + (size_t)k * g.sa_k] * B[(size_t)j * ldb + k];
-                        C[(size_t)i * ldc + j] = accumulate ? C[(size_t)i * ldc + j] + s : s;
-                    }
-                return;
-            }
-            for (int i = 0; i < M; i++)
-                for (int k = 0; k < K; k++) rows[(size_t)i * K + k] = A[(size_t)i * g.sa_i + (size_t)k * g.sa_k];
-            g.ap = rows;
-        }
-    }
-    if (M >= GEMV_ROWS) {
+    if (g.bf16 || M >= GEMV_ROWS) {
         gemm_job asked = g;
         g = transposed_if_wider(g);
         if (g.c_trans) { /* rows of the transpose on cache lines, but not 4 KiB apart */
@@ -915,17 +973,15 @@ static void gemm_start(gemm_job g, int transB, int ldb) {
             if (g.ldct % 1024 == 0) g.ldct += 16;
             g.ct = grow(&ws_c, &ws_c_len, (size_t)g.M * g.ldct);
         }
-        int nc = g.N < NC ? g.N : NC, slices = (K + KC - 1) / KC, kc = (K + slices - 1) / slices;
-        g.kc = kc;
-        size_t slice_len = (size_t)((nc + NR - 1) / NR) * NR * kc;
+        int nc = g.N < NC ? g.N : NC;
+        size_t slice_len = (size_t)((nc + NR - 1) / NR) * NR * g.kc;
         g.kslices = slice_len * slices <= B_GROUP ? slices : (int)(B_GROUP / slice_len > 1 ? B_GROUP / slice_len : 1);
         g.ap = grow(&ws_a, &ws_a_len, (size_t)team * MC * KC);
         g.bp = grow(&ws_b, &ws_b_len, slice_len * g.kslices);
-        if (g.ap && g.bp && (!g.c_trans || g.ct)) run = gemm_run; /* else (no memory for the panels): unpacked */
-        else g = asked;
+        if (g.ap && g.bp && (!g.c_trans || g.ct)) run = gemm_run;
+        else g = asked; /* no memory for the panels: unpacked */
     }
-    if (run == gemv_run) extras_unpacked(&g, 1, 1);
-    else if (g.sb_j != 1) extras_unpacked(&g, 0, 1); /* column sums ride on row-major packing only */
+    if (run != gemm_run || g.sb_j != 1) colsum_unpacked(&g); /* column sums ride on row-major packing only */
     if (alone || (M < GEMV_ROWS && (double)M * N * K < GEMV_SERIAL)) { /* too small to share */
         run(&g, 1, 0);
         return;

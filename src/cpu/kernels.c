@@ -283,68 +283,91 @@ static void att_probs(float *p, const float *s, int t, int n, float scale, float
     for (; u < n; u++) p[u] = 0.0f;
 }
 
-void fm_k_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int H) {
+/* One (batch, head) of the forward: queries in blocks of ATT_ROWS against keys 0..t. */
+static void attention_forward_head(float *out, float *lse, const float *qkv, int b, int h, int T, int C, int H) {
     int hs = C / H, ld = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            float *S = att_blocks(T); /* (rows, n) scores, then probabilities */
-            if (!S) continue;         /* out of memory: cannot happen after the first step */
-            const float *q = qkv + (size_t)b * T * ld + h * hs, *k = q + C, *v = q + 2 * C;
-            float *l = lse + ((size_t)b * H + h) * T;
-            for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
-                int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS, n = t0 + rows; /* keys 0..n-1 */
-                /* Q K^T, only keys u <= t of row t */
-                fm_k_gemm_band(0, 1, rows, n, hs, q + (size_t)t0 * ld, ld, k, ld, S, n, 0, FM_BAND_C_LOWER, t0);
-                for (int r = 0; r < rows; r++) {
-                    int t = t0 + r;
-                    float *s = S + (size_t)r * n, maxv = row_max(s, t + 1) * scale;
-                    att_probs(s, s, t, n, scale, maxv);
-                    float sum = row_dot(s, NULL, t + 1), inv = 1.0f / sum;
-                    for (int u = 0; u <= t; u++) s[u] *= inv;
-                    l[t] = maxv + logf(sum);
-                }
-                fm_k_gemm_band(0, 0, rows, hs, n, S, n, v, ld, out + ((size_t)b * T + t0) * C + h * hs, C, 0,
-                               FM_BAND_A_LOWER, t0); /* P V; P is zero past the diagonal */
-            }
+    float *S = att_blocks(T); /* (rows, n) scores, then probabilities */
+    if (!S) return;           /* out of memory: cannot happen after the first step */
+    const float *q = qkv + (size_t)b * T * ld + h * hs, *k = q + C, *v = q + 2 * C;
+    float *l = lse + ((size_t)b * H + h) * T;
+    for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
+        int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS, n = t0 + rows; /* keys 0..n-1 */
+        /* Q K^T, only keys u <= t of row t */
+        fm_k_gemm_band(0, 1, rows, n, hs, q + (size_t)t0 * ld, ld, k, ld, S, n, 0, FM_BAND_C_LOWER, t0);
+        for (int r = 0; r < rows; r++) {
+            int t = t0 + r;
+            float *s = S + (size_t)r * n, maxv = row_max(s, t + 1) * scale;
+            att_probs(s, s, t, n, scale, maxv);
+            float sum = row_dot(s, NULL, t + 1), inv = 1.0f / sum;
+            for (int u = 0; u <= t; u++) s[u] *= inv;
+            l[t] = maxv + logf(sum);
         }
+        fm_k_gemm_band(0, 0, rows, hs, n, S, n, v, ld, out + ((size_t)b * T + t0) * C + h * hs, C, 0,
+                       FM_BAND_A_LOWER, t0); /* P V; P is zero past the diagonal */
+    }
+}
+
+/* The per-head products run in the team's threads, inside the parallel loop: each thread takes
+ * the calling thread's fm_k_gemm_force_fp32 setting for them and restores its own after. */
+void fm_k_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int H) {
+    int fp32 = fm_k_gemm_fp32_forced();
+#pragma omp parallel
+    {
+        int own = fm_k_gemm_fp32_forced();
+        fm_k_gemm_force_fp32(fp32);
+#pragma omp for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++) attention_forward_head(out, lse, qkv, b, h, T, C, H);
+        fm_k_gemm_force_fp32(own);
+    }
+}
+
+/* One (batch, head) of the backward. Query blocks last to first: the last block reaches every
+ * key, so it writes dK and dV whole (no zeroing first) and the earlier ones add to them. */
+static void attention_backward_head(float *dqkv, const float *dout, const float *qkv, const float *lse, int b, int h,
+                                    int T, int C, int H) {
+    int hs = C / H, ld = 3 * C;
+    float scale = 1.0f / sqrtf((float)hs);
+    float *P = att_blocks(T);
+    if (!P) return;
+    float *dS = P + (size_t)ATT_ROWS * T; /* (rows, n) each */
+    size_t base = (size_t)b * T * ld + h * hs;
+    const float *q = qkv + base, *k = q + C, *v = q + 2 * C, *l = lse + ((size_t)b * H + h) * T;
+    const float *dO = dout + (size_t)b * T * C + h * hs;
+    float *dq = dqkv + base, *dk = dq + C, *dv = dq + 2 * C;
+    for (int t0 = (T - 1) / ATT_ROWS * ATT_ROWS; t0 >= 0; t0 -= ATT_ROWS) {
+        int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS, n = t0 + rows, add = n < T;
+        /* Q K^T and dP = dO V^T, only keys u <= t of row t */
+        fm_k_gemm_band(0, 1, rows, n, hs, q + (size_t)t0 * ld, ld, k, ld, P, n, 0, FM_BAND_C_LOWER, t0);
+        fm_k_gemm_band(0, 1, rows, n, hs, dO + (size_t)t0 * C, C, v, ld, dS, n, 0, FM_BAND_C_LOWER, t0);
+        for (int r = 0; r < rows; r++) {
+            int t = t0 + r;
+            float *p = P + (size_t)r * n, *ds = dS + (size_t)r * n;
+            att_probs(p, p, t, n, scale, l[t]);
+            float dot = row_dot(p, ds, t + 1);
+            for (int u = 0; u <= t; u++) ds[u] = p[u] * (ds[u] - dot) * scale; /* d scores */
+            for (int u = t + 1; u < n; u++) ds[u] = 0.0f;
+        }
+        /* dS and P are zero past the diagonal: row t of them reaches keys u <= t only */
+        fm_k_gemm_band(0, 0, rows, hs, n, dS, n, k, ld, dq + (size_t)t0 * ld, ld, 0, FM_BAND_A_LOWER, t0); /* dQ = dS K */
+        fm_k_gemm_band(1, 0, n, hs, rows, dS, n, q + (size_t)t0 * ld, ld, dk, ld, add, FM_BAND_A_UPPER, -t0); /* dK += dS^T Q */
+        fm_k_gemm_band(1, 0, n, hs, rows, P, n, dO + (size_t)t0 * C, C, dv, ld, add, FM_BAND_A_UPPER, -t0);   /* dV += P^T dO */
+    }
 }
 
 void fm_k_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *lse,
                              int B, int T, int C, int H) {
-    int hs = C / H, ld = 3 * C;
-    float scale = 1.0f / sqrtf((float)hs);
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            float *P = att_blocks(T), *dS = P + (size_t)ATT_ROWS * T; /* (rows, n) each */
-            if (!P) continue;
-            size_t base = (size_t)b * T * ld + h * hs;
-            const float *q = qkv + base, *k = q + C, *v = q + 2 * C, *l = lse + ((size_t)b * H + h) * T;
-            const float *dO = dout + (size_t)b * T * C + h * hs;
-            float *dq = dqkv + base, *dk = dq + C, *dv = dq + 2 * C;
-            /* Query blocks last to first: the last block reaches every key, so it writes dK and
-             * dV whole (no zeroing first) and the earlier ones add to them. */
-            for (int t0 = (T - 1) / ATT_ROWS * ATT_ROWS; t0 >= 0; t0 -= ATT_ROWS) {
-                int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS, n = t0 + rows, add = n < T;
-                /* Q K^T and dP = dO V^T, only keys u <= t of row t */
-                fm_k_gemm_band(0, 1, rows, n, hs, q + (size_t)t0 * ld, ld, k, ld, P, n, 0, FM_BAND_C_LOWER, t0);
-                fm_k_gemm_band(0, 1, rows, n, hs, dO + (size_t)t0 * C, C, v, ld, dS, n, 0, FM_BAND_C_LOWER, t0);
-                for (int r = 0; r < rows; r++) {
-                    int t = t0 + r;
-                    float *p = P + (size_t)r * n, *ds = dS + (size_t)r * n;
-                    att_probs(p, p, t, n, scale, l[t]);
-                    float dot = row_dot(p, ds, t + 1);
-                    for (int u = 0; u <= t; u++) ds[u] = p[u] * (ds[u] - dot) * scale; /* d scores */
-                    for (int u = t + 1; u < n; u++) ds[u] = 0.0f;
-                }
-                /* dS and P are zero past the diagonal: row t of them reaches keys u <= t only */
-                fm_k_gemm_band(0, 0, rows, hs, n, dS, n, k, ld, dq + (size_t)t0 * ld, ld, 0, FM_BAND_A_LOWER, t0); /* dQ = dS K */
-                fm_k_gemm_band(1, 0, n, hs, rows, dS, n, q + (size_t)t0 * ld, ld, dk, ld, add, FM_BAND_A_UPPER, -t0); /* dK += dS^T Q */
-                fm_k_gemm_band(1, 0, n, hs, rows, P, n, dO + (size_t)t0 * C, C, dv, ld, add, FM_BAND_A_UPPER, -t0);   /* dV += P^T dO */
-            }
-        }
+    int fp32 = fm_k_gemm_fp32_forced();
+#pragma omp parallel
+    {
+        int own = fm_k_gemm_fp32_forced();
+        fm_k_gemm_force_fp32(fp32);
+#pragma omp for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++) attention_backward_head(dqkv, dout, qkv, lse, b, h, T, C, H);
+        fm_k_gemm_force_fp32(own);
+    }
 }
 
 /* ------------------------------------------------------------ pointwise */

@@ -44,10 +44,20 @@ typedef enum { FM_BAND_NONE, FM_BAND_C_LOWER, FM_BAND_A_LOWER, FM_BAND_A_UPPER }
 void fm_k_gemm_band(int transA, int transB, int M, int N, int K,
                     const float *A, int lda, const float *B, int ldb,
                     float *C, int ldc, int accumulate, fm_k_band band, int d);
+/* Every product above sums each element of C in one fixed order that depends on K alone (see
+ * gemm.c): results do not depend on the thread count, and row i of C is bitwise the same for a
+ * product of M rows as for the product of row i alone (NN, NT, TN, TT; with or without bias;
+ * adding to C or not; in float32 and in bfloat16), so batched decoding matches decoding alone. */
 /* Process-wide GEMM precision: 0 = float32 products (the default), 1 = inputs rounded to
- * bfloat16 (nearest even) and products accumulated in float32, for the packed products. */
+ * bfloat16 (nearest even) and products accumulated in float32, for every product. */
 void fm_k_gemm_set_bf16(int on);
 int fm_k_gemm_bf16(void);
+/* Per thread: on = 1 makes the products this thread starts float32 whatever fm_k_gemm_set_bf16
+ * says (inference sessions decode in float32); 0 (each thread's initial value) follows it. A
+ * product reads it once, on the calling thread, so its OpenMP workers follow the caller; the
+ * attention kernels pass the caller's value to the threads that run their per-head products. */
+void fm_k_gemm_force_fp32(int on);
+int fm_k_gemm_fp32_forced(void);
 /* x rounded to the nearest bfloat16 (ties to even), as a float: the tests' model of bf16 GEMMs. */
 float fm_k_bf16_round(float x);
 
