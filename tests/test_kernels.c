@@ -19,6 +19,7 @@
 
 #include <pthread.h>
 
+#include "core/alloc.h"
 #include "cpu/kernels.h"
 
 /* ------------------------------------------------------------ helpers */
@@ -433,6 +434,88 @@ static void test_gemm_force_fp32(void **state) {
     free(qkv), free(dout), free(qkv_f), free(dout_f);
 }
 
+/* ------------------------------------------------------------ out of memory */
+
+typedef struct {
+    int transA, transB, M, N, K, accumulate, kind; /* kind: 0 plain, 1 fused (bias, column sums), 2 band */
+    fm_k_band band;
+    int d;
+    const float *A, *B, *bias;
+    float *C, *colsum;
+    long failed; /* out: allocations made to fail */
+} oom_case;
+
+static void oom_run(oom_case *c) {
+    int lda = c->transA ? c->M : c->K, ldb = c->transB ? c->K : c->N;
+    if (c->kind == 2)
+        fm_k_gemm_band(c->transA, c->transB, c->M, c->N, c->K, c->A, lda, c->B, ldb, c->C, c->N, c->accumulate,
+                       c->band, c->d);
+    else
+        fm_k_gemm_fused(c->transA, c->transB, c->M, c->N, c->K, c->A, lda, c->B, ldb, c->C, c->N, c->accumulate,
+                        c->kind ? c->bias : NULL, c->kind ? c->colsum : NULL);
+}
+
+/* A fresh thread has no workspaces yet: with every allocation failing from the first on, the
+ * product must do without them. */
+static void *oom_thread(void *p) {
+    oom_case *c = p;
+    fm_alloc_fail_at(1, 1);
+    oom_run(c);
+    c->failed = fm_alloc_failed();
+    fm_alloc_fail_at(0, 0);
+    return NULL;
+}
+
+/* When the packing buffers cannot be allocated, every product still gives, bitwise, what it
+ * gives with memory: M from 1 (unpacked) to past one register tile and one thread's share,
+ * every transpose case, plain, fused (bias and column sums) and banded products, float32 and
+ * bfloat16, depths of one and of several slices. */
+static void test_gemm_out_of_memory(void **state) {
+    (void)state;
+    int ms[] = {1, 3, 4, 13, 50}, shapes[][2] = {{45, 300}, {100, 769}}; /* N, K */
+    for (int bf16 = 0; bf16 < 2; bf16++)
+        for (size_t m = 0; m < sizeof ms / sizeof ms[0]; m++)
+            for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++)
+                for (int tr = 0; tr < 4; tr++)
+                    for (int kind = 0; kind < 5; kind++) { /* plain, fused, and the three bands */
+                        int M = ms[m], N = shapes[sh][0], K = shapes[sh][1], acc = (tr + kind) & 1;
+                        double *Ad = rand_d((size_t)M * K, 1), *Bd = rand_d((size_t)K * N, 1);
+                        double *Cd = rand_d((size_t)M * N, 1), *bd = rand_d(N, 1);
+                        float *A = to_f(Ad, (size_t)M * K), *B = to_f(Bd, (size_t)K * N), *bias = to_f(bd, N);
+                        float *want = to_f(Cd, (size_t)M * N), *got = to_f(Cd, (size_t)M * N);
+                        float *want_sums = calloc(N, sizeof(float)), *got_sums = calloc(N, sizeof(float));
+                        oom_case c = {.transA = tr & 1, .transB = tr >> 1, .M = M, .N = N, .K = K, .accumulate = acc,
+                                      .kind = kind < 2 ? kind : 2, .band = (fm_k_band)(kind - 1), .d = 5 - M / 2,
+                                      .A = A, .B = B, .bias = bias};
+                        if (c.kind == 2 && c.band != FM_BAND_C_LOWER) /* the band's zeros in A */
+                            for (int i = 0; i < M; i++)
+                                for (int k = 0; k < K; k++)
+                                    if (c.band == FM_BAND_A_LOWER ? k > i + c.d : k < i + c.d)
+                                        A[c.transA ? (size_t)k * M + i : (size_t)i * K + k] = 0.0f;
+                        fm_k_gemm_set_bf16(bf16);
+                        c.C = want, c.colsum = want_sums;
+                        oom_run(&c);
+                        c.C = got, c.colsum = got_sums;
+                        pthread_t th;
+                        assert_int_equal(pthread_create(&th, NULL, oom_thread, &c), 0);
+                        pthread_join(th, NULL);
+                        fm_k_gemm_set_bf16(0);
+                        if (bf16 || M >= 4) assert_true(c.failed); /* packed: the allocations were reached */
+                        for (int i = 0; i < M; i++)
+                            for (int j = 0; j < N; j++) {
+                                if (c.kind == 2 && c.band == FM_BAND_C_LOWER && j > i + c.d) continue; /* unwanted */
+                                if (memcmp(&want[(size_t)i * N + j], &got[(size_t)i * N + j], sizeof(float)) != 0)
+                                    fail_msg("out of memory, %s %c%c kind %d M=%d N=%d K=%d%s: C[%d][%d] = %.9g, with "
+                                             "memory %.9g", bf16 ? "bf16" : "fp32", c.transA ? 'T' : 'N',
+                                             c.transB ? 'T' : 'N', kind, M, N, K, acc ? " accumulate" : "", i, j,
+                                             got[(size_t)i * N + j], want[(size_t)i * N + j]);
+                            }
+                        assert_memory_equal(want_sums, got_sums, sizeof(float) * N);
+                        free(Ad), free(Bd), free(Cd), free(bd), free(A), free(B), free(bias), free(want), free(got);
+                        free(want_sums), free(got_sums);
+                    }
+}
+
 /* Rounding to bfloat16: nearest, ties to even; infinities and NaN kept. */
 static void test_bf16_round(void **state) {
     (void)state;
@@ -770,6 +853,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_rows_independent),
         cmocka_unit_test(test_gemm_rows_independent_bf16),
         cmocka_unit_test(test_gemm_force_fp32),
+        cmocka_unit_test(test_gemm_out_of_memory),
         cmocka_unit_test(test_gemm_thread_invariance),
         cmocka_unit_test(test_gemm_transposed_wide),
         cmocka_unit_test(test_gemm_band),

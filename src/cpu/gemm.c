@@ -37,9 +37,11 @@
  * per thread in L2-sized blocks instead of into one shared buffer larger than L2.
  *
  * Float32 products with few rows (M < GEMV_ROWS: decoding) skip the packing and stream the
- * weights once (gemv_*), in the same order per element. Not for: anything but float32
- * row-major matrices. Rows of C that start on a cache line (the model's buffers do, see
- * memory.c) are stored in whole lines.
+ * weights once (gemv_*), in the same order per element. When the packing buffers cannot be
+ * allocated, the product runs tile by tile with one A and one B panel on the stack
+ * (gemm_tiles), again in the same order. Not for: anything but float32 row-major matrices.
+ * Rows of C that start on a cache line (the model's buffers do, see memory.c) are stored in
+ * whole lines.
  *
  * bfloat16 products (fm_k_gemm_set_bf16(1), what PyTorch calls matmul precision "medium"): the
  * packed panels are rounded to bfloat16 (nearest even) as they are packed, pairs of k side by
@@ -68,6 +70,7 @@
  */
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +79,7 @@
 #include <immintrin.h>
 #endif
 
+#include "core/alloc.h"
 #include "cpu/kernels.h"
 
 /* Micro-tile and cache blocks. A's panel (MR x kc) streams from L2, B's (kc x NR) from L1/L2. */
@@ -95,15 +99,28 @@
 /* ------------------------------------------------------------ workspace */
 
 /* Packed panels live in a per-calling-thread workspace that only grows (first call of a given
- * size allocates; later steps reuse it), so a training step allocates nothing. */
+ * size allocates; later steps reuse it), so a training step allocates nothing. A thread that
+ * ends frees its workspace (a thread-specific key's destructor runs in the ending thread). */
 static _Thread_local float *ws_a, *ws_b, *ws_c;
 static _Thread_local size_t ws_a_len, ws_b_len, ws_c_len;
+static pthread_key_t ws_key;
+static pthread_once_t ws_key_once = PTHREAD_ONCE_INIT;
+
+static void ws_release(void *unused) {
+    (void)unused;
+    fm_free(ws_a), fm_free(ws_b), fm_free(ws_c);
+    ws_a = ws_b = ws_c = NULL;
+    ws_a_len = ws_b_len = ws_c_len = 0;
+}
+
+static void ws_key_create(void) { pthread_key_create(&ws_key, ws_release); }
 
 static float *grow(float **buf, size_t *len, size_t want) {
     if (*len >= want) return *buf;
-    free(*buf);
-    *buf = aligned_alloc(64, ((want * sizeof(float) + 63) / 64) * 64);
+    fm_free(*buf);
+    *buf = fm_aligned_alloc(64, want * sizeof(float));
     *len = *buf ? want : 0;
+    if (*buf && pthread_once(&ws_key_once, ws_key_create) == 0) pthread_setspecific(ws_key, &ws_key);
     return *buf;
 }
 
@@ -880,6 +897,40 @@ static void gemm_run(const gemm_job *g, int nt, int tid) {
     }
 }
 
+/* The packed path's arithmetic without its workspaces, for when they cannot be allocated: one
+ * register tile at a time, its A panel and B panel packed on the stack (MR x KC and KC x NR
+ * floats), then the same micro-kernels with the same slices, band steps, bias and adding to C
+ * as gemm_run. Every element is the packed path's sum in the packed path's order, so the
+ * result is bitwise what the product gives with memory. Threads split B's panels. */
+static void gemm_tiles(const gemm_job *g, int nt, int tid) {
+    _Alignas(64) float ap[MR * KC], bp[KC * NR];
+    int M = g->M, N = g->N, K = g->K, kcs = g->kc, p0, p1;
+    share((N + NR - 1) / NR, nt, tid, &p0, &p1);
+    for (int p = p0; p < p1; p++) {
+        int j = p * NR, nr = N - j < NR ? N - j : NR;
+        for (int k0 = 0; k0 < K; k0 += kcs) {
+            int kc = K - k0 < kcs ? K - k0 : kcs, load_c = g->accumulate || k0 > 0;
+            pack_b_slice(bp, g->B, g->sb_k, g->sb_j, k0, kc, kc, j, nr, 0, 1, NULL);
+            if (g->bf16) panel_to_bf16_pairs(bp, kc, NR);
+            for (int i = 0; i < M; i += MR) {
+                int mr = M - i < MR ? M - i : MR, ka = 0, kb = kc;
+                if (g->band != FM_BAND_NONE && !band_steps(g, i, mr, j, k0, kc, &ka, &kb)) continue;
+                if (kb == ka && load_c) continue; /* nothing to add */
+                float *cij = g->C + (size_t)i * g->ldc + j;
+                const float *bias = g->bias && k0 == 0 ? g->bias + j : NULL;
+                pack_a_panel(ap, g->A, g->sa_i, g->sa_k, i, mr, k0, kc);
+                if (g->bf16) {
+                    panel_to_bf16_pairs(ap, kc, MR);
+                    micro_kernel_bf16(kb - ka, (const uint32_t *)ap + (size_t)(ka / 2) * MR,
+                                      (const uint32_t *)bp + (size_t)(ka / 2) * NR, cij, g->ldc, mr, nr, load_c, bias);
+                } else {
+                    micro_kernel(kb - ka, ap + (size_t)ka * MR, bp + (size_t)ka * NR, cij, g->ldc, mr, nr, load_c, bias);
+                }
+            }
+        }
+    }
+}
+
 /* ------------------------------------------------------------ entry point */
 
 static void gemm_start(gemm_job g);
@@ -945,9 +996,9 @@ static gemm_job transposed_if_wider(gemm_job g) {
 }
 
 /* Picks the path for a described product and runs it, alone or shared by the team: float32
- * with few rows unpacked (gemv_run), else packed (gemm_run); both sum each element in the same
- * order. Without memory for the panels, unpacked. The band only skips work, so the unpacked
- * path may ignore it. */
+ * with few rows unpacked (gemv_run); else packed (gemm_run), or tile by tile from the stack when
+ * the packing buffers cannot be allocated (gemm_tiles). All three sum each element in the same
+ * order. The band only skips work, so the unpacked path may ignore it. */
 static void gemm_start(gemm_job g) {
     int M = g.M, N = g.N, K = g.K;
     if (M <= 0 || N <= 0) return;
@@ -979,7 +1030,7 @@ static void gemm_start(gemm_job g) {
         g.ap = grow(&ws_a, &ws_a_len, (size_t)team * MC * KC);
         g.bp = grow(&ws_b, &ws_b_len, slice_len * g.kslices);
         if (g.ap && g.bp && (!g.c_trans || g.ct)) run = gemm_run;
-        else g = asked; /* no memory for the panels: unpacked */
+        else g = asked, run = gemm_tiles; /* no memory for the panels */
     }
     if (run != gemm_run || g.sb_j != 1) colsum_unpacked(&g); /* column sums ride on row-major packing only */
     if (alone || (M < GEMV_ROWS && (double)M * N * K < GEMV_SERIAL)) { /* too small to share */

@@ -12,11 +12,45 @@
  */
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "cpu/kernels.h"
 #include "cpu/simd.h"
+
+/* ------------------------------------------------------------ per-thread scratch */
+
+/* LayerNorm's partial sums and attention's blocks live in per-thread scratch that only grows
+ * (a training step allocates nothing); a thread that ends frees its own (a thread-specific key's
+ * destructor runs in the ending thread). scratch() returns *buf grown to want floats, or NULL
+ * without memory. */
+static _Thread_local float *ln_partials;
+static _Thread_local size_t ln_partials_len;
+static _Thread_local float *att_scratch;
+static _Thread_local size_t att_scratch_len;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_key_once = PTHREAD_ONCE_INIT;
+
+static void scratch_release(void *unused) {
+    (void)unused;
+    fm_free(ln_partials), fm_free(att_scratch);
+    ln_partials = att_scratch = NULL;
+    ln_partials_len = att_scratch_len = 0;
+}
+
+static void scratch_key_create(void) { pthread_key_create(&scratch_key, scratch_release); }
+
+static float *scratch(float **buf, size_t *len, size_t want) {
+    if (*len >= want) return *buf;
+    fm_free(*buf);
+    *buf = fm_aligned_alloc(64, sizeof(float) * want); /* rows on cache lines */
+    *len = *buf ? want : 0;
+    if (*buf && pthread_once(&scratch_key_once, scratch_key_create) == 0) pthread_setspecific(scratch_key, &scratch_key);
+    return *buf;
+}
 
 /* ------------------------------------------------------------ embeddings */
 
@@ -101,20 +135,12 @@ void fm_k_layernorm_forward(float *out, float *mean, float *rstd, const float *i
  * added in block order: the same sums whatever the thread count. */
 #define LN_ROWS 32
 
-static _Thread_local float *ln_partials;
-static _Thread_local size_t ln_partials_len;
-
 void fm_k_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
                              const float *inp, const float *w, const float *mean,
                              const float *rstd, int N, int C) {
     int tasks = (N + LN_ROWS - 1) / LN_ROWS;
-    size_t want = (size_t)tasks * 2 * C;
-    if (ln_partials_len < want) {
-        free(ln_partials);
-        ln_partials = aligned_alloc(64, (sizeof(float) * want + 63) / 64 * 64);
-        ln_partials_len = ln_partials ? want : 0;
-    }
-    float *partials = ln_partials; /* (tasks, 2, C): dw then db terms of each block; NULL: none */
+    /* (tasks, 2, C): dw then db terms of each block; NULL: none */
+    float *partials = scratch(&ln_partials, &ln_partials_len, (size_t)tasks * 2 * C);
     /* dinp: by rows. dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * w */
 #pragma omp parallel for schedule(static) if (tasks > 1)
     for (int task = 0; task < tasks; task++) {
@@ -219,19 +245,8 @@ void fm_k_linear_backward(float *dinp, float *dw, float *dbias, const float *dou
  * order by one thread. */
 #define ATT_ROWS 128
 
-static _Thread_local float *att_scratch;
-static _Thread_local size_t att_scratch_len;
-
-/* Two (ATT_ROWS x T) blocks of this thread's scratch; grows on first use only. */
-static float *att_blocks(int T) {
-    size_t want = 2 * (size_t)ATT_ROWS * T;
-    if (att_scratch_len < want) {
-        free(att_scratch);
-        att_scratch = aligned_alloc(64, (sizeof(float) * want + 63) / 64 * 64); /* rows on cache lines */
-        att_scratch_len = att_scratch ? want : 0;
-    }
-    return att_scratch;
-}
+/* Two (ATT_ROWS x T) blocks of this thread's scratch. */
+static float *att_blocks(int T) { return scratch(&att_scratch, &att_scratch_len, 2 * (size_t)ATT_ROWS * T); }
 
 /* Reductions over one row of a block, n > 0 values, in a fixed order. */
 static float row_max(const float *s, int n) {
