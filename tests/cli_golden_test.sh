@@ -25,7 +25,9 @@ trap 'rm -rf "$tmp"' EXIT
 if [ -n "${FM_CFLAGS+x}" ]; then
     # shellcheck disable=SC2086
     macros=$(${FM_CC:-gcc} $FM_CFLAGS -dM -E -x c /dev/null 2>/dev/null)
-    how="compiled with: ${FM_CC:-gcc} $FM_CFLAGS"
+    arch=$(tr ' ' '\n' <<<"$FM_CFLAGS" | grep -E '^-(O|m|fsanitize)' | tr '\n' ' ')
+    how="compiled with ${FM_CC:-gcc} ${arch:-no -O/-m flags}"
+    how=${how% }
     build_f=0 build_bf16=0
     grep -q '__AVX512F__ 1' <<<"$macros" && build_f=1
     grep -q '__AVX512BF16__ 1' <<<"$macros" && build_bf16=1
