@@ -3,8 +3,8 @@
  * every matrix product of a layer and of the tied head (forward, input gradient, weight
  * gradient), and attention forward and backward.
  *
- * What it is for: the per-product figures of the README ("What makes it fast"), and finding
- * which product of a step is slow. Then the products of decoding (1 and 3 rows: the
+ * What it is for: the per-product figures of docs/performance.md ("What makes it fast"), and
+ * finding which product of a step is slow. Then the products of decoding (1 and 3 rows: the
  * unpacked path, which streams the weights once) with the weights' read rate. Each figure is the best of repeated runs over about half a second
  * (the machine is shared: the best run is the one least disturbed). Threads: OMP_NUM_THREADS.
  * Not for: whole training steps (fm bench train) or comparisons with PyTorch (compare.sh).
@@ -24,7 +24,7 @@ static double now(void) {
 }
 
 static float *random_floats(size_t n) {
-    float *x = aligned_alloc(64, (sizeof(float) * n + 63) / 64 * 64); /* as the model's buffers (memory.c) */
+    float *x = aligned_alloc(64, (sizeof(float) * n + 63) / 64 * 64); /* as the model's buffers (src/core/memory.c) */
     if (!x) {
         fprintf(stderr, "bench_kernels: out of memory (%zu floats)\n", n);
         exit(1);

@@ -40,8 +40,8 @@
  * weights once (gemv_*), in the same order per element. When the packing buffers cannot be
  * allocated, the product runs tile by tile with one A and one B panel on the stack
  * (gemm_tiles), again in the same order. Not for: anything but float32 row-major matrices.
- * Rows of C that start on a cache line (the model's buffers do, see memory.c) are stored in
- * whole lines.
+ * Rows of C that start on a cache line (the model's buffers do, see src/core/memory.c) are
+ * stored in whole lines.
  *
  * bfloat16 products (fm_k_gemm_set_bf16(1), what PyTorch calls matmul precision "medium"): the
  * packed panels are rounded to bfloat16 (nearest even) as they are packed, pairs of k side by
@@ -53,20 +53,7 @@
  * (fm_k_gemm_force_fp32: inference sessions decode in float32 whatever the process-wide
  * setting); the precision is read once, on the calling thread, into the product's job.
  *
- * Measured on a 2-core Zen 4 and not kept (each no faster, or slower, in alternating runs):
- * B packing pipelined across threads with per-panel flags instead of the barrier (a thread then
- * reads panels still dirty in the other core's cache: weight gradients 173 -> 136 GFLOP/s); row
- * blocks taken first come, first served instead of contiguous shares; GELU and residual adds
- * done in the micro-kernel's store (the separate passes are already cheap); MC 96-288, NC 512,
- * smaller B groups, columns split instead of rows for small-M products; 14 x 32 or 8 x 48 tiles;
- * operands read in place instead of packed where their rows already are the runs the kernel
- * reads (row-major B, transposed A: rows a power of two apart fight over cache sets, weight
- * gradients 99 -> 62-86 GFLOP/s); a 12-row transpose for A's panels with half the shuffles and
- * whole stores (packing is bound by its loads, not its shuffles); prefetching the next A block
- * into L2 during the current one; each thread packing all of a small B itself (no barrier, no
- * reads from the other core); huge pages for the packing buffers; NC 4096; streaming stores
- * for outputs larger than the caches (the head's logits: the product alone +0-7%, the training
- * step -3% to +4%).
+ * Experiments that were measured and not kept: docs/kernels.md.
  */
 #include <math.h>
 #include <omp.h>
@@ -197,9 +184,9 @@ static void panel_to_bf16_pairs(float *panel, int kc, int w) {
 /* ------------------------------------------------------------ packing */
 
 /* The packing loops read strided runs (rows of A, rows of B) that the hardware prefetchers pick
- * up too late: measured, the loads of packing missed enough to cost 5-10% of a product. Each
- * loop asks for the data it will read a little later: PACK_AHEAD floats further along a row,
- * or PACK_ROWS_AHEAD rows further down. */
+ * up too late, so their loads would miss (docs/kernels.md has the cost). Each loop asks for the
+ * data it will read a little later: PACK_AHEAD floats further along a row, or PACK_ROWS_AHEAD
+ * rows further down. */
 #define PACK_AHEAD 64
 #define PACK_ROWS_AHEAD 4
 
@@ -248,8 +235,8 @@ static inline void transpose16(float *dst, size_t ldd, const float *src, size_t 
 #endif
 
 /* A panel: MR rows [i0, i0+mr) x depth [k0, k0+kc) of op(A) as kc x MR (for each k the MR row
- * values, rows past mr zero). a(i, k) = A[i*sa_i + k*sa_k]. (Copying rows of A as they are and
- * broadcasting from 12 row streams instead was measured 2% slower than this transpose.) */
+ * values, rows past mr zero). a(i, k) = A[i*sa_i + k*sa_k]. Transposed so that the micro-kernel
+ * broadcasts from one stream, not from MR row streams. */
 static void pack_a_panel(float *dst, const float *A, size_t sa_i, size_t sa_k, int i0, int mr, int k0, int kc) {
     if (sa_k == 1) { /* rows contiguous in k: read MR rows side by side */
         int k = 0;
@@ -980,9 +967,9 @@ void fm_k_gemm_band(int transA, int transB, int M, int N, int K,
  * copied in first when adding to them), then copied back transposed. The packing is the same
  * amount either way, (M + N) x K floats, but the wide operand then becomes A, packed by each
  * thread in L2-sized blocks, instead of B, packed into one shared buffer of K x N floats that
- * outgrows L2 (measured with bench/kernels.c: see the README's "Weight gradients built
- * transposed"). Each element is the same sum in the same order, so the result is bitwise the
- * direct one; B's column sums become A's row sums. */
+ * outgrows L2 (docs/performance.md, "Weight gradients built transposed"). Each element is the
+ * same sum in the same order, so the result is bitwise the direct one; B's column sums become
+ * A's row sums. */
 static gemm_job transposed_if_wider(gemm_job g) {
     int a_transposed = g.sa_i == 1 && g.sa_k != 1, b_row_major = g.sb_j == 1 && g.sb_k != 1;
     if (!a_transposed || !b_row_major || g.M >= g.N || g.bias || g.band != FM_BAND_NONE) return g;

@@ -11,8 +11,8 @@
  *
  * Backward conventions: "dX +=" kernels accumulate into X's gradient; "dX =" overwrite it.
  * Shapes: N rows (= B*T), C width, OC/IC out/in features, H heads, hs = C/H head size.
- * Not for: objectives (src/loss.c) or the optimizer's bookkeeping (src/optim.c), which call the
- * row and update kernels at the end of this file.
+ * Not for: objectives (src/train/loss.c) or the optimizer's bookkeeping (src/train/optim.c),
+ * which call the row and update kernels at the end of this file.
  */
 #ifndef FM_KERNELS_H
 #define FM_KERNELS_H
