@@ -430,8 +430,12 @@ static void step_cleanup(void *p) {
     c->t = NULL, c->opt = NULL, c->train = NULL, c->val = NULL, c->m = NULL;
 }
 
-/* The recovered runs against the clean run (the last): the same loss and parameters. Frees the
- * copies; returns 0 with a message in why when one differs. */
+/* The recovered runs against the clean run (the last): the same loss (1e-6 relative) and
+ * parameters. The attention fallback sums in another order, and AdamW's first step moves a
+ * parameter by about lr (1.5e-3 here) whatever the gradient's size, so a gradient near zero
+ * may move its parameter visibly: parameters must agree to 1e-4, a fifteenth of a step (a
+ * wrong fallback, e.g. dK not accumulated over rows, moves parameters by whole steps).
+ * Frees the copies; returns 0 with a message in why when one differs. */
 static int compare_recovered(step_ctx *c, const float *clean_params, float clean_loss, size_t n, char *why,
                              size_t why_size) {
     int bitwise = 0, ok = 1;
@@ -443,7 +447,7 @@ static int compare_recovered(step_ctx *c, const float *clean_params, float clean
             snprintf(why, why_size, "recovered step %d: loss %.9g, the clean step's %.9g", r, c->rec_loss[r],
                      clean_loss);
             ok = 0;
-        } else if (ok && worst > 1e-6) {
+        } else if (ok && worst > 1e-4) {
             snprintf(why, why_size, "recovered step %d: a parameter differs by %g from the clean step's", r, worst);
             ok = 0;
         }

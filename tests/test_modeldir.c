@@ -840,10 +840,15 @@ static void test_checkpoint_round_trip(void **state) {
     /* the moments are really there to be restored */
     st_copy s;
     st_copy_read(&s, dir, STATE_FILE);
-    const float *moment = (const float *)s.data[st_copy_index(&s, "adam.v")];
-    size_t nonzero = 0;
-    for (size_t i = 0; i < fm_model_num_params(a.model); i++) nonzero += moment[i] != 0.0f;
-    assert_true(nonzero > fm_model_num_params(a.model) / 2);
+    size_t nonzero = 0, values = 0;
+    for (int t = 0; t < s.n; t++) {
+        if (strncmp(s.name[t], "adam.v.", 7) != 0) continue;
+        size_t n = (size_t)s.shape[t][0];
+        for (size_t i = 0; i < n; i++) nonzero += ((const float *)s.data[t])[i] != 0.0f;
+        values += n;
+    }
+    assert_int_equal(values, fm_model_num_params(a.model)); /* a moment for every parameter */
+    assert_true(nonzero > values / 2);
     st_copy_free(&s);
 
     load_checkpoint_ok(&b, dir);
@@ -976,15 +981,15 @@ static void test_checkpoint_bad_moments_refused(void **state) {
     two_checkpoints(f, &step1, &step2);
     st_copy s;
     st_copy_read(&s, step1, STATE_FILE);
-    st_copy_remove(&s, "adam.m");
+    st_copy_remove(&s, "adam.m.h.0.mlp.c_fc.weight"); /* its adam.v stays */
     st_copy_write(&s, step1, STATE_FILE);
-    expect_checkpoint_error(step1, STATE_FILE, FM_ERR_MISMATCH, "missing tensor 'adam.m'");
+    expect_checkpoint_error(step1, STATE_FILE, FM_ERR_MISMATCH, "missing tensor 'adam.m.h.0.mlp.c_fc.weight'");
 
     st_copy_read(&s, step2, STATE_FILE);
-    int i = st_copy_index(&s, "adam.v");
+    int i = st_copy_index(&s, "adam.v.wpe.weight");
     s.shape[i][0] -= 1; /* one value short; the data shrinks with the shape */
     st_copy_write(&s, step2, STATE_FILE);
-    expect_checkpoint_error(step2, STATE_FILE, FM_ERR_MISMATCH, "'adam.v'");
+    expect_checkpoint_error(step2, STATE_FILE, FM_ERR_MISMATCH, "'adam.v.wpe.weight'");
 }
 
 /* model.safetensors records the step the training state must match; a value that is not a
@@ -1101,14 +1106,18 @@ static void test_failed_resave_keeps_old_files(void **state) {
     free(b);
 }
 
-/* A checkpoint re-save that fails after config.json and model.safetensors were replaced leaves a
- * torn directory; loading must notice instead of pairing new weights with old moments. */
-static void test_torn_checkpoint_resave_detected(void **state) {
+/* A checkpoint re-save that fails on its last file (no room for training_state.safetensors)
+ * fails with an I/O error naming that file and leaves the previous checkpoint whole: no
+ * temporary file, and it loads at its step with its moments. */
+static void test_failed_checkpoint_resave_keeps_previous(void **state) {
     fixture *f = *state;
-    trainer t;
+    trainer t, back;
     trainer_init(&t, N_LAYER, 13);
     trainer_step(&t);
     const char *dir = save_checkpoint(f, &t, "ckpt");
+    const char *copy = dir_in(f, "copy");
+    copy_model_dir(dir, copy);
+    copy_if_present(dir, copy, STATE_FILE);
     trainer_step(&t);
 
     /* room for model.safetensors, not for training_state.safetensors (twice as large) */
@@ -1118,9 +1127,26 @@ static void test_torn_checkpoint_resave_detected(void **state) {
     assert_int_equal(status, FM_ERR_IO);
     assert_message_has(STATE_FILE);
     assert_int_equal(count_dir_entries_containing(dir, ".tmp."), 0);
-
-    expect_checkpoint_error(dir, STATE_FILE, FM_ERR_MISMATCH, "mixed");
+    assert_same_file(copy, dir, CONFIG_FILE);
+    assert_same_file(copy, dir, WEIGHTS_FILE);
+    assert_same_file(copy, dir, STATE_FILE);
+    load_checkpoint_ok(&back, dir);
+    assert_int_equal(fm_optimizer_steps_done(back.opt), 1);
+    trainer_free(&back);
     trainer_free(&t);
+}
+
+/* Weights changed after the save (same step recorded, same shapes): the state's checksum of its
+ * weights no longer matches, and the pair is refused. */
+static void test_checkpoint_weights_changed_refused(void **state) {
+    fixture *f = *state;
+    const char *step1, *step2;
+    two_checkpoints(f, &step1, &step2);
+    st_copy w;
+    st_copy_read(&w, step1, WEIGHTS_FILE);
+    ((float *)w.data[st_copy_index(&w, "ln_f.bias")])[0] += 1.0f;
+    st_copy_write(&w, step1, WEIGHTS_FILE);
+    expect_checkpoint_error(step1, STATE_FILE, FM_ERR_MISMATCH, "other weights");
 }
 
 /* ---------------------------------------------------------------- main */
@@ -1171,7 +1197,8 @@ int main(void) {
         TEST(test_save_into_missing_parent),
         TEST(test_save_leaves_only_its_files),
         TEST(test_failed_resave_keeps_old_files),
-        TEST(test_torn_checkpoint_resave_detected),
+        TEST(test_failed_checkpoint_resave_keeps_previous),
+        TEST(test_checkpoint_weights_changed_refused),
     };
     return cmocka_run_group_tests_name("model directory", tests, NULL, NULL);
 }

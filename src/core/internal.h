@@ -70,6 +70,10 @@ fm_status fm_mkdir(const char *dir);
 /* dir + "/" + name, fm_malloc'd (NULL when out of memory). */
 char *fm_path_join(const char *dir, const char *name);
 
+/* hash.c: continues a 64-bit checksum h over n bytes (start from FM_HASH64_SEED). */
+#define FM_HASH64_SEED 0xcbf29ce484222325ull
+uint64_t fm_hash64_update(uint64_t h, const void *data, size_t n);
+
 /* ---------------------------------------------------------------- config.json (config.c) */
 
 /* fm_config_save up to the rename (see fm_st_write_finished). */

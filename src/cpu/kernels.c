@@ -298,14 +298,60 @@ static void att_probs(float *p, const float *s, int t, int n, float scale, float
     for (; u < n; u++) p[u] = 0.0f;
 }
 
+/* Query row t without workspace (the fallback when the blocks cannot be allocated): two passes
+ * over keys 0..t, the first for the maximum score, the second for the exponentials, their sum
+ * and the weighted values. q, k, v point at head h of row t / row 0, rows ld apart; out (hs). */
+static void attention_row_forward(float *out, float *lse, const float *q, const float *k, const float *v, int t,
+                                  int ld, int hs, float scale) {
+    float maxv = -INFINITY, sum = 0.0f;
+    for (int u = 0; u <= t; u++) {
+        float s = row_dot(q, k + (size_t)u * ld, hs) * scale;
+        maxv = s > maxv ? s : maxv;
+    }
+    for (int i = 0; i < hs; i++) out[i] = 0.0f;
+    for (int u = 0; u <= t; u++) {
+        float p = expf(row_dot(q, k + (size_t)u * ld, hs) * scale - maxv);
+        sum += p;
+        for (int i = 0; i < hs; i++) out[i] += p * v[(size_t)u * ld + i];
+    }
+    for (int i = 0; i < hs; i++) out[i] /= sum;
+    *lse = maxv + logf(sum);
+}
+
+/* The backward of query row t without workspace: p_u = exp(q.k_u * scale - lse),
+ * dp_u = dO.v_u, ds_u = p_u (dp_u - sum_w p_w dp_w) * scale; dq = sum ds_u k_u (written),
+ * dk_u += ds_u q and dv_u += p_u dO (accumulated over the rows by the caller). */
+static void attention_row_backward(float *dq, float *dk, float *dv, const float *dO, const float *q, const float *k,
+                                   const float *v, float lse, int t, int ld, int hs, float scale) {
+    float dot = 0.0f;
+    for (int u = 0; u <= t; u++)
+        dot += expf(row_dot(q, k + (size_t)u * ld, hs) * scale - lse) * row_dot(dO, v + (size_t)u * ld, hs);
+    for (int i = 0; i < hs; i++) dq[i] = 0.0f;
+    for (int u = 0; u <= t; u++) {
+        const float *ku = k + (size_t)u * ld;
+        float p = expf(row_dot(q, ku, hs) * scale - lse);
+        float ds = p * (row_dot(dO, v + (size_t)u * ld, hs) - dot) * scale;
+        for (int i = 0; i < hs; i++) {
+            dq[i] += ds * ku[i];
+            dk[(size_t)u * ld + i] += ds * q[i];
+            dv[(size_t)u * ld + i] += p * dO[i];
+        }
+    }
+}
+
 /* One (batch, head) of the forward: queries in blocks of ATT_ROWS against keys 0..t. */
 static void attention_forward_head(float *out, float *lse, const float *qkv, int b, int h, int T, int C, int H) {
     int hs = C / H, ld = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
     float *S = att_blocks(T); /* (rows, n) scores, then probabilities */
-    if (!S) return;           /* out of memory: cannot happen after the first step */
     const float *q = qkv + (size_t)b * T * ld + h * hs, *k = q + C, *v = q + 2 * C;
     float *l = lse + ((size_t)b * H + h) * T;
+    if (!S) { /* no memory for the blocks: the same numbers a row at a time, without workspace */
+        for (int t = 0; t < T; t++)
+            attention_row_forward(out + ((size_t)b * T + t) * C + h * hs, &l[t], q + (size_t)t * ld, k, v, t, ld,
+                                  hs, scale);
+        return;
+    }
     for (int t0 = 0; t0 < T; t0 += ATT_ROWS) {
         int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS, n = t0 + rows; /* keys 0..n-1 */
         /* Q K^T, only keys u <= t of row t */
@@ -345,12 +391,19 @@ static void attention_backward_head(float *dqkv, const float *dout, const float 
     int hs = C / H, ld = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
     float *P = att_blocks(T);
-    if (!P) return;
-    float *dS = P + (size_t)ATT_ROWS * T; /* (rows, n) each */
     size_t base = (size_t)b * T * ld + h * hs;
     const float *q = qkv + base, *k = q + C, *v = q + 2 * C, *l = lse + ((size_t)b * H + h) * T;
     const float *dO = dout + (size_t)b * T * C + h * hs;
     float *dq = dqkv + base, *dk = dq + C, *dv = dq + 2 * C;
+    if (!P) { /* no memory for the blocks: a row at a time, dK and dV summed over the rows */
+        for (int u = 0; u < T; u++)
+            for (int i = 0; i < hs; i++) dk[(size_t)u * ld + i] = dv[(size_t)u * ld + i] = 0.0f;
+        for (int t = 0; t < T; t++)
+            attention_row_backward(dq + (size_t)t * ld, dk, dv, dO + (size_t)t * C, q + (size_t)t * ld, k, v, l[t],
+                                   t, ld, hs, scale);
+        return;
+    }
+    float *dS = P + (size_t)ATT_ROWS * T; /* (rows, n) each */
     for (int t0 = (T - 1) / ATT_ROWS * ATT_ROWS; t0 >= 0; t0 -= ATT_ROWS) {
         int rows = T - t0 < ATT_ROWS ? T - t0 : ATT_ROWS, n = t0 + rows, add = n < T;
         /* Q K^T and dP = dO V^T, only keys u <= t of row t */

@@ -8,7 +8,9 @@
  * scoring forward's per shape), and only reads the model, so sessions on different threads
  * share one model. The arithmetic is model/block.c's; every row is computed on its own (the
  * products included), so a sequence gets the same logits, bit for bit, whether it is stepped
- * alone or beside others, and whichever session or thread runs it.
+ * alone or beside others, and whichever session or thread runs it. Each call's products run in
+ * float32 (fm_k_gemm_force_fp32 on the calling thread for its duration) whatever the process-wide
+ * precision, as fm.h promises: a bf16 training run's samples decode as any other.
  * Not for: training (no activations are kept for a backward) or sampling (sample.c).
  */
 #include <math.h>
@@ -203,7 +205,8 @@ fm_status fm_session_feed(fm_session *s, int seq, const int *tokens, int n, cons
         return fm_fail(FM_ERR_ARG, "session: %d + %d positions exceed its length %d", s->len[seq], n, s->max_len);
     fm_status st = check_tokens(s, tokens, n);
     if (st) return st;
-    int last = 0;
+    int last = 0, own = fm_k_gemm_fp32_forced();
+    fm_k_gemm_force_fp32(1); /* float32 products whatever the process-wide precision */
     for (int i = 0; i < n; i += PREFILL_ROWS) {
         int rows = n - i < PREFILL_ROWS ? n - i : PREFILL_ROWS;
         for (int r = 0; r < rows; r++) {
@@ -216,6 +219,7 @@ fm_status fm_session_feed(fm_session *s, int seq, const int *tokens, int n, cons
         last = rows - 1;
     }
     head(s, last, 1);
+    fm_k_gemm_force_fp32(own);
     *logits = s->logits;
     return FM_OK;
 }
@@ -238,9 +242,12 @@ fm_status fm_session_step(fm_session *s, const int *seqs, const int *tokens, int
         s->seq[r] = seqs[r];
         s->pos[r] = s->len[seqs[r]];
     }
+    int own = fm_k_gemm_fp32_forced();
+    fm_k_gemm_force_fp32(1);
     rows_forward(s, n);
     for (int r = 0; r < n; r++) s->len[seqs[r]]++;
     head(s, 0, n);
+    fm_k_gemm_force_fp32(own);
     *logits = s->logits;
     return FM_OK;
 }
@@ -286,11 +293,14 @@ fm_status fm_session_forward(fm_session *s, const int *tokens, int B, int T, con
     if (!st) st = ensure_forward(s, B, T);
     if (st) return st;
     int N = B * T, C = c->n_embd;
+    int own = fm_k_gemm_fp32_forced();
+    fm_k_gemm_force_fp32(1);
     fm_k_encoder_forward(s->fx, tokens, m->w.wte, m->w.wpe, B, T, C);
     fm_attention_rows full = {.B = B, .T = T};
     for (int l = 0; l < c->n_layer; l++) fm_block_forward(m, l, s->fx, &s->fa, N, &full, NULL);
     fm_k_layernorm_forward(s->flnf, s->fmean, s->frstd, s->fx, m->w.lnf_w, m->w.lnf_b, N, C, c->layer_norm_epsilon);
     fm_k_gemm(0, 1, N, c->vocab_size, C, s->flnf, C, m->w.wte, C, s->flogits, c->vocab_size, 0);
+    fm_k_gemm_force_fp32(own);
     *logits = s->flogits;
     return FM_OK;
 }

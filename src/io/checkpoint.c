@@ -258,10 +258,27 @@ fm_status fm_model_load(fm_model **out, const char *dir) { return load_model(out
 /* ------------------------------------------------------------ training state */
 
 enum { META_STEP, META_DATA, META_SEED, META_RNG, META_LR, META_MIN_LR, META_WARMUP, META_TOTAL,
-       META_BETA1, META_BETA2, META_EPS, META_WD, META_CLIP, META_PARAMS, META_COUNT };
-static const char *const meta_names[META_COUNT] = {
+       META_BETA1, META_BETA2, META_EPS, META_WD, META_CLIP, META_PARAMS, META_COUNT,
+       /* optional (states written before them lack them) */
+       META_MODEL_PARAMS = META_COUNT, META_WEIGHTS_HASH, META_ALL };
+static const char *const meta_names[META_ALL] = {
     "step", "data_position", "seed", "rng", "lr", "min_lr", "warmup_steps", "total_steps",
-    "beta1", "beta2", "eps", "weight_decay", "grad_clip", "num_params"};
+    "beta1", "beta2", "eps", "weight_decay", "grad_clip", "num_params", "model_params", "weights_hash"};
+
+/* The checksum of every tensor's values, in the model's order: what a training state records of
+ * the weights it belongs to. */
+static uint64_t weights_hash(const fm_model *m) {
+    uint64_t h = FM_HASH64_SEED;
+    for (int i = 0; i < m->n_tensors; i++) h = fm_hash64_update(h, m->tensors[i].data, sizeof(float) * m->tensors[i].numel);
+    return h;
+}
+
+/* Every value of the model's tensors, attached ones included. */
+static size_t model_values(const fm_model *m) {
+    size_t n = 0;
+    for (int i = 0; i < m->n_tensors; i++) n += m->tensors[i].numel;
+    return n;
+}
 
 fm_status fm_checkpoint_save(const char *dir, const fm_model *m, const fm_optimizer *opt,
                              const fm_train_state *state) {
@@ -271,7 +288,7 @@ fm_status fm_checkpoint_save(const char *dir, const fm_model *m, const fm_optimi
     fm_status st = fm_mkdir(dir);
     if (st) return st;
     const fm_adamw_config *c = &opt->cfg;
-    char values[META_COUNT][96];
+    char values[META_ALL][96];
     snprintf(values[META_STEP], 96, "%" PRId64, opt->step);
     snprintf(values[META_DATA], 96, "%" PRIu64, state->data_position);
     snprintf(values[META_SEED], 96, "%" PRIu64, state->seed);
@@ -288,8 +305,10 @@ fm_status fm_checkpoint_save(const char *dir, const fm_model *m, const fm_optimi
     snprintf(values[META_WD], 96, "%.9g", c->weight_decay);
     snprintf(values[META_CLIP], 96, "%.9g", c->grad_clip);
     snprintf(values[META_PARAMS], 96, "%zu", opt->n);
-    const char *value_ptrs[META_COUNT];
-    for (int i = 0; i < META_COUNT; i++) value_ptrs[i] = values[i];
+    snprintf(values[META_MODEL_PARAMS], 96, "%zu", model_values(m));
+    snprintf(values[META_WEIGHTS_HASH], 96, "%016" PRIx64, weights_hash(m));
+    const char *value_ptrs[META_ALL];
+    for (int i = 0; i < META_ALL; i++) value_ptrs[i] = values[i];
     /* the moments of each trainable tensor, "adam.m.NAME" and "adam.v.NAME" */
     int n_entries = 2 * opt->n_slots;
     fm_st_entry *entries = fm_calloc(n_entries, sizeof *entries);
@@ -312,7 +331,7 @@ fm_status fm_checkpoint_save(const char *dir, const fm_model *m, const fm_optimi
     fm_atomic_file files[3] = {{0}};
     if (!st) st = fm_config_save_finished(&files[0], &m->cfg, config);
     if (!st) st = save_weights(m, weights, opt->step, &files[1]);
-    if (!st) st = fm_st_write_finished(&files[2], state_path, entries, n_entries, meta_names, value_ptrs, META_COUNT);
+    if (!st) st = fm_st_write_finished(&files[2], state_path, entries, n_entries, meta_names, value_ptrs, META_ALL);
     if (!st) st = commit_all(files, 3);
     else abort_all(files, 3);
     fm_free(entries);
@@ -365,10 +384,40 @@ static fm_status load_state(const char *path, fm_model *m, int64_t weights_step,
     fm_train_state loaded = {0};
     fm_optimizer *opt = NULL;
     if ((status = parse_meta(&st, path, ints, reals, &loaded.rng))) goto done;
+    if (m->quant) {
+        status = fm_fail(FM_ERR_ARG, "%s: the model beside this state is int8-quantized; training resumes "
+                         "from float weights only", path);
+        goto done;
+    }
+    /* what the state records of its weights, when it does (fm before these wrote neither) */
+    uint64_t optional[2] = {0};
+    int present[2] = {0};
+    for (int i = 0; i < 2; i++) {
+        const char *name = meta_names[META_MODEL_PARAMS + i], *text = fm_st_meta(&st, name);
+        if (!text) continue;
+        char *end = NULL;
+        errno = 0;
+        optional[i] = strtoull(text, &end, i ? 16 : 10);
+        if (end == text || *end != '\0' || errno || text[0] == '-') {
+            status = fm_fail(FM_ERR_FORMAT, "%s: metadata \"%s\" = \"%s\" is not valid", path, name, text);
+            goto done;
+        }
+        present[i] = 1;
+    }
+    if (present[0] && optional[0] != model_values(m)) {
+        status = fm_fail(FM_ERR_MISMATCH, "%s: state is for a model of %" PRIu64 " parameters, %s holds %zu "
+                         "(the state of another model)", path, optional[0], WEIGHTS_FILE, model_values(m));
+        goto done;
+    }
     if (weights_step != ints[META_STEP]) {
         status = fm_fail(FM_ERR_MISMATCH, "%s: state is at step %" PRId64 " but %s is at step %" PRId64
                          " (a checkpoint mixed from two saves)", path, ints[META_STEP], WEIGHTS_FILE,
                          weights_step);
+        goto done;
+    }
+    if (present[1] && optional[1] != weights_hash(m)) {
+        status = fm_fail(FM_ERR_MISMATCH, "%s: state was saved with other weights than %s's (a checkpoint "
+                         "mixed from two saves, or weights changed since)", path, WEIGHTS_FILE);
         goto done;
     }
     fm_adamw_config c = {
@@ -389,7 +438,9 @@ static fm_status load_state(const char *path, fm_model *m, int64_t weights_step,
         for (int i = 0; i < m->n_tensors; i++) {
             char name[FM_NAME_MAX + 8];
             snprintf(name, sizeof name, "adam.m.%s", m->tensors[i].name);
-            m->tensors[i].trainable = fm_st_find(&st, name) != NULL;
+            int has_m = fm_st_find(&st, name) != NULL;
+            name[5] = 'v';
+            m->tensors[i].trainable = has_m || fm_st_find(&st, name) != NULL; /* one alone: missing below */
             if (i < m->n_own) m->frozen_w[i] = !m->tensors[i].trainable;
         }
         for (int i = 0; i < st.n_tensors; i++) { /* no moments of tensors the model lacks */
