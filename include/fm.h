@@ -535,9 +535,30 @@ fm_status fm_model_load(fm_model **out, const char *dir);
 fm_status fm_dir_lock(const char *dir, const char *holder, int *fd);
 void fm_dir_unlock(int fd);
 
+/* A checkpoint (model, optimizer moments and settings, train state) saved as one unit: the
+ * files are written whole into a new folder DIR/checkpoints/step-NNNNNNNN beside the current
+ * one, re-read, and made current by one atomic switch of the link DIR/checkpoint; the previous
+ * checkpoint is removed after that. DIR/config.json, DIR/model.safetensors and
+ * DIR/training_state.safetensors are links through DIR/checkpoint, so DIR is also a plain model
+ * directory. A kill or failure at any point leaves the previous checkpoint current and whole;
+ * a failed save says so in its error. */
 fm_status fm_checkpoint_save(const char *dir, const fm_model *model, const fm_optimizer *opt,
                              const fm_train_state *state);
-/* Loads model, optimizer (moments, step, hyper-parameters) and train state from dir. */
+
+/* What loading a checkpoint found. */
+typedef struct {
+    char used[1024];    /* the folder loaded (DIR itself for a flat directory from older fm) */
+    int fell_back;      /* the current checkpoint was broken; an older complete one was loaded */
+    char skipped[2048]; /* "FOLDER: why; ..." for each checkpoint passed over (newest first) */
+} fm_checkpoint_report;
+
+/* Loads model, optimizer (moments, step, hyper-parameters) and train state from dir's newest
+ * complete checkpoint: the current one, else the newest older one that loads; report (may be
+ * NULL) says which, and why any was passed over. A flat directory (all three files in DIR,
+ * as fm wrote them before checkpoint folders) loads as it is. When none loads, the error is
+ * the newest one's. */
+fm_status fm_checkpoint_load_report(const char *dir, fm_model **model, fm_optimizer **opt,
+                                    fm_train_state *state, fm_checkpoint_report *report);
 fm_status fm_checkpoint_load(const char *dir, fm_model **model, fm_optimizer **opt,
                              fm_train_state *state);
 

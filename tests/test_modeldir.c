@@ -20,6 +20,7 @@
 #include "test_util.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -411,7 +412,8 @@ static void expect_checkpoint_error(const char *dir, const char *file, fm_status
                  phrase);
     }
     assert_error_contains(got, status, phrase);
-    assert_message_has(join(dir, file).s);
+    assert_message_has(dir); /* the file in dir, or in its current checkpoint folder */
+    assert_message_has(file);
     assert_null(m);
     assert_null(o);
 }
@@ -809,6 +811,9 @@ static void trainer_step(trainer *t) {
 }
 
 /* Saves t as the checkpoint tmp/name. */
+/* The current checkpoint folder of a run directory (through its link), where its files are. */
+#define CURRENT(dir) join(dir, "checkpoint").s
+
 static const char *save_checkpoint(fixture *f, const trainer *t, const char *name) {
     const char *dir = dir_in(f, name);
     if (fm_checkpoint_save(dir, t->model, t->opt, &t->state) != FM_OK)
@@ -904,12 +909,16 @@ static void test_checkpoint_mixed_steps_refused(void **state) {
     copy_if_present(step1, mixed, STATE_FILE);
     expect_checkpoint_error(mixed, STATE_FILE, FM_ERR_MISMATCH, "mixed");
 
-    /* a plain model save over a checkpoint leaves a state that belongs to no saved model */
+    /* a plain model save over a run directory replaces its top-level files, not its checkpoint:
+     * the checkpoint still loads whole */
     fm_model *m;
-    load_ok(&m, step2);
+    load_ok(&m, step1);
     assert_int_equal(fm_model_save(m, step2), FM_OK);
     fm_model_free(m);
-    expect_checkpoint_error(step2, STATE_FILE, FM_ERR_MISMATCH, "mixed");
+    trainer t;
+    load_checkpoint_ok(&t, step2);
+    assert_int_equal(fm_optimizer_steps_done(t.opt), 2);
+    trainer_free(&t);
 }
 
 static void test_checkpoint_state_of_other_model_refused(void **state) {
@@ -930,7 +939,7 @@ static void test_checkpoint_missing_state(void **state) {
     fixture *f = *state;
     const char *step1, *step2;
     two_checkpoints(f, &step1, &step2);
-    remove_file_in(step1, STATE_FILE);
+    remove_file_in(CURRENT(step1), STATE_FILE);
     expect_checkpoint_error(step1, STATE_FILE, FM_ERR_IO, "cannot open");
     /* the model alone still loads */
     fm_model *m;
@@ -980,15 +989,15 @@ static void test_checkpoint_bad_moments_refused(void **state) {
     const char *step1, *step2;
     two_checkpoints(f, &step1, &step2);
     st_copy s;
-    st_copy_read(&s, step1, STATE_FILE);
+    st_copy_read(&s, CURRENT(step1), STATE_FILE);
     st_copy_remove(&s, "adam.m.h.0.mlp.c_fc.weight"); /* its adam.v stays */
-    st_copy_write(&s, step1, STATE_FILE);
+    st_copy_write(&s, CURRENT(step1), STATE_FILE);
     expect_checkpoint_error(step1, STATE_FILE, FM_ERR_MISMATCH, "missing tensor 'adam.m.h.0.mlp.c_fc.weight'");
 
-    st_copy_read(&s, step2, STATE_FILE);
+    st_copy_read(&s, CURRENT(step2), STATE_FILE);
     int i = st_copy_index(&s, "adam.v.wpe.weight");
     s.shape[i][0] -= 1; /* one value short; the data shrinks with the shape */
-    st_copy_write(&s, step2, STATE_FILE);
+    st_copy_write(&s, CURRENT(step2), STATE_FILE);
     expect_checkpoint_error(step2, STATE_FILE, FM_ERR_MISMATCH, "'adam.v.wpe.weight'");
 }
 
@@ -999,9 +1008,9 @@ static void test_checkpoint_corrupt_weights_step_refused(void **state) {
     const char *step1, *step2;
     two_checkpoints(f, &step1, &step2);
     st_copy w;
-    st_copy_read(&w, step1, WEIGHTS_FILE);
+    st_copy_read(&w, CURRENT(step1), WEIGHTS_FILE);
     st_copy_set_meta(&w, "fm_step", "1x");
-    st_copy_write(&w, step1, WEIGHTS_FILE);
+    st_copy_write(&w, CURRENT(step1), WEIGHTS_FILE);
     expect_checkpoint_error(step1, WEIGHTS_FILE, FM_ERR_FORMAT, "fm_step");
 }
 
@@ -1032,8 +1041,11 @@ static void test_save_leaves_only_its_files(void **state) {
     trainer_step(&t);
     const char *dir = save_checkpoint(f, &t, "ckpt");
     assert_int_equal(fm_checkpoint_save(dir, t.model, t.opt, &t.state), FM_OK); /* over itself */
-    assert_int_equal(count_dir_entries_containing(dir, ".tmp."), 0);
-    assert_int_equal(count_dir_entries_containing(dir, ""), 2 + 3);
+    /* three links, the current-checkpoint link and the checkpoints folder, which holds one */
+    assert_int_equal(count_dir_entries_containing(dir, ".tmp"), 0);
+    assert_int_equal(count_dir_entries_containing(dir, ""), 2 + 5);
+    assert_int_equal(count_dir_entries_containing(join(dir, "checkpoints").s, ""), 2 + 1);
+    assert_int_equal(count_dir_entries_containing(CURRENT(dir), ""), 2 + 3);
     trainer_free(&t);
 }
 
@@ -1143,10 +1155,112 @@ static void test_checkpoint_weights_changed_refused(void **state) {
     const char *step1, *step2;
     two_checkpoints(f, &step1, &step2);
     st_copy w;
-    st_copy_read(&w, step1, WEIGHTS_FILE);
+    st_copy_read(&w, CURRENT(step1), WEIGHTS_FILE);
     ((float *)w.data[st_copy_index(&w, "ln_f.bias")])[0] += 1.0f;
-    st_copy_write(&w, step1, WEIGHTS_FILE);
+    st_copy_write(&w, CURRENT(step1), WEIGHTS_FILE);
     expect_checkpoint_error(step1, STATE_FILE, FM_ERR_MISMATCH, "other weights");
+}
+
+/* ---------------------------------------------------------------- checkpoint folders */
+
+/* A checkpoint folder copied in full to another place (a file at a time, plain files). */
+static void copy_checkpoint_folder(const char *from, const char *to) {
+    if (mkdir(to, 0755) != 0) fail_msg("cannot create %s", to);
+    copy_if_present(from, to, CONFIG_FILE);
+    copy_if_present(from, to, WEIGHTS_FILE);
+    copy_if_present(from, to, STATE_FILE);
+}
+
+/* Points dir's checkpoint link at checkpoints/name. */
+static void point_at(const char *dir, const char *name) {
+    path_text link = join(dir, "checkpoint"), target = join("checkpoints", name);
+    unlink(link.s);
+    if (symlink(target.s, link.s) != 0) fail_msg("symlink %s: %s", link.s, strerror(errno));
+}
+
+static void load_checkpoint_report_ok(trainer *t, const char *dir, fm_checkpoint_report *r) {
+    if (fm_checkpoint_load_report(dir, &t->model, &t->opt, &t->state, r) != FM_OK)
+        fail_msg("loading %s: %s", dir, fm_last_error());
+}
+
+/* What a save killed before its switch leaves (a temporary folder, a complete newer folder the
+ * link does not name) is not loaded: the current checkpoint is; the next save removes both. */
+static void test_checkpoint_killed_save_leaves_current(void **state) {
+    fixture *f = *state;
+    const char *step1, *step2;
+    two_checkpoints(f, &step1, &step2);
+    path_text newer = join(join(step1, "checkpoints").s, "step-00000002");
+    path_text tmp = join(join(step1, "checkpoints").s, ".tmp-step-00000002.AbCdEf");
+    copy_checkpoint_folder(CURRENT(step2), newer.s);
+    copy_checkpoint_folder(CURRENT(step2), tmp.s);
+    remove_file_in(tmp.s, STATE_FILE); /* killed half-way */
+    trainer t;
+    fm_checkpoint_report r;
+    load_checkpoint_report_ok(&t, step1, &r);
+    assert_int_equal(fm_optimizer_steps_done(t.opt), 1);
+    assert_false(r.fell_back);
+    assert_non_null(strstr(r.used, "step-00000001"));
+    trainer_step(&t);
+    trainer_step(&t);
+    assert_int_equal(fm_checkpoint_save(step1, t.model, t.opt, &t.state), FM_OK); /* step 3 */
+    assert_int_equal(count_dir_entries_containing(join(step1, "checkpoints").s, ""), 2 + 1);
+    assert_true(file_exists(join(join(step1, "checkpoints").s, "step-00000003").s));
+    trainer_free(&t);
+}
+
+/* The current checkpoint is broken (its state damaged, or the link names a removed folder):
+ * the newest older complete one loads, and the report names the broken one and why. */
+static void test_checkpoint_broken_current_falls_back(void **state) {
+    fixture *f = *state;
+    const char *step1, *step2;
+    two_checkpoints(f, &step1, &step2);
+    /* step2's run gets step1's checkpoint as an older folder */
+    path_text older = join(join(step2, "checkpoints").s, "step-00000001");
+    copy_checkpoint_folder(CURRENT(step1), older.s);
+    st_copy s;
+    st_copy_read(&s, CURRENT(step2), STATE_FILE);
+    st_copy_set_meta(&s, "rng", "garbage");
+    st_copy_write(&s, CURRENT(step2), STATE_FILE);
+    trainer t;
+    fm_checkpoint_report r;
+    load_checkpoint_report_ok(&t, step2, &r);
+    assert_int_equal(fm_optimizer_steps_done(t.opt), 1);
+    assert_true(r.fell_back);
+    assert_non_null(strstr(r.used, "step-00000001"));
+    assert_non_null(strstr(r.skipped, "step-00000002"));
+    assert_non_null(strstr(r.skipped, "\"rng\""));
+    trainer_free(&t);
+
+    /* the link names a folder that is gone */
+    point_at(step2, "step-00000009");
+    load_checkpoint_report_ok(&t, step2, &r);
+    assert_int_equal(fm_optimizer_steps_done(t.opt), 1); /* step 2's folder is still damaged */
+    assert_true(r.fell_back);
+    assert_non_null(strstr(r.skipped, "checkpoint: names no checkpoint folder"));
+    assert_non_null(strstr(r.skipped, "step-00000002"));
+    trainer_free(&t);
+}
+
+/* A directory in the flat layout of older fm loads; a save over it turns its files into links
+ * to the new checkpoint folder. */
+static void test_flat_checkpoint_loads_and_converts(void **state) {
+    fixture *f = *state;
+    const char *step1, *step2;
+    two_checkpoints(f, &step1, &step2);
+    const char *flat = dir_in(f, "flat");
+    copy_checkpoint_folder(CURRENT(step1), flat);
+    trainer t;
+    fm_checkpoint_report r;
+    load_checkpoint_report_ok(&t, flat, &r);
+    assert_string_equal(r.used, flat);
+    assert_int_equal(fm_optimizer_steps_done(t.opt), 1);
+    trainer_step(&t);
+    assert_int_equal(fm_checkpoint_save(flat, t.model, t.opt, &t.state), FM_OK);
+    struct stat sb;
+    assert_int_equal(lstat(join(flat, WEIGHTS_FILE).s, &sb), 0);
+    assert_true(S_ISLNK(sb.st_mode));
+    assert_same_file(flat, step2, WEIGHTS_FILE); /* the same step 2 as the other run's */
+    trainer_free(&t);
 }
 
 /* ---------------------------------------------------------------- main */
@@ -1199,6 +1313,9 @@ int main(void) {
         TEST(test_failed_resave_keeps_old_files),
         TEST(test_failed_checkpoint_resave_keeps_previous),
         TEST(test_checkpoint_weights_changed_refused),
+        TEST(test_checkpoint_killed_save_leaves_current),
+        TEST(test_checkpoint_broken_current_falls_back),
+        TEST(test_flat_checkpoint_loads_and_converts),
     };
     return cmocka_run_group_tests_name("model directory", tests, NULL, NULL);
 }

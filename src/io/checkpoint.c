@@ -20,6 +20,7 @@
 #include "model/model.h"
 #include "train/optim.h"
 #include "model/quant.h"
+#include "io/checkpoint_layout.h"
 
 #define CONFIG_FILE "config.json"
 #define WEIGHTS_FILE "model.safetensors"
@@ -280,13 +281,11 @@ static size_t model_values(const fm_model *m) {
     return n;
 }
 
-fm_status fm_checkpoint_save(const char *dir, const fm_model *m, const fm_optimizer *opt,
-                             const fm_train_state *state) {
-    for (int k = 0; k < opt->n_slots; k++)
-        if (opt->slots[k].tensor >= m->n_tensors || m->tensors[opt->slots[k].tensor].numel != opt->slots[k].numel)
-            return fm_fail(FM_ERR_MISMATCH, "the optimizer does not match the model's tensors");
-    fm_status st = fm_mkdir(dir);
-    if (st) return st;
+/* Writes the three files of a checkpoint into dir (a fresh folder) and re-reads the two
+ * safetensors files' headers: every file complete and synced, or an error. */
+static fm_status write_checkpoint_files(const char *dir, const fm_model *m, const fm_optimizer *opt,
+                                        const fm_train_state *state) {
+    fm_status st = FM_OK;
     const fm_adamw_config *c = &opt->cfg;
     char values[META_ALL][96];
     snprintf(values[META_STEP], 96, "%" PRId64, opt->step);
@@ -336,11 +335,35 @@ fm_status fm_checkpoint_save(const char *dir, const fm_model *m, const fm_optimi
     else abort_all(files, 3);
     fm_free(entries);
     fm_free(names);
+    /* verified: both safetensors files parse and hold what their headers promise */
+    for (int i = 0; !st && i < 2; i++) {
+        fm_safetensors check;
+        st = fm_st_open(&check, i ? state_path : weights);
+        if (!st) fm_st_close(&check);
+        else fm_fail_prefix(st, "checking the checkpoint just written: ");
+    }
     fm_free(config);
     fm_free(weights);
     fm_free(state_path);
     return st;
 }
+
+fm_status fm_checkpoint_save(const char *dir, const fm_model *m, const fm_optimizer *opt,
+                             const fm_train_state *state) {
+    for (int k = 0; k < opt->n_slots; k++)
+        if (opt->slots[k].tensor >= m->n_tensors || m->tensors[opt->slots[k].tensor].numel != opt->slots[k].numel)
+            return fm_fail(FM_ERR_MISMATCH, "the optimizer does not match the model's tensors");
+    fm_ckpt_txn txn;
+    fm_status st = fm_ckpt_begin(&txn, dir, opt->step);
+    if (st) return st;
+    st = write_checkpoint_files(txn.tmp, m, opt, state);
+    if (st) {
+        fm_ckpt_abort(&txn);
+        return fm_fail_prefix(st, "checkpoint of step %" PRId64 " not saved, the previous one kept: ", opt->step);
+    }
+    return fm_ckpt_publish(&txn);
+}
+
 
 /* Parses every metadata value of the training state, strictly. */
 static fm_status parse_meta(const fm_safetensors *st, const char *path, int64_t *ints, double *reals,
@@ -492,8 +515,9 @@ done:
     return status;
 }
 
-fm_status fm_checkpoint_load(const char *dir, fm_model **model, fm_optimizer **opt,
-                             fm_train_state *state) {
+/* One checkpoint's three files, from dir (a checkpoint folder, or a flat directory). */
+static fm_status load_checkpoint_files(const char *dir, fm_model **model, fm_optimizer **opt,
+                                       fm_train_state *state) {
     *model = NULL;
     *opt = NULL;
     int64_t weights_step = -1;
@@ -507,4 +531,51 @@ fm_status fm_checkpoint_load(const char *dir, fm_model **model, fm_optimizer **o
         *model = NULL;
     }
     return st;
+}
+
+/* Appends "what: why" to a report field, "; " between entries, cut at its size. */
+static void report_add(char *field, size_t size, const char *what, const char *why) {
+    size_t used = strlen(field);
+    if (used + 1 < size) snprintf(field + used, size - used, "%s%s: %s", used ? "; " : "", what, why);
+}
+
+fm_status fm_checkpoint_load_report(const char *dir, fm_model **model, fm_optimizer **opt, fm_train_state *state,
+                                    fm_checkpoint_report *report) {
+    fm_checkpoint_report scratch;
+    if (!report) report = &scratch;
+    memset(report, 0, sizeof *report);
+    *model = NULL;
+    *opt = NULL;
+    fm_ckpt_list list;
+    fm_status st = fm_ckpt_list_dirs(dir, &list);
+    if (st) return st;
+    if (list.n == 0 && !list.pointer) { /* a flat directory (fm before checkpoint folders) */
+        snprintf(report->used, sizeof report->used, "%s", dir);
+        return load_checkpoint_files(dir, model, opt, state);
+    }
+    if (list.pointer && !list.pointer_ok)
+        report_add(report->skipped, sizeof report->skipped, FM_CKPT_POINTER,
+                   list.pointer_target[0] ? "names no checkpoint folder" : "is not a link");
+    fm_status first = FM_OK;
+    char first_msg[1024] = "";
+    for (int i = 0; i < list.n; i++) {
+        st = load_checkpoint_files(list.dirs[i], model, opt, state);
+        if (!st) {
+            snprintf(report->used, sizeof report->used, "%s", list.dirs[i]);
+            report->fell_back = i > 0 || (list.pointer && !list.pointer_ok);
+            fm_ckpt_list_free(&list);
+            return FM_OK;
+        }
+        if (!first) first = st, snprintf(first_msg, sizeof first_msg, "%s", fm_last_error());
+        report_add(report->skipped, sizeof report->skipped, list.dirs[i], fm_last_error());
+    }
+    fm_ckpt_list_free(&list);
+    if (!first) return fm_fail(FM_ERR_IO, "%s: no checkpoint (%s)", dir, report->skipped[0] ? report->skipped :
+                               "the checkpoints folder is empty");
+    /* none loads: the newest one's error, and the others' in the report */
+    return fm_fail(first, "%s", first_msg);
+}
+
+fm_status fm_checkpoint_load(const char *dir, fm_model **model, fm_optimizer **opt, fm_train_state *state) {
+    return fm_checkpoint_load_report(dir, model, opt, state, NULL);
 }
