@@ -4,9 +4,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
+
+/* dir holds a training state in some form: a checkpoint link or folder, or the flat file. */
+static int has_training_state(const char *dir) {
+    const char *names[] = {"checkpoint", "checkpoints", "training_state.safetensors"};
+    struct stat sb;
+    int found = 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char *path = cli_path(dir, names[i]);
+        found |= lstat(path, &sb) == 0;
+        free(path);
+    }
+    return found;
+}
 
 static int run(int argc, char **argv) {
     const char *dir = NULL;
@@ -45,8 +59,14 @@ static int run(int argc, char **argv) {
     fm_model *ckpt = NULL;
     fm_optimizer *opt = NULL;
     fm_train_state state;
-    if (fm_checkpoint_load(dir, &ckpt, &opt, &state) == FM_OK) {
+    fm_checkpoint_report report;
+    int status = 0;
+    if (!has_training_state(dir)) {
+        printf("training      no training state\n");
+    } else if (fm_checkpoint_load_report(dir, &ckpt, &opt, &state, &report) == FM_OK) {
         const fm_adamw_config *a = fm_optimizer_config(opt);
+        printf("checkpoint    %s\n", report.used);
+        if (report.skipped[0]) printf("passed over   %s\n", report.skipped);
         printf("training      step %lld of %d, lr %g (min %g, warm-up %d), data position %llu, seed %llu\n",
                (long long)fm_optimizer_steps_done(opt), a->total_steps, a->lr, a->min_lr,
                a->warmup_steps, (unsigned long long)state.data_position,
@@ -54,12 +74,16 @@ static int run(int argc, char **argv) {
         printf("optimizer     AdamW, betas (%g, %g), eps %g, weight decay %g, grad clip %g\n", a->beta1, a->beta2,
                a->eps, a->weight_decay, a->grad_clip);
     } else {
-        printf("training      no training state\n");
+        /* a training state is there but no checkpoint loads: say why, and fail */
+        printf("training      BROKEN: %s\n", fm_last_error());
+        if (report.skipped[0]) printf("passed over   %s\n", report.skipped);
+        fprintf(stderr, "fm info: %s: no loadable checkpoint: %s\n", dir, fm_last_error());
+        status = 1;
     }
     fm_optimizer_free(opt);
     fm_model_free(ckpt);
     fm_model_free(model);
-    return 0;
+    return status;
 }
 
 const cli_command cmd_info = {"info", "--model DIR", "Show a model directory's configuration and training state.", run};

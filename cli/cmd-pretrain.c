@@ -292,8 +292,11 @@ static int run(int argc, char **argv) {
         lock = cli_lock_dir("pretrain", out);
         load_settings(out, &rs);
         if (data_dir) snprintf(rs.data, sizeof rs.data, "%s", data_dir); /* the data may have moved */
-        if ((st = fm_checkpoint_load(out, &model, &opt, &state))) cli_fail("pretrain", st);
-        printf("resuming %s at step %lld of %d\n", out, (long long)fm_optimizer_steps_done(opt), rs.total_steps);
+        fm_checkpoint_report report;
+        if ((st = fm_checkpoint_load_report(out, &model, &opt, &state, &report))) cli_fail("pretrain", st);
+        if (report.skipped[0]) fprintf(stderr, "fm pretrain: warning: passed over %s\n", report.skipped);
+        printf("resuming %s at step %lld of %d (checkpoint %s)\n", out, (long long)fm_optimizer_steps_done(opt),
+               rs.total_steps, report.used);
     } else {
         if (!data_dir) cli_usage_error("pretrain", "--data DIR is required");
         if (!steps == !minutes) cli_usage_error("pretrain", "give exactly one of --steps and --minutes");

@@ -31,6 +31,7 @@ typedef enum {
     FM_ERR_MISMATCH,  /* files or arguments disagree: missing/unknown tensor, wrong shape */
     FM_ERR_NOMEM,     /* an allocation failed */
     FM_ERR_ARG,       /* a caller passed an invalid argument */
+    FM_ERR_NONFINITE, /* a NaN or infinity: in a file's values, or a loss or gradient norm */
 } fm_status;
 
 /* The message of the last failure on this thread ("" when none). */

@@ -1161,6 +1161,43 @@ static void test_checkpoint_weights_changed_refused(void **state) {
     expect_checkpoint_error(step1, STATE_FILE, FM_ERR_MISMATCH, "other weights");
 }
 
+/* ---------------------------------------------------------------- finite values only */
+
+/* A NaN or an infinity in a weight is refused on load, naming the tensor; in an int8 file too. */
+static void test_nonfinite_weight_refused(void **state) {
+    fixture *f = *state;
+    const float bad[] = {NAN, INFINITY, -INFINITY};
+    for (int k = 0; k < 3; k++) {
+        const char *dir = case_dir(f, k == 0 ? "nan" : k == 1 ? "inf" : "minus_inf");
+        st_copy w;
+        st_copy_read(&w, dir, WEIGHTS_FILE);
+        int i = st_copy_index(&w, "h.1.mlp.c_proj.weight");
+        memcpy(w.data[i] + 4 * 7, &bad[k], sizeof(float));
+        st_copy_write(&w, dir, WEIGHTS_FILE);
+        expect_load_error(dir, WEIGHTS_FILE, FM_ERR_NONFINITE, "'h.1.mlp.c_proj.weight'");
+        assert_message_has("index 7");
+    }
+}
+
+/* Moments that no AdamW run produces: a negative second moment, a NaN first moment. */
+static void test_invalid_moments_refused(void **state) {
+    fixture *f = *state;
+    const char *step1, *step2;
+    two_checkpoints(f, &step1, &step2);
+    st_copy s;
+    st_copy_read(&s, CURRENT(step1), STATE_FILE);
+    float minus = -1e-8f, nan = NAN;
+    memcpy(s.data[st_copy_index(&s, "adam.v.h.0.ln_1.bias")] + 4 * 3, &minus, sizeof minus);
+    st_copy_write(&s, CURRENT(step1), STATE_FILE);
+    expect_checkpoint_error(step1, STATE_FILE, FM_ERR_NONFINITE, "'adam.v.h.0.ln_1.bias'");
+    assert_message_has("not negative");
+
+    st_copy_read(&s, CURRENT(step2), STATE_FILE);
+    memcpy(s.data[st_copy_index(&s, "adam.m.wte.weight")], &nan, sizeof nan);
+    st_copy_write(&s, CURRENT(step2), STATE_FILE);
+    expect_checkpoint_error(step2, STATE_FILE, FM_ERR_NONFINITE, "'adam.m.wte.weight'");
+}
+
 /* ---------------------------------------------------------------- checkpoint folders */
 
 /* A checkpoint folder copied in full to another place (a file at a time, plain files). */
@@ -1313,6 +1350,8 @@ int main(void) {
         TEST(test_failed_resave_keeps_old_files),
         TEST(test_failed_checkpoint_resave_keeps_previous),
         TEST(test_checkpoint_weights_changed_refused),
+        TEST(test_nonfinite_weight_refused),
+        TEST(test_invalid_moments_refused),
         TEST(test_checkpoint_killed_save_leaves_current),
         TEST(test_checkpoint_broken_current_falls_back),
         TEST(test_flat_checkpoint_loads_and_converts),

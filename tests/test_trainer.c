@@ -378,6 +378,82 @@ static void test_frozen_weight_has_no_gradient(void **state) {
     fm_model_free(m);
 }
 
+/* ------------------------------------------------------------ non-finite steps */
+
+/* A step whose loss is NaN (a NaN weight) is not applied: the weights, the moments, the step
+ * count and the data position stay; the run stops with the last good checkpoint kept, saying
+ * which; and the NaN model cannot be saved over it. A NaN gradient is refused by the optimizer
+ * the same way. */
+static void test_nonfinite_step_not_applied(void **state) {
+    (void)state;
+    char *dir = make_temp_dir(), *ckpt = test_path(dir, "run");
+    fixed_data d;
+    fixed_init(&d, 0);
+    fm_data_source src = fixed_source(&d);
+    fm_objective xent;
+    fm_objective_cross_entropy(&xent);
+    fm_model *m;
+    fm_optimizer *o;
+    fm_trainer *t;
+    fm_train_state st = {0};
+    fm_rng_seed(&st.rng, 1);
+    fm_adamw_config ac = adam(6);
+    fm_trainer_config tc = trainer_cfg(4, 1, 6);
+    tc.checkpoint_dir = ckpt, tc.save_every = 1;
+    assert_int_equal(fm_model_init(&m, &cfg, 3), FM_OK);
+    assert_int_equal(fm_optimizer_init(&o, m, &ac), FM_OK);
+    assert_int_equal(fm_trainer_init(&t, m, o, &st, &src, &xent, &tc), FM_OK);
+    fm_step_report r;
+    assert_int_equal(fm_trainer_step(t, &r), FM_OK);
+    assert_int_equal(fm_checkpoint_save(ckpt, m, o, &st), FM_OK); /* the good checkpoint: step 1 */
+
+    size_t n = fm_model_num_params(m);
+    int ln = fm_model_find_tensor(m, "ln_f.weight");
+    fm_model_tensor(m, ln)->data[0] = NAN;
+    float *before = malloc(sizeof(float) * n);
+    memcpy(before, fm_model_params(m), sizeof(float) * n);
+    fm_train_state st_before = st;
+    fm_status s = fm_trainer_step(t, &r);
+    assert_int_equal(s, FM_ERR_NONFINITE);
+    assert_non_null(strstr(fm_last_error(), "step 2: the loss is"));
+    assert_memory_equal(before, fm_model_params(m), sizeof(float) * n);
+    assert_int_equal(fm_optimizer_steps_done(o), 1);
+    assert_int_equal(st.data_position, st_before.data_position);
+    assert_memory_equal(&st.rng, &st_before.rng, sizeof st.rng);
+
+    int stopped = 0;
+    s = fm_trainer_run(t, &stopped);
+    assert_int_equal(s, FM_ERR_NONFINITE);
+    assert_non_null(strstr(fm_last_error(), "keeps its last checkpoint"));
+    assert_int_equal(fm_checkpoint_save(ckpt, m, o, &st), FM_ERR_NONFINITE); /* refused */
+    assert_non_null(strstr(fm_last_error(), "ln_f.weight"));
+    fm_model *back;
+    fm_optimizer *o2;
+    fm_train_state st2;
+    assert_int_equal(fm_checkpoint_load(ckpt, &back, &o2, &st2), FM_OK);
+    assert_int_equal(fm_optimizer_steps_done(o2), 1);
+    assert_true(isfinite(fm_model_tensor(back, ln)->data[0]));
+    fm_optimizer_free(o2);
+    fm_model_free(back);
+
+    /* a NaN gradient: the optimizer applies nothing */
+    fm_model_tensor(m, ln)->data[0] = 1.0f;
+    memcpy(before, fm_model_params(m), sizeof(float) * n);
+    fm_model_zero_grad(m);
+    fm_model_tensor(m, ln)->grad[1] = NAN;
+    assert_int_equal(fm_optimizer_step(o, m, NULL, NULL), FM_ERR_NONFINITE);
+    assert_memory_equal(before, fm_model_params(m), sizeof(float) * n);
+    assert_int_equal(fm_optimizer_steps_done(o), 1);
+
+    free(before);
+    fm_trainer_free(t);
+    fm_optimizer_free(o);
+    fm_model_free(m);
+    remove_dir_recursive(dir);
+    free(ckpt);
+    free(dir);
+}
+
 /* ------------------------------------------------------------ attached tensors on disk */
 
 static void test_attached_tensors_round_trip(void **state) {
@@ -409,6 +485,7 @@ int main(void) {
         cmocka_unit_test(test_head_only_training),
         cmocka_unit_test(test_frozen_weight_has_no_gradient),
         cmocka_unit_test(test_attached_tensors_round_trip),
+        cmocka_unit_test(test_nonfinite_step_not_applied),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,6 +23,7 @@ const char *fm_status_name(fm_status status) {
     case FM_ERR_MISMATCH: return "mismatch";
     case FM_ERR_NOMEM: return "out of memory";
     case FM_ERR_ARG: return "invalid argument";
+    case FM_ERR_NONFINITE: return "non-finite value";
     }
     return "unknown status";
 }

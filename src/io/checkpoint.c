@@ -11,6 +11,7 @@
  * which tensors were trainable.
  */
 #include <errno.h>
+#include <math.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,28 @@
 #define CONFIG_FILE "config.json"
 #define WEIGHTS_FILE "model.safetensors"
 #define STATE_FILE "training_state.safetensors"
+
+/* ------------------------------------------------------------ finite values */
+
+/* The index of the first NaN or infinity among x[0..n), or n when there is none. */
+static size_t first_nonfinite(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return i;
+    return n;
+}
+
+/* Every value of the model's tensors is finite; else FM_ERR_NONFINITE naming the tensor, what
+ * (the directory or file) first and outcome ("nothing was written") last. */
+static fm_status check_finite_model(const fm_model *m, const char *what, const char *outcome) {
+    for (int i = 0; i < m->n_tensors; i++) {
+        const fm_tensor_info *t = &m->tensors[i];
+        size_t at = first_nonfinite(t->data, t->numel);
+        if (at < t->numel)
+            return fm_fail(FM_ERR_NONFINITE, "%s: tensor '%s' holds %g (index %zu); %s", what, t->name,
+                           t->data[at], at, outcome);
+    }
+    return FM_OK;
+}
 
 /* ------------------------------------------------------------ weights */
 
@@ -177,6 +200,12 @@ static fm_status load_weights(fm_model *m, const char *path, int64_t *step_out) 
             goto done;
         }
         if ((status = fm_st_read_f32(&st, t, info->data))) goto done;
+        size_t at = first_nonfinite(info->data, info->numel);
+        if (at < info->numel) {
+            status = fm_fail(FM_ERR_NONFINITE, "%s: tensor '%s' holds %g at index %zu (weights must be finite)",
+                             path, t->name, info->data[at], at);
+            goto done;
+        }
         seen[idx] = 1;
     }
     for (int i = 0; i < m->n_tensors; i++)
@@ -219,7 +248,8 @@ done:
 }
 
 fm_status fm_model_save(const fm_model *m, const char *dir) {
-    fm_status st = fm_mkdir(dir);
+    fm_status st = m->quant ? FM_OK : check_finite_model(m, dir, "nothing was written");
+    if (!st) st = fm_mkdir(dir);
     if (st) return st;
     char *config = fm_path_join(dir, CONFIG_FILE), *weights = fm_path_join(dir, WEIGHTS_FILE);
     /* both files are written in full before either replaces what the folder held */
@@ -244,6 +274,7 @@ static fm_status load_model(fm_model **out, const char *dir, int64_t *step) {
     int q8 = 0;
     if (!st) st = fm_quant_file_is_q8(weights, &q8);
     if (!st && q8) st = fm_quant_load(*out, weights, step); /* int8: quant.c */
+    if (!st && q8) st = check_finite_model(*out, weights, "weights must be finite");
     else if (!st) st = load_weights(*out, weights, step);
     if (st) {
         fm_model_free(*out);
@@ -353,8 +384,18 @@ fm_status fm_checkpoint_save(const char *dir, const fm_model *m, const fm_optimi
     for (int k = 0; k < opt->n_slots; k++)
         if (opt->slots[k].tensor >= m->n_tensors || m->tensors[opt->slots[k].tensor].numel != opt->slots[k].numel)
             return fm_fail(FM_ERR_MISMATCH, "the optimizer does not match the model's tensors");
+    /* nothing non-finite replaces a good checkpoint */
+    fm_status st = check_finite_model(m, dir, "nothing was written");
+    for (int k = 0; !st && k < opt->n_slots; k++) {
+        const fm_adam_slot *sl = &opt->slots[k];
+        size_t at = first_nonfinite(sl->m, sl->numel), at_v = first_nonfinite(sl->v, sl->numel);
+        if (at < sl->numel || at_v < sl->numel)
+            st = fm_fail(FM_ERR_NONFINITE, "%s: AdamW's moments of '%s' are not finite; nothing was written", dir,
+                         m->tensors[sl->tensor].name);
+    }
+    if (st) return st;
     fm_ckpt_txn txn;
-    fm_status st = fm_ckpt_begin(&txn, dir, opt->step);
+    st = fm_ckpt_begin(&txn, dir, opt->step);
     if (st) return st;
     st = write_checkpoint_files(txn.tmp, m, opt, state);
     if (st) {
@@ -499,8 +540,17 @@ static fm_status load_state(const char *path, fm_model *m, int64_t weights_step,
                 status = fm_fail(FM_ERR_MISMATCH, "%s: tensor '%s' must have shape [%zu]", path, name, want);
                 goto done;
             }
-            if ((status = fm_st_read_f32(&st, t, flat ? (j ? opt->v : opt->m) : (j ? opt->slots[k].v : opt->slots[k].m))))
+            float *dst = flat ? (j ? opt->v : opt->m) : (j ? opt->slots[k].v : opt->slots[k].m);
+            if ((status = fm_st_read_f32(&st, t, dst))) goto done;
+            size_t at = first_nonfinite(dst, want);
+            if (at == want && j) /* second moments are averages of squares */
+                for (at = 0; at < want && dst[at] >= 0.0f; at++) {}
+            if (at < want) {
+                status = fm_fail(FM_ERR_NONFINITE, "%s: tensor '%s' holds %g at index %zu (%s)", path, name,
+                                 dst[at], at, j ? "a second moment must be finite and not negative"
+                                                : "a moment must be finite");
                 goto done;
+            }
         }
     }
     opt->step = ints[META_STEP];

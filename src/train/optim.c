@@ -152,8 +152,8 @@ fm_status fm_optimizer_step(fm_optimizer *o, fm_model *model, float *grad_norm, 
     FM_TIMED("other: gradient norm", norm = global_norm(o));
     if (grad_norm) *grad_norm = (float)norm;
     if (!isfinite(norm))
-        return fm_fail(FM_ERR_ARG, "gradient norm is %g at step %lld; the update was skipped", norm,
-                       (long long)o->step);
+        return fm_fail(FM_ERR_NONFINITE, "step %lld: the gradient norm is %g; the update was not applied",
+                       (long long)o->step + 1, norm);
     float clip = 1.0f;
     if (o->cfg.grad_clip > 0.0f) {
         double coef = o->cfg.grad_clip / (norm + 1e-6);

@@ -42,6 +42,7 @@ struct fm_trainer {
     FILE *metrics;
     curve curve;
     double t_run;          /* clock at fm_trainer_run's start */
+    int64_t saved_step;    /* the step of this trainer's last checkpoint, -1 before one */
 };
 
 static double now(void) {
@@ -184,6 +185,7 @@ fm_status fm_trainer_init(fm_trainer **out, fm_model *model, fm_optimizer *opt, 
     fm_trainer *t = fm_calloc(1, sizeof *t);
     if (!t) return fm_fail(FM_ERR_NOMEM, "out of memory for the trainer");
     t->model = model, t->opt = opt, t->state = state, t->data = *data, t->obj = *obj, t->cfg = *cfg;
+    t->saved_step = -1;
     fm_status st = FM_OK;
     t->micro = fm_calloc(cfg->grad_accum, sizeof *t->micro);
     if (!t->micro) st = fm_fail(FM_ERR_NOMEM, "out of memory for the trainer");
@@ -259,9 +261,14 @@ fm_status fm_trainer_step(fm_trainer *t, fm_step_report *r) {
     if (!st) fm_model_zero_grad(t->model);
     for (int k = 0; !st && k < t->cfg.grad_accum; k++) st = micro_step(t, &t->micro[k], norm, &loss_sum);
     memset(r, 0, sizeof *r);
+    /* a non-finite loss or gradient norm is never applied: the weights and moments stay as the
+     * last good step left them */
+    if (!st && !isfinite(loss_sum))
+        st = fm_fail(FM_ERR_NONFINITE, "step %lld: the loss is %g; the update was not applied",
+                     (long long)fm_optimizer_steps_done(t->opt) + 1, loss_sum / norm);
     if (!st) st = fm_optimizer_step(t->opt, t->model, &r->grad_norm, &r->lr);
     if (st) {
-        if (st == FM_ERR_NOMEM) *t->state = before;
+        if (st == FM_ERR_NOMEM || st == FM_ERR_NONFINITE) *t->state = before;
         return st;
     }
     double dt = now() - t0;
@@ -299,7 +306,19 @@ fm_status fm_trainer_evaluate(fm_trainer *t, double *loss) {
 static fm_status save(fm_trainer *t) {
     if (!t->cfg.checkpoint_dir) return FM_OK;
     if (t->metrics) fflush(t->metrics);
-    return fm_checkpoint_save(t->cfg.checkpoint_dir, t->model, t->opt, t->state);
+    fm_status st = fm_checkpoint_save(t->cfg.checkpoint_dir, t->model, t->opt, t->state);
+    if (!st) t->saved_step = fm_optimizer_steps_done(t->opt);
+    return st;
+}
+
+/* A step that failed on a NaN or infinity ends the run; what is on disk is the last good
+ * checkpoint, and the error says which. */
+static fm_status nonfinite_stop(fm_trainer *t, fm_status st) {
+    if (st != FM_ERR_NONFINITE || !t->cfg.checkpoint_dir) return st;
+    if (t->saved_step >= 0)
+        return fm_fail_prefix(st, "stopped; %s keeps the checkpoint of step %lld, the last good one: ",
+                              t->cfg.checkpoint_dir, (long long)t->saved_step);
+    return fm_fail_prefix(st, "stopped; %s keeps its last checkpoint: ", t->cfg.checkpoint_dir);
 }
 
 fm_status fm_trainer_run(fm_trainer *t, int *stopped) {
@@ -308,7 +327,7 @@ fm_status fm_trainer_run(fm_trainer *t, int *stopped) {
     fm_status st = FM_OK;
     while (fm_optimizer_steps_done(t->opt) < t->cfg.total_steps) {
         fm_step_report r;
-        if ((st = fm_trainer_step(t, &r))) return st;
+        if ((st = fm_trainer_step(t, &r))) return nonfinite_stop(t, st);
         int last = r.step == t->cfg.total_steps;
         if (t->data.eval_next && t->cfg.eval_every > 0 && (r.step % t->cfg.eval_every == 0 || last)) {
             if ((st = fm_trainer_evaluate(t, &r.val_loss))) return st;
