@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -86,6 +87,15 @@ static void save_settings(const char *run_dir, const run_settings *r) {
         exit(1);
     }
     free(text), free(path), free(tmp);
+}
+
+/* dir holds a checkpoint: the link to its current one, or a flat state from older fm. */
+static int holds_checkpoint(const char *dir) {
+    struct stat sb;
+    char *link = cli_path(dir, "checkpoint"), *flat = cli_path(dir, "training_state.safetensors");
+    int found = lstat(link, &sb) == 0 || lstat(flat, &sb) == 0;
+    free(link), free(flat);
+    return found;
 }
 
 static int json_int(const char *path, cJSON *o, const char *key, int lo, int hi) {
@@ -290,6 +300,11 @@ static int run(int argc, char **argv) {
             cli_usage_error("pretrain", "--resume continues with the run's stored settings; drop the size, budget and "
                             "precision flags (and --grad-accum, --freeze)");
         lock = cli_lock_dir("pretrain", out);
+        if (!holds_checkpoint(out)) {
+            fprintf(stderr, "fm pretrain: %s holds no checkpoint: the run stopped before its first save; start it "
+                    "again (--force over what it left)\n", out);
+            exit(1);
+        }
         load_settings(out, &rs);
         if (data_dir) snprintf(rs.data, sizeof rs.data, "%s", data_dir); /* the data may have moved */
         fm_checkpoint_report report;
@@ -396,11 +411,13 @@ static int run(int argc, char **argv) {
         lock = cli_lock_dir("pretrain", out);
         state.seed = rs.seed;
         fm_rng_seed(&state.rng, rs.seed);
-        if ((st = fm_checkpoint_save(out, model, opt, &state))) cli_fail("pretrain", st);
+        /* the run's settings and tokenizer first: the first checkpoint is what makes the run
+         * resumable, so a kill before it leaves a directory that --resume names as unstarted */
         save_settings(out, &rs);
         char *dst = cli_path(out, "tokenizer.json");
         if ((st = fm_tokenizer_save(tok, dst))) cli_fail("pretrain", st);
         free(dst);
+        if ((st = fm_checkpoint_save(out, model, opt, &state))) cli_fail("pretrain", st);
         printf("model: %zu parameters (%d layers, width %d, %d heads, context %d, vocabulary %d)",
                fm_model_num_params(model), mc->n_layer, mc->n_embd, mc->n_head, mc->n_positions, mc->vocab_size);
         if (fm_model_num_trainable(model) != fm_model_num_params(model))

@@ -20,6 +20,22 @@
 
 #define TMP_SUFFIX ".tmp.XXXXXX"
 
+int fm_io_should_fail(const char *op) {
+    static long fail_at = -1, count = 0;
+    static int log = 0;
+    if (fail_at < 0) {
+        const char *k = getenv("FM_FAIL_IO"), *l = getenv("FM_FAIL_IO_LOG");
+        fail_at = k ? atol(k) : 0;
+        log = l && l[0] == '1';
+    }
+    if (!fail_at && !log) return 0;
+    long n = __atomic_add_fetch(&count, 1, __ATOMIC_RELAXED);
+    if (log) fprintf(stderr, "io %ld: %s\n", n, op);
+    if (n != fail_at) return 0;
+    errno = EIO;
+    return 1;
+}
+
 /* Frees the strings of af and zeroes it, so that a second commit/abort is harmless. */
 static void release(fm_atomic_file *af) {
     fm_free(af->path);
@@ -49,6 +65,7 @@ static int sync_parent_dir(char *path) {
     if (!slash) dir = ".";
     else if (slash == path) dir = "/";
     else *slash = '\0';
+    if (fm_io_should_fail("fsync folder")) return EIO;
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
     if (fd < 0) return errno;
     int err = 0;
@@ -72,7 +89,7 @@ fm_status fm_atomic_open(fm_atomic_file *af, const char *path) {
     memcpy(af->tmp_path, path, n);
     memcpy(af->tmp_path + n, TMP_SUFFIX, sizeof TMP_SUFFIX);
 
-    int fd = mkstemp(af->tmp_path);
+    int fd = fm_io_should_fail("create file") ? -1 : mkstemp(af->tmp_path);
     if (fd < 0) {
         int err = errno;
         release(af);
@@ -91,7 +108,7 @@ fm_status fm_atomic_open(fm_atomic_file *af, const char *path) {
 void fm_atomic_write(fm_atomic_file *af, const void *data, size_t size) {
     if (!af || !af->fp || af->failed || size == 0) return;
     errno = 0;
-    if (fwrite(data, 1, size, af->fp) != size) af->failed = errno ? errno : EIO;
+    if (fm_io_should_fail("write") || fwrite(data, 1, size, af->fp) != size) af->failed = errno ? errno : EIO;
 }
 
 fm_status fm_atomic_finish(fm_atomic_file *af) {
@@ -101,10 +118,10 @@ fm_status fm_atomic_finish(fm_atomic_file *af) {
     }
     if (af->finished) return FM_OK;
     int err = af->failed;
-    if (!err && fflush(af->fp) != 0) err = errno;
-    if (!err && fsync(fileno(af->fp)) != 0) err = errno;
+    if (!err && (fm_io_should_fail("flush") || fflush(af->fp) != 0)) err = errno;
+    if (!err && (fm_io_should_fail("fsync file") || fsync(fileno(af->fp)) != 0)) err = errno;
     if (!err) {
-        int closed = fclose(af->fp);
+        int closed = fm_io_should_fail("close") ? (fclose(af->fp), errno = EIO, -1) : fclose(af->fp);
         af->fp = NULL;
         if (closed != 0) err = errno;
     }
@@ -124,7 +141,7 @@ fm_status fm_atomic_commit(fm_atomic_file *af) {
     }
     fm_status finished = fm_atomic_finish(af);
     if (finished != FM_OK) return finished;
-    if (rename(af->tmp_path, af->path) != 0) {
+    if (fm_io_should_fail("rename file") || rename(af->tmp_path, af->path) != 0) {
         fm_status status = fm_fail(FM_ERR_IO, "cannot rename %s to %s: %s", af->tmp_path,
                                    af->path, strerror(errno));
         discard(af);
@@ -146,6 +163,7 @@ void fm_atomic_abort(fm_atomic_file *af) {
 
 fm_status fm_mkdir(const char *dir) {
     if (!dir || !dir[0]) return fm_fail(FM_ERR_ARG, "fm_mkdir: empty directory name");
+    if (fm_io_should_fail("mkdir")) return fm_fail(FM_ERR_IO, "cannot create directory %s: %s", dir, strerror(EIO));
     if (mkdir(dir, 0755) == 0) return FM_OK;
     int err = errno;
     struct stat sb;

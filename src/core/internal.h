@@ -65,6 +65,12 @@ fm_status fm_atomic_finish(fm_atomic_file *af);
 /* Removes the temporary file and releases af (use on an error path before commit). */
 void fm_atomic_abort(fm_atomic_file *af);
 
+/* Failure injection for tests, sqlite-style: with FM_FAIL_IO=K in the environment, the K-th file
+ * operation that asks (counted over the process from 1: creating, writing, syncing, closing,
+ * renaming, linking) fails as if the system had returned EIO; FM_FAIL_IO_LOG=1 prints each
+ * operation's number and name to stderr. Returns 1 (errno = EIO) when this one is to fail. */
+int fm_io_should_fail(const char *op);
+
 /* Creates a directory if it does not exist (one level). */
 fm_status fm_mkdir(const char *dir);
 /* dir + "/" + name, fm_malloc'd (NULL when out of memory). */

@@ -26,6 +26,7 @@ static const char *const linked_files[] = {"config.json", "model.safetensors", "
 
 /* fsync of a folder (filesystems that cannot, EINVAL, are accepted); 0 or an errno value. */
 static int sync_dir(const char *dir) {
+    if (fm_io_should_fail("fsync folder")) return EIO;
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
     if (fd < 0) return errno;
     int err = fsync(fd) != 0 && errno != EINVAL ? errno : 0;
@@ -74,7 +75,7 @@ fm_status fm_ckpt_begin(fm_ckpt_txn *t, const char *run, int64_t step) {
         release(t);
         return fm_fail(FM_ERR_NOMEM, "%s: out of memory", run);
     }
-    if (!mkdtemp(t->tmp)) {
+    if (fm_io_should_fail("create folder") || !mkdtemp(t->tmp)) {
         int err = errno;
         release(t);
         return fm_fail(FM_ERR_IO, "cannot create a checkpoint folder in %s/%s: %s", run, FM_CKPT_FOLDER,
@@ -95,8 +96,8 @@ static int replace_with_link(const char *target, const char *path) {
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) return ENAMETOOLONG;
     unlink(tmp);
-    if (symlink(target, tmp) != 0) return errno;
-    if (rename(tmp, path) != 0) {
+    if (fm_io_should_fail("symlink") || symlink(target, tmp) != 0) return errno;
+    if (fm_io_should_fail("rename link") || rename(tmp, path) != 0) {
         int err = errno;
         unlink(tmp);
         return err;
@@ -145,7 +146,7 @@ fm_status fm_ckpt_publish(fm_ckpt_txn *t) {
             return st;
         }
     }
-    if (rename(t->tmp, final) != 0) {
+    if (fm_io_should_fail("rename folder") || rename(t->tmp, final) != 0) {
         st = fm_fail(FM_ERR_IO, "cannot rename %s to %s: %s", t->tmp, final, strerror(errno));
         fm_ckpt_abort(t);
         return st;
@@ -156,6 +157,20 @@ fm_status fm_ckpt_publish(fm_ckpt_txn *t) {
         release(t);
         return st;
     }
+    /* top-level files not there yet (a new run) are links before the switch, so that the run
+     * reads as a model directory from the moment it has a checkpoint */
+    struct stat lsb;
+    for (size_t i = 0; i < sizeof linked_files / sizeof linked_files[0]; i++) {
+        snprintf(target, sizeof target, "%s/%s", FM_CKPT_POINTER, linked_files[i]);
+        if (snprintf(path, sizeof path, "%s/%s", t->run, linked_files[i]) >= (int)sizeof path) err = ENAMETOOLONG;
+        else if (lstat(path, &lsb) != 0 && errno == ENOENT) err = replace_with_link(target, path);
+        if (err) {
+            st = fm_fail(FM_ERR_IO, "cannot create the link %s: %s; the previous checkpoint stays", path, strerror(err));
+            remove_folder(final);
+            release(t);
+            return st;
+        }
+    }
     /* the switch: one rename; before it the previous checkpoint is current, after it this one */
     snprintf(target, sizeof target, "%s/%s", FM_CKPT_FOLDER, name);
     if ((err = replace_with_link(target, pointer)) || (err = sync_dir(t->run))) {
@@ -165,7 +180,8 @@ fm_status fm_ckpt_publish(fm_ckpt_txn *t) {
         release(t);
         return st;
     }
-    /* the top-level files read through the link (replacing the plain files of an older layout) */
+    /* the top-level files read through the link (replacing the plain files of an older layout,
+     * or of a plain model save over the run) */
     for (size_t i = 0; i < sizeof linked_files / sizeof linked_files[0]; i++) {
         snprintf(target, sizeof target, "%s/%s", FM_CKPT_POINTER, linked_files[i]);
         if (snprintf(path, sizeof path, "%s/%s", t->run, linked_files[i]) >= (int)sizeof path) err = ENAMETOOLONG;
