@@ -46,6 +46,15 @@ $(BUILD)/%.o: %.c $(wildcard include/*.h src/*/*.h cli/*.h tests/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# The commit fm is built from ("-dirty" with uncommitted changes; "unknown" outside git), which
+# fm pretrain records in run.json; the header is rewritten only when the text changes, so that
+# cmd-pretrain.o is rebuilt exactly then.
+FM_COMMIT_TEXT := $(shell git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)
+$(shell mkdir -p $(BUILD) && echo '#define FM_COMMIT "$(FM_COMMIT_TEXT)"' >$(BUILD)/commit.h.new && \
+    { cmp -s $(BUILD)/commit.h.new $(BUILD)/commit.h || mv $(BUILD)/commit.h.new $(BUILD)/commit.h; }; rm -f $(BUILD)/commit.h.new)
+$(BUILD)/cli/cmd-pretrain.o: $(BUILD)/commit.h
+$(BUILD)/cli/cmd-pretrain.o: CFLAGS += -include $(BUILD)/commit.h
+
 $(BUILD)/libfm.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
