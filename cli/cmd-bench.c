@@ -75,6 +75,7 @@ typedef struct {
     uint64_t seed;
     const char *model_dir; /* generate: a model directory instead of a random model */
     const char *precision; /* matrix products: fp32 or bf16 */
+    cli_list freeze;       /* train: tensor patterns kept frozen */
 } bench_args;
 
 static int bench_train(const bench_args *a) {
@@ -91,6 +92,9 @@ static int bench_train(const bench_args *a) {
     ocfg.total_steps = 1000;
     fm_status st = fm_model_init(&model, cfg, a->seed);
     if (st) cli_fail("bench", st);
+    for (int i = 0; i < a->freeze.n; i++)
+        if (fm_model_set_trainable(model, a->freeze.items[i], 0, NULL))
+            cli_usage_error("bench", "--freeze: %s", fm_last_error());
     if ((st = fm_optimizer_init(&opt, model, &ocfg))) cli_fail("bench", st);
 
     /* Random tokens (B, T) per step; targets are the next token of the same stream. */
@@ -128,9 +132,10 @@ static int bench_train(const bench_args *a) {
     size_t N = fm_model_num_params(model);
     double flops_per_token = 6.0 * (double)N + 6.0 * cfg->n_layer * cfg->n_embd * (double)T;
     double tok_s = n / step_s, gflops = flops_per_token * tok_s / 1e9;
-    printf("fm_bench mode=train tokens_per_s=%.1f ms_per_step=%.2f gflops=%.1f peak_pct=%.1f params=%zu "
+    /* FLOPs are counted for a full step, frozen weights included: gflops compares like with like */
+    printf("fm_bench mode=train tokens_per_s=%.1f ms_per_step=%.2f gflops=%.1f peak_pct=%.1f params=%zu trainable=%zu "
            "peak_rss_mb=%.1f threads=%d layers=%d dim=%d heads=%d vocab=%d batch=%d seq=%d precision=%s loss=%.4f\n",
-           tok_s, 1e3 * step_s, gflops, 100.0 * gflops / a->peak_gflops, N, peak_rss_mb(), fm_get_threads(),
+           tok_s, 1e3 * step_s, gflops, 100.0 * gflops / a->peak_gflops, N, fm_model_num_trainable(model), peak_rss_mb(), fm_get_threads(),
            cfg->n_layer, cfg->n_embd, cfg->n_head, cfg->vocab_size, B, T,
            fm_matmul_precision_name(fm_get_matmul_precision()), loss);
     if (a->profile) print_profile(a->steps, mean_step_s);
@@ -231,6 +236,7 @@ static int run(int argc, char **argv) {
         {"peak-gflops", OPT_FLOAT, &a.peak_gflops, 1e-3, 1e9, "FMA peak for peak_pct (default 330)"},
         {"seed", OPT_U64, &a.seed, 0, 1.8e19, "random seed (default 1337)"},
         {"precision", OPT_STRING, &a.precision, 0, 0, "matrix products: fp32 (default) or bf16"},
+        {"freeze", OPT_LIST, &a.freeze, 0, 0, "train: keep tensors matching this pattern frozen (repeatable)"},
     };
     char *positional[1];
     int n_pos = cli_parse(&cmd_bench, argc, argv, opts, sizeof opts / sizeof opts[0], positional, 1);
