@@ -472,6 +472,24 @@ static void test_attached_tensors_round_trip(void **state) {
     }
     assert_int_equal(fm_model_attach(back, "score.weight", 1, 3, 0, 0, NULL), FM_ERR_ARG); /* taken */
     fm_model_free(back);
+
+    /* int8 weights keep them too: listed and stored in float32 beside the Q8_0 blocks */
+    assert_int_equal(fm_model_quantize(m), FM_OK);
+    assert_int_equal(fm_model_save(m, dir), FM_OK);
+    assert_int_equal(fm_model_load(&back, dir), FM_OK);
+    assert_int_equal(fm_model_num_tensors(back), fm_model_num_tensors(m));
+    int attached = 0;
+    for (int i = 0; i < fm_model_num_tensors(m); i++) {
+        const fm_tensor_info *x = fm_model_tensor(m, i);
+        if (!x->attached) continue;
+        const fm_tensor_info *y = fm_model_tensor(back, fm_model_find_tensor(back, x->name));
+        assert_true(y->attached);
+        assert_int_equal(x->decay, y->decay);
+        assert_memory_equal(x->data, y->data, sizeof(float) * x->numel);
+        attached++;
+    }
+    assert_true(attached > 0);
+    fm_model_free(back);
     remove_dir_recursive(dir);
     free(dir);
     fm_model_free(m);

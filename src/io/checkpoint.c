@@ -51,24 +51,12 @@ static fm_status check_finite_model(const fm_model *m, const char *what, const c
 
 /* ------------------------------------------------------------ weights */
 
-/* "NAME=DECAY,..." for the attached tensors into text (fm_malloc'd), or NULL when out of memory. */
-static char *attached_list(const fm_model *m) {
-    fm_text t = {0};
-    for (int i = m->n_own; i < m->n_tensors; i++)
-        fm_text_printf(&t, "%s%s=%d", t.len ? "," : "", m->tensors[i].name, m->tensors[i].decay);
-    if (t.failed) {
-        fm_free(t.data);
-        return NULL;
-    }
-    return t.data;
-}
-
 /* Writes model.safetensors into af's temporary file, finished but not renamed (the caller
  * commits it with the checkpoint's other files). step < 0: no step recorded (a plain save). */
 static fm_status save_weights(const fm_model *m, const char *path, int64_t step, fm_atomic_file *af) {
     memset(af, 0, sizeof *af);
     fm_st_entry *entries = fm_calloc(m->n_tensors, sizeof *entries);
-    char *attached = m->n_tensors > m->n_own ? attached_list(m) : NULL;
+    char *attached = m->n_tensors > m->n_own ? fm_model_attached_text(m) : NULL;
     if (!entries || (m->n_tensors > m->n_own && !attached)) {
         fm_free(entries);
         fm_free(attached);
@@ -136,6 +124,16 @@ static fm_status attach_listed(fm_model *m, const fm_safetensors *st, const char
         if (*p == ',') p++;
     }
     return FM_OK;
+}
+
+/* attach_listed for a file not otherwise open here (int8 weights, which quant.c reads). */
+static fm_status attach_from(fm_model *m, const char *path) {
+    fm_safetensors st;
+    fm_status status = fm_st_open(&st, path);
+    if (status) return status;
+    status = attach_listed(m, &st, path);
+    fm_st_close(&st);
+    return status;
 }
 
 /* HF GPT-2 files carry the causal-mask buffers h.N.attn.bias / h.N.attn.masked_bias. */
@@ -273,6 +271,7 @@ static fm_status load_model(fm_model **out, const char *dir, int64_t *step) {
     if (!st) st = fm_model_create(out, &cfg);
     int q8 = 0;
     if (!st) st = fm_quant_file_is_q8(weights, &q8);
+    if (!st && q8) st = attach_from(*out, weights);
     if (!st && q8) st = fm_quant_load(*out, weights, step); /* int8: quant.c */
     if (!st && q8) st = check_finite_model(*out, weights, "weights must be finite");
     else if (!st) st = load_weights(*out, weights, step);

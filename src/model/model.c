@@ -455,3 +455,14 @@ fm_status fm_model_backward(fm_model *m, const float *dlogits, const float *dhid
     FM_TIMED("other: embeddings", fm_k_encoder_backward(g->wte, g->wpe, a->dresid, m->tokens, B, T, C));
     return FM_OK;
 }
+
+char *fm_model_attached_text(const fm_model *m) {
+    fm_text t = {0};
+    for (int i = m->n_own; i < m->n_tensors; i++)
+        fm_text_printf(&t, "%s%s=%d", t.len ? "," : "", m->tensors[i].name, m->tensors[i].decay);
+    if (t.failed) {
+        fm_free(t.data);
+        return NULL;
+    }
+    return t.data;
+}

@@ -106,4 +106,8 @@ typedef struct {
 void fm_block_forward(const fm_model *m, int l, const float *x, fm_layer_acts *a, int N,
                       const fm_attention_rows *att, float *q8_scratch);
 
+/* The attached tensors as "NAME=DECAY,..." (DECAY 0 or 1), the "fm_attached" metadata of a
+ * weights file; fm_malloc'd, NULL when out of memory. */
+char *fm_model_attached_text(const fm_model *m);
+
 #endif /* FM_MODEL_H */

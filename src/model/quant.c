@@ -232,11 +232,18 @@ fm_status fm_quant_save(const fm_model *m, const char *path, fm_atomic_file *af)
             k++;
         } else {
             e[used++] = (fm_st_entry){.name = t->name, .dtype = FM_DTYPE_F32, .ndim = t->ndim,
-                                      .shape = {t->shape[0], t->shape[1]}, .data = m->params + t->offset};
+                                      .shape = {t->shape[0], t->shape[1]}, .data = t->data};
         }
     }
-    const char *keys[] = {"format", WEIGHTS_META}, *values[] = {"pt", WEIGHTS_Q8};
-    st = fm_st_write_finished(af, path, e, used, keys, values, 2);
+    /* attached tensors (heads, adapters) are listed as in a float file, so loading attaches them */
+    char *attached = m->n_tensors > m->n_own ? fm_model_attached_text(m) : NULL;
+    if (m->n_tensors > m->n_own && !attached) {
+        st = fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    const char *keys[] = {"format", WEIGHTS_META, "fm_attached"}, *values[] = {"pt", WEIGHTS_Q8, attached};
+    st = fm_st_write_finished(af, path, e, used, keys, values, attached ? 3 : 2);
+    fm_free(attached);
 done:
     if (scales)
         for (int i = 0; i < q->n; i++) fm_free(scales[i]);
@@ -296,7 +303,7 @@ fm_status fm_quant_load(fm_model *m, const char *path, int64_t *step_out) {
                 }
             if (!status) dequantize_into(m, x);
         } else if (!(status = expect(&st, path, t->name, 0, t->ndim, t->shape[0], t->shape[1], &data))) {
-            status = fm_st_read_f32(&st, data, m->params + t->offset);
+            status = fm_st_read_f32(&st, data, t->data);
         }
     }
     for (int i = 0; i < st.n_tensors && !status; i++) { /* nothing besides the model's tensors */
