@@ -28,11 +28,13 @@ same_as_reference() {
         diff <(losses "$3") <(losses "$2") | head -3 | sed 's/^/    /'
     fi
 }
+# saved RUN: the run has saved a checkpoint (its model and state files are there, through links or not)
+saved() { [ -e "$1/model.safetensors" ] && [ -e "$1/training_state.safetensors" ]; }
 # resume_to_end RUN ARGS...: resumes RUN (or starts it again when it never saved) until done
 resume_to_end() {
     local run=$1
     shift
-    if [ -e "$run/checkpoint" ]; then "$FM" pretrain --out "$run" --resume --threads 1 >"$run.resume.log" 2>&1
+    if saved "$run"; then "$FM" pretrain --out "$run" --resume --threads 1 >"$run.resume.log" 2>&1
     else "$FM" pretrain "$@" --out "$run" --force >"$run.resume.log" 2>&1; fi
 }
 
@@ -47,14 +49,14 @@ while [ $kills -lt 30 ] && [ $cycles -lt 40 ]; do
     rm -rf run
     last=0
     for attempt in $(seq 1 200); do
-        if [ -e run/checkpoint ]; then "$FM" pretrain --out run --resume --threads 1 >run.log 2>&1 &
+        if saved run; then "$FM" pretrain --out run --resume --threads 1 >run.log 2>&1 &
         else "$FM" pretrain "${args[@]}" --out run --force >run.log 2>&1 & fi
         pid=$!
         sleep "$(printf '0.%03d' $((RANDOM % 300)))"
         if kill -KILL $pid 2>/dev/null; then
             wait $pid 2>/dev/null
             kills=$((kills + 1))
-            [ -e run/checkpoint ] || continue # killed before the first checkpoint: starts again
+            saved run || continue # killed before the first checkpoint: starts again
             step=$(ckpt_step run)
             if [ -z "$step" ]; then unloadable=$((unloadable + 1)); "$FM" info --model run 2>&1 | tail -2; continue; fi
             [ "$step" -lt "$last" ] && regressions=$((regressions + 1))
@@ -108,7 +110,7 @@ if [ ${#starts[@]} -ge 2 ]; then
             wrong=$((wrong + 1)); echo "  FM_FAIL_IO=$k: the run did not fail"; continue
         fi
         grep -q "Input/output error" inj.log || { wrong=$((wrong + 1)); echo "  FM_FAIL_IO=$k: no I/O error named:"; tail -1 inj.log; }
-        if [ -e inj/checkpoint ] && [ -z "$(ckpt_step inj)" ]; then
+        if saved inj && [ -z "$(ckpt_step inj)" ]; then
             failures=$((failures + 1)); echo "  FM_FAIL_IO=$k: the checkpoint no longer loads"; "$FM" info --model inj 2>&1 | tail -1
         fi
         resume_to_end inj "${short[@]}" || { failures=$((failures + 1)); echo "  FM_FAIL_IO=$k: resume failed:"; tail -2 inj.resume.log; continue; }
