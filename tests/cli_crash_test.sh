@@ -52,8 +52,9 @@ while [ $kills -lt 30 ] && [ $cycles -lt 40 ]; do
         if saved run; then "$FM" pretrain --out run --resume --threads 1 >run.log 2>&1 &
         else "$FM" pretrain "${args[@]}" --out run --force >run.log 2>&1 & fi
         pid=$!
-        sleep "$(printf '0.%03d' $((RANDOM % 300)))"
-        if kill -KILL $pid 2>/dev/null; then
+        # once 30 kills are done, the run is left to finish
+        [ $kills -lt 30 ] && sleep "$(printf '0.%03d' $((RANDOM % 300)))"
+        if [ $kills -lt 30 ] && kill -KILL $pid 2>/dev/null; then
             wait $pid 2>/dev/null
             kills=$((kills + 1))
             saved run || continue # killed before the first checkpoint: starts again
