@@ -38,7 +38,7 @@ grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null && PRECISION=bf16
 echo "== pre-training for $MINUTES minutes on $THREADS threads ($PRECISION products)"
 rm -rf "$OUT/run"
 # The recipe, each choice measured on this corpus at this budget (held-out bits per byte; the
-# README lists the runs): a small model seeing many tokens beats a wider or deeper one (4 x 192,
+# docs/training-recipe.md lists the runs): a small model seeing many tokens beats a wider or deeper one (4 x 192,
 # 4 x 256, 6 x 128 lose; 4 x 96 ties); a larger vocabulary wins (each step covers more bytes,
 # each context more text); bfloat16 products give about 1.5x the steps at the same loss per
 # step; AdamW's beta2 0.99 (or 0.999) instead of 0.95 gains 0.035 at this small batch. Learning
