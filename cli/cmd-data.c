@@ -1,6 +1,7 @@
 /*
  * cmd-data.c — `fm data prepare`: a text corpus to token shards (train.bin, val.bin) with a
- * held-out split of the last lines, and the tokenizer beside them.
+ * held-out split of the last lines, and the tokenizer beside them. Each shard records the
+ * tokenizer's fingerprint, so a model with another tokenizer refuses it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +45,9 @@ static void write_shard(const char *dir, const char *name, const fm_tokenizer *t
     fm_status st = fm_tokenizer_encode(tok, text, len, 0, &ids, &n);
     if (st) cli_fail("data", st);
     char *path = cli_path(dir, name);
-    if ((st = fm_shard_write(path, ids, n, fm_tokenizer_vocab_size(tok), len))) cli_fail("data", st);
+    if ((st = fm_shard_write_with_fingerprint(path, ids, n, fm_tokenizer_vocab_size(tok), len,
+                                              fm_tokenizer_fingerprint(tok))))
+        cli_fail("data", st);
     printf("%s: %zu tokens from %zu bytes (%.2f bytes per token)\n", path, n, len, n ? (double)len / n : 0.0);
     free(path);
     free(ids);
@@ -97,7 +100,8 @@ static int prepare(int argc, char **argv) {
     write_shard(out, "val.bin", tok, text + split, total - split);
     char *path = cli_path(out, "tokenizer.json");
     if ((st = fm_tokenizer_save(tok, path))) cli_fail("data", st);
-    printf("held out the last %zu of %zu lines; tokenizer saved to %s\n", held, lines, path);
+    printf("held out the last %zu of %zu lines; tokenizer %016llx saved to %s\n", held, lines,
+           (unsigned long long)fm_tokenizer_fingerprint(tok), path);
     free(path);
     free(text);
     fm_tokenizer_free(tok);

@@ -3,7 +3,9 @@
  *
  * Bits per byte = the summed negative log-likelihood of the held-out tokens, in bits, over the
  * held-out text's UTF-8 bytes. The model scores every token (the first after <|endoftext|>);
- * the bigram baseline is fitted on the training shard and measured the same way.
+ * the bigram baseline is fitted on the training shard and measured the same way. The shards
+ * must have been made by the model's tokenizer (their recorded fingerprint against that of
+ * MODEL/tokenizer.json), and train.bin by the same tokenizer as val.bin.
  */
 #include <math.h>
 #include <stdio.h>
@@ -51,6 +53,18 @@ static int run(int argc, char **argv) {
                     fm_shard_vocab_size(val), fm_model_config(model)->vocab_size);
             return 1;
         }
+        char *val_path = cli_path(data, "val.bin"), *data_tok = cli_path(data, "tokenizer.json");
+        if (tok) {
+            char *tok_path = cli_path(dir, "tokenizer.json");
+            fm_status st = fm_shard_check_tokenizer(val, tok, tok_path, data_tok);
+            if (st) cli_fail("eval", st);
+            free(tok_path);
+        } else {
+            fprintf(stderr, "fm eval: warning: %s has no tokenizer.json, so nothing checks that %s (tokenizer "
+                    "%016llx) holds this model's ids\n", dir, val_path,
+                    (unsigned long long)fm_shard_tokenizer_fingerprint(val));
+        }
+        free(val_path), free(data_tok);
         int eos = tok ? fm_tokenizer_special_id(tok, "<|endoftext|>") : -1;
         double nll;
         fm_status st;
@@ -68,6 +82,14 @@ static int run(int argc, char **argv) {
     if (!no_bigram) {
         fm_shard *train = cli_open_shard("eval", data, "train.bin", 0);
         size_t n_train;
+        if (fm_shard_tokenizer_fingerprint(train) != fm_shard_tokenizer_fingerprint(val) ||
+            fm_shard_vocab_size(train) != fm_shard_vocab_size(val)) {
+            fprintf(stderr, "fm eval: %s/train.bin was made by tokenizer %016llx (%d tokens), %s/val.bin by "
+                    "%016llx (%d tokens); a baseline fitted on one says nothing of the other\n", data,
+                    (unsigned long long)fm_shard_tokenizer_fingerprint(train), fm_shard_vocab_size(train), data,
+                    (unsigned long long)fm_shard_tokenizer_fingerprint(val), fm_shard_vocab_size(val));
+            return 1;
+        }
         int *train_tokens = read_all(train, &n_train);
         double nll;
         fm_status st = fm_bigram_nll(train_tokens + 1, n_train, val_tokens + 1, n_val, fm_shard_vocab_size(val), &nll, &beta);

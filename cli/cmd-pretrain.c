@@ -341,8 +341,10 @@ static int run(int argc, char **argv) {
 
     fm_set_matmul_precision(rs.precision);
 
-    /* the data and its tokenizer */
-    char *tok_path = cli_path(rs.data, "tokenizer.json");
+    /* the data and the model's tokenizer: a new run's is the data's (copied into RUN), a resumed
+     * run's is RUN/tokenizer.json; the shards must have been made by it (their fingerprint), all
+     * checked before anything is created in --out */
+    char *tok_path = cli_path(resume ? out : rs.data, "tokenizer.json");
     fm_tokenizer *tok = NULL;
     if ((st = fm_tokenizer_load(&tok, tok_path))) cli_fail("pretrain", st);
     if (!resume) {
@@ -364,6 +366,11 @@ static int run(int argc, char **argv) {
     }
     fm_shard *train = cli_open_shard("pretrain", rs.data, "train.bin", mc->vocab_size);
     fm_shard *val = cli_open_shard("pretrain", rs.data, "val.bin", mc->vocab_size);
+    char *data_tok = resume ? cli_path(rs.data, "tokenizer.json") : NULL;
+    if ((st = fm_shard_check_tokenizer(train, tok, tok_path, data_tok)) ||
+        (st = fm_shard_check_tokenizer(val, tok, tok_path, data_tok)))
+        cli_fail("pretrain", st);
+    free(data_tok);
     rs.data_checksum = fm_shard_checksum(train);
     fm_data_source source;
     if ((st = fm_shard_source_init(&source, train, val, rs.seq, (size_t)rs.eval_tokens))) {

@@ -431,17 +431,26 @@ fm_status fm_generate(fm_session *s, const fm_generate_config *cfg, const int *c
 
 /* A token shard (data.c) is a 64-byte little-endian header then the tokens:
  *   0  "FMTOKENS"        magic
- *   8  u32 version (1)   12 u32 token width in bytes (2 when vocab_size <= 65536, else 4)
+ *   8  u32 version (2)   12 u32 token width in bytes (2 when vocab_size <= 65536, else 4)
  *  16  u64 token count   24 u64 FNV-1a 64 checksum of the token bytes
  *  32  u32 vocab_size    36 u32 zero
  *  40  u64 source bytes  (UTF-8 bytes of the text the tokens encode; bits per byte use it)
- *  48  16 zero bytes     64  tokens */
+ *  48  u64 tokenizer fingerprint (fm_tokenizer_fingerprint of the tokenizer that made the
+ *      tokens; 0: not recorded)
+ *  56  u64 FNV-1a 64 checksum of header bytes 0..55, so every header field is checked
+ *  64  tokens
+ * Version 1 (no header checksum, no fingerprint) is refused: re-run fm data prepare. */
 typedef struct fm_shard fm_shard;
 
+/* Writes a shard that records no tokenizer (fingerprint 0); fm's commands refuse to feed such a
+ * shard to a model, since nothing says whose ids they are. */
 fm_status fm_shard_write(const char *path, const int *tokens, size_t n, int vocab_size,
                          uint64_t source_bytes); /* atomic */
-/* Opens (mmap) and checks magic, version, width, length against the file, checksum and that
- * every token is below vocab_size. */
+/* The same, recording the fingerprint of the tokenizer that made the tokens. */
+fm_status fm_shard_write_with_fingerprint(const char *path, const int *tokens, size_t n, int vocab_size,
+                                          uint64_t source_bytes, uint64_t tokenizer_fingerprint); /* atomic */
+/* Opens (mmap) and checks magic, version, the header checksum, width, length against the file,
+ * the tokens' checksum and that every token is below vocab_size. */
 fm_status fm_shard_open(fm_shard **out, const char *path);
 void fm_shard_close(fm_shard *shard);
 size_t fm_shard_length(const fm_shard *shard);
@@ -449,6 +458,14 @@ int fm_shard_vocab_size(const fm_shard *shard);
 uint64_t fm_shard_source_bytes(const fm_shard *shard);
 /* The header's checksum of the tokens (FNV-1a 64), verified by fm_shard_open: names the data. */
 uint64_t fm_shard_checksum(const fm_shard *shard);
+/* The fingerprint of the tokenizer that made the tokens, 0 when the shard records none. */
+uint64_t fm_shard_tokenizer_fingerprint(const fm_shard *shard);
+/* FM_OK when the shard was made by tok (tok_name: how messages call it, e.g. "RUN/tokenizer.json");
+ * otherwise FM_ERR_FORMAT with a message naming the shard, both fingerprints and tok_name. hint:
+ * NULL, or a tokenizer file to mention beside the shard's fingerprint (the data directory's
+ * tokenizer.json: said to be the shard's tokenizer when it is, or a third one). */
+fm_status fm_shard_check_tokenizer(const fm_shard *shard, const fm_tokenizer *tok, const char *tok_name,
+                                   const char *hint);
 /* Copies tokens [offset, offset + n) into out; the caller keeps offset + n <= length. */
 void fm_shard_read(const fm_shard *shard, size_t offset, size_t n, int *out);
 
@@ -492,6 +509,10 @@ fm_status fm_tokenizer_decode(const fm_tokenizer *tok, const int *ids, size_t n_
                               size_t *out_len);
 /* The bytes of one token (not NUL-terminated), for streaming output; NULL for a bad id. */
 const char *fm_tokenizer_token_bytes(const fm_tokenizer *tok, int id, size_t *len);
+/* A 64-bit name of the tokenizer's content (tokenizer_fingerprint.c): every token's id and bytes,
+ * which ids are special, the merges in rank order; not how a file spelled them, so a tokenizer
+ * saved and loaded again keeps it. Token shards record it (fm_shard_write_with_fingerprint). */
+uint64_t fm_tokenizer_fingerprint(const fm_tokenizer *tok);
 
 /* ---------------------------------------------------------------- pictures */
 

@@ -2,10 +2,15 @@
  * data.c — token shards: the on-disk form of a tokenized corpus (format in fm.h).
  *
  * What it is for: `fm data prepare` writes them, trainers and evaluators read them (mmap).
- * Opening checks everything a damaged or foreign file could get wrong, naming the file.
+ * Opening checks everything a damaged or foreign file could get wrong, naming the file: every
+ * header field is under the header's checksum (a flipped bit in the source-bytes count would
+ * otherwise change the reported bits per byte silently), the tokens under their own. A shard
+ * records the fingerprint of the tokenizer that made it (fm_tokenizer_fingerprint), and
+ * fm_shard_check_tokenizer refuses it for a model with another tokenizer, naming both.
  * Not for: tokenizing (tokenizer.c) or batching policy (the trainer's).
  */
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -16,8 +21,9 @@
 #include "core/internal.h"
 
 #define SHARD_MAGIC "FMTOKENS"
-#define SHARD_VERSION 1
+#define SHARD_VERSION 2
 #define SHARD_HEADER 64
+#define SHARD_HEADER_SUMMED 56 /* bytes 0..55 under the header checksum at 56 */
 
 struct fm_shard {
     char *path;
@@ -29,6 +35,7 @@ struct fm_shard {
     int vocab_size;
     uint64_t source_bytes;
     uint64_t checksum;
+    uint64_t tokenizer;         /* the tokenizer's fingerprint, 0 when not recorded */
 };
 
 static uint64_t fnv1a(const unsigned char *p, size_t n) {
@@ -42,7 +49,8 @@ static void put_u64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
 static uint32_t get_u32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static uint64_t get_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
-fm_status fm_shard_write(const char *path, const int *tokens, size_t n, int vocab_size, uint64_t source_bytes) {
+fm_status fm_shard_write_with_fingerprint(const char *path, const int *tokens, size_t n, int vocab_size,
+                                          uint64_t source_bytes, uint64_t tokenizer_fingerprint) {
     if (vocab_size < 1) return fm_fail(FM_ERR_ARG, "%s: vocabulary size %d", path, vocab_size);
     int width = vocab_size <= 65536 ? 2 : 4;
     unsigned char *data = fm_malloc(n * width + 1);
@@ -69,6 +77,8 @@ fm_status fm_shard_write(const char *path, const int *tokens, size_t n, int voca
     put_u64(header + 24, fnv1a(data, n * width));
     put_u32(header + 32, (uint32_t)vocab_size);
     put_u64(header + 40, source_bytes);
+    put_u64(header + 48, tokenizer_fingerprint);
+    put_u64(header + SHARD_HEADER_SUMMED, fnv1a(header, SHARD_HEADER_SUMMED));
     fm_atomic_file af;
     fm_status st = fm_atomic_open(&af, path);
     if (st == FM_OK) {
@@ -80,15 +90,27 @@ fm_status fm_shard_write(const char *path, const int *tokens, size_t n, int voca
     return st;
 }
 
+fm_status fm_shard_write(const char *path, const int *tokens, size_t n, int vocab_size, uint64_t source_bytes) {
+    return fm_shard_write_with_fingerprint(path, tokens, n, vocab_size, source_bytes, 0);
+}
+
 static fm_status check_shard(fm_shard *s, const char *path) {
     const unsigned char *h = s->map;
     if (s->map_size < SHARD_HEADER)
         return fm_fail(FM_ERR_FORMAT, "%s: truncated: %zu bytes, shorter than the %d-byte header", path,
                        s->map_size, SHARD_HEADER);
     if (memcmp(h, SHARD_MAGIC, 8) != 0) return fm_fail(FM_ERR_FORMAT, "%s: not a token shard (bad magic)", path);
+    if (get_u32(h + 8) == 1)
+        return fm_fail(FM_ERR_FORMAT, "%s: a version 1 shard, from an older fm: its header is not under a checksum "
+                       "and it does not record its tokenizer; make it again with fm data prepare", path);
     if (get_u32(h + 8) != SHARD_VERSION)
         return fm_fail(FM_ERR_FORMAT, "%s: shard version %u, this fm reads version %d", path, get_u32(h + 8),
                        SHARD_VERSION);
+    /* before any field is believed: a damaged header is named as such, not as a truncated file */
+    if (fnv1a(h, SHARD_HEADER_SUMMED) != get_u64(h + SHARD_HEADER_SUMMED))
+        return fm_fail(FM_ERR_FORMAT, "%s: header checksum mismatch: the header is corrupt (its token width, "
+                       "count, checksum, vocab_size, source bytes or tokenizer fingerprint is not what was "
+                       "written)", path);
     s->width = (int)get_u32(h + 12);
     if (s->width != 2 && s->width != 4)
         return fm_fail(FM_ERR_FORMAT, "%s: token width %d bytes (must be 2 or 4)", path, s->width);
@@ -106,6 +128,9 @@ static fm_status check_shard(fm_shard *s, const char *path) {
     s->vocab_size = (int)vocab;
     s->source_bytes = get_u64(h + 40);
     s->checksum = get_u64(h + 24);
+    s->tokenizer = get_u64(h + 48);
+    if (get_u32(h + 36) != 0)
+        return fm_fail(FM_ERR_FORMAT, "%s: the header's reserved bytes 36..39 are not zero", path);
     if (fnv1a(s->tokens, payload) != s->checksum)
         return fm_fail(FM_ERR_FORMAT, "%s: checksum mismatch: the tokens are corrupt", path);
     for (size_t i = 0; i < s->n; i++) {
@@ -185,3 +210,27 @@ void fm_shard_read(const fm_shard *s, size_t offset, size_t n, int *out) {
 }
 
 uint64_t fm_shard_checksum(const fm_shard *s) { return s->checksum; }
+uint64_t fm_shard_tokenizer_fingerprint(const fm_shard *s) { return s->tokenizer; }
+
+fm_status fm_shard_check_tokenizer(const fm_shard *s, const fm_tokenizer *tok, const char *tok_name,
+                                   const char *hint) {
+    uint64_t want = fm_tokenizer_fingerprint(tok);
+    if (s->tokenizer == want) return FM_OK;
+    char note[1200] = "";
+    fm_tokenizer *other = NULL;
+    if (hint && fm_tokenizer_load(&other, hint) == FM_OK) {
+        uint64_t fp = fm_tokenizer_fingerprint(other);
+        if (fp == s->tokenizer)
+            snprintf(note, sizeof note, " (that of %s)", hint);
+        else if (fp != want)
+            snprintf(note, sizeof note, " (and %s is a third one, %016llx)", hint, (unsigned long long)fp);
+        fm_tokenizer_free(other);
+    }
+    if (!s->tokenizer)
+        return fm_fail(FM_ERR_FORMAT, "%s records no tokenizer (written without one, not by fm data prepare), so "
+                       "nothing says its ids are those of %s (tokenizer %016llx); make it with fm data prepare "
+                       "--tokenizer %s", s->path, tok_name, (unsigned long long)want, tok_name);
+    return fm_fail(FM_ERR_FORMAT, "%s was made by tokenizer %016llx%s, but %s is tokenizer %016llx: its ids "
+                   "would be read as other text; make the data with fm data prepare --tokenizer %s", s->path,
+                   (unsigned long long)s->tokenizer, note, tok_name, (unsigned long long)want, tok_name);
+}

@@ -53,6 +53,14 @@ fm_status fm_shard_source_init(fm_data_source *out, const fm_shard *train, const
     memset(out, 0, sizeof *out);
     if (T < 1 || fm_shard_length(train) <= (size_t)T + 1 || (val && fm_shard_length(val) <= (size_t)T + 1))
         return fm_fail(FM_ERR_ARG, "the shards hold fewer than seq + 2 = %d tokens", T + 2);
+    /* one tokenizer for both: held-out losses of ids from another vocabulary would mean nothing */
+    if (val && fm_shard_vocab_size(train) != fm_shard_vocab_size(val))
+        return fm_fail(FM_ERR_FORMAT, "the training shard has a %d-token vocabulary, the held-out shard %d",
+                       fm_shard_vocab_size(train), fm_shard_vocab_size(val));
+    if (val && fm_shard_tokenizer_fingerprint(train) != fm_shard_tokenizer_fingerprint(val))
+        return fm_fail(FM_ERR_FORMAT, "the training shard was made by tokenizer %016llx, the held-out shard by "
+                       "%016llx", (unsigned long long)fm_shard_tokenizer_fingerprint(train),
+                       (unsigned long long)fm_shard_tokenizer_fingerprint(val));
     shard_source *s = fm_calloc(1, sizeof *s);
     int *window = fm_malloc(sizeof(int) * ((size_t)T + 1));
     if (!s || !window) {
