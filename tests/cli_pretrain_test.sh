@@ -5,6 +5,7 @@
 # Usage: tests/cli_pretrain_test.sh PATH/TO/fm     Prints "N passed, N failed".
 set -u
 FM=$(realpath "${1:?usage: cli_pretrain_test.sh PATH/TO/fm}")
+src_dir=$(dirname "$(realpath "$0")")/..
 tmp=$(mktemp -d /tmp/fm_pretrain_XXXXXX)
 trap 'umount "$tmp/tinyfs" 2>/dev/null; cleanup_unwritable; rm -rf "$tmp"' EXIT
 source "$(dirname "$(realpath "$0")")/cli_lib.sh"
@@ -82,8 +83,7 @@ cmp -s full/model.safetensors cut/model.safetensors && ok || bad "resumed weight
 grep -q "<svg" full/loss.svg && ok || bad "no loss curve"
 expect "resume a finished run" 0 "done: 150 steps" -- "$FM" pretrain --out full --resume
 # run.json names the commit fm was built from (the source tree's, when it is a git checkout)
-src=$(dirname "$(realpath "$0")")/..
-want=$(git -C "$src" describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)
+want=$(git -C "$src_dir" describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)
 grep -q "\"fm_commit\":[[:space:]]*\"${want%-dirty}" full/run.json && ok || bad "run.json does not record commit $want"
 expect "info shows the optimizer" 0 "betas \(0.9, 0.95\), eps 1e-08, weight decay 0.1" -- "$FM" info --model full
 expect "fresh run over an old one" 2 "already holds a run" -- "$FM" pretrain "${common[@]}" --steps 5 --out full

@@ -288,7 +288,7 @@ fm_status fm_ckpt_list_dirs(const char *run, fm_ckpt_list *l) {
     }
     if (d) closedir(d);
     if (!st) {
-        qsort(c, l->n, sizeof *c, newest_first);
+        if (l->n > 1) qsort(c, l->n, sizeof *c, newest_first);
         l->dirs = fm_calloc(l->n + 1, sizeof *l->dirs);
         if (!l->dirs) st = fm_fail(FM_ERR_NOMEM, "%s: out of memory", folder);
     }
