@@ -344,6 +344,9 @@ int fm_session_max_len(const fm_session *s);
 void fm_session_reset(fm_session *s, int seq);
 /* Positions of sequence seq filled so far. */
 int fm_session_length(const fm_session *s, int seq);
+/* Sequence `to` becomes a copy of sequence `from` (its cached positions): a shared prefix is
+ * computed once and continued several ways, each as if fed from the start. */
+fm_status fm_session_copy(fm_session *s, int from, int to);
 /* Appends n tokens to sequence seq (a prompt: fed in blocks of 32 positions, each block one
  * batch of rows through the products). *logits (V) receives the next-token logits after the
  * last token (valid until the next call on this session). Fails if the sequence would pass
@@ -513,6 +516,61 @@ const char *fm_tokenizer_token_bytes(const fm_tokenizer *tok, int id, size_t *le
  * which ids are special, the merges in rank order; not how a file spelled them, so a tokenizer
  * saved and loaded again keeps it. Token shards record it (fm_shard_write_with_fingerprint). */
 uint64_t fm_tokenizer_fingerprint(const fm_tokenizer *tok);
+
+/* ---------------------------------------------------------------- evaluation tasks */
+
+/* A task (task.c): JSONL, one item a line after an optional settings line (docs/tasks.md).
+ * Multiple choice items {"query", "choices", "gold"}, generation items {"query", "answers"},
+ * perplexity items {"text"}; "split" test (default), fewshot or train. */
+typedef enum { FM_TASK_MULTIPLE_CHOICE, FM_TASK_GENERATE, FM_TASK_PERPLEXITY } fm_task_type;
+typedef struct fm_task fm_task;
+
+/* Reads and checks a task file; every problem names the file and line. */
+fm_status fm_task_load(fm_task **out, const char *path);
+void fm_task_free(fm_task *task);
+const char *fm_task_name(const fm_task *task);
+fm_task_type fm_task_kind(const fm_task *task);
+const char *fm_task_type_name(fm_task_type type); /* "multiple_choice", "generate", "perplexity" */
+int fm_task_num_test(const fm_task *task);
+int fm_task_num_fewshot(const fm_task *task);   /* the pool few-shot examples are drawn from */
+double fm_task_chance(const fm_task *task);       /* NAN when unknown */
+
+typedef struct {
+    int shots;        /* few-shot examples before each item */
+    uint64_t seed;    /* draws the examples: item i's first k are the first k for any larger k */
+    int limit;        /* the first `limit` test items only; 0: all */
+    int max_seqs;     /* sequences decoded at once (a question's choices share its context) */
+    int plain;        /* multiple choice: one full forward per choice (no cache reuse, no batching) */
+    /* called for each item: the choices' log-likelihoods (multiple choice), exact match and F1
+     * with the generated text (generate), the document's log-likelihood (perplexity) */
+    void (*on_item)(void *user, int index, const double *values, int n_values, const char *text);
+    void *user;
+} fm_task_config;
+void fm_task_config_default(fm_task_config *cfg); /* 0 shots, seed 1234, all items, 32 sequences */
+
+#define FM_TASK_MAX_METRICS 6
+typedef struct {
+    const char *name; /* acc, acc_norm, acc_bytes; exact_match, f1; bits_per_byte, ... */
+    double value, std_error; /* std_error: lm-eval's, NAN where it gives none */
+} fm_task_metric;
+
+typedef struct {
+    int n;           /* test items evaluated */
+    int shots;       /* the shots used (0 for perplexity, which takes none) */
+    int truncated;   /* items whose prompt was cut from the left to fit the context */
+    double chance;
+    int n_metrics;
+    fm_task_metric metrics[FM_TASK_MAX_METRICS];
+} fm_task_result;
+
+/* Runs the task's test items on the model, as lm-evaluation-harness defines each type:
+ * multiple choice scores "target delimiter + choice" after the prompt (its _encode_pair) and
+ * reports acc, acc_norm (log-likelihood over the choice's characters) and acc_bytes (over its
+ * bytes); generation decodes greedily until a stop string (max_gen_tokens) and reports exact
+ * match and token F1 of normalised answers; perplexity reports bits per byte and token and word
+ * perplexity over rolling windows. A prompt longer than the context is cut from the left. */
+fm_status fm_task_evaluate(const fm_task *task, const fm_model *model, const fm_tokenizer *tok,
+                           const fm_task_config *cfg, fm_task_result *result);
 
 /* ---------------------------------------------------------------- pictures */
 

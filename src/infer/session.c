@@ -154,6 +154,21 @@ void fm_session_reset(fm_session *s, int seq) {
 }
 int fm_session_length(const fm_session *s, int seq) { return seq >= 0 && seq < s->max_seqs ? s->len[seq] : 0; }
 
+fm_status fm_session_copy(fm_session *s, int from, int to) {
+    if (from < 0 || from >= s->max_seqs || to < 0 || to >= s->max_seqs)
+        return fm_fail(FM_ERR_ARG, "session: sequences %d and %d: must be below %d", from, to, s->max_seqs);
+    if (from == to) return FM_OK;
+    const fm_config *c = &s->model->cfg;
+    size_t C = c->n_embd, per_layer = (size_t)s->max_len * C, n = (size_t)s->len[from] * C;
+    for (int l = 0; l < c->n_layer; l++) { /* the cache is (seq, layer, position, C) */
+        size_t src = ((size_t)from * c->n_layer + l) * per_layer, dst = ((size_t)to * c->n_layer + l) * per_layer;
+        memcpy(s->k_cache + dst, s->k_cache + src, sizeof(float) * n);
+        memcpy(s->v_cache + dst, s->v_cache + src, sizeof(float) * n);
+    }
+    s->len[to] = s->len[from];
+    return FM_OK;
+}
+
 /* The blocks over rows 0..n-1 (s->tok, s->pos, s->seq set): each row's key and value go into
  * its sequence's cache at its position, and s->x holds the last block's output rows. */
 static void rows_forward(fm_session *s, int n) {

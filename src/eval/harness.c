@@ -1,0 +1,580 @@
+/*
+ * harness.c — running an evaluation task (task.c) on a model the way EleutherAI's
+ * lm-evaluation-harness defines it: prompts with k few-shot examples, multiple choice by the
+ * log-likelihood of each continuation, greedy generation until a stop string, and rolling-window
+ * perplexity; metrics with lm-eval's standard errors.
+ *
+ * What it is for: fm eval --tasks, and any caller measuring zero- and few-shot ability.
+ * How: one inference session serves many requests at once. A question's choices share its
+ * context: the context is fed once, its cached keys and values copied to one sequence per
+ * choice (fm_session_copy), and the continuations of every question in a wave decode together
+ * in batched steps. A session gives each sequence exactly what it gives alone, so results do not
+ * depend on the batch or the thread count.
+ * Not for: reading task files (task.c), or held-out bits per byte of shards (eval.c).
+ */
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/internal.h"
+#include "eval/task.h"
+#include "model/model.h"
+
+#define EOT "<|endoftext|>"
+
+/* log softmax(z)[target] for one row z (V), in double. */
+static double row_log_prob(const float *z, int V, int target) {
+    float maxv = z[0];
+    for (int v = 1; v < V; v++) maxv = z[v] > maxv ? z[v] : maxv;
+    double sum = 0.0;
+    for (int v = 0; v < V; v++) sum += exp((double)z[v] - maxv);
+    return (double)z[target] - maxv - log(sum);
+}
+
+/* ------------------------------------------------------------ prompts */
+
+/* The test item's few-shot examples: the pool (t->shots, without the item itself) shuffled by
+ * an rng seeded from (seed, item), the first k taken. The first k for k are the first k for any
+ * larger k, and the draw depends on nothing but the task, the item and the seed. */
+static fm_status pick_shots(const fm_task *t, int item, int k, uint64_t seed, int *out) {
+    int pool = 0;
+    for (int i = 0; i < t->n_shots; i++) pool += t->shots[i] != item;
+    if (k > pool)
+        return fm_fail(FM_ERR_ARG, "task %s: %d shots asked, its few-shot split holds %d examples", t->name, k,
+                       pool);
+    int *order = fm_malloc(sizeof(int) * (pool ? pool : 1));
+    if (!order) return fm_fail(FM_ERR_NOMEM, "out of memory");
+    int n = 0;
+    for (int i = 0; i < t->n_shots; i++)
+        if (t->shots[i] != item) order[n++] = t->shots[i];
+    fm_rng rng;
+    fm_rng_seed(&rng, seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(item + 1)));
+    for (int i = 0; i < k; i++) { /* a partial Fisher-Yates shuffle: the first k of the whole */
+        int j = i + (int)(fm_rng_u64(&rng) % (uint64_t)(n - i));
+        int tmp = order[i];
+        order[i] = order[j], order[j] = tmp;
+    }
+    memcpy(out, order, sizeof(int) * k);
+    fm_free(order);
+    return FM_OK;
+}
+
+/* The target a few-shot example shows: the gold choice, or the first answer. */
+static const char *example_target(const fm_task *t, const fm_task_item *it) {
+    return t->type == FM_TASK_MULTIPLE_CHOICE ? it->choices[it->gold] : it->n_answers ? it->answers[0] : "";
+}
+
+/* instruction + (k examples "query<target delimiter>target", each followed by the few-shot
+ * delimiter) + the item's query; fm_malloc'd into *out. */
+static fm_status build_context(const fm_task *t, int item, int k, uint64_t seed, char **out) {
+    *out = NULL;
+    int *shots = fm_malloc(sizeof(int) * (k ? k : 1));
+    if (!shots) return fm_fail(FM_ERR_NOMEM, "out of memory");
+    fm_status st = pick_shots(t, item, k, seed, shots);
+    fm_text text = {0};
+    if (!st) {
+        fm_text_puts(&text, t->instruction);
+        for (int i = 0; i < k; i++) {
+            const fm_task_item *ex = &t->items[shots[i]];
+            fm_text_puts(&text, ex->query);
+            fm_text_puts(&text, t->target_delimiter);
+            fm_text_puts(&text, example_target(t, ex));
+            fm_text_puts(&text, t->fewshot_delimiter);
+        }
+        fm_text_puts(&text, t->items[item].query);
+        if (text.failed || !text.data) st = fm_fail(FM_ERR_NOMEM, "out of memory");
+    }
+    fm_free(shots);
+    if (st) fm_free(text.data);
+    else *out = text.data;
+    return st;
+}
+
+/* lm-eval's _encode_pair: the context's trailing whitespace moves to the continuation; the whole
+ * string is encoded and the context's own encoding split off its front; an empty context is the
+ * end-of-text token. *ctx and *cont are fm_malloc'd. */
+static fm_status encode_pair(const fm_tokenizer *tok, int eot, const char *context, const char *continuation,
+                             int **ctx, int *n_ctx, int **cont, int *n_cont) {
+    *ctx = *cont = NULL;
+    size_t lc = strlen(context), lk = strlen(continuation), cut = lc;
+    while (cut > 0 && isspace((unsigned char)context[cut - 1])) cut--;
+    char *whole = fm_malloc(lc + lk + 1);
+    if (!whole) return fm_fail(FM_ERR_NOMEM, "out of memory");
+    memcpy(whole, context, lc);
+    memcpy(whole + lc, continuation, lk + 1);
+    int *w = NULL, *c = NULL;
+    size_t nw = 0, nc = 0;
+    fm_status st = FM_OK;
+    if (cut == 0) { /* no context: the end-of-text token stands for it */
+        if (eot < 0) st = fm_fail(FM_ERR_ARG, "a prompt with no context needs the tokenizer's " EOT " token");
+        if (!st) st = fm_tokenizer_encode(tok, whole, lc + lk, 0, &w, &nw);
+        if (!st && !(c = malloc(sizeof(int)))) st = fm_fail(FM_ERR_NOMEM, "out of memory");
+        if (!st) c[0] = eot, nc = 1;
+        if (!st) { /* the whole text is the continuation */
+            *ctx = fm_malloc(sizeof(int)), *cont = fm_malloc(sizeof(int) * (nw ? nw : 1));
+            if (!*ctx || !*cont) st = fm_fail(FM_ERR_NOMEM, "out of memory");
+            else {
+                (*ctx)[0] = eot, *n_ctx = 1;
+                memcpy(*cont, w, sizeof(int) * nw), *n_cont = (int)nw;
+            }
+        }
+    } else {
+        st = fm_tokenizer_encode(tok, whole, lc + lk, 0, &w, &nw);
+        if (!st) st = fm_tokenizer_encode(tok, whole, cut, 0, &c, &nc);
+        if (!st) {
+            size_t n_rest = nw > nc ? nw - nc : 0;
+            *ctx = fm_malloc(sizeof(int) * (nc ? nc : 1)), *cont = fm_malloc(sizeof(int) * (n_rest ? n_rest : 1));
+            if (!*ctx || !*cont) st = fm_fail(FM_ERR_NOMEM, "out of memory");
+            else {
+                memcpy(*ctx, c, sizeof(int) * nc), *n_ctx = (int)nc;
+                memcpy(*cont, w + nc, sizeof(int) * n_rest), *n_cont = (int)n_rest;
+            }
+        }
+    }
+    free(w), free(c);
+    fm_free(whole);
+    if (st) {
+        fm_free(*ctx), fm_free(*cont);
+        *ctx = *cont = NULL;
+    }
+    return st;
+}
+
+/* ------------------------------------------------------------ multiple choice */
+
+/* One continuation being scored. */
+typedef struct {
+    int *ctx, n_ctx, *cont, n_cont;
+    int cut;     /* context tokens cut from the left so that it fits */
+    int slot;    /* its session sequence */
+    int next;    /* continuation tokens scored so far */
+    double ll;   /* their summed log-likelihood */
+} request;
+
+static void request_free(request *r) {
+    fm_free(r->ctx), fm_free(r->cont);
+    r->ctx = r->cont = NULL;
+}
+
+/* Scores nq requests (the choices of some questions, those of one question adjacent;
+ * question[i] says whose) with the session, request i in sequence i: each distinct (question,
+ * cut) context is fed once, the first continuation token of every choice sharing it scored from
+ * its logits, and its cache copied to their sequences; then every continuation's other tokens in
+ * batched steps. seqs, toks, owner: scratch of nq entries. */
+static fm_status score_wave(fm_session *s, request *rq, int nq, const int *question, int *seqs, int *toks,
+                            int *owner) {
+    int V = fm_model_config(fm_session_model(s))->vocab_size;
+    const float *logits;
+    fm_status st = FM_OK;
+    for (int i = 0; i < nq; i++) rq[i].slot = -1;
+    for (int i = 0; i < nq && !st; i++) {
+        if (rq[i].slot >= 0) continue; /* its context came with an earlier choice's */
+        fm_session_reset(s, i);
+        if ((st = fm_session_feed(s, i, rq[i].ctx + rq[i].cut, rq[i].n_ctx - rq[i].cut, &logits))) break;
+        for (int j = i; j < nq && question[j] == question[i] && !st; j++) {
+            if (rq[j].slot >= 0 || rq[j].cut != rq[i].cut) continue;
+            rq[j].ll = row_log_prob(logits, V, rq[j].cont[0]); /* the copy leaves the logits alone */
+            rq[j].next = 1;
+            rq[j].slot = j;
+            if (j != i) st = fm_session_copy(s, i, j);
+        }
+    }
+    /* the continuations, one token a step for every request that has one left */
+    while (!st) {
+        int n = 0;
+        for (int i = 0; i < nq; i++)
+            if (rq[i].next < rq[i].n_cont)
+                seqs[n] = rq[i].slot, toks[n] = rq[i].cont[rq[i].next - 1], owner[n++] = i;
+        if (!n) break;
+        if ((st = fm_session_step(s, seqs, toks, n, &logits))) break;
+        for (int k = 0; k < n; k++) {
+            request *r = &rq[owner[k]];
+            r->ll += row_log_prob(logits + (size_t)k * V, V, r->cont[r->next]);
+            r->next++;
+        }
+    }
+    return st;
+}
+
+/* Characters (UTF-8 code points) of a string: Python's len, which lm-eval's acc_norm divides by. */
+static size_t utf8_chars(const char *s) {
+    size_t n = 0;
+    for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+/* The same scores from one full forward per request over its whole input (no cache, no sharing,
+ * no batching): the plain way the cache and batching are checked and timed against. */
+static fm_status score_plain(fm_session *s, request *r) {
+    int V = fm_model_config(fm_session_model(s))->vocab_size;
+    int n_in = r->n_ctx - r->cut + r->n_cont - 1;
+    int *in = fm_malloc(sizeof(int) * n_in);
+    if (!in) return fm_fail(FM_ERR_NOMEM, "out of memory");
+    memcpy(in, r->ctx + r->cut, sizeof(int) * (r->n_ctx - r->cut));
+    memcpy(in + r->n_ctx - r->cut, r->cont, sizeof(int) * (r->n_cont - 1));
+    const float *logits;
+    fm_status st = fm_session_forward(s, in, 1, n_in, &logits);
+    r->ll = 0.0;
+    for (int j = 0; !st && j < r->n_cont; j++)
+        r->ll += row_log_prob(logits + (size_t)(r->n_ctx - r->cut - 1 + j) * V, V, r->cont[j]);
+    fm_free(in);
+    return st;
+}
+
+/* Adds a 0/1 (or real) per-item value to a metric's running sums. */
+typedef struct {
+    double sum, sum_sq;
+    int n;
+} running;
+
+static void add(running *m, double x) { m->sum += x, m->sum_sq += x * x, m->n++; }
+
+/* mean and lm-eval's standard error of the mean: the sample standard deviation (n - 1) over
+ * sqrt(n), which for 0/1 values is sqrt(p (1 - p) / (n - 1)). */
+static void finish(const running *m, const char *name, fm_task_result *res) {
+    fm_task_metric *out = &res->metrics[res->n_metrics++];
+    double mean = m->n ? m->sum / m->n : NAN;
+    double var = m->n > 1 ? (m->sum_sq - m->n * mean * mean) / (m->n - 1) : NAN;
+    out->name = name;
+    out->value = mean;
+    out->std_error = m->n > 1 ? sqrt(var > 0.0 ? var : 0.0) / sqrt((double)m->n) : NAN;
+}
+
+static fm_status run_multiple_choice(const fm_task *t, fm_session *s, const fm_tokenizer *tok,
+                                     const fm_task_config *cfg, int n_items, fm_task_result *res) {
+    const fm_config *mc = fm_model_config(fm_session_model(s));
+    int L = mc->n_positions, S = fm_session_max_seqs(s);
+    int eot = fm_tokenizer_special_id(tok, EOT);
+    request *rq = fm_calloc(S, sizeof *rq);
+    int *question = fm_malloc(sizeof(int) * S), *seqs = fm_malloc(sizeof(int) * S);
+    int *toks = fm_malloc(sizeof(int) * S), *owner = fm_malloc(sizeof(int) * S);
+    double *lls = NULL;
+    fm_status st = (!rq || !question || !seqs || !toks || !owner) ? fm_fail(FM_ERR_NOMEM, "out of memory") : FM_OK;
+    running acc = {0}, acc_norm = {0}, acc_bytes = {0};
+    int nq = 0, first_item = 0; /* requests in the wave; the wave's first item */
+    for (int q = 0; q <= n_items && !st; q++) {
+        int item = q < n_items ? t->test[q] : -1;
+        int n_choices = item >= 0 ? t->items[item].n_choices : 0;
+        /* a full wave (or the end) is scored, then its items' metrics taken */
+        if (nq > 0 && (item < 0 || nq + n_choices > S)) {
+            if (cfg->plain)
+                for (int i = 0; i < nq && !st; i++) st = score_plain(s, &rq[i]);
+            else
+                st = score_wave(s, rq, nq, question, seqs, toks, owner);
+            for (int i = 0, at = 0; !st && at < nq; i++) {
+                const fm_task_item *it = &t->items[t->test[first_item + i]];
+                int best = 0, best_norm = 0, best_bytes = 0;
+                for (int c = 0; c < it->n_choices; c++) {
+                    double ll = rq[at + c].ll;
+                    if (ll > rq[at + best].ll) best = c;
+                    if (ll / utf8_chars(it->choices[c]) > rq[at + best_norm].ll / utf8_chars(it->choices[best_norm]))
+                        best_norm = c;
+                    if (ll / strlen(it->choices[c]) > rq[at + best_bytes].ll / strlen(it->choices[best_bytes]))
+                        best_bytes = c;
+                }
+                add(&acc, best == it->gold), add(&acc_norm, best_norm == it->gold),
+                    add(&acc_bytes, best_bytes == it->gold);
+                if (cfg->on_item) {
+                    double *v = fm_malloc(sizeof(double) * it->n_choices);
+                    if (!v) st = fm_fail(FM_ERR_NOMEM, "out of memory");
+                    for (int c = 0; v && c < it->n_choices; c++) v[c] = rq[at + c].ll;
+                    if (v) cfg->on_item(cfg->user, first_item + i, v, it->n_choices, NULL);
+                    fm_free(v);
+                }
+                at += it->n_choices;
+            }
+            for (int i = 0; i < nq; i++) request_free(&rq[i]);
+            nq = 0;
+            first_item = q;
+        }
+        if (item < 0 || st) break;
+        if (n_choices > S) {
+            st = fm_fail(FM_ERR_ARG, "%s:%d: %d choices, more than the %d sequences evaluated at once", t->path,
+                         t->items[item].line, n_choices, S);
+            break;
+        }
+        char *context = NULL;
+        if ((st = build_context(t, item, cfg->shots, cfg->seed, &context))) break;
+        int truncated = 0;
+        for (int c = 0; c < n_choices && !st; c++) {
+            request *r = &rq[nq];
+            const fm_task_item *it = &t->items[item];
+            size_t ld = strlen(t->target_delimiter), lc = strlen(it->choices[c]);
+            char *cont = fm_malloc(ld + lc + 1);
+            if (!cont) {
+                st = fm_fail(FM_ERR_NOMEM, "out of memory");
+                break;
+            }
+            memcpy(cont, t->target_delimiter, ld), memcpy(cont + ld, it->choices[c], lc + 1);
+            st = encode_pair(tok, eot, context, cont, &r->ctx, &r->n_ctx, &r->cont, &r->n_cont);
+            fm_free(cont);
+            if (st) break;
+            nq++;
+            if (r->n_cont < 1 || r->n_cont > L)
+                st = fm_fail(FM_ERR_ARG, "%s:%d: choice %d is %d tokens after its context (%s)", t->path, it->line, c,
+                             r->n_cont, r->n_cont < 1 ? "nothing to score" : "longer than the model's context");
+            /* lm-eval's input: the last L + 1 tokens of context + continuation, minus the last */
+            int total = r->n_ctx + r->n_cont;
+            r->cut = total > L + 1 ? total - (L + 1) : 0;
+            truncated |= r->cut > 0;
+            question[nq - 1] = q;
+        }
+        fm_free(context);
+        res->truncated += truncated;
+    }
+    for (int i = 0; i < nq; i++) request_free(&rq[i]);
+    if (!st) {
+        finish(&acc, "acc", res);
+        finish(&acc_norm, "acc_norm", res);
+        finish(&acc_bytes, "acc_bytes", res);
+        res->n = acc.n;
+    }
+    fm_free(rq), fm_free(question), fm_free(seqs), fm_free(toks), fm_free(owner), fm_free(lls);
+    return st;
+}
+
+/* ------------------------------------------------------------ generation */
+
+/* The comparison form of an answer (SQuAD's normalisation): lowercase ASCII, punctuation
+ * removed, the articles a/an/the removed, words separated by one space. fm_malloc'd. */
+static char *normalize_answer(const char *s) {
+    size_t n = strlen(s);
+    char *out = fm_malloc(n + 1), *word = fm_malloc(n + 1);
+    if (!out || !word) {
+        fm_free(out), fm_free(word);
+        return NULL;
+    }
+    size_t o = 0, w = 0;
+    for (size_t i = 0; i <= n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch && ispunct(ch)) continue;
+        if (ch && !isspace(ch)) {
+            word[w++] = (char)tolower(ch);
+            continue;
+        }
+        word[w] = '\0';
+        if (w && strcmp(word, "a") && strcmp(word, "an") && strcmp(word, "the")) {
+            if (o) out[o++] = ' ';
+            memcpy(out + o, word, w), o += w;
+        }
+        w = 0;
+    }
+    out[o] = '\0';
+    fm_free(word);
+    return out;
+}
+
+/* Token F1 of two normalised answers: the words they share (as a multiset) against each one's
+ * word count; 1 when both are empty. */
+static double token_f1(const char *pred, const char *gold) {
+    char *a = fm_strdup(pred), *b = fm_strdup(gold);
+    const char *wa[512], *wb[512];
+    int na = 0, nb = 0;
+    for (char *p = a ? strtok(a, " ") : NULL; p && na < 512; p = strtok(NULL, " ")) wa[na++] = p;
+    for (char *p = b ? strtok(b, " ") : NULL; p && nb < 512; p = strtok(NULL, " ")) wb[nb++] = p;
+    double f1 = 0.0;
+    if (na == 0 || nb == 0) f1 = na == nb;
+    else {
+        int common = 0;
+        unsigned char used[512] = {0};
+        for (int i = 0; i < na; i++)
+            for (int j = 0; j < nb; j++)
+                if (!used[j] && !strcmp(wa[i], wb[j])) {
+                    used[j] = 1, common++;
+                    break;
+                }
+        if (common) {
+            double p = (double)common / na, r = (double)common / nb;
+            f1 = 2 * p * r / (p + r);
+        }
+    }
+    fm_free(a), fm_free(b);
+    return f1;
+}
+
+static fm_status run_generate(const fm_task *t, fm_session *s, const fm_tokenizer *tok, const fm_task_config *cfg,
+                              int n_items, fm_task_result *res) {
+    const fm_config *mc = fm_model_config(fm_session_model(s));
+    int L = mc->n_positions, room = L - t->max_gen_tokens;
+    if (room < 1)
+        return fm_fail(FM_ERR_ARG, "task %s: max_gen_tokens %d leaves no room for a prompt in a context of %d",
+                       t->name, t->max_gen_tokens, L);
+    int **prompts = fm_calloc(n_items, sizeof *prompts), *lens = fm_calloc(n_items, sizeof *lens);
+    fm_generate_result *out = fm_calloc(n_items, sizeof *out);
+    fm_status st = (!prompts || !lens || !out) ? fm_fail(FM_ERR_NOMEM, "out of memory") : FM_OK;
+    for (int q = 0; q < n_items && !st; q++) {
+        char *context = NULL;
+        int *ids = NULL;
+        size_t n = 0;
+        if ((st = build_context(t, t->test[q], cfg->shots, cfg->seed, &context))) break;
+        st = fm_tokenizer_encode(tok, context, strlen(context), 0, &ids, &n);
+        fm_free(context);
+        if (st) break;
+        if (n == 0) {
+            free(ids);
+            st = fm_fail(FM_ERR_ARG, "%s:%d: the prompt encodes to no tokens", t->path, t->items[t->test[q]].line);
+            break;
+        }
+        /* lm-eval keeps the last (context - max_gen_tokens) tokens of the prompt */
+        int keep = (int)n > room ? room : (int)n;
+        res->truncated += (int)n > room;
+        prompts[q] = fm_malloc(sizeof(int) * keep);
+        if (!prompts[q]) st = fm_fail(FM_ERR_NOMEM, "out of memory");
+        else memcpy(prompts[q], ids + n - keep, sizeof(int) * keep), lens[q] = keep;
+        free(ids);
+    }
+    if (!st) {
+        fm_generate_config g;
+        fm_generate_config_default(&g);
+        g.sampler.temperature = 0.0f; /* greedy */
+        g.max_tokens = t->max_gen_tokens;
+        g.eos = fm_tokenizer_special_id(tok, EOT);
+        g.tok = tok;
+        g.stops = (const char *const *)t->until;
+        g.n_stops = t->n_until;
+        st = fm_generate(s, &g, (const int *const *)prompts, lens, n_items, NULL, NULL, out);
+    }
+    running em = {0}, f1 = {0};
+    for (int q = 0; q < n_items && !st; q++) {
+        const fm_task_item *it = &t->items[t->test[q]];
+        char *pred = normalize_answer(out[q].text ? out[q].text : "");
+        double best_em = 0.0, best_f1 = 0.0;
+        for (int a = 0; pred && a < it->n_answers; a++) {
+            char *gold = normalize_answer(it->answers[a]);
+            if (!gold) break;
+            best_em = fmax(best_em, strcmp(pred, gold) == 0);
+            best_f1 = fmax(best_f1, token_f1(pred, gold));
+            fm_free(gold);
+        }
+        if (!pred) st = fm_fail(FM_ERR_NOMEM, "out of memory");
+        fm_free(pred);
+        add(&em, best_em), add(&f1, best_f1);
+        if (!st && cfg->on_item) {
+            double v[2] = {best_em, best_f1};
+            cfg->on_item(cfg->user, q, v, 2, out[q].text ? out[q].text : "");
+        }
+    }
+    if (!st) {
+        finish(&em, "exact_match", res);
+        finish(&f1, "f1", res);
+        res->n = em.n;
+    }
+    for (int q = 0; q < n_items; q++) {
+        if (prompts) fm_free(prompts[q]);
+        if (out) fm_generate_result_free(&out[q]);
+    }
+    fm_free(prompts), fm_free(lens), fm_free(out);
+    return st;
+}
+
+/* ------------------------------------------------------------ perplexity */
+
+/* The log-likelihood of a document's tokens in lm-eval's rolling windows of the context L: the
+ * first window is the end-of-text token and the first L - 1 tokens, predicting the first L;
+ * each later one predicts the next (up to L) tokens from the L tokens before each. */
+static fm_status rolling_ll(fm_session *s, const int *ids, int n, int eot, int L, int *buf, double *ll) {
+    int V = fm_model_config(fm_session_model(s))->vocab_size;
+    const float *logits;
+    *ll = 0.0;
+    int done = 0;
+    while (done < n) {
+        int pred = n - done < L ? n - done : L, end = done + pred, start = end - L - 1, len;
+        if (done == 0) { /* [eot] + tokens[0 .. pred - 1) */
+            buf[0] = eot;
+            memcpy(buf + 1, ids, sizeof(int) * (pred - 1));
+            len = pred;
+        } else {
+            if (start < 0) start = 0;
+            len = end - 1 - start;
+            memcpy(buf, ids + start, sizeof(int) * len);
+        }
+        fm_status st = fm_session_forward(s, buf, 1, len, &logits);
+        if (st) return st;
+        for (int j = 0; j < pred; j++) /* the last pred rows predict ids[end - pred .. end) */
+            *ll += row_log_prob(logits + (size_t)(len - pred + j) * V, V, ids[end - pred + j]);
+        done = end;
+    }
+    return FM_OK;
+}
+
+static fm_status run_perplexity(const fm_task *t, fm_session *s, const fm_tokenizer *tok, const fm_task_config *cfg,
+                                int n_items, fm_task_result *res) {
+    const fm_config *mc = fm_model_config(fm_session_model(s));
+    int L = mc->n_positions, eot = fm_tokenizer_special_id(tok, EOT);
+    if (eot < 0) return fm_fail(FM_ERR_ARG, "task %s: rolling windows begin with the tokenizer's " EOT " token, "
+                                "which this tokenizer lacks", t->name);
+    int *buf = fm_malloc(sizeof(int) * (L + 1));
+    if (!buf) return fm_fail(FM_ERR_NOMEM, "out of memory");
+    double ll_sum = 0.0, tokens = 0.0, bytes = 0.0, words = 0.0;
+    fm_status st = FM_OK;
+    for (int q = 0; q < n_items && !st; q++) {
+        const fm_task_item *it = &t->items[t->test[q]];
+        int *ids = NULL;
+        size_t n = 0;
+        if ((st = fm_tokenizer_encode(tok, it->text, strlen(it->text), 0, &ids, &n))) break;
+        double ll = 0.0;
+        st = rolling_ll(s, ids, (int)n, eot, L, buf, &ll);
+        free(ids);
+        ll_sum += ll, tokens += n, bytes += strlen(it->text);
+        for (const char *p = it->text; *p;) { /* words: runs of non-space */
+            while (*p && isspace((unsigned char)*p)) p++;
+            if (*p) words++;
+            while (*p && !isspace((unsigned char)*p)) p++;
+        }
+        if (!st && cfg->on_item) cfg->on_item(cfg->user, q, &ll, 1, NULL);
+    }
+    fm_free(buf);
+    if (st) return st;
+    /* corpus-level: summed log-likelihood over summed counts, as lm-eval aggregates them */
+    fm_task_metric *m = res->metrics;
+    m[0] = (fm_task_metric){"bits_per_byte", -ll_sum / (bytes * log(2.0)), NAN};
+    m[1] = (fm_task_metric){"token_perplexity", exp(-ll_sum / tokens), NAN};
+    m[2] = (fm_task_metric){"word_perplexity", exp(-ll_sum / (words > 0 ? words : 1)), NAN};
+    res->n_metrics = 3;
+    res->n = n_items;
+    return FM_OK;
+}
+
+/* ------------------------------------------------------------ the task */
+
+void fm_task_config_default(fm_task_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->seed = 1234;
+    cfg->max_seqs = 32;
+}
+
+fm_status fm_task_evaluate(const fm_task *t, const fm_model *model, const fm_tokenizer *tok, const fm_task_config *cfg,
+                           fm_task_result *res) {
+    memset(res, 0, sizeof *res);
+    res->chance = t->chance;
+    res->shots = t->type == FM_TASK_PERPLEXITY ? 0 : cfg->shots;
+    if (cfg->shots < 0) return fm_fail(FM_ERR_ARG, "shots: %d is negative", cfg->shots);
+    if (cfg->max_seqs < 1 || cfg->max_seqs > 4096)
+        return fm_fail(FM_ERR_ARG, "max_seqs %d: must be between 1 and 4096", cfg->max_seqs);
+    if (fm_tokenizer_vocab_size(tok) != fm_model_config(model)->vocab_size)
+        return fm_fail(FM_ERR_MISMATCH, "the tokenizer has %d tokens, the model %d", fm_tokenizer_vocab_size(tok),
+                       fm_model_config(model)->vocab_size);
+    int n_items = cfg->limit > 0 && cfg->limit < t->n_test ? cfg->limit : t->n_test;
+    int max_choices = 1;
+    for (int i = 0; i < n_items && t->type == FM_TASK_MULTIPLE_CHOICE; i++)
+        if (t->items[t->test[i]].n_choices > max_choices) max_choices = t->items[t->test[i]].n_choices;
+    int seqs = cfg->max_seqs > max_choices ? cfg->max_seqs : max_choices;
+    fm_session *s = NULL;
+    fm_status st = fm_session_init(&s, model, seqs, fm_model_config(model)->n_positions);
+    if (st) return st;
+    fm_task_config c = *cfg;
+    c.max_seqs = seqs;
+    switch (t->type) {
+    case FM_TASK_MULTIPLE_CHOICE: st = run_multiple_choice(t, s, tok, &c, n_items, res); break;
+    case FM_TASK_GENERATE: st = run_generate(t, s, tok, &c, n_items, res); break;
+    case FM_TASK_PERPLEXITY: {
+        c.shots = 0;
+        st = run_perplexity(t, s, tok, &c, n_items, res);
+        break;
+    }
+    }
+    fm_session_free(s);
+    return st;
+}
