@@ -3,7 +3,7 @@
 #   make test       every unit, gradient, parity and CLI test (needs libcmocka-dev, libcjson-dev)
 #   make asan       the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-torch regenerate the PyTorch reference with /usr/bin/python3 and check it live
-#   make fuzz       run the tokenizer's fuzz target under libFuzzer (clang) for FUZZ_SECONDS
+#   make fuzz       run the fuzz targets under libFuzzer (clang), FUZZ_SECONDS each (FUZZ_TARGET=name: one)
 #   make bench-tokenizer  fm's tokenizer beside tiktoken and spm_train on the King James text
 #   make bench      fm's training and generation speed beside PyTorch's (bench/compare.sh)
 #   make bench-kernels  fm's matrix products and attention alone, GFLOP/s per shape
@@ -23,8 +23,10 @@ LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS    = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 SCRIPT_TESTS = tests/cli_test.sh tests/cli_tokenizer_test.sh tests/cli_pretrain_test.sh tests/cli_golden_test.sh tests/cli_crash_test.sh tests/cli_data_test.sh
+FUZZ_TARGETS = tokenizer safetensors config state shard
+FUZZ_REPLAYS = $(FUZZ_TARGETS:%=$(BUILD)/fuzz/replay_%)
 
-.PHONY: all deps test run-tests demo asan tsan test-torch clean fuzz bench-tokenizer bench bench-kernels
+.PHONY: all deps test run-tests demo asan tsan test-torch clean fuzz fuzz-seeds bench-tokenizer bench bench-kernels
 all: $(BUILD)/fm
 
 # A fresh machine: before compiling anything, the Debian packages the build and the tests need
@@ -70,34 +72,96 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libfm.a
 test: deps
 	@$(MAKE) --no-print-directory run-tests
 
-run-tests: $(TESTS) $(BUILD)/fm $(BUILD)/fuzz/replay_tokenizer
+run-tests: $(TESTS) $(BUILD)/fm $(FUZZ_REPLAYS)
 	@failed=0; for t in $(TESTS); do \
 	    echo "== $$t"; ./$$t || failed=$$((failed + 1)); \
 	done; \
 	for t in $(SCRIPT_TESTS); do \
 	    echo "== $$t"; FM_CC="$(CC)" FM_CFLAGS="$(CFLAGS)" $$t $(BUILD)/fm || failed=$$((failed + 1)); \
 	done; \
-	echo "== tokenizer fuzz corpus replay"; $(BUILD)/fuzz/replay_tokenizer tests/fuzz/corpus/tokenizer || failed=$$((failed + 1)); \
-	echo "test programs: $$(( $(words $(TESTS) $(SCRIPT_TESTS)) + 1 - failed )) passed, $$failed failed"; [ $$failed -eq 0 ]
+	for t in $(FUZZ_TARGETS); do \
+	    echo "== $$t fuzz corpus replay"; $(BUILD)/fuzz/replay_$$t tests/fuzz/corpus/$$t || failed=$$((failed + 1)); \
+	done; \
+	echo "test programs: $$(( $(words $(TESTS) $(SCRIPT_TESTS) $(FUZZ_TARGETS)) - failed )) passed, $$failed failed"; [ $$failed -eq 0 ]
 
-# The tokenizer's fuzz target (tests/fuzz/fuzz_tokenizer.c), built from the tokenizer's sources
-# alone without OpenMP. `make test` replays the committed corpus through it with a plain main()
-# (tests/fuzz/replay.c) under AddressSanitizer + UndefinedBehaviorSanitizer; `make fuzz` runs
-# libFuzzer (clang) for FUZZ_SECONDS, new inputs going to $(BUILD)/fuzz/corpus.
+# Fuzz targets, tests/fuzz/fuzz_NAME.c: the tokenizer's, and the file readers' (safetensors,
+# config.json, training state, token shards). `make test` replays each committed corpus
+# (tests/fuzz/corpus/NAME) through its target with a plain main() (tests/fuzz/replay.c) under
+# AddressSanitizer + UndefinedBehaviorSanitizer, built with gcc; `make fuzz` runs libFuzzer (clang)
+# on FUZZ_TARGET (a name, or all) for FUZZ_SECONDS each, new inputs going to
+# $(BUILD)/fuzz/corpus/NAME; `make fuzz-seeds` writes the readers' seed files
+# (tests/fuzz/gen_seeds.c) to $(BUILD)/fuzz/seeds/NAME, which `make fuzz` then reads too. The
+# tokenizer's target is built from the tokenizer's sources alone without OpenMP; the readers'
+# link a library of src/core, io, model, train, cpu and tokenizer compiled with the same
+# sanitizers, once per compiler ($(BUILD)/fuzz/gcc and $(BUILD)/fuzz/clang).
+FUZZ_TARGET ?= all
+FUZZ_SECONDS ?= 300
 FUZZ_SRC     = tests/fuzz/fuzz_tokenizer.c $(wildcard src/tokenizer/*.c) src/core/status.c src/core/fileio.c src/core/text.c \
                src/core/alloc.c
 FUZZ_FLAGS   = -std=c11 -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Wno-unknown-pragmas \
                -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Iinclude -Isrc
-FUZZ_SECONDS ?= 300
+FUZZ_SAN     = -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_LIB_SRC = $(wildcard src/core/*.c src/io/*.c src/model/*.c src/train/*.c src/cpu/*.c src/tokenizer/*.c)
+FUZZ_HEADERS = $(wildcard include/*.h src/*/*.h tests/fuzz/*.h)
+FUZZ_RUN     = $(if $(filter all,$(FUZZ_TARGET)),$(FUZZ_TARGETS),$(FUZZ_TARGET))
+.PRECIOUS: $(BUILD)/fuzz/gcc/%.o $(BUILD)/fuzz/clang/%.o $(BUILD)/fuzz/gcc/tests/fuzz/%.o $(BUILD)/fuzz/clang/tests/fuzz/%.o
+
 $(BUILD)/fuzz/replay_tokenizer: $(FUZZ_SRC) tests/fuzz/replay.c $(wildcard include/*.h src/*/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(FUZZ_FLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all $(FUZZ_SRC) tests/fuzz/replay.c -o $@ -lcjson -lutf8proc -lm
+	$(CC) $(FUZZ_FLAGS) $(FUZZ_SAN) $(FUZZ_SRC) tests/fuzz/replay.c -o $@ -lcjson -lutf8proc -lm
+
+FUZZ_GCC     = $(CC) $(FUZZ_FLAGS) -fopenmp $(FUZZ_SAN)
+FUZZ_CLANG   = clang $(FUZZ_FLAGS) -fopenmp -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+$(BUILD)/fuzz/gcc/%.o: %.c $(wildcard include/*.h src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_GCC) -c $< -o $@
+
+$(BUILD)/fuzz/gcc/tests/fuzz/%.o: tests/fuzz/%.c $(FUZZ_HEADERS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_GCC) -c $< -o $@
+
+$(BUILD)/fuzz/clang/%.o: %.c $(wildcard include/*.h src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CLANG) -c $< -o $@
+
+$(BUILD)/fuzz/clang/tests/fuzz/%.o: tests/fuzz/%.c $(FUZZ_HEADERS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CLANG) -c $< -o $@
+
+$(BUILD)/fuzz/libfm-gcc.a: $(FUZZ_LIB_SRC:%.c=$(BUILD)/fuzz/gcc/%.o)
+	ar rcs $@ $^
+
+$(BUILD)/fuzz/libfm-clang.a: $(FUZZ_LIB_SRC:%.c=$(BUILD)/fuzz/clang/%.o)
+	ar rcs $@ $^
+
+$(BUILD)/fuzz/replay_%: $(BUILD)/fuzz/gcc/tests/fuzz/fuzz_%.o $(BUILD)/fuzz/gcc/tests/fuzz/replay.o $(BUILD)/fuzz/libfm-gcc.a
+	$(CC) -fopenmp $(FUZZ_SAN) $^ -o $@ -lcjson -lutf8proc -lm
+
+$(BUILD)/fuzz/gen_seeds: $(BUILD)/fuzz/gcc/tests/fuzz/gen_seeds.o $(BUILD)/fuzz/libfm-gcc.a
+	$(CC) -fopenmp $(FUZZ_SAN) $^ -o $@ -lcjson -lutf8proc -lm
+
+$(BUILD)/fuzz/fuzz_tokenizer: $(FUZZ_SRC) $(wildcard include/*.h src/*/*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(FUZZ_SRC) -o $@ -lcjson -lutf8proc -lm
+
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/fuzz/clang/tests/fuzz/fuzz_%.o $(BUILD)/fuzz/libfm-clang.a
+	clang -fopenmp -fsanitize=fuzzer,address,undefined $^ -o $@ -lcjson -lutf8proc -lm
+
+fuzz-seeds: $(BUILD)/fuzz/gen_seeds
+	rm -rf $(BUILD)/fuzz/seeds
+	$(BUILD)/fuzz/gen_seeds $(BUILD)/fuzz/seeds
 
 fuzz:
 	@scripts/install-deps.sh --fuzz
-	@mkdir -p $(BUILD)/fuzz/corpus
-	clang $(FUZZ_FLAGS) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(FUZZ_SRC) -o $(BUILD)/fuzz/fuzz_tokenizer -lcjson -lutf8proc -lm
-	$(BUILD)/fuzz/fuzz_tokenizer -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 $(BUILD)/fuzz/corpus tests/fuzz/corpus/tokenizer
+	@for t in $(FUZZ_RUN); do case " $(FUZZ_TARGETS) " in *" $$t "*) ;; \
+	    *) echo "make fuzz: unknown FUZZ_TARGET '$$t' (all, or one of: $(FUZZ_TARGETS))" >&2; exit 2 ;; esac; done
+	@$(MAKE) --no-print-directory $(FUZZ_RUN:%=$(BUILD)/fuzz/fuzz_%)
+	@for t in $(FUZZ_RUN); do \
+	    echo "== fuzz $$t for $(FUZZ_SECONDS) s"; mkdir -p $(BUILD)/fuzz/corpus/$$t; \
+	    seeds=$(BUILD)/fuzz/seeds/$$t; [ -d $$seeds ] || seeds=; \
+	    $(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+	        $(BUILD)/fuzz/corpus/$$t tests/fuzz/corpus/$$t $$seeds || exit 1; \
+	done
 
 # Speed beside PyTorch (bench/compare.sh): training (i)-(iii), generation f32/int8, thread scaling.
 # The peer needs python3-torch and libopenblas0-openmp (Debian).

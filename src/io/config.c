@@ -122,9 +122,23 @@ static fm_status expect_bool(const cJSON *root, const char *path, const char *ke
     return FM_OK;
 }
 
+/* The keys fm reads. Each may appear once: of a key given twice cJSON reads the first value and
+ * Python's json (transformers) the last, so fm and transformers would build different models. */
+static const char *const read_keys[] = {
+    "model_type", "n_layer", "n_head", "n_embd", "vocab_size", "n_positions", "n_ctx", "n_inner",
+    "layer_norm_epsilon", "activation_function", "tie_word_embeddings", "scale_attn_weights",
+    "scale_attn_by_inverse_layer_idx", "add_cross_attention"};
+
 static fm_status parse_config(fm_config *cfg, const cJSON *root, const char *path) {
     fm_status st;
     if (!cJSON_IsObject(root)) return fm_fail(FM_ERR_FORMAT, "%s: not a JSON object", path);
+    for (size_t k = 0; k < sizeof read_keys / sizeof read_keys[0]; k++) {
+        int seen = 0;
+        const cJSON *item;
+        cJSON_ArrayForEach(item, root)
+            if (item->string && strcmp(item->string, read_keys[k]) == 0 && seen++)
+                return fm_fail(FM_ERR_CONFIG, "%s: key \"%s\" appears twice", path, read_keys[k]);
+    }
     fm_config_default(cfg);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     if (type && (!cJSON_IsString(type) || strcmp(type->valuestring, "gpt2") != 0))

@@ -1,7 +1,8 @@
 /*
  * replay.c — runs fuzz inputs through a libFuzzer entry point without libFuzzer, so that
  * `make test` can replay a committed corpus under AddressSanitizer + UndefinedBehaviorSanitizer
- * with gcc. Usage: replay FILE_OR_DIR...  (every file of a folder, in name order)
+ * with gcc. Usage: replay FILE_OR_DIR...  (every file of a folder, in name order); with
+ * FM_FUZZ_VERBOSE set, each file's name (and, from the readers' targets, what they said of it).
  */
 #include <dirent.h>
 #include <stdint.h>
@@ -31,6 +32,7 @@ static int run_file(const char *path) {
     uint8_t *input = malloc(n ? n : 1);
     memcpy(input, buf, n);
     free(buf);
+    if (getenv("FM_FUZZ_VERBOSE")) fprintf(stderr, "%s (%zu bytes)\n", path, n);
     LLVMFuzzerTestOneInput(input, n);
     free(input);
     return 1;
