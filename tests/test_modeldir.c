@@ -976,6 +976,13 @@ static void test_checkpoint_corrupt_metadata_refused(void **state) {
         {"lr", "fast", FM_ERR_FORMAT, "\"lr\""},
         {"num_params", NULL, FM_ERR_FORMAT, "\"num_params\" is missing"},
         {"beta1", "1.5", FM_ERR_CONFIG, "betas"},
+        /* found by fuzz_state: narrowing, a sign behind a space, a space, infinity */
+        {"warmup_steps", "4294967297", FM_ERR_FORMAT, "\"warmup_steps\""},
+        {"total_steps", "4294967336", FM_ERR_FORMAT, "\"total_steps\""},
+        {"data_position", " -1", FM_ERR_FORMAT, "\"data_position\""},
+        {"step", " 3", FM_ERR_FORMAT, "\"step\""},
+        {"grad_clip", "inf", FM_ERR_FORMAT, "\"grad_clip\""},
+        {"lr", "nan", FM_ERR_FORMAT, "\"lr\""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         print_message("%s = %s\n", cases[i].key, cases[i].value ? cases[i].value : "(removed)");

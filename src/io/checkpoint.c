@@ -423,15 +423,20 @@ static fm_status parse_meta(const fm_safetensors *st, const char *path, int64_t 
         }
         int integer = i == META_STEP || i == META_DATA || i == META_SEED || i == META_WARMUP ||
                       i == META_TOTAL || i == META_PARAMS;
-        if (integer) {
-            ints[i] = (int64_t)strtoull(text, &end, 10);
-            if (text[0] == '-' && i != META_STEP) end = (char *)text;
+        if (integer) { /* digits only: no sign, no space, and within the field's range */
+            uint64_t v = text[0] >= '0' && text[0] <= '9' ? strtoull(text, &end, 10) : 0;
+            uint64_t max = i == META_WARMUP || i == META_TOTAL ? INT32_MAX
+                           : i == META_STEP || i == META_PARAMS ? INT64_MAX : UINT64_MAX;
+            if (!(text[0] >= '0' && text[0] <= '9')) end = (char *)text;
+            else if (v > max) errno = ERANGE;
+            ints[i] = (int64_t)v;
         } else {
             reals[i] = strtod(text, &end);
+            if (!isfinite(reals[i])) errno = ERANGE; /* inf, nan */
         }
         if (end == text || *end != '\0' || errno)
             return fm_fail(FM_ERR_FORMAT, "%s: metadata \"%s\" = \"%s\" is not a valid %s", path,
-                           meta_names[i], text, integer ? "integer" : "number");
+                           meta_names[i], text, integer ? "integer in range" : "finite number");
     }
     if (ints[META_STEP] < 0) return fm_fail(FM_ERR_FORMAT, "%s: metadata \"step\" is negative", path);
     return FM_OK;
