@@ -50,15 +50,24 @@ static void set_value(const cli_command *cmd, const cli_option *o, const char *t
         list->items[list->n++] = text;
         return;
     }
+    if (o->type == OPT_U64) { /* all 64 bits: decimal digits, read as an integer, never via a double */
+        size_t digits = strspn(text, "0123456789");
+        unsigned long long u = digits ? strtoull(text, &end, 10) : 0;
+        if (!digits || text[digits] != '\0' || errno == ERANGE)
+            cli_usage_error(cmd->name, "--%s: '%s' is not a whole number in decimal digits", o->name, text);
+        if ((double)u < o->min || (double)u > o->max)
+            cli_usage_error(cmd->name, "--%s: %s is out of range [%.0f, %.0f]", o->name, text, o->min, o->max);
+        *(uint64_t *)o->value = u;
+        return;
+    }
     double v = strtod(text, &end);
     if (end == text || *end != '\0' || errno || !isfinite(v))
         cli_usage_error(cmd->name, "--%s: '%s' is not a number", o->name, text);
-    if ((o->type == OPT_INT || o->type == OPT_U64) && v != floor(v))
+    if (o->type == OPT_INT && v != floor(v))
         cli_usage_error(cmd->name, "--%s: '%s' is not a whole number", o->name, text);
-    if (v < o->min || v > o->max)
+    if (v < o->min || v > o->max) /* checked before narrowing: every int option's range fits an int */
         cli_usage_error(cmd->name, "--%s: %s is out of range [%g, %g]", o->name, text, o->min, o->max);
     if (o->type == OPT_INT) *(int *)o->value = (int)v;
-    else if (o->type == OPT_U64) *(uint64_t *)o->value = strtoull(text, NULL, 10);
     else *(float *)o->value = (float)v;
 }
 

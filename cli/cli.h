@@ -42,7 +42,15 @@ _Noreturn void cli_usage_error(const char *cmd, const char *fmt, ...) __attribut
 _Noreturn void cli_fail(const char *cmd, fm_status status);
 
 /* Shared helpers (common.c). */
-/* The whole of a file, or of stdin when path is NULL or "-"; NUL-terminated; dies on error. */
+/* malloc (count x size, overflow checked), realloc and strdup that die with "fm CMD: out of
+ * memory" (exit 1). They go through the library's allocator, so FM_FAIL_ALLOC=k (src/core/alloc.h)
+ * reaches the command's own allocations too; free() releases them. */
+void *cli_alloc(const char *cmd, size_t count, size_t size);
+void *cli_realloc(const char *cmd, void *p, size_t count, size_t size);
+char *cli_strdup(const char *cmd, const char *s);
+_Noreturn void cli_out_of_memory(const char *cmd);
+/* The whole of a file, or of stdin when path is NULL or "-"; NUL-terminated (the text may hold
+ * NUL bytes of its own: *len counts them all); dies on error. */
 char *cli_read_file(const char *cmd, const char *path, size_t *len);
 /* Loads DIR's model and, if want_tokenizer, DIR/tokenizer.json (must exist when required;
  * otherwise *tok is NULL when absent). Checks that the vocabularies match. Dies on error. */
@@ -60,8 +68,18 @@ void cli_mkdir_p(const char *cmd, const char *dir);
 void cli_check_out_dir(const char *cmd, const char *out, const char *input, int force);
 /* Locks dir for this process (fm_dir_lock); dies naming the holder when another has it. */
 int cli_lock_dir(const char *cmd, const char *dir);
+/* Strict JSON: text (len bytes) must be one JSON value with nothing after it but white space,
+ * and no string in it may hold a NUL (\u0000: C strings end there, so a name or a path would
+ * silently be another). Dies naming path: invalid JSON (with the byte), trailing content, a NUL,
+ * out of memory. Free the result with cJSON_Delete. */
+struct cJSON *cli_parse_json(const char *cmd, const char *path, const char *text, size_t len);
 /* Seconds on a monotonic clock. */
 double cli_now(void);
+/* A number for JSON on stdout, printed with fmt ("%.9g"): null when it is not finite (JSON has
+ * no NaN or infinity). */
+void cli_print_json_number(const char *fmt, double v);
+/* The command main() runs, for messages from outside it (a write error on stdout at exit). */
+extern const char *cli_command_name;
 
 extern const cli_command cmd_init, cmd_info, cmd_data, cmd_pretrain, cmd_generate, cmd_score, cmd_eval;
 extern const cli_command cmd_bench; /* cmd-bench.c */

@@ -80,7 +80,7 @@ typedef struct {
 
 static int bench_train(const bench_args *a) {
     const fm_config *cfg = &a->cfg;
-    int B = a->batch, T = a->seq, n = B * T;
+    int B = a->batch, T = a->seq ? a->seq : cfg->n_positions < 64 ? cfg->n_positions : 64, n = B * T;
     if (T > cfg->n_positions)
         cli_usage_error("bench", "--seq %d exceeds --context %d", T, cfg->n_positions);
     fm_set_threads(a->threads);
@@ -99,12 +99,8 @@ static int bench_train(const bench_args *a) {
 
     /* Random tokens (B, T) per step; targets are the next token of the same stream. */
     int total = a->warmup + a->steps;
-    int *stream = malloc(sizeof(int) * ((size_t)n * total + 1));
-    double *times = malloc(sizeof(double) * (a->steps > 0 ? a->steps : 1));
-    if (!stream || !times) {
-        fprintf(stderr, "fm bench: out of memory\n");
-        return 1;
-    }
+    int *stream = cli_alloc("bench", (size_t)n * total + 1, sizeof(int));
+    double *times = cli_alloc("bench", a->steps > 0 ? a->steps : 1, sizeof(double));
     fm_rng rng;
     fm_rng_seed(&rng, a->seed + 1);
     for (size_t i = 0; i < (size_t)n * total + 1; i++) stream[i] = (int)(fm_rng_u64(&rng) % cfg->vocab_size);
@@ -164,18 +160,15 @@ static int bench_generate(const bench_args *a) {
     if (st) cli_fail("bench", st);
     if (a->int8 && (st = fm_model_quantize(model))) cli_fail("bench", st);
     const fm_config *cfg = fm_model_config(model);
+    /* the session holds the prompt and every generated token but the last, which is not fed */
     int len = a->prompt + a->gen, V = cfg->vocab_size;
-    if (len > cfg->n_positions)
-        cli_usage_error("bench", "--prompt %d + --gen %d exceed the context %d", a->prompt, a->gen, cfg->n_positions);
+    if (len - 1 > cfg->n_positions)
+        cli_usage_error("bench", "--prompt %d + --gen %d - 1 exceed the context %d", a->prompt, a->gen, cfg->n_positions);
     fm_session *session = NULL;
-    if ((st = fm_session_init(&session, model, 1, len))) cli_fail("bench", st);
-    int *tokens = malloc(sizeof(int) * (size_t)len);
+    if ((st = fm_session_init(&session, model, 1, len - 1))) cli_fail("bench", st);
+    int *tokens = cli_alloc("bench", (size_t)len, sizeof(int));
     int runs = a->warmup + a->steps;
-    double *decode_s = malloc(sizeof(double) * runs), *whole_s = malloc(sizeof(double) * runs);
-    if (!tokens || !decode_s || !whole_s) {
-        fprintf(stderr, "fm bench: out of memory\n");
-        return 1;
-    }
+    double *decode_s = cli_alloc("bench", runs, sizeof(double)), *whole_s = cli_alloc("bench", runs, sizeof(double));
     fm_rng rng;
     fm_rng_seed(&rng, a->seed + 1);
     for (int i = 0; i < a->prompt; i++) tokens[i] = (int)(fm_rng_u64(&rng) % V);
@@ -214,7 +207,7 @@ static int bench_generate(const bench_args *a) {
 }
 
 static int run(int argc, char **argv) {
-    bench_args a = {.batch = 4, .seq = 64, .threads = 0, .steps = 10, .warmup = 3, .peak_gflops = 330.0f,
+    bench_args a = {.batch = 4, .seq = 0, .threads = 0, .steps = 10, .warmup = 3, .peak_gflops = 330.0f,
                     .seed = 1337, .prompt = 16, .gen = 128};
     fm_config_default(&a.cfg);
     cli_option opts[] = {
@@ -224,7 +217,7 @@ static int run(int argc, char **argv) {
         {"vocab", OPT_INT, &a.cfg.vocab_size, 1, 16777216, "vocabulary size (default 50257)"},
         {"context", OPT_INT, &a.cfg.n_positions, 1, 1048576, "rows of the position table (default 1024)"},
         {"batch", OPT_INT, &a.batch, 1, 65536, "sequences per step (default 4)"},
-        {"seq", OPT_INT, &a.seq, 1, 1048576, "tokens per sequence (default 64)"},
+        {"seq", OPT_INT, &a.seq, 1, 1048576, "tokens per sequence (default 64, or the context if shorter)"},
         {"threads", OPT_INT, &a.threads, 0, 1024, "threads (default: all cores)"},
         {"steps", OPT_INT, &a.steps, 1, 100000, "timed steps, or generate runs (default 10)"},
         {"warmup", OPT_INT, &a.warmup, 0, 100000, "untimed steps or runs first (default 3)"},

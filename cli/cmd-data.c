@@ -73,12 +73,12 @@ static int prepare(int argc, char **argv) {
 
     /* the corpora, one after another, each ending in a newline */
     size_t total = 0, cap = 1;
-    char *text = malloc(cap);
+    char *text = cli_alloc("data", cap, 1);
     for (int i = 0; i < n_corpora; i++) {
         size_t len;
         char *buf = cli_read_file("data", corpora[i], &len);
         check_text(corpora[i], buf, len);
-        if (total + len + 2 > cap) text = realloc(text, cap = 2 * (total + len + 2));
+        if (total + len + 2 > cap) text = cli_realloc("data", text, cap = 2 * (total + len + 2), 1);
         memcpy(text + total, buf, len);
         total += len;
         if (text[total - 1] != '\n') text[total++] = '\n';

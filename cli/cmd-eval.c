@@ -16,7 +16,7 @@
 
 static int *read_all(fm_shard *s, size_t *n) {
     *n = fm_shard_length(s);
-    int *t = malloc(sizeof(int) * (*n + 1));
+    int *t = cli_alloc("eval", *n + 1, sizeof(int));
     fm_shard_read(s, 0, *n, t + 1); /* leave room for a <|endoftext|> in front */
     return t;
 }
@@ -25,7 +25,7 @@ static int run(int argc, char **argv) {
     const char *dir = NULL, *data = NULL;
     int no_bigram = 0, json = 0, threads = 0;
     cli_option opts[] = {
-        {"model", OPT_STRING, &dir, 0, 0, "model directory (required unless --bigram-only)"},
+        {"model", OPT_STRING, &dir, 0, 0, "model directory (without it, only the bigram baseline)"},
         {"data", OPT_STRING, &data, 0, 0, "directory of fm data prepare (train.bin, val.bin) (required)"},
         {"no-bigram", OPT_FLAG, &no_bigram, 0, 0, "skip the bigram baseline"},
         {"json", OPT_FLAG, &json, 0, 0, "one JSON line instead of text"},
@@ -99,9 +99,12 @@ static int run(int argc, char **argv) {
         fm_shard_close(train);
     }
     if (json) {
-        printf("{\"tokens\":%zu,\"bytes\":%.0f", n_val, bytes);
-        if (dir) printf(",\"model_bits_per_byte\":%.4f", model_bpb);
-        if (!no_bigram) printf(",\"bigram_bits_per_byte\":%.4f,\"bigram_beta\":%.3g", bigram_bpb, beta);
+        printf("{\"tokens\":%zu,\"bytes\":%.0f", n_val, bytes); /* numbers not finite are null */
+        if (dir) printf(",\"model_bits_per_byte\":"), cli_print_json_number("%.4f", model_bpb);
+        if (!no_bigram) {
+            printf(",\"bigram_bits_per_byte\":"), cli_print_json_number("%.4f", bigram_bpb);
+            printf(",\"bigram_beta\":"), cli_print_json_number("%.3g", beta);
+        }
         printf("}\n");
     } else {
         printf("held-out text: %zu tokens, %.0f bytes\n", n_val, bytes);

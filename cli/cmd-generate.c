@@ -12,8 +12,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
-
 #include "cli.h"
 
 /* What the streaming callback needs. */
@@ -23,6 +21,7 @@ typedef struct {
     double t0, t_first; /* start; the first piece's time (0 until then) */
 } stream;
 
+/* Streams a piece; a write error on stdout stops the generation (main reports it at exit). */
 static int on_piece(void *user, int index, const int *ids, int n_ids, const char *text, size_t len) {
     (void)index;
     stream *out = user;
@@ -33,27 +32,20 @@ static int on_piece(void *user, int index, const int *ids, int n_ids, const char
     } else {
         for (int i = 0; i < n_ids; i++) printf("%s%d", out->ids_printed++ ? " " : "", ids[i]);
     }
-    fflush(stdout);
-    return 0;
+    return fflush(stdout) != 0 || ferror(stdout);
 }
 
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "fm generate: out of memory\n");
-        exit(1);
-    }
-    return p;
-}
+static void *xmalloc(size_t n) { return cli_alloc("generate", n, 1); }
 
-/* bytes as UTF-8 for JSON: each invalid sequence becomes U+FFFD. malloc'd, NUL-terminated. */
-static char *valid_utf8(const char *s, size_t n) {
-    char *out = xmalloc(3 * n + 1), *o = out;
+/* Prints bytes as a JSON string: each invalid UTF-8 sequence becomes U+FFFD; quotes, backslashes
+ * and control characters (NUL included: a prompt is a byte string) are escaped. */
+static void print_json_string(const char *s, size_t n) {
     const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    putchar('"');
     while (p < end) {
         unsigned c = p[0];
         int need = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : -1;
-        int ok = need >= 0 && end - p > need && c != 0;
+        int ok = need >= 0 && end - p > need;
         unsigned cp = need == 0 ? c : need == 1 ? c & 0x1F : need == 2 ? c & 0x0F : c & 0x07;
         for (int i = 1; ok && i <= need; i++) {
             if ((p[i] & 0xC0) != 0x80) ok = 0;
@@ -64,56 +56,40 @@ static char *valid_utf8(const char *s, size_t n) {
             if (cp < least || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) ok = 0;
         }
         if (!ok) {
-            memcpy(o, "\xEF\xBF\xBD", 3), o += 3;
+            fputs("\xEF\xBF\xBD", stdout);
             p++;
-            continue;
+        } else if (c == '"' || c == '\\') {
+            printf("\\%c", c);
+            p++;
+        } else if (c < 0x20) {
+            const char *named = c == '\n' ? "\\n" : c == '\t' ? "\\t" : c == '\r' ? "\\r" : c == '\b' ? "\\b" : c == '\f' ? "\\f" : NULL;
+            if (named) fputs(named, stdout);
+            else printf("\\u%04x", c);
+            p++;
+        } else {
+            fwrite(p, 1, need + 1, stdout);
+            p += need + 1;
         }
-        memcpy(o, p, need + 1), o += need + 1;
-        p += need + 1;
     }
-    *o = '\0';
-    return out;
+    putchar('"');
 }
 
-/* One JSON line for prompt index: prompt text (or ids text), ids, text, logprobs, finish. */
+/* One JSON line for prompt index: prompt text (or ids text), ids, text, logprobs (null where not
+ * finite), finish reason. Printed directly: nothing to allocate, so nothing left out. */
 static void print_json(int index, const char *prompt, size_t prompt_len, const fm_generate_result *r) {
-    cJSON *o = cJSON_CreateObject(), *ids = cJSON_CreateArray(), *lps = cJSON_CreateArray();
-    if (!o || !ids || !lps) {
-        fprintf(stderr, "fm generate: out of memory\n");
-        exit(1);
-    }
-    cJSON_AddNumberToObject(o, "index", index);
-    char *p = valid_utf8(prompt, prompt_len);
-    cJSON_AddStringToObject(o, "prompt", p);
-    free(p);
+    printf("{\"index\":%d,\"prompt\":", index);
+    print_json_string(prompt, prompt_len);
+    printf(",\"ids\":[");
+    for (int i = 0; i < r->n_tokens; i++) printf("%s%d", i ? "," : "", r->tokens[i]);
+    printf("],\"text\":");
+    if (r->text) print_json_string(r->text, r->text_len);
+    else printf("null");
+    printf(",\"logprobs\":[");
     for (int i = 0; i < r->n_tokens; i++) {
-        cJSON_AddItemToArray(ids, cJSON_CreateNumber(r->tokens[i]));
-        char num[32];
-        if (isfinite(r->logprobs[i])) {
-            snprintf(num, sizeof num, "%.9g", r->logprobs[i]);
-            cJSON_AddItemToArray(lps, cJSON_CreateRaw(num));
-        } else {
-            cJSON_AddItemToArray(lps, cJSON_CreateNull());
-        }
+        if (i) putchar(',');
+        cli_print_json_number("%.9g", r->logprobs[i]);
     }
-    cJSON_AddItemToObject(o, "ids", ids);
-    if (r->text) {
-        char *t = valid_utf8(r->text, r->text_len);
-        cJSON_AddStringToObject(o, "text", t);
-        free(t);
-    } else {
-        cJSON_AddNullToObject(o, "text");
-    }
-    cJSON_AddItemToObject(o, "logprobs", lps);
-    cJSON_AddStringToObject(o, "finish_reason", fm_finish_reason_name(r->finish));
-    char *line = cJSON_PrintUnformatted(o);
-    if (!line) {
-        fprintf(stderr, "fm generate: out of memory\n");
-        exit(1);
-    }
-    puts(line);
-    free(line);
-    cJSON_Delete(o);
+    printf("],\"finish_reason\":\"%s\"}\n", fm_finish_reason_name(r->finish));
 }
 
 /* The lines of a prompts file: each line's bytes without its newline; no line may be empty. */
@@ -132,12 +108,8 @@ static int split_lines(const char *path, char *buf, size_t len, char ***lines, s
         }
         if (n == cap) {
             cap *= 2;
-            *lines = realloc(*lines, sizeof(char *) * cap);
-            *lens = realloc(*lens, sizeof(size_t) * cap);
-            if (!*lines || !*lens) {
-                fprintf(stderr, "fm generate: out of memory\n");
-                exit(1);
-            }
+            *lines = cli_realloc("generate", *lines, cap, sizeof(char *));
+            *lens = cli_realloc("generate", *lens, cap, sizeof(size_t));
         }
         (*lines)[n] = buf + at;
         (*lens)[n] = end - at;
@@ -212,14 +184,14 @@ static int run(int argc, char **argv) {
         text_lens = xmalloc(sizeof(size_t));
         if (ids_text) {
             texts[0] = (char *)ids_text;
+            text_lens[0] = strlen(ids_text);
         } else if (prompt) {
             texts[0] = (char *)prompt;
-        } else {
-            size_t len = 0;
+            text_lens[0] = strlen(prompt);
+        } else { /* the whole file: a NUL byte is a byte of the prompt like any other */
             if (!file && isatty(0)) cli_usage_error("generate", "no prompt: give --prompt, --file or stdin");
-            texts[0] = owned = cli_read_file("generate", file, &len);
+            texts[0] = owned = cli_read_file("generate", file, &text_lens[0]);
         }
-        text_lens[0] = strlen(texts[0]);
     }
     int **tokens = xmalloc(sizeof(int *) * n), *n_tokens = xmalloc(sizeof(int) * n);
     size_t prompt_tokens = 0, fed_tokens = 0;
@@ -243,7 +215,8 @@ static int run(int argc, char **argv) {
         }
         n_tokens[i] = (int)count;
         prompt_tokens += count;
-        fed_tokens += count >= (size_t)ctx ? (size_t)ctx - 1 : count; /* a longer prompt keeps its end */
+        size_t fit = ctx > 1 ? (size_t)ctx - 1 : 1; /* a longer prompt keeps its end (fm_generate) */
+        fed_tokens += count > fit ? fit : count;
     }
 
     fm_generate_config gc;
@@ -263,11 +236,8 @@ static int run(int argc, char **argv) {
     fm_session *session;
     fm_status st = fm_session_init(&session, model, seqs, ctx);
     if (st) cli_fail("generate", st);
-    fm_generate_result *results = calloc(n, sizeof *results);
-    if (!results) {
-        fprintf(stderr, "fm generate: out of memory\n");
-        return 1;
-    }
+    fm_generate_result *results = cli_alloc("generate", (size_t)n, sizeof *results);
+    memset(results, 0, sizeof *results * (size_t)n);
     stream out = {.print = !json, .t0 = cli_now()};
     st = fm_generate(session, &gc, (const int *const *)tokens, n_tokens, n, on_piece, &out, results);
     if (st) cli_fail("generate", st);

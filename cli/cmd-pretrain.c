@@ -10,6 +10,7 @@
  * Ctrl-C or SIGTERM saves a checkpoint; --resume continues with the same losses.
  */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -51,32 +52,45 @@ typedef struct {
 #define FM_COMMIT "unknown"
 #endif
 
-static void save_settings(const char *run_dir, const run_settings *r) {
+/* run.json's text (malloc'd); every item is checked, so that a failed allocation never leaves a
+ * key out of a file that is then written: out of memory ends the command. */
+static char *settings_text(const run_settings *r) {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "data", r->data);
-    cJSON_AddNumberToObject(o, "batch", r->batch);
-    cJSON_AddNumberToObject(o, "seq", r->seq);
-    cJSON_AddNumberToObject(o, "grad_accum", r->grad_accum);
-    cJSON_AddNumberToObject(o, "eval_every", r->eval_every);
-    cJSON_AddNumberToObject(o, "eval_tokens", r->eval_tokens);
-    cJSON_AddNumberToObject(o, "save_every", r->save_every);
-    cJSON_AddNumberToObject(o, "sample_every", r->sample_every);
-    cJSON_AddNumberToObject(o, "sample_tokens", r->sample_tokens);
-    cJSON_AddNumberToObject(o, "total_steps", r->total_steps);
+    int ok = o && cJSON_AddStringToObject(o, "data", r->data);
+    ok = ok && cJSON_AddNumberToObject(o, "batch", r->batch);
+    ok = ok && cJSON_AddNumberToObject(o, "seq", r->seq);
+    ok = ok && cJSON_AddNumberToObject(o, "grad_accum", r->grad_accum);
+    ok = ok && cJSON_AddNumberToObject(o, "eval_every", r->eval_every);
+    ok = ok && cJSON_AddNumberToObject(o, "eval_tokens", r->eval_tokens);
+    ok = ok && cJSON_AddNumberToObject(o, "save_every", r->save_every);
+    ok = ok && cJSON_AddNumberToObject(o, "sample_every", r->sample_every);
+    ok = ok && cJSON_AddNumberToObject(o, "sample_tokens", r->sample_tokens);
+    ok = ok && cJSON_AddNumberToObject(o, "total_steps", r->total_steps);
     char seed[32];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seed);
-    cJSON_AddStringToObject(o, "seed", seed);
-    cJSON_AddStringToObject(o, "precision", fm_matmul_precision_name(r->precision));
-    cJSON *frozen = cJSON_AddArrayToObject(o, "freeze");
-    for (int i = 0; i < r->freeze.n; i++) cJSON_AddItemToArray(frozen, cJSON_CreateString(r->freeze.items[i]));
+    ok = ok && cJSON_AddStringToObject(o, "seed", seed);
+    ok = ok && cJSON_AddStringToObject(o, "precision", fm_matmul_precision_name(r->precision));
+    cJSON *frozen = ok ? cJSON_AddArrayToObject(o, "freeze") : NULL;
+    ok = ok && frozen;
+    for (int i = 0; ok && i < r->freeze.n; i++) {
+        cJSON *item = cJSON_CreateString(r->freeze.items[i]);
+        ok = item && cJSON_AddItemToArray(frozen, item);
+        if (!ok) cJSON_Delete(item);
+    }
     /* provenance, for the record (a resume keeps the first run's) */
-    cJSON_AddStringToObject(o, "fm_commit", FM_COMMIT);
-    cJSON_AddStringToObject(o, "command_line", r->command_line);
+    ok = ok && cJSON_AddStringToObject(o, "fm_commit", FM_COMMIT);
+    ok = ok && cJSON_AddStringToObject(o, "command_line", r->command_line);
     char checksum[32];
     snprintf(checksum, sizeof checksum, "%016llx", (unsigned long long)r->data_checksum);
-    cJSON_AddStringToObject(o, "data_checksum", checksum);
-    char *text = cJSON_Print(o);
+    ok = ok && cJSON_AddStringToObject(o, "data_checksum", checksum);
+    char *text = ok ? cJSON_Print(o) : NULL;
     cJSON_Delete(o);
+    if (!text) cli_out_of_memory("pretrain");
+    return text;
+}
+
+static void save_settings(const char *run_dir, const run_settings *r) {
+    char *text = settings_text(r);
     char *path = cli_path(run_dir, "run.json"), *tmp = cli_path(run_dir, "run.json.tmp");
     FILE *fp = fopen(tmp, "w");
     int ok = fp && fputs(text, fp) >= 0 && fputc('\n', fp) != EOF && fflush(fp) == 0 && fsync(fileno(fp)) == 0;
@@ -98,28 +112,46 @@ static int holds_checkpoint(const char *dir) {
     return found;
 }
 
+/* A whole number in [lo, hi], range-checked as the double JSON gives before it becomes an int. */
 static int json_int(const char *path, cJSON *o, const char *key, int lo, int hi) {
     cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || it->valuedouble < lo || it->valuedouble > hi) {
-        fprintf(stderr, "fm pretrain: %s: \"%s\" is missing or out of range\n", path, key);
+    if (!cJSON_IsNumber(it)) {
+        fprintf(stderr, "fm pretrain: %s: \"%s\" is missing or not a number\n", path, key);
         exit(1);
     }
-    return (int)it->valuedouble;
+    double v = it->valuedouble;
+    if (v != floor(v) || v < lo || v > hi) {
+        fprintf(stderr, "fm pretrain: %s: \"%s\" = %.17g is not a whole number in [%d, %d]\n", path, key, v, lo, hi);
+        exit(1);
+    }
+    return (int)v;
 }
 
 static void load_settings(const char *run_dir, run_settings *r) {
     char *path = cli_path(run_dir, "run.json");
     size_t len;
     char *text = cli_read_file("pretrain", path, &len);
-    cJSON *o = cJSON_Parse(text);
-    cJSON *data = o ? cJSON_GetObjectItemCaseSensitive(o, "data") : NULL;
-    cJSON *seed = o ? cJSON_GetObjectItemCaseSensitive(o, "seed") : NULL;
+    cJSON *o = cli_parse_json("pretrain", path, text, len);
+    cJSON *data = cJSON_GetObjectItemCaseSensitive(o, "data");
+    cJSON *seed = cJSON_GetObjectItemCaseSensitive(o, "seed");
     if (!cJSON_IsObject(o) || !cJSON_IsString(data) || !cJSON_IsString(seed)) {
         fprintf(stderr, "fm pretrain: %s: not a valid run settings file\n", path);
         exit(1);
     }
+    if (!data->valuestring[0] || strlen(data->valuestring) >= sizeof r->data) {
+        fprintf(stderr, "fm pretrain: %s: \"data\" must be a path of 1 to %zu bytes\n", path, sizeof r->data - 1);
+        exit(1);
+    }
     snprintf(r->data, sizeof r->data, "%s", data->valuestring);
-    r->seed = strtoull(seed->valuestring, NULL, 10);
+    const char *s = seed->valuestring;
+    char *seed_end = NULL;
+    errno = 0;
+    r->seed = strtoull(s, &seed_end, 10);
+    if (!s[0] || strspn(s, "0123456789") != strlen(s) || *seed_end || errno == ERANGE) {
+        fprintf(stderr, "fm pretrain: %s: \"seed\" = \"%s\" is not a whole number of 64 bits in decimal digits\n",
+                path, s);
+        exit(1);
+    }
     r->batch = json_int(path, o, "batch", 1, 1 << 20);
     r->seq = json_int(path, o, "seq", 1, 1 << 20);
     r->eval_every = json_int(path, o, "eval_every", 1, 1 << 30);
@@ -146,7 +178,7 @@ static void load_settings(const char *run_dir, run_settings *r) {
             fprintf(stderr, "fm pretrain: %s: \"freeze\" must be a list of at most %d patterns\n", path, CLI_LIST_MAX);
             exit(1);
         }
-        r->freeze.items[r->freeze.n++] = strdup(item->valuestring); /* lives as long as the run */
+        r->freeze.items[r->freeze.n++] = cli_strdup("pretrain", item->valuestring); /* lives as long as the run */
     }
     cJSON *line = cJSON_GetObjectItemCaseSensitive(o, "command_line");
     if (cJSON_IsString(line)) snprintf(r->command_line, sizeof r->command_line, "%s", line->valuestring);
@@ -411,7 +443,10 @@ static int run(int argc, char **argv) {
         if (ac.min_lr < 0) ac.min_lr = ac.lr / 10;
         if (ac.warmup_steps < 0) ac.warmup_steps = steps / 10 < 100 ? steps / 10 : 100;
         if (ac.warmup_steps > steps) ac.warmup_steps = steps;
-        if ((st = fm_optimizer_init(&opt, model, &ac))) cli_usage_error("pretrain", "%s", fm_last_error());
+        if ((st = fm_optimizer_init(&opt, model, &ac))) {
+            if (st == FM_ERR_NOMEM) cli_fail("pretrain", st);
+            cli_usage_error("pretrain", "%s", fm_last_error());
+        }
         /* what can fail for want of memory fails before the run directory exists */
         if ((st = fm_model_reserve(model, rs.batch, rs.seq))) cli_fail("pretrain", st);
         cli_mkdir_p("pretrain", out);
@@ -456,6 +491,8 @@ static int run(int argc, char **argv) {
     fm_optimizer_free(opt);
     fm_model_free(model);
     fm_dir_unlock(lock);
+    if (resume) /* the patterns load_settings copied */
+        for (int i = 0; i < rs.freeze.n; i++) free((char *)rs.freeze.items[i]);
     return stopped ? 130 : 0;
 }
 

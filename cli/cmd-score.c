@@ -66,13 +66,13 @@ static int run(int argc, char **argv) {
     if (bos) {
         int eos = tok ? fm_tokenizer_special_id(tok, "<|endoftext|>") : -1;
         if (eos < 0) cli_usage_error("score", "--bos needs a tokenizer with <|endoftext|>");
-        ids = realloc(ids, sizeof(int) * (n + 1));
+        ids = cli_realloc("score", ids, n + 1, sizeof(int));
         memmove(ids + 1, ids, sizeof(int) * n);
         ids[0] = eos;
         n++;
         offset = 1;
     }
-    float *lp = malloc(sizeof(float) * (n ? n : 1));
+    float *lp = cli_alloc("score", n ? n : 1, sizeof(float));
     double nll = 0;
     fm_status st = fm_score_tokens(model, ids, n, lp, &nll);
     if (st) cli_fail("score", st);
@@ -81,12 +81,13 @@ static int run(int argc, char **argv) {
         printf("{\"tokens\":[");
         for (size_t i = offset; i < n; i++) printf("%s%d", i > (size_t)offset ? "," : "", ids[i]);
         printf("],\"logprobs\":[");
-        for (size_t i = offset; i < n; i++) {
+        for (size_t i = offset; i < n; i++) { /* null: no log-prob (the first token), or not finite */
             if (i > (size_t)offset) putchar(',');
-            if (isnan(lp[i])) printf("null");
-            else printf("%.9g", lp[i]);
+            cli_print_json_number("%.9g", lp[i]);
         }
-        printf("],\"nll\":%.9g,\"n\":%zu}\n", nll, scored);
+        printf("],\"nll\":");
+        cli_print_json_number("%.9g", nll);
+        printf(",\"n\":%zu}\n", scored);
     } else {
         for (size_t i = offset; i < n; i++) {
             printf("%d\t", ids[i]);

@@ -33,14 +33,14 @@ static int train(int argc, char **argv) {
         {"vocab", OPT_INT, &vocab, 262, 16777216, "ids in all, 262 .. 16777216 (required)"},
         {"out", OPT_STRING, &out, 0, 0, "the tokenizer.json to write (required)"},
     };
-    char **corpora = malloc(sizeof(char *) * (size_t)(argc > 0 ? argc : 1));
+    char **corpora = cli_alloc(train_cmd.name, (size_t)(argc > 0 ? argc : 1), sizeof(char *));
     int n = cli_parse(&train_cmd, argc, argv, opts, 2, corpora, argc);
     if (!vocab) cli_usage_error(train_cmd.name, "--vocab N is required");
     if (!out) cli_usage_error(train_cmd.name, "--out FILE is required");
     if (n == 0) cli_usage_error(train_cmd.name, "no corpus files given");
 
-    char **texts = malloc(sizeof(char *) * (size_t)n);
-    size_t *lens = malloc(sizeof(size_t) * (size_t)n), total = 0;
+    char **texts = cli_alloc(train_cmd.name, (size_t)n, sizeof(char *));
+    size_t *lens = cli_alloc(train_cmd.name, (size_t)n, sizeof(size_t)), total = 0;
     for (int i = 0; i < n; i++) {
         texts[i] = cli_read_file(train_cmd.name, corpora[i], &lens[i]);
         total += lens[i];

@@ -3,6 +3,8 @@
  * its tokenizer, parsing token ids, a clock. They die with a message naming the problem.
  */
 #include <errno.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +12,70 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli.h"
+#include "core/alloc.h" /* the library's allocator: FM_FAIL_ALLOC reaches the commands too */
+
+void cli_out_of_memory(const char *cmd) {
+    fprintf(stderr, "fm%s%s: out of memory\n", cmd && *cmd ? " " : "", cmd ? cmd : "");
+    exit(1);
+}
+
+void *cli_alloc(const char *cmd, size_t count, size_t size) {
+    if (size && count > SIZE_MAX / size) cli_out_of_memory(cmd);
+    size_t bytes = count * size;
+    void *p = fm_malloc(bytes ? bytes : 1);
+    if (!p) cli_out_of_memory(cmd);
+    return p;
+}
+
+void *cli_realloc(const char *cmd, void *p, size_t count, size_t size) {
+    if (size && count > SIZE_MAX / size) cli_out_of_memory(cmd);
+    size_t bytes = count * size;
+    void *grown = fm_realloc(p, bytes ? bytes : 1);
+    if (!grown) cli_out_of_memory(cmd);
+    return grown;
+}
+
+char *cli_strdup(const char *cmd, const char *s) {
+    char *d = fm_strdup(s);
+    if (!d) cli_out_of_memory(cmd);
+    return d;
+}
+
+void cli_print_json_number(const char *fmt, double v) {
+    if (isfinite(v)) printf(fmt, v);
+    else fputs("null", stdout);
+}
+
+cJSON *cli_parse_json(const char *cmd, const char *path, const char *text, size_t len) {
+    for (size_t i = 0; i < len; i++) { /* in valid JSON a backslash begins an escape of a string */
+        int nul = text[i] == '\0' ||
+                  (text[i] == '\\' && i + 5 < len && text[i + 1] == 'u' && memcmp(text + i + 2, "0000", 4) == 0);
+        if (nul) {
+            fprintf(stderr, "fm %s: %s: a NUL character (%s at byte %zu); a JSON text holds none\n", cmd, path,
+                    text[i] ? "\\u0000" : "a NUL byte", i);
+            exit(1);
+        }
+        if (text[i] == '\\' && i + 1 < len && text[i + 1] != '\0') i++; /* the escaped character */
+    }
+    const char *end = NULL;
+    unsigned long failures = fm_alloc_failures();
+    cJSON *o = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
+    if (!o && fm_alloc_failures() != failures) cli_out_of_memory(cmd); /* the JSON may be fine */
+    if (!o) {
+        fprintf(stderr, "fm %s: %s: invalid JSON near byte %zu\n", cmd, path, at);
+        exit(1);
+    }
+    while (at < len && text[at] && strchr(" \t\r\n", text[at])) at++;
+    if (at < len) {
+        fprintf(stderr, "fm %s: %s: unexpected content after the JSON (byte %zu)\n", cmd, path, at);
+        exit(1);
+    }
+    return o;
+}
 
 char *cli_read_file(const char *cmd, const char *path, size_t *len) {
     int use_stdin = !path || strcmp(path, "-") == 0;
@@ -26,11 +91,11 @@ char *cli_read_file(const char *cmd, const char *path, size_t *len) {
         exit(1);
     }
     size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
+    char *buf = fm_malloc(cap);
     for (;;) {
         if (!buf) break;
         if (n + 1 >= cap) {
-            char *grown = realloc(buf, cap *= 2);
+            char *grown = cap > SIZE_MAX / 2 ? NULL : fm_realloc(buf, cap *= 2);
             if (!grown) {
                 free(buf);
                 buf = NULL;
@@ -54,11 +119,7 @@ char *cli_read_file(const char *cmd, const char *path, size_t *len) {
 
 char *cli_path(const char *dir, const char *name) {
     size_t n = strlen(dir) + strlen(name) + 2;
-    char *path = malloc(n);
-    if (!path) {
-        fprintf(stderr, "fm: out of memory\n");
-        exit(1);
-    }
+    char *path = cli_alloc(cli_command_name ? cli_command_name : "", n, 1);
     snprintf(path, n, "%s/%s", dir, name);
     return path;
 }
@@ -100,7 +161,7 @@ void cli_load_model(const char *cmd, const char *dir, fm_model **model, fm_token
 
 int *cli_parse_ids(const char *cmd, const char *text, int vocab_size, size_t *n) {
     size_t cap = 64, count = 0;
-    int *ids = malloc(sizeof(int) * cap);
+    int *ids = cli_alloc(cmd, cap, sizeof(int));
     const char *p = text;
     for (;;) {
         while (*p == ' ' || *p == ',' || *p == '\n' || *p == '\t' || *p == '\r') p++;
@@ -113,7 +174,7 @@ int *cli_parse_ids(const char *cmd, const char *text, int vocab_size, size_t *n)
                     vocab_size);
             exit(2);
         }
-        if (count == cap) ids = realloc(ids, sizeof(int) * (cap *= 2));
+        if (count == cap) ids = cli_realloc(cmd, ids, cap *= 2, sizeof(int));
         ids[count++] = (int)v;
         p = end;
     }
@@ -122,7 +183,7 @@ int *cli_parse_ids(const char *cmd, const char *text, int vocab_size, size_t *n)
 }
 
 void cli_mkdir_p(const char *cmd, const char *dir) {
-    char *path = strdup(dir);
+    char *path = cli_strdup(cmd, dir);
     for (char *p = path + 1; ; p++) {
         if (*p != '/' && *p != '\0') continue;
         char saved = *p;

@@ -27,6 +27,12 @@ static double log_prob(const float *z, int V, int target) {
 
 #define SCORE_LOGITS_BUDGET (64u << 20) /* floats of logits per batched forward */
 
+/* Windows of len = min(n - 1, n_positions) tokens: the logits of a window's row j predict the
+ * token after it, so a window [start, start + len) scores targets start + 1 .. start + len, each
+ * seeing every token of the window before it. The first window scores targets 1 .. len; each
+ * next one ends stride = n_positions / 2 (at least 1) targets later, scoring only those, so each
+ * target sees at least len + 1 - stride tokens: half a context and more, and the one token a
+ * context of 1 holds. */
 fm_status fm_score_tokens(const fm_model *model, const int *tokens, size_t n, float *logprobs, double *nll) {
     const fm_config *c = fm_model_config(model);
     int Tm = c->n_positions, V = c->vocab_size, stride = Tm / 2 > 0 ? Tm / 2 : 1;
@@ -36,8 +42,7 @@ fm_status fm_score_tokens(const fm_model *model, const int *tokens, size_t n, fl
         if (nll) *nll = 0.0;
         return FM_OK;
     }
-    /* windows [start, end) scoring positions [from, end); all have length Tm unless n < Tm */
-    int len = n < (size_t)Tm ? (int)n : Tm;
+    int len = n - 1 < (size_t)Tm ? (int)(n - 1) : Tm;
     int max_batch = (int)(SCORE_LOGITS_BUDGET / ((size_t)len * V));
     max_batch = max_batch < 1 ? 1 : max_batch > 8 ? 8 : max_batch;
     /* a session without caches worth the name: only its scoring forward is used */
@@ -51,13 +56,14 @@ fm_status fm_score_tokens(const fm_model *model, const int *tokens, size_t n, fl
         fm_session_free(s);
         return fm_fail(FM_ERR_NOMEM, "out of memory for scoring");
     }
-    size_t end = 0; /* positions < end are scored */
+    size_t end = 1; /* targets < end are scored */
     while (end < n && st == FM_OK) {
         int B = 0;
         while (B < max_batch && end < n) {
-            size_t new_end = end == 0 ? (size_t)len : (end + stride < n ? end + stride : n);
-            starts[B] = new_end - len;
-            froms[B] = end == 0 ? 1 : end;
+            /* the window's last target, new_end - 1, is predicted by its last row */
+            size_t new_end = end == 1 ? (size_t)len + 1 : (end + stride < n ? end + stride : n);
+            starts[B] = new_end - 1 - len;
+            froms[B] = end;
             memcpy(batch + (size_t)B * len, tokens + starts[B], sizeof(int) * len);
             end = new_end;
             B++;
@@ -66,7 +72,7 @@ fm_status fm_score_tokens(const fm_model *model, const int *tokens, size_t n, fl
         st = fm_session_forward(s, batch, B, len, &logits);
         if (st) break;
         for (int b = 0; b < B; b++)
-            for (size_t p = froms[b]; p < starts[b] + len; p++) {
+            for (size_t p = froms[b]; p <= starts[b] + len; p++) {
                 const float *z = logits + ((size_t)b * len + (p - 1 - starts[b])) * V;
                 double lp = log_prob(z, V, tokens[p]);
                 if (logprobs) logprobs[p] = (float)lp;

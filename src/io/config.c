@@ -53,7 +53,7 @@ fm_status fm_config_validate(const fm_config *cfg) {
 
 /* ------------------------------------------------------------ reading */
 
-static char *read_text_file(const char *path, fm_status *status) {
+static char *read_text_file(const char *path, size_t *len_out, fm_status *status) {
     FILE *fp = fopen(path, "rb");
     if (!fp) {
         *status = fm_fail(FM_ERR_IO, "%s: cannot open: %m", path);
@@ -90,11 +90,25 @@ static char *read_text_file(const char *path, fm_status *status) {
         *status = fm_fail(FM_ERR_FORMAT, "%s: empty file", path);
         return NULL;
     }
+    *len_out = len;
     return buf;
 fail:
     fclose(fp);
     fm_free(buf);
     return NULL;
+}
+
+/* The offset of the first NUL in JSON text, a NUL byte or a \u0000 escape (a string holding a
+ * NUL), or -1. In valid JSON a backslash only begins an escape inside a string, so escapes are
+ * read pairwise. */
+static long nul_at(const char *text, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == '\0') return (long)i;
+        if (text[i] != '\\' || i + 1 >= len) continue;
+        if (text[i + 1] == 'u' && i + 5 < len && memcmp(text + i + 2, "0000", 4) == 0) return (long)i;
+        if (text[i + 1] != '\0') i++;
+    }
+    return -1;
 }
 
 /* An integer key. required: absence is an error; otherwise *out keeps its value. */
@@ -174,18 +188,31 @@ static fm_status parse_config(fm_config *cfg, const cJSON *root, const char *pat
     return FM_OK;
 }
 
+/* Strict JSON: one object and nothing after it but white space; no string holds a NUL (a key
+ * "n_layer\u0000" would read as "n_layer", a model_type "gpt2\u0000x" as "gpt2"). */
 fm_status fm_config_load(fm_config *cfg, const char *path) {
     fm_status st = FM_OK;
-    char *text = read_text_file(path, &st);
+    size_t len = 0;
+    char *text = read_text_file(path, &len, &st);
     if (!text) return st;
+    long nul = nul_at(text, len);
+    if (nul >= 0) {
+        st = fm_fail(FM_ERR_FORMAT, "%s: a NUL character (%s at byte %ld); a JSON text holds none", path,
+                     text[nul] ? "\\u0000" : "a NUL byte", nul);
+        fm_free(text);
+        return st;
+    }
     unsigned long failures = fm_alloc_failures();
-    cJSON *root = cJSON_Parse(text);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
+    while (root && at < len && text[at] && strchr(" \t\r\n", text[at])) at++;
     if (!root && fm_alloc_failures() != failures) { /* cJSON ran out of memory, the JSON may be fine */
         st = fm_fail(FM_ERR_NOMEM, "%s: out of memory parsing the JSON", path);
     } else if (!root) {
-        const char *where = cJSON_GetErrorPtr();
-        st = fm_fail(FM_ERR_FORMAT, "%s: invalid JSON near byte %ld", path,
-                     where ? (long)(where - text) : -1L);
+        st = fm_fail(FM_ERR_FORMAT, "%s: invalid JSON near byte %zu", path, at);
+    } else if (at < len) {
+        st = fm_fail(FM_ERR_FORMAT, "%s: unexpected content after the JSON (byte %zu)", path, at);
     } else {
         fm_config parsed;
         st = parse_config(&parsed, root, path);

@@ -398,6 +398,17 @@ static fm_status read_header(fm_safetensors *st) {
         return fm_fail(FM_ERR_FORMAT, "%s: header is not valid UTF-8 text (byte %lld of the header)",
                        path, bad);
 
+    /* No string may hold a NUL: a name or dtype is a C string, so "F32\u0000" would read as "F32"
+     * and "a\u0000b" as "a". In valid JSON a backslash only begins an escape inside a string, so
+     * escapes are read pairwise; a NUL byte itself ends the JSON text early (bytes after it). */
+    for (uint64_t i = 0; i + 5 < n; i++) {
+        if (header[i] != '\\') continue;
+        if (header[i + 1] == 'u' && memcmp(header + i + 2, "0000", 4) == 0)
+            return fm_fail(FM_ERR_FORMAT, "%s: header has a string with a NUL character (\\u0000 at byte %" PRIu64
+                           " of the header); tensor names, dtypes and metadata cannot hold one", path, i);
+        i++;
+    }
+
     /* cJSON wants a terminated string; the header is copied (it is at most 100 MB). */
     char *text = fm_malloc((size_t)n + 1);
     if (!text) return fm_fail(FM_ERR_NOMEM, "%s: out of memory reading the header", path);

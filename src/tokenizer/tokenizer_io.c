@@ -180,15 +180,33 @@ static int line_of(const char *data, size_t offset) {
     return line;
 }
 
-/* Parses JSON, or fails naming the line where it stopped making sense. */
+/* Parses JSON, or fails naming the line where it stopped making sense. Strict: one JSON value
+ * and nothing after it but white space, and no NUL anywhere (a NUL byte, or a \u0000 escape in
+ * a string: a token's text or a key read as a C string would silently end there). In valid JSON
+ * a backslash only begins an escape inside a string, so escapes are read pairwise. */
 static fm_status parse_json(cJSON **root, const char *data, size_t len, const char *name) {
+    *root = NULL;
+    for (size_t i = 0; i < len; i++) {
+        int nul = data[i] == '\0' ||
+                  (data[i] == '\\' && i + 5 < len && data[i + 1] == 'u' && memcmp(data + i + 2, "0000", 4) == 0);
+        if (nul)
+            return fm_fail(FM_ERR_FORMAT, "%s: a NUL character (%s, line %d); a JSON text holds none", name,
+                           data[i] ? "\\u0000" : "a NUL byte", line_of(data, i));
+        if (data[i] == '\\' && i + 1 < len && data[i + 1] != '\0') i++; /* the escaped character */
+    }
     const char *end = NULL;
     unsigned long failures = fm_alloc_failures();
     *root = cJSON_ParseWithLengthOpts(data, len, &end, 0);
-    if (*root) return FM_OK;
+    size_t at = end && end >= data && end <= data + len ? (size_t)(end - data) : 0;
+    if (*root) {
+        while (at < len && strchr(" \t\r\n", data[at])) at++; /* data[at] is no NUL: checked above */
+        if (at == len) return FM_OK;
+        cJSON_Delete(*root);
+        *root = NULL;
+        return fm_fail(FM_ERR_FORMAT, "%s: unexpected content after the JSON (line %d)", name, line_of(data, at));
+    }
     if (fm_alloc_failures() != failures) /* cJSON ran out of memory, the JSON may be fine */
         return fm_fail(FM_ERR_NOMEM, "%s: out of memory parsing the JSON", name);
-    size_t at = end && end >= data && end <= data + len ? (size_t)(end - data) : 0;
     return fm_fail(FM_ERR_FORMAT, "%s: invalid JSON (line %d)", name, line_of(data, at));
 }
 
