@@ -1,5 +1,6 @@
 /*
- * cmd-eval.c — `fm eval`: held-out bits per byte of a model beside a token-bigram baseline.
+ * cmd-eval.c — `fm eval`: held-out bits per byte of a model beside a token-bigram baseline, or
+ * (with --tasks) zero- and few-shot evaluation on task files, which eval_tasks.c runs.
  *
  * Bits per byte = the summed negative log-likelihood of the held-out tokens, in bits, over the
  * held-out text's UTF-8 bytes. The model scores every token (the first after <|endoftext|>);
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "eval_tasks.h"
 
 static int *read_all(fm_shard *s, size_t *n) {
     *n = fm_shard_length(s);
@@ -22,18 +24,43 @@ static int *read_all(fm_shard *s, size_t *n) {
 }
 
 static int run(int argc, char **argv) {
-    const char *dir = NULL, *data = NULL;
-    int no_bigram = 0, json = 0, threads = 0;
+    const char *dir = NULL, *data = NULL, *tasks = NULL, *shots = NULL, *output = NULL, *plot = NULL;
+    const char *log_samples = NULL;
+    int no_bigram = 0, json = 0, threads = 0, limit = 0, batch = 32;
+    uint64_t seed = 1234;
+    cli_list models = {0};
     cli_option opts[] = {
-        {"model", OPT_STRING, &dir, 0, 0, "model directory (without it, only the bigram baseline)"},
-        {"data", OPT_STRING, &data, 0, 0, "directory of fm data prepare (train.bin, val.bin) (required)"},
+        {"model", OPT_LIST, &models, 0, 0, "model directory (with --tasks: repeatable, compared side by side)"},
+        {"data", OPT_STRING, &data, 0, 0, "directory of fm data prepare (train.bin, val.bin): held-out bits per byte"},
         {"no-bigram", OPT_FLAG, &no_bigram, 0, 0, "skip the bigram baseline"},
-        {"json", OPT_FLAG, &json, 0, 0, "one JSON line instead of text"},
+        {"tasks", OPT_STRING, &tasks, 0, 0, "comma-separated task names (build/tasks, $FM_TASKS) or .jsonl files"},
+        {"shots", OPT_STRING, &shots, 0, 0, "few-shot examples, one count or a list such as 0,1,2,4,8 (default 0)"},
+        {"limit", OPT_INT, &limit, 0, 1 << 30, "tasks: the first N test items of each (default: all)"},
+        {"seed", OPT_U64, &seed, 0, 1.8e19, "tasks: seed of the few-shot draws (default 1234)"},
+        {"batch", OPT_INT, &batch, 1, 4096, "tasks: sequences decoded at once (default 32)"},
+        {"output", OPT_STRING, &output, 0, 0, "tasks: also write the JSON results to this file"},
+        {"plot", OPT_STRING, &plot, 0, 0, "tasks: an SVG of each task's score against shots (or model)"},
+        {"log-samples", OPT_STRING, &log_samples, 0, 0, "tasks: one JSON line per item (scores, generated text)"},
+        {"json", OPT_FLAG, &json, 0, 0, "JSON instead of text (tasks: lm-evaluation-harness's shape)"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (default: all cores)"},
     };
     char *positional[1];
     cli_parse(&cmd_eval, argc, argv, opts, sizeof opts / sizeof opts[0], positional, 0);
-    if (!data) cli_usage_error("eval", "--data DIR is required");
+    if (tasks) {
+        if (data) cli_usage_error("eval", "--tasks and --data are two evaluations: give one");
+        if (no_bigram) cli_usage_error("eval", "--no-bigram belongs to --data");
+        if (!models.n) cli_usage_error("eval", "--tasks needs --model DIR");
+        fm_set_threads(threads);
+        eval_tasks_args a = {.models = models.items, .n_models = models.n, .tasks = tasks, .shots = shots,
+                             .limit = limit, .json = json, .output = output, .plot = plot, .log_samples = log_samples,
+                             .seed = seed, .batch = batch, .argv0 = argv[0]};
+        return cli_eval_tasks(&a);
+    }
+    if (shots || limit || output || plot || log_samples)
+        cli_usage_error("eval", "--shots, --limit, --output, --plot and --log-samples go with --tasks");
+    if (models.n > 1) cli_usage_error("eval", "--data evaluates one --model");
+    dir = models.n ? models.items[0] : NULL;
+    if (!data) cli_usage_error("eval", "--data DIR (held-out bits per byte) or --tasks is required");
     if (!dir && no_bigram) cli_usage_error("eval", "nothing to do: no --model and --no-bigram");
     fm_set_threads(threads);
     fm_shard *val = cli_open_shard("eval", data, "val.bin", 0);
@@ -117,5 +144,7 @@ static int run(int argc, char **argv) {
     return 0;
 }
 
-const cli_command cmd_eval = {"eval", "--data DIR [--model DIR] [--no-bigram] [--json]",
-                              "Held-out bits per byte of a model, beside a token-bigram baseline.", run};
+const cli_command cmd_eval = {"eval", "--data DIR [--model DIR] [--no-bigram] [--json] | --model DIR... --tasks T,... "
+                              "[--shots 0,1,2] [--limit N] [--json] [--output F] [--plot F]",
+                              "Held-out bits per byte beside a token-bigram baseline, or zero- and few-shot tasks.",
+                              run};
