@@ -26,7 +26,7 @@ static int *read_all(fm_shard *s, size_t *n) {
 static int run(int argc, char **argv) {
     const char *dir = NULL, *data = NULL, *tasks = NULL, *shots = NULL, *output = NULL, *plot = NULL;
     const char *log_samples = NULL;
-    int no_bigram = 0, json = 0, threads = 0, limit = 0, batch = 32;
+    int no_bigram = 0, json = 0, threads = 0, limit = 0, batch = 32, no_cache = 0;
     uint64_t seed = 1234;
     cli_list models = {0};
     cli_option opts[] = {
@@ -41,6 +41,7 @@ static int run(int argc, char **argv) {
         {"output", OPT_STRING, &output, 0, 0, "tasks: also write the JSON results to this file"},
         {"plot", OPT_STRING, &plot, 0, 0, "tasks: an SVG of each task's score against shots (or model)"},
         {"log-samples", OPT_STRING, &log_samples, 0, 0, "tasks: one JSON line per item (scores, generated text)"},
+        {"no-cache", OPT_FLAG, &no_cache, 0, 0, "tasks: score each choice with its own full forward (to compare speed)"},
         {"json", OPT_FLAG, &json, 0, 0, "JSON instead of text (tasks: lm-evaluation-harness's shape)"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (default: all cores)"},
     };
@@ -53,11 +54,11 @@ static int run(int argc, char **argv) {
         fm_set_threads(threads);
         eval_tasks_args a = {.models = models.items, .n_models = models.n, .tasks = tasks, .shots = shots,
                              .limit = limit, .json = json, .output = output, .plot = plot, .log_samples = log_samples,
-                             .seed = seed, .batch = batch, .argv0 = argv[0]};
+                             .seed = seed, .batch = batch, .plain = no_cache, .argv0 = argv[0]};
         return cli_eval_tasks(&a);
     }
-    if (shots || limit || output || plot || log_samples)
-        cli_usage_error("eval", "--shots, --limit, --output, --plot and --log-samples go with --tasks");
+    if (shots || limit || output || plot || log_samples || no_cache)
+        cli_usage_error("eval", "--shots, --limit, --output, --plot, --log-samples and --no-cache go with --tasks");
     if (models.n > 1) cli_usage_error("eval", "--data evaluates one --model");
     dir = models.n ? models.items[0] : NULL;
     if (!data) cli_usage_error("eval", "--data DIR (held-out bits per byte) or --tasks is required");

@@ -156,6 +156,7 @@ int cli_eval_tasks(const eval_tasks_args *a) {
                 fm_task_config c;
                 fm_task_config_default(&c);
                 c.shots = shots[k], c.limit = a->limit, c.seed = a->seed, c.max_seqs = a->batch;
+                c.plain = a->plain;
                 sample_log log = {samples, a->models[m], fm_task_name(tasks[t]), shots[k]};
                 if (samples) c.on_item = log_item, c.user = &log;
                 fm_status st = fm_task_evaluate(tasks[t], model, tok, &c, r);

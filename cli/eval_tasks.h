@@ -18,6 +18,7 @@ typedef struct {
     const char *log_samples;   /* one JSON line per item */
     uint64_t seed;             /* few-shot draws */
     int batch;                 /* sequences decoded at once */
+    int plain;                 /* multiple choice: a full forward per choice (no cache, no batching) */
     const char *argv0;         /* finds build/tasks beside the binary */
 } eval_tasks_args;
 

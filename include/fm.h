@@ -340,6 +340,7 @@ void fm_session_free(fm_session *s);
 const fm_model *fm_session_model(const fm_session *s);
 int fm_session_max_seqs(const fm_session *s);
 int fm_session_max_len(const fm_session *s);
+int fm_session_max_rows(const fm_session *s); /* rows computed in one pass: max(128, max_seqs) */
 /* Forgets sequence seq's positions (a new sequence in that slot). */
 void fm_session_reset(fm_session *s, int seq);
 /* Positions of sequence seq filled so far. */
@@ -347,14 +348,25 @@ int fm_session_length(const fm_session *s, int seq);
 /* Sequence `to` becomes a copy of sequence `from` (its cached positions): a shared prefix is
  * computed once and continued several ways, each as if fed from the start. */
 fm_status fm_session_copy(fm_session *s, int from, int to);
-/* Appends n tokens to sequence seq (a prompt: fed in blocks of 32 positions, each block one
+/* Appends n tokens to sequence seq (a prompt: fed in blocks of 128 positions, each block one
  * batch of rows through the products). *logits (V) receives the next-token logits after the
  * last token (valid until the next call on this session). Fails if the sequence would pass
  * max_len. */
 fm_status fm_session_feed(fm_session *s, int seq, const int *tokens, int n, const float **logits);
+/* Several prompts at once: appends lens[i] tokens (tokens[i]) to sequence seqs[i] for i < n
+ * (distinct sequences), all the rows cut into blocks of 128 or more, whatever sequence they
+ * belong to; *logits (n, V): row i is sequence seqs[i]'s next-token logits after its last token.
+ * Each sequence gets what fm_session_feed gives it alone, bit for bit. */
+fm_status fm_session_feed_many(fm_session *s, int n, const int *seqs, const int *const *tokens, const int *lens,
+                               const float **logits);
 /* Batched decoding: appends tokens[i] to sequence seqs[i] for i < n (distinct sequences of any
  * lengths), all in one step. *logits (n, V): row i is sequence seqs[i]'s next-token logits. */
 fm_status fm_session_step(fm_session *s, const int *seqs, const int *tokens, int n, const float **logits);
+/* Appends n rows in one pass: tokens[r] to sequence seqs[r], a sequence appearing several times
+ * taking consecutive positions in the order given (n up to the session's row block, 128 or
+ * max_seqs if more). *logits (n, V): row r is the next-token logits after row r. Scoring many
+ * continuations at once: each row gets what appending it alone gives, bit for bit. */
+fm_status fm_session_append(fm_session *s, const int *seqs, const int *tokens, int n, const float **logits);
 /* A forward over tokens (B, T) without caches, for scoring: *logits (B, T, V), each row of a
  * batch attending causally within it. Its buffers are sized per (B, T) (no gradients, no
  * backward scratch); T <= n_positions. */

@@ -36,7 +36,7 @@ static fm_model *make_model(const fm_config *c, uint64_t seed) {
     return m;
 }
 
-/* Four prompts of different lengths (1, 5, 33 > one 32-row block, 12). */
+/* Four prompts of different lengths (1, 5, 33, 12). */
 #define N_PROMPTS 4
 static int prompt_store[N_PROMPTS][40];
 static const int prompt_lens[N_PROMPTS] = {1, 5, 33, 12};
@@ -680,10 +680,68 @@ static void test_generate_out_of_memory(void **state) {
     fm_model_free(m);
 }
 
+/* Several prompts fed at once (rows of different sequences sharing blocks, one prompt across a
+ * block boundary), a shared prefix copied, and many rows appended in one pass (a sequence
+ * several times) each give exactly what feeding and stepping alone give. */
+static void test_feed_many_copy_append(void **state) {
+    (void)state;
+    fm_config c = odd_cfg;
+    c.n_positions = 160; /* 160 prompt rows: past one 128-row block */
+    fm_model *m = make_model(&c, 21);
+    int V = c.vocab_size, lens[3] = {100, 60, 3}, toks[3][100];
+    const int *ptrs[3] = {toks[0], toks[1], toks[2]};
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < lens[i]; j++) toks[i][j] = (i * 131 + j * 17 + 5) % V;
+    fm_session *many, *alone;
+    assert_int_equal(fm_session_init(&many, m, 4, 128), FM_OK);
+    assert_int_equal(fm_session_init(&alone, m, 1, 128), FM_OK);
+    assert_int_equal(fm_session_max_rows(many), 128);
+    const float *lm, *la;
+    int seqs[3] = {2, 0, 3};
+    assert_int_equal(fm_session_feed_many(many, 3, seqs, ptrs, lens, &lm), FM_OK);
+    float *first = malloc(sizeof(float) * 3 * V);
+    memcpy(first, lm, sizeof(float) * 3 * V);
+    /* sequence 1: a copy of sequence 0 (prompt 1), both continued the same way below */
+    assert_int_equal(fm_session_copy(many, 0, 1), FM_OK);
+    assert_int_equal(fm_session_length(many, 1), 60);
+    for (int i = 0; i < 3; i++) {
+        fm_session_reset(alone, 0);
+        assert_int_equal(fm_session_feed(alone, 0, toks[i], lens[i], &la), FM_OK);
+        assert_memory_equal(first + (size_t)i * V, la, sizeof(float) * V);
+    }
+    /* append: sequence 2 three tokens, sequence 1 two, interleaved; against stepping alone */
+    int app_seqs[5] = {2, 1, 2, 1, 2}, app_toks[5] = {7, 8, 9, 10, 11};
+    assert_int_equal(fm_session_append(many, app_seqs, app_toks, 5, &lm), FM_OK);
+    float *rows = malloc(sizeof(float) * 5 * V);
+    memcpy(rows, lm, sizeof(float) * 5 * V);
+    const int prompt_of[4] = {1, 1, 0, 0}; /* sequence -> the prompt it holds (1 is a copy of 0) */
+    for (int seq = 1; seq <= 2; seq++) {
+        fm_session_reset(alone, 0);
+        assert_int_equal(fm_session_feed(alone, 0, toks[prompt_of[seq]], lens[prompt_of[seq]], &la), FM_OK);
+        for (int r = 0; r < 5; r++) {
+            if (app_seqs[r] != seq) continue;
+            assert_int_equal(fm_session_step(alone, (int[]){0}, &app_toks[r], 1, &la), FM_OK);
+            assert_memory_equal(rows + (size_t)r * V, la, sizeof(float) * V);
+        }
+    }
+    assert_int_equal(fm_session_length(many, 2), 103);
+    /* errors: a sequence twice in a feed, too many rows, past the length */
+    int twice[2] = {0, 0};
+    assert_int_equal(fm_session_feed_many(many, 2, twice, ptrs, lens, &lm), FM_ERR_ARG);
+    int big[200] = {0}, big_seqs[200] = {0};
+    assert_int_equal(fm_session_append(many, big_seqs, big, 200, &lm), FM_ERR_ARG);
+    assert_int_equal(fm_session_append(many, big_seqs, big, 100, &lm), FM_ERR_ARG); /* 60 + 100 > 128 */
+    free(first), free(rows);
+    fm_session_free(many);
+    fm_session_free(alone);
+    fm_model_free(m);
+}
+
 int main(void) {
     fm_set_threads(2);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_step_rows_alone),
+        cmocka_unit_test(test_feed_many_copy_append),
         cmocka_unit_test(test_batched_equals_alone),
         cmocka_unit_test(test_batched_equals_alone_wide),
         cmocka_unit_test(test_joins_and_leaves),

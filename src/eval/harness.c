@@ -161,40 +161,51 @@ static void request_free(request *r) {
 /* Scores nq requests (the choices of some questions, those of one question adjacent;
  * question[i] says whose) with the session, request i in sequence i: each distinct (question,
  * cut) context is fed once, the first continuation token of every choice sharing it scored from
- * its logits, and its cache copied to their sequences; then every continuation's other tokens in
- * batched steps. seqs, toks, owner: scratch of nq entries. */
-static fm_status score_wave(fm_session *s, request *rq, int nq, const int *question, int *seqs, int *toks,
-                            int *owner) {
+ * its logits, and its cache copied to their sequences; then every continuation's other tokens,
+ * many rows a pass. seqs, owner: scratch of nq entries. */
+static fm_status score_wave(fm_session *s, request *rq, int nq, const int *question, int *seqs, int *owner) {
     int V = fm_model_config(fm_session_model(s))->vocab_size;
     const float *logits;
     fm_status st = FM_OK;
+    /* the distinct contexts, all fed at once (their rows share the products' blocks) */
+    int n_groups = 0;
+    const int **ctx = fm_malloc(sizeof *ctx * nq);
+    int *lens = fm_malloc(sizeof(int) * nq), *leader = fm_malloc(sizeof(int) * nq);
+    if (!ctx || !lens || !leader) st = fm_fail(FM_ERR_NOMEM, "out of memory");
     for (int i = 0; i < nq; i++) rq[i].slot = -1;
     for (int i = 0; i < nq && !st; i++) {
-        if (rq[i].slot >= 0) continue; /* its context came with an earlier choice's */
+        if (rq[i].slot >= 0) continue;
+        for (int j = i; j < nq && question[j] == question[i]; j++)
+            if (rq[j].slot < 0 && rq[j].cut == rq[i].cut) rq[j].slot = j, owner[j] = n_groups;
         fm_session_reset(s, i);
-        if ((st = fm_session_feed(s, i, rq[i].ctx + rq[i].cut, rq[i].n_ctx - rq[i].cut, &logits))) break;
-        for (int j = i; j < nq && question[j] == question[i] && !st; j++) {
-            if (rq[j].slot >= 0 || rq[j].cut != rq[i].cut) continue;
-            rq[j].ll = row_log_prob(logits, V, rq[j].cont[0]); /* the copy leaves the logits alone */
-            rq[j].next = 1;
-            rq[j].slot = j;
-            if (j != i) st = fm_session_copy(s, i, j);
-        }
+        seqs[n_groups] = i, ctx[n_groups] = rq[i].ctx + rq[i].cut, lens[n_groups] = rq[i].n_ctx - rq[i].cut;
+        leader[n_groups++] = i;
     }
-    /* the continuations, one token a step for every request that has one left */
+    if (!st) st = fm_session_feed_many(s, n_groups, seqs, ctx, lens, &logits);
+    for (int j = 0; j < nq && !st; j++) { /* each choice's first token, and its copy of the context */
+        int g = owner[j];
+        rq[j].ll = row_log_prob(logits + (size_t)g * V, V, rq[j].cont[0]);
+        rq[j].next = 1;
+        if (leader[g] != j) st = fm_session_copy(s, leader[g], j);
+    }
+    fm_free(ctx), fm_free(lens), fm_free(leader);
+    /* the continuations' other tokens, as many rows a pass as the session's block holds: the
+     * logits of the row that appends token j - 1 score token j */
+    int block = fm_session_max_rows(s);
+    int *rs = fm_malloc(sizeof(int) * block), *rt = fm_malloc(sizeof(int) * block);
+    int *ro = fm_malloc(sizeof(int) * block), *target = fm_malloc(sizeof(int) * block);
+    if (!st && (!rs || !rt || !ro || !target)) st = fm_fail(FM_ERR_NOMEM, "out of memory");
     while (!st) {
         int n = 0;
-        for (int i = 0; i < nq; i++)
-            if (rq[i].next < rq[i].n_cont)
-                seqs[n] = rq[i].slot, toks[n] = rq[i].cont[rq[i].next - 1], owner[n++] = i;
+        for (int i = 0; i < nq && n < block; i++)
+            for (; rq[i].next < rq[i].n_cont && n < block; rq[i].next++)
+                rs[n] = rq[i].slot, rt[n] = rq[i].cont[rq[i].next - 1], target[n] = rq[i].cont[rq[i].next],
+                ro[n++] = i;
         if (!n) break;
-        if ((st = fm_session_step(s, seqs, toks, n, &logits))) break;
-        for (int k = 0; k < n; k++) {
-            request *r = &rq[owner[k]];
-            r->ll += row_log_prob(logits + (size_t)k * V, V, r->cont[r->next]);
-            r->next++;
-        }
+        if ((st = fm_session_append(s, rs, rt, n, &logits))) break;
+        for (int k = 0; k < n; k++) rq[ro[k]].ll += row_log_prob(logits + (size_t)k * V, V, target[k]);
     }
+    fm_free(rs), fm_free(rt), fm_free(ro), fm_free(target);
     return st;
 }
 
@@ -242,65 +253,25 @@ static void finish(const running *m, const char *name, fm_task_result *res) {
     out->std_error = m->n > 1 ? sqrt(var > 0.0 ? var : 0.0) / sqrt((double)m->n) : NAN;
 }
 
-static fm_status run_multiple_choice(const fm_task *t, fm_session *s, const fm_tokenizer *tok,
-                                     const fm_task_config *cfg, int n_items, fm_task_result *res) {
-    const fm_config *mc = fm_model_config(fm_session_model(s));
-    int L = mc->n_positions, S = fm_session_max_seqs(s);
-    int eot = fm_tokenizer_special_id(tok, EOT);
-    request *rq = fm_calloc(S, sizeof *rq);
-    int *question = fm_malloc(sizeof(int) * S), *seqs = fm_malloc(sizeof(int) * S);
-    int *toks = fm_malloc(sizeof(int) * S), *owner = fm_malloc(sizeof(int) * S);
-    double *lls = NULL;
-    fm_status st = (!rq || !question || !seqs || !toks || !owner) ? fm_fail(FM_ERR_NOMEM, "out of memory") : FM_OK;
-    running acc = {0}, acc_norm = {0}, acc_bytes = {0};
-    int nq = 0, first_item = 0; /* requests in the wave; the wave's first item */
-    for (int q = 0; q <= n_items && !st; q++) {
-        int item = q < n_items ? t->test[q] : -1;
-        int n_choices = item >= 0 ? t->items[item].n_choices : 0;
-        /* a full wave (or the end) is scored, then its items' metrics taken */
-        if (nq > 0 && (item < 0 || nq + n_choices > S)) {
-            if (cfg->plain)
-                for (int i = 0; i < nq && !st; i++) st = score_plain(s, &rq[i]);
-            else
-                st = score_wave(s, rq, nq, question, seqs, toks, owner);
-            for (int i = 0, at = 0; !st && at < nq; i++) {
-                const fm_task_item *it = &t->items[t->test[first_item + i]];
-                int best = 0, best_norm = 0, best_bytes = 0;
-                for (int c = 0; c < it->n_choices; c++) {
-                    double ll = rq[at + c].ll;
-                    if (ll > rq[at + best].ll) best = c;
-                    if (ll / utf8_chars(it->choices[c]) > rq[at + best_norm].ll / utf8_chars(it->choices[best_norm]))
-                        best_norm = c;
-                    if (ll / strlen(it->choices[c]) > rq[at + best_bytes].ll / strlen(it->choices[best_bytes]))
-                        best_bytes = c;
-                }
-                add(&acc, best == it->gold), add(&acc_norm, best_norm == it->gold),
-                    add(&acc_bytes, best_bytes == it->gold);
-                if (cfg->on_item) {
-                    double *v = fm_malloc(sizeof(double) * it->n_choices);
-                    if (!v) st = fm_fail(FM_ERR_NOMEM, "out of memory");
-                    for (int c = 0; v && c < it->n_choices; c++) v[c] = rq[at + c].ll;
-                    if (v) cfg->on_item(cfg->user, first_item + i, v, it->n_choices, NULL);
-                    fm_free(v);
-                }
-                at += it->n_choices;
-            }
-            for (int i = 0; i < nq; i++) request_free(&rq[i]);
-            nq = 0;
-            first_item = q;
-        }
-        if (item < 0 || st) break;
-        if (n_choices > S) {
-            st = fm_fail(FM_ERR_ARG, "%s:%d: %d choices, more than the %d sequences evaluated at once", t->path,
-                         t->items[item].line, n_choices, S);
-            break;
-        }
+/* Encodes every choice of the first n_items test items (lm-eval's _encode_pair after the
+ * prompt), cut to fit the context: *out (fm_malloc'd, *n_out requests, an item's choices adjacent),
+ * question[r] the item's position. *longest: the most positions one request needs. */
+static fm_status encode_requests(const fm_task *t, const fm_tokenizer *tok, const fm_task_config *cfg, int n_items,
+                                 int L, request **out, int **question_out, int *n_out, int *longest,
+                                 fm_task_result *res) {
+    int eot = fm_tokenizer_special_id(tok, EOT), total_choices = 0;
+    for (int q = 0; q < n_items; q++) total_choices += t->items[t->test[q]].n_choices;
+    request *rq = fm_calloc(total_choices, sizeof *rq);
+    int *question = fm_malloc(sizeof(int) * total_choices), n = 0;
+    fm_status st = (!rq || !question) ? fm_fail(FM_ERR_NOMEM, "out of memory") : FM_OK;
+    *longest = 1;
+    for (int q = 0; q < n_items && !st; q++) {
+        const fm_task_item *it = &t->items[t->test[q]];
         char *context = NULL;
-        if ((st = build_context(t, item, cfg->shots, cfg->seed, &context))) break;
+        if ((st = build_context(t, t->test[q], cfg->shots, cfg->seed, &context))) break;
         int truncated = 0;
-        for (int c = 0; c < n_choices && !st; c++) {
-            request *r = &rq[nq];
-            const fm_task_item *it = &t->items[item];
+        for (int c = 0; c < it->n_choices && !st; c++) {
+            request *r = &rq[n];
             size_t ld = strlen(t->target_delimiter), lc = strlen(it->choices[c]);
             char *cont = fm_malloc(ld + lc + 1);
             if (!cont) {
@@ -311,27 +282,96 @@ static fm_status run_multiple_choice(const fm_task *t, fm_session *s, const fm_t
             st = encode_pair(tok, eot, context, cont, &r->ctx, &r->n_ctx, &r->cont, &r->n_cont);
             fm_free(cont);
             if (st) break;
-            nq++;
-            if (r->n_cont < 1 || r->n_cont > L)
+            question[n++] = q;
+            if (r->n_cont < 1 || r->n_cont > L) {
                 st = fm_fail(FM_ERR_ARG, "%s:%d: choice %d is %d tokens after its context (%s)", t->path, it->line, c,
                              r->n_cont, r->n_cont < 1 ? "nothing to score" : "longer than the model's context");
+                break;
+            }
             /* lm-eval's input: the last L + 1 tokens of context + continuation, minus the last */
             int total = r->n_ctx + r->n_cont;
             r->cut = total > L + 1 ? total - (L + 1) : 0;
             truncated |= r->cut > 0;
-            question[nq - 1] = q;
+            if (total - r->cut - 1 > *longest) *longest = total - r->cut - 1;
         }
         fm_free(context);
         res->truncated += truncated;
     }
-    for (int i = 0; i < nq; i++) request_free(&rq[i]);
+    if (st) {
+        for (int i = 0; rq && i < n; i++) request_free(&rq[i]);
+        fm_free(rq), fm_free(question);
+        return st;
+    }
+    *out = rq, *question_out = question, *n_out = n;
+    return FM_OK;
+}
+
+/* Every request encoded first (so that the session's caches are only as long as the longest
+ * request needs), then scored in waves of up to max_seqs sequences, whole questions at a time. */
+static fm_status run_multiple_choice(const fm_task *t, const fm_model *model, const fm_tokenizer *tok,
+                                     const fm_task_config *cfg, int n_items, fm_task_result *res) {
+    int L = fm_model_config(model)->n_positions, S = cfg->max_seqs;
+    request *rq = NULL;
+    int *question = NULL, n_req = 0, longest = 1;
+    fm_status st = encode_requests(t, tok, cfg, n_items, L, &rq, &question, &n_req, &longest, res);
+    if (st) return st;
+    fm_session *s = NULL;
+    int *seqs = fm_malloc(sizeof(int) * S), *owner = fm_malloc(sizeof(int) * S);
+    if (!seqs || !owner) st = fm_fail(FM_ERR_NOMEM, "out of memory");
+    if (!st) st = fm_session_init(&s, model, S, longest);
+    running acc = {0}, acc_norm = {0}, acc_bytes = {0};
+    for (int start = 0; start < n_req && !st;) {
+        /* the wave: whole questions from request `start`, up to S requests */
+        int end = start;
+        while (end < n_req) {
+            int k = end;
+            while (k < n_req && question[k] == question[end]) k++;
+            if (k - start > S) break;
+            end = k;
+        }
+        if (end == start) {
+            const fm_task_item *it = &t->items[t->test[question[start]]];
+            st = fm_fail(FM_ERR_ARG, "%s:%d: %d choices, more than the %d sequences evaluated at once", t->path,
+                         it->line, it->n_choices, S);
+            break;
+        }
+        if (cfg->plain)
+            for (int i = start; i < end && !st; i++) st = score_plain(s, &rq[i]);
+        else
+            st = score_wave(s, rq + start, end - start, question + start, seqs, owner);
+        for (int at = start; !st && at < end;) {
+            int item_pos = question[at];
+            const fm_task_item *it = &t->items[t->test[item_pos]];
+            int best = 0, best_norm = 0, best_bytes = 0;
+            for (int c = 0; c < it->n_choices; c++) {
+                double ll = rq[at + c].ll;
+                if (ll > rq[at + best].ll) best = c;
+                if (ll / utf8_chars(it->choices[c]) > rq[at + best_norm].ll / utf8_chars(it->choices[best_norm]))
+                    best_norm = c;
+                if (ll / strlen(it->choices[c]) > rq[at + best_bytes].ll / strlen(it->choices[best_bytes]))
+                    best_bytes = c;
+            }
+            add(&acc, best == it->gold), add(&acc_norm, best_norm == it->gold), add(&acc_bytes, best_bytes == it->gold);
+            if (cfg->on_item) {
+                double *v = fm_malloc(sizeof(double) * it->n_choices);
+                if (!v) st = fm_fail(FM_ERR_NOMEM, "out of memory");
+                for (int c = 0; v && c < it->n_choices; c++) v[c] = rq[at + c].ll;
+                if (v) cfg->on_item(cfg->user, item_pos, v, it->n_choices, NULL);
+                fm_free(v);
+            }
+            at += it->n_choices;
+        }
+        start = end;
+    }
     if (!st) {
         finish(&acc, "acc", res);
         finish(&acc_norm, "acc_norm", res);
         finish(&acc_bytes, "acc_bytes", res);
         res->n = acc.n;
     }
-    fm_free(rq), fm_free(question), fm_free(seqs), fm_free(toks), fm_free(owner), fm_free(lls);
+    for (int i = 0; i < n_req; i++) request_free(&rq[i]);
+    fm_free(rq), fm_free(question), fm_free(seqs), fm_free(owner);
+    fm_session_free(s);
     return st;
 }
 
@@ -561,13 +601,14 @@ fm_status fm_task_evaluate(const fm_task *t, const fm_model *model, const fm_tok
     for (int i = 0; i < n_items && t->type == FM_TASK_MULTIPLE_CHOICE; i++)
         if (t->items[t->test[i]].n_choices > max_choices) max_choices = t->items[t->test[i]].n_choices;
     int seqs = cfg->max_seqs > max_choices ? cfg->max_seqs : max_choices;
+    fm_task_config c = *cfg;
+    c.max_seqs = seqs;
+    if (t->type == FM_TASK_MULTIPLE_CHOICE) return run_multiple_choice(t, model, tok, &c, n_items, res);
     fm_session *s = NULL;
     fm_status st = fm_session_init(&s, model, seqs, fm_model_config(model)->n_positions);
     if (st) return st;
-    fm_task_config c = *cfg;
-    c.max_seqs = seqs;
     switch (t->type) {
-    case FM_TASK_MULTIPLE_CHOICE: st = run_multiple_choice(t, s, tok, &c, n_items, res); break;
+    case FM_TASK_MULTIPLE_CHOICE: break;
     case FM_TASK_GENERATE: st = run_generate(t, s, tok, &c, n_items, res); break;
     case FM_TASK_PERPLEXITY: {
         c.shots = 0;

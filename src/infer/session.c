@@ -23,7 +23,7 @@
 #include "model/model.h"
 #include "model/quant.h"
 
-#define PREFILL_ROWS 32 /* prompt positions computed together */
+#define PREFILL_ROWS 128 /* prompt positions computed together (the weights are packed once a block) */
 
 struct fm_session {
     const fm_model *model;
@@ -36,6 +36,7 @@ struct fm_session {
     float *x;                     /* (rows, C) residual stream */
     float *lnf, *lnf_mean, *lnf_rstd; /* (rows, C), (rows), (rows) */
     float *logits;                /* (rows, V) */
+    float *last_x;                /* (max_seqs, C) fm_session_feed_many: each sequence's last row */
     float *scores;                /* (rows * NH, max_len) attention scratch */
     float *q8;                    /* int8 products' scratch, or NULL for a float model */
     float **keys, **values;       /* (rows) this layer's cache of each row's sequence */
@@ -99,12 +100,13 @@ fm_status fm_session_init(fm_session **out, const fm_model *m, int max_seqs, int
     s->scores = fm_alloc_big(sizeof(float) * R * NH * max_len, 0);
     size_t q8 = fm_quant_scratch_floats(m, (int)R);
     s->q8 = q8 ? fm_alloc_big(sizeof(float) * q8, 0) : NULL;
+    s->last_x = fm_alloc_big(sizeof(float) * (size_t)max_seqs * C, 0);
     s->keys = fm_calloc(R, sizeof *s->keys);
     s->values = fm_calloc(R, sizeof *s->values);
     s->pos = fm_calloc(R, sizeof *s->pos);
     s->tok = fm_calloc(R, sizeof *s->tok);
     s->seq = fm_calloc(R, sizeof *s->seq);
-    if (!s->len || !s->k_cache || !s->v_cache || !s->arena || !s->scores || (q8 && !s->q8) || !s->keys ||
+    if (!s->len || !s->k_cache || !s->v_cache || !s->arena || !s->scores || (q8 && !s->q8) || !s->last_x || !s->keys ||
         !s->values || !s->pos || !s->tok || !s->seq) {
         fm_session_free(s);
         return fm_fail(FM_ERR_NOMEM, "out of memory for a session of %d sequences of %d positions", max_seqs,
@@ -138,6 +140,7 @@ void fm_session_free(fm_session *s) {
     fm_free_big(s->arena);
     fm_free_big(s->scores);
     fm_free_big(s->q8);
+    fm_free_big(s->last_x);
     fm_free(s->keys);
     fm_free(s->values);
     fm_free(s->pos);
@@ -152,6 +155,7 @@ int fm_session_max_len(const fm_session *s) { return s->max_len; }
 void fm_session_reset(fm_session *s, int seq) {
     if (seq >= 0 && seq < s->max_seqs) s->len[seq] = 0;
 }
+int fm_session_max_rows(const fm_session *s) { return s->rows; }
 int fm_session_length(const fm_session *s, int seq) { return seq >= 0 && seq < s->max_seqs ? s->len[seq] : 0; }
 
 fm_status fm_session_copy(fm_session *s, int from, int to) {
@@ -234,6 +238,80 @@ fm_status fm_session_feed(fm_session *s, int seq, const int *tokens, int n, cons
         last = rows - 1;
     }
     head(s, last, 1);
+    fm_k_gemm_force_fp32(own);
+    *logits = s->logits;
+    return FM_OK;
+}
+
+fm_status fm_session_feed_many(fm_session *s, int n, const int *seqs, const int *const *tokens, const int *lens,
+                               const float **logits) {
+    if (n < 1 || n > s->max_seqs)
+        return fm_fail(FM_ERR_ARG, "session feed of %d sequences: between 1 and %d", n, s->max_seqs);
+    for (int i = 0; i < n; i++) {
+        if (seqs[i] < 0 || seqs[i] >= s->max_seqs)
+            return fm_fail(FM_ERR_ARG, "sequence %d: the session holds sequences 0..%d", seqs[i], s->max_seqs - 1);
+        for (int j = 0; j < i; j++)
+            if (seqs[j] == seqs[i]) return fm_fail(FM_ERR_ARG, "sequence %d appears twice in one feed", seqs[i]);
+        if (lens[i] < 1) return fm_fail(FM_ERR_ARG, "session: no tokens to feed to sequence %d", seqs[i]);
+        if (lens[i] > s->max_len - s->len[seqs[i]])
+            return fm_fail(FM_ERR_ARG, "session: %d + %d positions exceed its length %d", s->len[seqs[i]], lens[i],
+                           s->max_len);
+        fm_status st = check_tokens(s, tokens[i], lens[i]);
+        if (st) return st;
+    }
+    const fm_model *m = s->model;
+    const fm_config *c = &m->cfg;
+    size_t C = c->n_embd;
+    int own = fm_k_gemm_fp32_forced();
+    fm_k_gemm_force_fp32(1);
+    /* every sequence's tokens one after another, cut into blocks of s->rows rows; a sequence's
+     * last row is kept (last_x) for one head over all of them at the end */
+    int seq_i = 0, tok_i = 0;
+    while (seq_i < n) {
+        int rows = 0;
+        int at_seq = seq_i, at_tok = tok_i;
+        while (rows < s->rows && at_seq < n) {
+            s->tok[rows] = tokens[at_seq][at_tok];
+            s->seq[rows] = seqs[at_seq];
+            s->pos[rows] = s->len[seqs[at_seq]] + at_tok;
+            rows++;
+            if (++at_tok == lens[at_seq]) at_seq++, at_tok = 0;
+        }
+        rows_forward(s, rows);
+        for (int r = 0; r < rows; r++) { /* rows that end their sequence */
+            if (tok_i == lens[seq_i] - 1) memcpy(s->last_x + (size_t)seq_i * C, s->x + (size_t)r * C, sizeof(float) * C);
+            if (++tok_i == lens[seq_i]) s->len[seqs[seq_i]] += lens[seq_i], seq_i++, tok_i = 0;
+        }
+    }
+    fm_k_layernorm_forward(s->lnf, s->lnf_mean, s->lnf_rstd, s->last_x, m->w.lnf_w, m->w.lnf_b, n, (int)C,
+                           c->layer_norm_epsilon);
+    fm_model_head(m, s->logits, s->lnf, n, s->q8);
+    fm_k_gemm_force_fp32(own);
+    *logits = s->logits;
+    return FM_OK;
+}
+
+fm_status fm_session_append(fm_session *s, const int *seqs, const int *tokens, int n, const float **logits) {
+    if (n < 1 || n > s->rows)
+        return fm_fail(FM_ERR_ARG, "session append of %d rows: between 1 and %d", n, s->rows);
+    fm_status st = check_tokens(s, tokens, n);
+    if (st) return st;
+    for (int r = 0; r < n; r++) {
+        if (seqs[r] < 0 || seqs[r] >= s->max_seqs)
+            return fm_fail(FM_ERR_ARG, "sequence %d: the session holds sequences 0..%d", seqs[r], s->max_seqs - 1);
+        int before = 0; /* earlier rows of the same sequence in this call */
+        for (int j = 0; j < r; j++) before += seqs[j] == seqs[r];
+        if (s->len[seqs[r]] + before >= s->max_len)
+            return fm_fail(FM_ERR_ARG, "sequence %d is full (%d positions)", seqs[r], s->max_len);
+        s->tok[r] = tokens[r];
+        s->seq[r] = seqs[r];
+        s->pos[r] = s->len[seqs[r]] + before;
+    }
+    int own = fm_k_gemm_fp32_forced();
+    fm_k_gemm_force_fp32(1);
+    rows_forward(s, n);
+    for (int r = 0; r < n; r++) s->len[seqs[r]]++;
+    head(s, 0, n);
     fm_k_gemm_force_fp32(own);
     *logits = s->logits;
     return FM_OK;
