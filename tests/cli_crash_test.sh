@@ -127,4 +127,25 @@ else
     bad "FM_FAIL_IO_LOG listed no save (${#starts[@]} found)"
 fi
 
+# --- a full disk: a tmpfs with room for one checkpoint and a half, so that the run's second save
+# (which needs the new checkpoint beside the current one) fails with ENOSPC; the run stops
+# saying so, its checkpoint loads, and copied to a roomy disk it resumes to the reference's end
+ck=$(du -sk --apparent-size short_ref/checkpoints/step-* | tail -1 | cut -f1)
+if [ -n "$ck" ] && mkdir tinyfs && mount -t tmpfs -o size=$(( ck * 3 / 2 + 64 ))k tmpfs tinyfs 2>/dev/null; then
+    trap 'umount "$tmp/tinyfs" 2>/dev/null; rm -rf "$tmp"' EXIT
+    "$FM" pretrain "${short[@]}" --out tinyfs/run >full.log 2>&1
+    status=$?
+    if [ $status -eq 1 ] && grep -q "No space left on device" full.log && grep -q "previous one kept" full.log; then ok; else
+        bad "full disk: exit $status (want 1), no ENOSPC named:"; tail -2 full.log | sed 's/^/    /'
+    fi
+    [ -n "$(ckpt_step tinyfs/run)" ] && ok || bad "full disk: the checkpoint no longer loads"
+    ls -a tinyfs/run/checkpoints | grep -q '\.tmp' && bad "full disk: a temporary folder was left" || ok
+    cp -a tinyfs/run roomy
+    umount tinyfs
+    resume_to_end roomy "${short[@]}" || bad "full disk: the copied run does not resume"
+    same_as_reference "full disk, resumed elsewhere" roomy short_ref
+else
+    skip_case "full disk" "a tmpfs cannot be mounted here (not root, or no CAP_SYS_ADMIN)"
+fi
+
 summary "cli crash"
