@@ -333,8 +333,15 @@ static int run(int argc, char **argv) {
                             "precision flags (and --grad-accum, --freeze)");
         lock = cli_lock_dir("pretrain", out);
         if (!holds_checkpoint(out)) {
-            fprintf(stderr, "fm pretrain: %s holds no checkpoint: the run stopped before its first save; start it "
-                    "again (--force over what it left)\n", out);
+            char *weights = cli_path(out, "model.safetensors");
+            struct stat sb;
+            if (stat(weights, &sb) == 0) /* fm init or fm quantize wrote it: weights, no training state */
+                fprintf(stderr, "fm pretrain: %s holds a model but no training state: it is not a run to resume "
+                        "(fm init and fm quantize write none)\n", out);
+            else
+                fprintf(stderr, "fm pretrain: %s holds no checkpoint: the run stopped before its first save; start "
+                        "it again (--force over what it left)\n", out);
+            free(weights);
             exit(1);
         }
         load_settings(out, &rs);

@@ -86,6 +86,8 @@ expect "resume a finished run" 0 "done: 150 steps" -- "$FM" pretrain --out full 
 want=$(git -C "$src_dir" describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)
 grep -q "\"fm_commit\":[[:space:]]*\"${want%-dirty}" full/run.json && ok || bad "run.json does not record commit $want"
 expect "info shows the optimizer" 0 "betas \(0.9, 0.95\), eps 1e-08, weight decay 0.1" -- "$FM" info --model full
+"$FM" quantize --model full --out q8run >/dev/null 2>&1
+expect "resume a quantized directory" 1 "holds a model but no training state" -- "$FM" pretrain --out q8run --resume
 expect "fresh run over an old one" 2 "already holds a run" -- "$FM" pretrain "${common[@]}" --steps 5 --out full
 
 # --- bfloat16 products: recorded in run.json, kept by a resume, close to float32's losses
