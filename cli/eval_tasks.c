@@ -161,6 +161,9 @@ int cli_eval_tasks(const eval_tasks_args *a) {
                 if (samples) c.on_item = log_item, c.user = &log;
                 fm_status st = fm_task_evaluate(tasks[t], model, tok, &c, r);
                 if (st) cli_fail("eval", st);
+                if (r->skipped)
+                    fprintf(stderr, "fm eval: %s: %d items left out: a choice is longer than the context of %s\n",
+                            fm_task_name(tasks[t]), r->skipped, a->models[m]);
                 if (a->json) continue;
                 for (int i = 0; i < r->n_metrics; i++)
                     printf("%-24s %-20s %5d  %-16s %9.4f %9.4f %7.4f %6d %9d\n", i ? "" : a->models[m],
@@ -195,6 +198,7 @@ int cli_eval_tasks(const eval_tasks_args *a) {
                 cJSON_AddItemToObject(tr, "chance", number_or_null(r->chance));
                 cJSON_AddNumberToObject(tr, "n", r->n);
                 cJSON_AddNumberToObject(tr, "truncated", r->truncated);
+                cJSON_AddNumberToObject(tr, "skipped", r->skipped);
                 cJSON_AddNumberToObject(nshot, fm_task_name(tasks[t]), r->shots);
             }
             cJSON_AddItemToArray(runs, o);

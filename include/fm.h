@@ -570,6 +570,7 @@ typedef struct {
     int n;           /* test items evaluated */
     int shots;       /* the shots used (0 for perplexity, which takes none) */
     int truncated;   /* items whose prompt was cut from the left to fit the context */
+    int skipped;     /* multiple choice: items left out, a choice being longer than the context */
     double chance;
     int n_metrics;
     fm_task_metric metrics[FM_TASK_MAX_METRICS];

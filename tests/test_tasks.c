@@ -268,6 +268,18 @@ static void test_shots_and_truncation(void **state) {
     assert_true(r.truncated > 0);
     assert_int_equal(r.shots, 4);
     fm_task_free(t);
+    /* a choice longer than the whole context (48): that item is left out and counted */
+    char text[2048], longest[1200] = "";
+    for (int i = 0; i < 60; i++) strcat(longest, "The cat sat. ");
+    snprintf(text, sizeof text,
+             "{\"query\": \"The dog ran to the\", \"choices\": [\"park\", \"%s\"], \"gold\": 0}\n"
+             "{\"query\": \"The sun is\", \"choices\": [\"bright\", \"pale\"], \"gold\": 0}\n", longest);
+    t = load_ok("long.jsonl", text);
+    c.shots = 0;
+    assert_int_equal(fm_task_evaluate(t, model, tok, &c, &r), FM_OK);
+    assert_int_equal(r.skipped, 1);
+    assert_int_equal(r.n, 1);
+    fm_task_free(t);
 }
 
 /* ------------------------------------------------------------ generation and perplexity */

@@ -269,7 +269,7 @@ static fm_status encode_requests(const fm_task *t, const fm_tokenizer *tok, cons
         const fm_task_item *it = &t->items[t->test[q]];
         char *context = NULL;
         if ((st = build_context(t, t->test[q], cfg->shots, cfg->seed, &context))) break;
-        int truncated = 0;
+        int truncated = 0, first = n, too_long = 0;
         for (int c = 0; c < it->n_choices && !st; c++) {
             request *r = &rq[n];
             size_t ld = strlen(t->target_delimiter), lc = strlen(it->choices[c]);
@@ -283,18 +283,27 @@ static fm_status encode_requests(const fm_task *t, const fm_tokenizer *tok, cons
             fm_free(cont);
             if (st) break;
             question[n++] = q;
-            if (r->n_cont < 1 || r->n_cont > L) {
-                st = fm_fail(FM_ERR_ARG, "%s:%d: choice %d is %d tokens after its context (%s)", t->path, it->line, c,
-                             r->n_cont, r->n_cont < 1 ? "nothing to score" : "longer than the model's context");
+            if (r->n_cont < 1) {
+                st = fm_fail(FM_ERR_ARG, "%s:%d: choice %d encodes to no tokens after its context", t->path, it->line, c);
                 break;
             }
+            too_long |= r->n_cont > L; /* lm-eval refuses these; the item is skipped and counted */
             /* lm-eval's input: the last L + 1 tokens of context + continuation, minus the last */
             int total = r->n_ctx + r->n_cont;
             r->cut = total > L + 1 ? total - (L + 1) : 0;
             truncated |= r->cut > 0;
-            if (total - r->cut - 1 > *longest) *longest = total - r->cut - 1;
         }
         fm_free(context);
+        if (too_long && !st) { /* a choice longer than the whole context: the item is left out */
+            for (int i = first; i < n; i++) request_free(&rq[i]);
+            n = first;
+            res->skipped++;
+            continue;
+        }
+        for (int i = first; i < n; i++) {
+            int total = rq[i].n_ctx + rq[i].n_cont;
+            if (total - rq[i].cut - 1 > *longest) *longest = total - rq[i].cut - 1;
+        }
         res->truncated += truncated;
     }
     if (st) {

@@ -241,13 +241,16 @@ def token_f1(pred, gold):
 
 def run_multiple_choice(model, cfg, tok, settings, items, test, pool, k, seed):
     L = cfg["n_positions"]
-    acc, acc_norm, acc_bytes, samples, truncated = [], [], [], [], 0
+    acc, acc_norm, acc_bytes, samples, truncated, skipped = [], [], [], [], 0, 0
     for item in test:
         it = items[item]
         context = context_of(settings, items, pool, item, k, seed)
+        pairs = [encode_pair(tok, context, settings["target_delimiter"] + c) for c in it["choices"]]
+        if any(len(cont) > L for _, cont in pairs):  # lm-eval asserts; fm leaves the item out and counts it
+            skipped += 1
+            continue
         lls, cut_any = [], False
-        for choice in it["choices"]:
-            ctx, cont = encode_pair(tok, context, settings["target_delimiter"] + choice)
+        for ctx, cont in pairs:
             whole = (ctx + cont)[-(L + 1):]
             cut_any |= len(ctx) + len(cont) > L + 1
             lp = log_probs(model, whole[:-1])
@@ -264,7 +267,8 @@ def run_multiple_choice(model, cfg, tok, settings, items, test, pool, k, seed):
         samples.append(lls)
     return {"acc": sum(acc) / len(acc), "acc_stderr": stderr_of(acc), "acc_norm": sum(acc_norm) / len(acc_norm),
             "acc_norm_stderr": stderr_of(acc_norm), "acc_bytes": sum(acc_bytes) / len(acc_bytes),
-            "acc_bytes_stderr": stderr_of(acc_bytes), "n": len(test), "truncated": truncated, "samples": samples}
+            "acc_bytes_stderr": stderr_of(acc_bytes), "n": len(acc), "truncated": truncated, "skipped": skipped,
+            "samples": samples}
 
 
 def run_generate(model, cfg, tok, settings, items, test, pool, k, seed):
@@ -296,7 +300,7 @@ def run_generate(model, cfg, tok, settings, items, test, pool, k, seed):
         f1.append(best_f1)
         samples.append({"text": text, "exact_match": best_em, "f1": best_f1})
     return {"exact_match": sum(em) / len(em), "exact_match_stderr": stderr_of(em), "f1": sum(f1) / len(f1),
-            "f1_stderr": stderr_of(f1), "n": len(test), "truncated": truncated, "samples": samples}
+            "f1_stderr": stderr_of(f1), "n": len(test), "truncated": truncated, "skipped": 0, "samples": samples}
 
 
 def run_perplexity(model, cfg, tok, settings, items, test):
@@ -319,7 +323,8 @@ def run_perplexity(model, cfg, tok, settings, items, test):
         n_words += len(text.split())
         samples.append(ll)
     return {"bits_per_byte": -ll_sum / (n_bytes * math.log(2)), "token_perplexity": math.exp(-ll_sum / n_tokens),
-            "word_perplexity": math.exp(-ll_sum / n_words), "n": len(test), "truncated": 0, "samples": samples}
+            "word_perplexity": math.exp(-ll_sum / n_words), "n": len(test), "truncated": 0, "skipped": 0,
+            "samples": samples}
 
 
 def main():
