@@ -143,6 +143,13 @@ cp -r full bad_ckpt
 truncate -s -100 bad_ckpt/model.safetensors
 expect "corrupt checkpoint" 1 "model.safetensors: .*truncated" -- "$FM" pretrain --out bad_ckpt --resume
 expect "corrupt checkpoint (generate)" 1 "model.safetensors" -- "$FM" generate --model bad_ckpt --prompt x
+# fm info names a broken checkpoint and why, and fails
+cp -a full broken_state
+truncate -s -64 broken_state/checkpoint/training_state.safetensors
+expect "info on a broken checkpoint" 1 "BROKEN: .*training_state.safetensors" -- "$FM" info --model broken_state
+cp -a full dangling
+rm -rf dangling/checkpoints/step-*
+expect "info on a dangling checkpoint link" 1 "dangling/config.json: cannot open" -- "$FM" info --model dangling
 
 # --- a full disk while saving: the previous checkpoint survives
 interrupted 12 disk disk.log -- "$FM" pretrain "${common[@]}" --steps 2000 --save-every 10 --out disk
