@@ -87,7 +87,10 @@ fi
 grep -q '"acc,none"' one.json && grep -q '"acc_stderr,none"' one.json && grep -q '"n-shot"' one.json && ok ||
     bad "--json lacks lm-eval's keys"
 # two models side by side
-expect "two models" 0 "models" -- "$FM" eval --model "$ref" --model "$ref" --tasks "$fix/fixture_bare.jsonl" --json
+expect "two models" 0 "models" -- "$FM" eval --model "$ref" --model "$ref" --tasks "$fix/fixture_bare.jsonl" --json \
+    --plot models.svg
+grep -q "score against model" models.svg && grep -q "fixture_bare (acc)" models.svg && ok ||
+    bad "no picture of score against model"
 
 # bad inputs: each names the problem, and the line where there is one
 printf '{"query": "a", "choices": ["x", "y"], "gold": 0}\n{"query": "b", "choices": ["x"\n' >malformed.jsonl
