@@ -87,7 +87,7 @@ run_peer() {
 echo "machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 peak_bin=$(dirname "$FM")/fma_peak
 if gcc -O2 -march=native -ffp-contract=fast -fopenmp bench/fma_peak.c -o "$peak_bin" 2>/dev/null; then
-    echo "measured FMA peak: $(OMP_NUM_THREADS=$THREADS "$peak_bin" | sed 's/ (checksum.*//' | paste -sd " " -) (fm's peak_pct uses the issue's 330 GFLOP/s)"
+    echo "measured FMA peak: $(OMP_NUM_THREADS=$THREADS "$peak_bin" | sed 's/ (checksum.*//' | paste -sd " " -) (fm's peak_pct divides by --peak-gflops, 330 by default)"
 fi
 [ "$TORCH" = 1 ] && echo "peer: $(/usr/bin/python3 -c 'import torch; print("torch", torch.__version__)'), ${PEER_ENV[*]}"
 printf '%-5s %-26s %12s %12s %7s %9s %8s %11s\n' config shape "fm tok/s" "torch tok/s" ratio "fm GF/s" "fm peak%" "fm RSS MiB"

@@ -369,21 +369,6 @@ static void attention_forward_head(float *out, float *lse, const float *qkv, int
     }
 }
 
-/* The per-head products run in the team's threads, inside the parallel loop: each thread takes
- * the calling thread's fm_k_gemm_force_fp32 setting for them and restores its own after. */
-void fm_k_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int H) {
-    int fp32 = fm_k_gemm_fp32_forced();
-#pragma omp parallel
-    {
-        int own = fm_k_gemm_fp32_forced();
-        fm_k_gemm_force_fp32(fp32);
-#pragma omp for collapse(2) schedule(static)
-        for (int b = 0; b < B; b++)
-            for (int h = 0; h < H; h++) attention_forward_head(out, lse, qkv, b, h, T, C, H);
-        fm_k_gemm_force_fp32(own);
-    }
-}
-
 /* One (batch, head) of the backward. Query blocks last to first: the last block reaches every
  * key, so it writes dK and dV whole (no zeroing first) and the earlier ones add to them. */
 static void attention_backward_head(float *dqkv, const float *dout, const float *qkv, const float *lse, int b, int h,
@@ -424,18 +409,46 @@ static void attention_backward_head(float *dqkv, const float *dout, const float 
     }
 }
 
-void fm_k_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *lse,
-                             int B, int T, int C, int H) {
-    int fp32 = fm_k_gemm_fp32_forced();
+/* The arguments of one attention call, for the per-head workers. */
+typedef struct {
+    float *out, *lse, *dqkv;    /* forward: out, lse written; backward: dqkv */
+    const float *qkv, *dout, *lse_in;
+    int T, C, H;
+} attention_args;
+
+static void forward_head(const attention_args *a, int b, int h) {
+    attention_forward_head(a->out, a->lse, a->qkv, b, h, a->T, a->C, a->H);
+}
+
+static void backward_head(const attention_args *a, int b, int h) {
+    attention_backward_head(a->dqkv, a->dout, a->qkv, a->lse_in, b, h, a->T, a->C, a->H);
+}
+
+/* Runs head(b, h) for every (batch, head) in the team's threads. The per-head products run
+ * inside the parallel loop: each thread takes the calling thread's fm_k_gemm_force_fp32 setting
+ * for them and restores its own after. */
+static void for_each_head(void (*head)(const attention_args *, int, int), const attention_args *a, int B) {
+    int fp32 = fm_k_gemm_fp32_forced(), H = a->H;
 #pragma omp parallel
     {
         int own = fm_k_gemm_fp32_forced();
         fm_k_gemm_force_fp32(fp32);
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
-            for (int h = 0; h < H; h++) attention_backward_head(dqkv, dout, qkv, lse, b, h, T, C, H);
+            for (int h = 0; h < H; h++) head(a, b, h);
         fm_k_gemm_force_fp32(own);
     }
+}
+
+void fm_k_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int H) {
+    attention_args a = {.out = out, .lse = lse, .qkv = qkv, .T = T, .C = C, .H = H};
+    for_each_head(forward_head, &a, B);
+}
+
+void fm_k_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *lse,
+                             int B, int T, int C, int H) {
+    attention_args a = {.dqkv = dqkv, .dout = dout, .qkv = qkv, .lse_in = lse, .T = T, .C = C, .H = H};
+    for_each_head(backward_head, &a, B);
 }
 
 /* ------------------------------------------------------------ pointwise */

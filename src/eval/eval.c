@@ -13,11 +13,11 @@
 
 #include "core/alloc.h"
 #include "core/internal.h"
+#include "eval/eval.h"
 
 /* ------------------------------------------------------------ model log-probabilities */
 
-/* log softmax(z)[target] for one row z (V). */
-static double log_prob(const float *z, int V, int target) {
+double fm_log_prob(const float *z, int V, int target) {
     float maxv = z[0];
     for (int v = 1; v < V; v++) maxv = z[v] > maxv ? z[v] : maxv;
     double sum = 0.0;
@@ -74,7 +74,7 @@ fm_status fm_score_tokens(const fm_model *model, const int *tokens, size_t n, fl
         for (int b = 0; b < B; b++)
             for (size_t p = froms[b]; p <= starts[b] + len; p++) {
                 const float *z = logits + ((size_t)b * len + (p - 1 - starts[b])) * V;
-                double lp = log_prob(z, V, tokens[p]);
+                double lp = fm_log_prob(z, V, tokens[p]);
                 if (logprobs) logprobs[p] = (float)lp;
                 total -= lp;
             }

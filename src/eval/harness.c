@@ -19,19 +19,11 @@
 
 #include "core/alloc.h"
 #include "core/internal.h"
+#include "eval/eval.h"
 #include "eval/task.h"
 #include "model/model.h"
 
 #define EOT "<|endoftext|>"
-
-/* log softmax(z)[target] for one row z (V), in double. */
-static double row_log_prob(const float *z, int V, int target) {
-    float maxv = z[0];
-    for (int v = 1; v < V; v++) maxv = z[v] > maxv ? z[v] : maxv;
-    double sum = 0.0;
-    for (int v = 0; v < V; v++) sum += exp((double)z[v] - maxv);
-    return (double)z[target] - maxv - log(sum);
-}
 
 /* ------------------------------------------------------------ prompts */
 
@@ -107,31 +99,17 @@ static fm_status encode_pair(const fm_tokenizer *tok, int eot, const char *conte
     int *w = NULL, *c = NULL;
     size_t nw = 0, nc = 0;
     fm_status st = FM_OK;
-    if (cut == 0) { /* no context: the end-of-text token stands for it */
-        if (eot < 0) st = fm_fail(FM_ERR_ARG, "a prompt with no context needs the tokenizer's " EOT " token");
-        if (!st) st = fm_tokenizer_encode(tok, whole, lc + lk, 0, &w, &nw);
-        if (!st && !(c = malloc(sizeof(int)))) st = fm_fail(FM_ERR_NOMEM, "out of memory");
-        if (!st) c[0] = eot, nc = 1;
-        if (!st) { /* the whole text is the continuation */
-            *ctx = fm_malloc(sizeof(int)), *cont = fm_malloc(sizeof(int) * (nw ? nw : 1));
-            if (!*ctx || !*cont) st = fm_fail(FM_ERR_NOMEM, "out of memory");
-            else {
-                (*ctx)[0] = eot, *n_ctx = 1;
-                memcpy(*cont, w, sizeof(int) * nw), *n_cont = (int)nw;
-            }
-        }
-    } else {
-        st = fm_tokenizer_encode(tok, whole, lc + lk, 0, &w, &nw);
-        if (!st) st = fm_tokenizer_encode(tok, whole, cut, 0, &c, &nc);
-        if (!st) {
-            size_t n_rest = nw > nc ? nw - nc : 0;
-            *ctx = fm_malloc(sizeof(int) * (nc ? nc : 1)), *cont = fm_malloc(sizeof(int) * (n_rest ? n_rest : 1));
-            if (!*ctx || !*cont) st = fm_fail(FM_ERR_NOMEM, "out of memory");
-            else {
-                memcpy(*ctx, c, sizeof(int) * nc), *n_ctx = (int)nc;
-                memcpy(*cont, w + nc, sizeof(int) * n_rest), *n_cont = (int)n_rest;
-            }
-        }
+    if (cut == 0 && eot < 0) st = fm_fail(FM_ERR_ARG, "a prompt with no context needs the tokenizer's " EOT " token");
+    if (!st) st = fm_tokenizer_encode(tok, whole, lc + lk, 0, &w, &nw);
+    if (!st && cut > 0) st = fm_tokenizer_encode(tok, whole, cut, 0, &c, &nc);
+    if (!st) {
+        /* no context: the end-of-text token stands for it, and the whole text is the continuation */
+        size_t n_rest = nw > nc ? nw - nc : 0;
+        *ctx = fm_malloc(sizeof(int) * (nc ? nc : 1)), *cont = fm_malloc(sizeof(int) * (n_rest ? n_rest : 1));
+        if (!*ctx || !*cont) st = fm_fail(FM_ERR_NOMEM, "out of memory");
+        else if (cut == 0) (*ctx)[0] = eot, *n_ctx = 1;
+        else memcpy(*ctx, c, sizeof(int) * nc), *n_ctx = (int)nc;
+        if (!st) memcpy(*cont, w + nc, sizeof(int) * n_rest), *n_cont = (int)n_rest;
     }
     free(w), free(c);
     fm_free(whole);
@@ -184,7 +162,7 @@ static fm_status score_wave(fm_session *s, request *rq, int nq, const int *quest
     if (!st) st = fm_session_feed_many(s, n_groups, seqs, ctx, lens, &logits);
     for (int j = 0; j < nq && !st; j++) { /* each choice's first token, and its copy of the context */
         int g = owner[j];
-        rq[j].ll = row_log_prob(logits + (size_t)g * V, V, rq[j].cont[0]);
+        rq[j].ll = fm_log_prob(logits + (size_t)g * V, V, rq[j].cont[0]);
         rq[j].next = 1;
         if (leader[g] != j) st = fm_session_copy(s, leader[g], j);
     }
@@ -203,7 +181,7 @@ static fm_status score_wave(fm_session *s, request *rq, int nq, const int *quest
                 ro[n++] = i;
         if (!n) break;
         if ((st = fm_session_append(s, rs, rt, n, &logits))) break;
-        for (int k = 0; k < n; k++) rq[ro[k]].ll += row_log_prob(logits + (size_t)k * V, V, target[k]);
+        for (int k = 0; k < n; k++) rq[ro[k]].ll += fm_log_prob(logits + (size_t)k * V, V, target[k]);
     }
     fm_free(rs), fm_free(rt), fm_free(ro), fm_free(target);
     return st;
@@ -229,7 +207,7 @@ static fm_status score_plain(fm_session *s, request *r) {
     fm_status st = fm_session_forward(s, in, 1, n_in, &logits);
     r->ll = 0.0;
     for (int j = 0; !st && j < r->n_cont; j++)
-        r->ll += row_log_prob(logits + (size_t)(r->n_ctx - r->cut - 1 + j) * V, V, r->cont[j]);
+        r->ll += fm_log_prob(logits + (size_t)(r->n_ctx - r->cut - 1 + j) * V, V, r->cont[j]);
     fm_free(in);
     return st;
 }
@@ -542,7 +520,7 @@ static fm_status rolling_ll(fm_session *s, const int *ids, int n, int eot, int L
         fm_status st = fm_session_forward(s, buf, 1, len, &logits);
         if (st) return st;
         for (int j = 0; j < pred; j++) /* the last pred rows predict ids[end - pred .. end) */
-            *ll += row_log_prob(logits + (size_t)(len - pred + j) * V, V, ids[end - pred + j]);
+            *ll += fm_log_prob(logits + (size_t)(len - pred + j) * V, V, ids[end - pred + j]);
         done = end;
     }
     return FM_OK;

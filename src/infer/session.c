@@ -317,32 +317,14 @@ fm_status fm_session_append(fm_session *s, const int *seqs, const int *tokens, i
     return FM_OK;
 }
 
+/* One row per sequence, the sequences distinct: fm_session_append's checks and pass. */
 fm_status fm_session_step(fm_session *s, const int *seqs, const int *tokens, int n, const float **logits) {
     if (n < 1 || n > s->max_seqs)
         return fm_fail(FM_ERR_ARG, "session step of %d sequences: between 1 and %d", n, s->max_seqs);
-    fm_status st = check_tokens(s, tokens, n);
-    if (st) return st;
-    for (int i = 0; i < n; i++) {
-        if (seqs[i] < 0 || seqs[i] >= s->max_seqs)
-            return fm_fail(FM_ERR_ARG, "sequence %d: the session holds sequences 0..%d", seqs[i], s->max_seqs - 1);
-        if (s->len[seqs[i]] >= s->max_len)
-            return fm_fail(FM_ERR_ARG, "sequence %d is full (%d positions)", seqs[i], s->max_len);
+    for (int i = 0; i < n; i++)
         for (int j = 0; j < i; j++)
             if (seqs[j] == seqs[i]) return fm_fail(FM_ERR_ARG, "sequence %d appears twice in one step", seqs[i]);
-    }
-    for (int r = 0; r < n; r++) {
-        s->tok[r] = tokens[r];
-        s->seq[r] = seqs[r];
-        s->pos[r] = s->len[seqs[r]];
-    }
-    int own = fm_k_gemm_fp32_forced();
-    fm_k_gemm_force_fp32(1);
-    rows_forward(s, n);
-    for (int r = 0; r < n; r++) s->len[seqs[r]]++;
-    head(s, 0, n);
-    fm_k_gemm_force_fp32(own);
-    *logits = s->logits;
-    return FM_OK;
+    return fm_session_append(s, seqs, tokens, n, logits);
 }
 
 /* ------------------------------------------------------------ scoring forward */
