@@ -158,6 +158,67 @@ void fm_model_zero_grad(fm_model *model);
  * Parameter gradients are accumulated into fm_model_grads (call fm_model_zero_grad first). */
 fm_status fm_model_backward(fm_model *model, const float *dlogits, const float *dhidden);
 
+/* ---------------------------------------------------------------- LoRA adapters */
+
+/* Low-rank adapters (Hu et al. 2021, as PEFT defines them for GPT-2's Conv1D): a product
+ * y = x W + b of a block gains scale * (dropout(x) A^T) B^T with A (r, in), B (out, r) and
+ * scale = alpha / r (alpha / sqrt(r) with rsLoRA). Targets are the block's four products. */
+#define FM_LORA_C_ATTN 1u    /* attn.c_attn (C -> 3C) */
+#define FM_LORA_ATTN_PROJ 2u /* attn.c_proj (C -> C) */
+#define FM_LORA_C_FC 4u      /* mlp.c_fc (C -> H) */
+#define FM_LORA_MLP_PROJ 8u  /* mlp.c_proj (H -> C) */
+typedef struct {
+    int r;            /* rank */
+    float alpha;      /* scale = alpha / r */
+    float dropout;    /* on the adapter's input while training */
+    unsigned targets; /* FM_LORA_* bits */
+    int use_rslora;   /* scale = alpha / sqrt(r) */
+    char base_model[1024]; /* adapter_config.json's base_model_name_or_path ("" when unknown) */
+} fm_lora_config;
+/* PEFT's defaults for GPT-2: r 8, alpha 8, dropout 0, c_attn only. */
+void fm_lora_config_default(fm_lora_config *cfg);
+/* A comma-separated target list: "c_attn", "attn.c_proj", "c_fc" or "mlp.c_fc", "mlp.c_proj",
+ * "c_proj" (both projections, PEFT's suffix rule), "all". FM_ERR_ARG names an unknown entry. */
+fm_status fm_lora_parse_targets(const char *list, unsigned *targets);
+/* The targets as PEFT's target_modules names, comma-separated, into buf. */
+void fm_lora_targets_text(unsigned targets, char *buf, size_t size);
+
+/* Attaches trainable adapters to every targeted product: "h.L.attn.c_attn.lora_A.weight" (r, in)
+ * initialised as PEFT does (Kaiming-uniform with a = sqrt(5): U(-1/sqrt(in), 1/sqrt(in)), drawn
+ * from seed) and "...lora_B.weight" (out, r) zero, so the model starts as the base; every tensor
+ * of the model itself is frozen. A rank above a product's smaller side is refused. */
+fm_status fm_model_add_lora(fm_model *model, const fm_lora_config *cfg, uint64_t seed);
+/* The model's trainable LoRA configuration, or NULL when it has none. */
+const fm_lora_config *fm_model_lora(const fm_model *model);
+/* Dropout in the training forward (the adapters' dropout): on for the next fm_model_forward calls
+ * with a nonzero seed, which picks the masks (the trainer draws one per micro-batch); 0 turns it
+ * off (evaluation). Inference sessions never drop. */
+void fm_model_set_dropout_seed(fm_model *model, uint64_t seed);
+float fm_model_dropout(const fm_model *model); /* 0 when the model has no dropout */
+/* A 64-bit checksum of the model's own weights (attached tensors excluded): what an adapter
+ * records of the base it was trained on. */
+uint64_t fm_model_base_fingerprint(const fm_model *model);
+
+/* A LoRA adapter read from a PEFT directory (adapter_config.json, adapter_model.safetensors),
+ * checked against base: every tensor's layer, product and shape, and the base's fingerprint when
+ * the file records one (fm's do). Applied unmerged, so several adapters can share one base. */
+typedef struct fm_adapter fm_adapter;
+fm_status fm_adapter_load(fm_adapter **out, const char *dir, const fm_model *base);
+void fm_adapter_free(fm_adapter *adapter);
+const fm_lora_config *fm_adapter_config(const fm_adapter *adapter);
+/* Sessions made from model after this call apply adapter (NULL: none); the adapter must outlive
+ * them. Without one, sessions apply the model's own trainable LoRA, if any. */
+void fm_model_use_adapter(fm_model *model, const fm_adapter *adapter);
+/* Folds the adapter into the base weights: W += scale (B A)^T per product (fm merge). */
+fm_status fm_model_merge_adapter(fm_model *model, const fm_adapter *adapter);
+/* Attaches the adapter's matrices to model as its trainable LoRA (resuming a LoRA run). */
+fm_status fm_model_attach_adapter(fm_model *model, const fm_adapter *adapter);
+/* Writes the model's trainable LoRA as a PEFT directory: adapter_config.json (with the
+ * configuration's base_model as base_model_name_or_path) and adapter_model.safetensors (F32,
+ * PEFT's names, the base's fingerprint in the metadata), and nothing else; both files are
+ * written whole before either replaces what dir held. */
+fm_status fm_lora_save(const fm_model *model, const char *dir);
+
 /* ---------------------------------------------------------------- objectives */
 
 /* Next-token cross-entropy with a per-token loss mask.

@@ -82,6 +82,10 @@ uint64_t fm_hash64_update(uint64_t h, const void *data, size_t n);
 
 /* ---------------------------------------------------------------- config.json (config.c) */
 
+/* Reads and parses a JSON file whole: a missing file, a NUL, invalid JSON (the byte named) or
+ * content after it is an error naming path. *root is the caller's to cJSON_Delete. */
+struct cJSON;
+fm_status fm_json_load(const char *path, struct cJSON **root);
 /* fm_config_save up to the rename (see fm_st_write_finished). */
 fm_status fm_config_save_finished(fm_atomic_file *af, const fm_config *cfg, const char *path);
 
@@ -167,6 +171,19 @@ fm_status fm_st_write(const char *path, const fm_st_entry *entries, int n_entrie
  * af needs no release. */
 fm_status fm_st_write_finished(fm_atomic_file *af, const char *path, const fm_st_entry *entries, int n_entries,
                                const char *const *meta_keys, const char *const *meta_values, int n_meta);
+
+/* ---------------------------------------------------------------- LoRA adapter files (adapter_io.c) */
+
+/* fm_lora_save's two files written whole into dir (files[0] adapter_config.json, files[1]
+ * adapter_model.safetensors, recording step when >= 0) up to the rename, for the caller to
+ * commit or abort (a checkpoint's files). */
+fm_status fm_lora_write_finished(const fm_model *m, const char *dir, int64_t step, fm_atomic_file files[2]);
+/* fm_adapter_load that also gives the step the file records (-1 when none). */
+fm_status fm_adapter_load_step(fm_adapter **out, const char *dir, const fm_model *base, int64_t *step);
+/* adapter_config.json's base_model_name_or_path into base; an error when absent or empty. */
+fm_status fm_adapter_base_name(const char *dir, char *base, size_t size);
+/* 1 when dir holds an adapter_config.json. */
+int fm_adapter_dir_is(const char *dir);
 
 /* IEEE half and bfloat16 to float. */
 float fm_f16_to_f32(uint16_t h);

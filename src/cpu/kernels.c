@@ -75,10 +75,15 @@ void fm_k_encoder_backward(float *dwte, float *dwpe, const float *dout, const in
         int c0 = cb * CHANNEL_BLOCK, c1 = c0 + CHANNEL_BLOCK < C ? c0 + CHANNEL_BLOCK : C;
         for (int bt = 0; bt < B * T; bt++) {
             const float *d = dout + (size_t)bt * C;
-            float *e = dwte + (size_t)tokens[bt] * C, *p = dwpe + (size_t)(bt % T) * C;
-            for (int c = c0; c < c1; c++) {
-                e[c] += d[c];
-                p[c] += d[c];
+            if (dwte && dwpe) {
+                float *e = dwte + (size_t)tokens[bt] * C, *p = dwpe + (size_t)(bt % T) * C;
+                for (int c = c0; c < c1; c++) {
+                    e[c] += d[c];
+                    p[c] += d[c];
+                }
+            } else if (dwte || dwpe) {
+                float *e = dwte ? dwte + (size_t)tokens[bt] * C : dwpe + (size_t)(bt % T) * C;
+                for (int c = c0; c < c1; c++) e[c] += d[c];
             }
         }
     }
@@ -140,7 +145,8 @@ void fm_k_layernorm_backward(float *dinp, float *dw, float *db, const float *dou
                              const float *rstd, int N, int C) {
     int tasks = (N + LN_ROWS - 1) / LN_ROWS;
     /* (tasks, 2, C): dw then db terms of each block; NULL: none */
-    float *partials = scratch(&ln_partials, &ln_partials_len, (size_t)tasks * 2 * C);
+    int want = dw || db; /* NULL for a frozen gain or bias */
+    float *partials = want ? scratch(&ln_partials, &ln_partials_len, (size_t)tasks * 2 * C) : NULL;
     /* dinp: by rows. dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dout * w */
 #pragma omp parallel for schedule(static) if (tasks > 1)
     for (int task = 0; task < tasks; task++) {
@@ -194,6 +200,7 @@ void fm_k_layernorm_backward(float *dinp, float *dw, float *db, const float *dou
     }
     /* dw, db: the blocks' partial sums in block order (no memory for them: the rows in order),
      * split by channel blocks. */
+    if (!want) return;
     int blocks = (C + CHANNEL_BLOCK - 1) / CHANNEL_BLOCK;
 #pragma omp parallel for schedule(static)
     for (int cb = 0; cb < blocks; cb++) {
@@ -201,20 +208,20 @@ void fm_k_layernorm_backward(float *dinp, float *dw, float *db, const float *dou
         if (partials) {
             for (int task = 0; task < tasks; task++) {
                 const float *pw = partials + (size_t)task * 2 * C, *pb = pw + C;
-                for (int c = c0; c < c1; c++) {
-                    dw[c] += pw[c];
-                    db[c] += pb[c];
-                }
+                if (dw)
+                    for (int c = c0; c < c1; c++) dw[c] += pw[c];
+                if (db)
+                    for (int c = c0; c < c1; c++) db[c] += pb[c];
             }
             continue;
         }
         for (int n = 0; n < N; n++) {
             const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
             float m = mean[n], s = rstd[n];
-            for (int c = c0; c < c1; c++) {
-                dw[c] += d[c] * (x[c] - m) * s;
-                db[c] += d[c];
-            }
+            if (dw)
+                for (int c = c0; c < c1; c++) dw[c] += d[c] * (x[c] - m) * s;
+            if (db)
+                for (int c = c0; c < c1; c++) db[c] += d[c];
         }
     }
 }

@@ -64,14 +64,14 @@ float fm_k_bf16_round(float x);
 /* out (B, T, C) = wte[tokens] + wpe[t]; tokens (B, T), wte (V, C), wpe (maxT, C). */
 void fm_k_encoder_forward(float *out, const int *tokens, const float *wte, const float *wpe,
                           int B, int T, int C);
-/* dwte (V, C) +=, dwpe (maxT, C) += from dout (B, T, C). */
+/* dwte (V, C) +=, dwpe (maxT, C) += from dout (B, T, C); either may be NULL (a frozen table). */
 void fm_k_encoder_backward(float *dwte, float *dwpe, const float *dout, const int *tokens,
                            int B, int T, int C);
 
 /* out (N, C) = (inp - mean) * rstd * w + b; mean, rstd (N) saved for backward. */
 void fm_k_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                             const float *w, const float *b, int N, int C, float eps);
-/* dinp (N, C) +=, dw (C) +=, db (C) += from dout (N, C). */
+/* dinp (N, C) +=, dw (C) +=, db (C) += from dout (N, C); dw or db NULL: not computed (frozen). */
 void fm_k_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
                              const float *inp, const float *w, const float *mean,
                              const float *rstd, int N, int C);

@@ -27,6 +27,7 @@
 
 struct fm_session {
     const fm_model *model;
+    const fm_lora *lora;          /* the adapter its products add (the model's, when made), or NULL */
     int max_seqs, max_len;
     int rows;                     /* rows of the row buffers: max(PREFILL_ROWS, max_seqs) */
     int *len;                     /* (max_seqs) positions filled */
@@ -50,8 +51,10 @@ struct fm_session {
 };
 
 /* Lays out (or, with base NULL, sizes) one block's buffers for N rows; resid2 and resid3 are
- * separate, lse only with lse_rows > 0. Each buffer starts on a cache line. */
-static size_t layout_rows(float *base, fm_layer_acts *a, size_t N, size_t C, size_t H, size_t lse_rows) {
+ * separate, lse only with lse_rows > 0, one (N, lora_rank) buffer shared by the adapter's four
+ * products when lora_rank > 0. Each buffer starts on a cache line. */
+static size_t layout_rows(float *base, fm_layer_acts *a, size_t N, size_t C, size_t H, size_t lse_rows,
+                          size_t lora_rank) {
     size_t used = 0;
 #define TAKE(ptr, count) ((ptr) = base ? base + used : NULL, used += ((count) + 15) / 16 * 16)
     TAKE(a->ln1, N * C);
@@ -69,7 +72,10 @@ static size_t layout_rows(float *base, fm_layer_acts *a, size_t N, size_t C, siz
     TAKE(a->fch_gelu, N * H);
     TAKE(a->fcproj, N * C);
     TAKE(a->resid3, N * C);
+    TAKE(a->lora_t[0], N * lora_rank);
 #undef TAKE
+    for (int k = 1; k < FM_LORA_TARGETS; k++) a->lora_t[k] = a->lora_t[0];
+    a->lora_xd = NULL; /* sessions never drop */
     if (!lse_rows) a->lse = NULL;
     a->att = NULL;
     return used;
@@ -87,11 +93,13 @@ fm_status fm_session_init(fm_session **out, const fm_model *m, int max_seqs, int
     if (!s) return fm_fail(FM_ERR_NOMEM, "out of memory for a session");
     size_t C = c->n_embd, H = fm_config_mlp_width(c), L = c->n_layer, V = c->vocab_size, NH = c->n_head;
     s->model = m;
+    s->lora = m->adapter ? &m->adapter->lora : m->lora;
+    size_t rank = s->lora ? (size_t)s->lora->max_rank : 0;
     s->max_seqs = max_seqs;
     s->max_len = max_len;
     s->rows = max_seqs > PREFILL_ROWS ? max_seqs : PREFILL_ROWS;
     size_t R = s->rows, cache = (size_t)max_seqs * L * max_len * C;
-    size_t block = layout_rows(NULL, &s->a, R, C, H, 0);
+    size_t block = layout_rows(NULL, &s->a, R, C, H, 0, rank);
     size_t extra = R * C + R + R + R * V; /* lnf, mean, rstd, logits */
     s->len = fm_calloc(max_seqs, sizeof *s->len);
     s->k_cache = fm_alloc_big(sizeof(float) * (cache ? cache : 1), 0);
@@ -112,7 +120,7 @@ fm_status fm_session_init(fm_session **out, const fm_model *m, int max_seqs, int
         return fm_fail(FM_ERR_NOMEM, "out of memory for a session of %d sequences of %d positions", max_seqs,
                        max_len);
     }
-    layout_rows(s->arena, &s->a, R, C, H, 0);
+    layout_rows(s->arena, &s->a, R, C, H, 0, rank);
     s->x = s->a.resid3;
     float *p = s->arena + block;
     s->lnf = p, p += (R * C + 15) / 16 * 16;
@@ -195,7 +203,7 @@ static void rows_forward(fm_session *s, int n) {
             s->values[r] = s->v_cache + at;
         }
         (void)NH;
-        fm_block_forward(m, l, s->x, &s->a, n, &att, s->q8);
+        fm_block_forward(m, l, s->x, &s->a, n, &att, s->q8, s->lora, 0);
     }
 }
 
@@ -334,7 +342,8 @@ static fm_status ensure_forward(fm_session *s, int B, int T) {
     free_forward(s);
     const fm_config *c = &s->model->cfg;
     size_t N = (size_t)B * T, C = c->n_embd, H = fm_config_mlp_width(c), V = c->vocab_size;
-    size_t block = layout_rows(NULL, &s->fa, N, C, H, (size_t)B * c->n_head * T);
+    size_t rank = s->lora ? (size_t)s->lora->max_rank : 0;
+    size_t block = layout_rows(NULL, &s->fa, N, C, H, (size_t)B * c->n_head * T, rank);
     size_t total = block + (N * C + 15) / 16 * 16 + 2 * ((N + 15) / 16 * 16) + N * V;
     s->farena = fm_alloc_big(sizeof(float) * total, 0);
     s->ftok = fm_malloc(sizeof(int) * N);
@@ -343,7 +352,7 @@ static fm_status ensure_forward(fm_session *s, int B, int T) {
         return fm_fail(FM_ERR_NOMEM, "out of memory for a forward over %d x %d tokens (%zu MiB)", B, T,
                        total * sizeof(float) >> 20);
     }
-    layout_rows(s->farena, &s->fa, N, C, H, (size_t)B * c->n_head * T);
+    layout_rows(s->farena, &s->fa, N, C, H, (size_t)B * c->n_head * T, rank);
     s->fx = s->fa.resid3;
     float *p = s->farena + block;
     s->flnf = p, p += (N * C + 15) / 16 * 16;
@@ -372,7 +381,7 @@ fm_status fm_session_forward(fm_session *s, const int *tokens, int B, int T, con
     fm_k_gemm_force_fp32(1);
     fm_k_encoder_forward(s->fx, tokens, m->w.wte, m->w.wpe, B, T, C);
     fm_attention_rows full = {.B = B, .T = T};
-    for (int l = 0; l < c->n_layer; l++) fm_block_forward(m, l, s->fx, &s->fa, N, &full, NULL);
+    for (int l = 0; l < c->n_layer; l++) fm_block_forward(m, l, s->fx, &s->fa, N, &full, NULL, s->lora, 0);
     fm_k_layernorm_forward(s->flnf, s->fmean, s->frstd, s->fx, m->w.lnf_w, m->w.lnf_b, N, C, c->layer_norm_epsilon);
     fm_k_gemm(0, 1, N, c->vocab_size, C, s->flnf, C, m->w.wte, C, s->flogits, c->vocab_size, 0);
     fm_k_gemm_force_fp32(own);

@@ -358,8 +358,13 @@ static fm_status write_checkpoint_files(const char *dir, const fm_model *m, cons
     /* All three files are written in full (every allocation done) before the first replaces its
      * predecessor, so a failure leaves the previous checkpoint whole and no temporary file. */
     fm_atomic_file files[3] = {{0}};
-    if (!st) st = fm_config_save_finished(&files[0], &m->cfg, config);
-    if (!st) st = save_weights(m, weights, opt->step, &files[1]);
+    if (!st && m->lora) { /* a LoRA run: the adapter as PEFT writes it; the base stays where it is */
+        fm_free(weights);
+        weights = fm_path_join(dir, "adapter_model.safetensors");
+        st = weights ? fm_lora_write_finished(m, dir, opt->step, files) : fm_fail(FM_ERR_NOMEM, "%s: out of memory", dir);
+    }
+    if (!st && !m->lora) st = fm_config_save_finished(&files[0], &m->cfg, config);
+    if (!st && !m->lora) st = save_weights(m, weights, opt->step, &files[1]);
     if (!st) st = fm_st_write_finished(&files[2], state_path, entries, n_entries, meta_names, value_ptrs, META_ALL);
     if (!st) st = commit_all(files, 3);
     else abort_all(files, 3);
@@ -569,13 +574,31 @@ done:
     return status;
 }
 
+/* A LoRA run's checkpoint: the base model adapter_config.json names, with the adapter attached
+ * as its trainable LoRA. */
+static fm_status load_adapter_run(fm_model **out, const char *dir, int64_t *step) {
+    char base[1024];
+    fm_adapter *adapter = NULL;
+    fm_status st = fm_adapter_base_name(dir, base, sizeof base);
+    if (!st) st = load_model(out, base, NULL);
+    if (st) return fm_fail_prefix(st, "%s: loading its base model: ", dir);
+    st = fm_adapter_load_step(&adapter, dir, *out, step);
+    if (!st) st = fm_model_attach_adapter(*out, adapter);
+    fm_adapter_free(adapter);
+    if (st) {
+        fm_model_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
 /* One checkpoint's three files, from dir (a checkpoint folder, or a flat directory). */
 static fm_status load_checkpoint_files(const char *dir, fm_model **model, fm_optimizer **opt,
                                        fm_train_state *state) {
     *model = NULL;
     *opt = NULL;
     int64_t weights_step = -1;
-    fm_status st = load_model(model, dir, &weights_step);
+    fm_status st = fm_adapter_dir_is(dir) ? load_adapter_run(model, dir, &weights_step) : load_model(model, dir, &weights_step);
     if (st) return st;
     char *path = fm_path_join(dir, STATE_FILE);
     st = path ? load_state(path, *model, weights_step, opt, state) : fm_fail(FM_ERR_NOMEM, "%s: out of memory", dir);

@@ -22,7 +22,7 @@
 #include "io/checkpoint_layout.h"
 
 /* The top-level files that read through RUN/checkpoint. */
-static const char *const linked_files[] = {"config.json", "model.safetensors", "training_state.safetensors"};
+#define MAX_LINKED 8 /* files of one checkpoint linked from the run directory */
 
 /* fsync of a folder (filesystems that cannot, EINVAL, are accepted); 0 or an errno value. */
 static int sync_dir(const char *dir) {
@@ -114,6 +114,8 @@ static int links_to(const char *path, const char *target) {
     return strcmp(got, target) == 0;
 }
 
+static int by_name(const void *a, const void *b) { return strcmp(a, b); }
+
 fm_status fm_ckpt_publish(fm_ckpt_txn *t) {
     char folder[PATH_MAX], final[PATH_MAX], name[64], pointer[PATH_MAX], path[PATH_MAX], target[PATH_MAX];
     fm_status st = FM_OK;
@@ -129,6 +131,23 @@ fm_status fm_ckpt_publish(fm_ckpt_txn *t) {
         fm_ckpt_abort(t);
         return st;
     }
+    /* the checkpoint's files, each linked from the run directory: config.json, model.safetensors
+     * and training_state.safetensors, or a LoRA run's adapter_config.json and
+     * adapter_model.safetensors in place of the first two */
+    char linked_files[MAX_LINKED][64];
+    int n_linked = 0;
+    DIR *files = opendir(t->tmp);
+    if (!files) {
+        st = fm_fail(FM_ERR_IO, "cannot read %s: %s", t->tmp, strerror(errno));
+        fm_ckpt_abort(t);
+        return st;
+    }
+    struct dirent *fe;
+    while ((fe = readdir(files)))
+        if (fe->d_name[0] != '.' && strlen(fe->d_name) < sizeof linked_files[0] && n_linked < MAX_LINKED)
+            snprintf(linked_files[n_linked++], sizeof linked_files[0], "%s", fe->d_name);
+    closedir(files);
+    qsort(linked_files, n_linked, sizeof linked_files[0], by_name); /* the same order on every filesystem */
     /* a free name: step-N, else step-N-2, step-N-3, ... (a second save at one step) */
     struct stat sb;
     for (int k = 1;; k++) {
@@ -160,7 +179,7 @@ fm_status fm_ckpt_publish(fm_ckpt_txn *t) {
     /* top-level files not there yet (a new run) are links before the switch, so that the run
      * reads as a model directory from the moment it has a checkpoint */
     struct stat lsb;
-    for (size_t i = 0; i < sizeof linked_files / sizeof linked_files[0]; i++) {
+    for (int i = 0; i < n_linked; i++) {
         snprintf(target, sizeof target, "%s/%s", FM_CKPT_POINTER, linked_files[i]);
         if (snprintf(path, sizeof path, "%s/%s", t->run, linked_files[i]) >= (int)sizeof path) err = ENAMETOOLONG;
         else if (lstat(path, &lsb) != 0 && errno == ENOENT) err = replace_with_link(target, path);
@@ -182,7 +201,7 @@ fm_status fm_ckpt_publish(fm_ckpt_txn *t) {
     }
     /* the top-level files read through the link (replacing the plain files of an older layout,
      * or of a plain model save over the run) */
-    for (size_t i = 0; i < sizeof linked_files / sizeof linked_files[0]; i++) {
+    for (int i = 0; i < n_linked; i++) {
         snprintf(target, sizeof target, "%s/%s", FM_CKPT_POINTER, linked_files[i]);
         if (snprintf(path, sizeof path, "%s/%s", t->run, linked_files[i]) >= (int)sizeof path) err = ENAMETOOLONG;
         else if (!links_to(path, target)) err = replace_with_link(target, path);

@@ -190,7 +190,8 @@ static fm_status parse_config(fm_config *cfg, const cJSON *root, const char *pat
 
 /* Strict JSON: one object and nothing after it but white space; no string holds a NUL (a key
  * "n_layer\u0000" would read as "n_layer", a model_type "gpt2\u0000x" as "gpt2"). */
-fm_status fm_config_load(fm_config *cfg, const char *path) {
+fm_status fm_json_load(const char *path, struct cJSON **out) {
+    *out = NULL;
     fm_status st = FM_OK;
     size_t len = 0;
     char *text = read_text_file(path, &len, &st);
@@ -213,13 +214,21 @@ fm_status fm_config_load(fm_config *cfg, const char *path) {
         st = fm_fail(FM_ERR_FORMAT, "%s: invalid JSON near byte %zu", path, at);
     } else if (at < len) {
         st = fm_fail(FM_ERR_FORMAT, "%s: unexpected content after the JSON (byte %zu)", path, at);
-    } else {
-        fm_config parsed;
-        st = parse_config(&parsed, root, path);
-        if (st == FM_OK) *cfg = parsed;
     }
-    cJSON_Delete(root);
     fm_free(text);
+    if (st) cJSON_Delete(root);
+    else *out = root;
+    return st;
+}
+
+fm_status fm_config_load(fm_config *cfg, const char *path) {
+    cJSON *root = NULL;
+    fm_status st = fm_json_load(path, &root);
+    if (st) return st;
+    fm_config parsed;
+    st = parse_config(&parsed, root, path);
+    if (st == FM_OK) *cfg = parsed;
+    cJSON_Delete(root);
     return st;
 }
 

@@ -68,7 +68,7 @@ static void linear(const fm_model *m, float *q8_scratch, float *out, const float
 }
 
 void fm_block_forward(const fm_model *m, int l, const float *x, fm_layer_acts *a, int N,
-                      const fm_attention_rows *att, float *q8_scratch) {
+                      const fm_attention_rows *att, float *q8_scratch, const fm_lora *lora, uint64_t seed) {
     const fm_config *c = &m->cfg;
     const fm_layer_weights *w = &m->w.layers[l];
     int C = c->n_embd, H = fm_config_mlp_width(c), NH = c->n_head;
@@ -76,14 +76,22 @@ void fm_block_forward(const fm_model *m, int l, const float *x, fm_layer_acts *a
     FM_TIMED("other: layernorm", fm_k_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, w->ln1_w, w->ln1_b,
                                                         N, C, eps));
     FM_TIMED("products: c_attn", linear(m, q8_scratch, a->qkv, a->ln1, w->qkv_w, w->qkv_b, N, C, 3 * C));
+    if (lora) FM_TIMED("products: lora", fm_lora_forward(lora, l, FM_LORA_C_ATTN_K, a->qkv, a->ln1,
+                                                         a->lora_t[FM_LORA_C_ATTN_K], a->lora_xd, N, C, 3 * C, seed));
     if (att->keys) FM_TIMED("attention: forward", attend_cached(a->atty, a->qkv, N, C, NH, att));
     else FM_TIMED("attention: forward", fm_k_attention_forward(a->atty, a->lse, a->qkv, att->B, att->T, C, NH));
     FM_TIMED("products: attn.c_proj", linear(m, q8_scratch, a->attproj, a->atty, w->attproj_w, w->attproj_b, N, C, C));
+    if (lora) FM_TIMED("products: lora", fm_lora_forward(lora, l, FM_LORA_ATTN_PROJ_K, a->attproj, a->atty,
+                                                         a->lora_t[FM_LORA_ATTN_PROJ_K], a->lora_xd, N, C, C, seed));
     FM_TIMED("other: residual", fm_k_residual_forward(a->resid2, x, a->attproj, (size_t)N * C));
     FM_TIMED("other: layernorm", fm_k_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->resid2, w->ln2_w,
                                                         w->ln2_b, N, C, eps));
     FM_TIMED("products: c_fc", linear(m, q8_scratch, a->fch, a->ln2, w->fc_w, w->fc_b, N, C, H));
+    if (lora) FM_TIMED("products: lora", fm_lora_forward(lora, l, FM_LORA_C_FC_K, a->fch, a->ln2,
+                                                         a->lora_t[FM_LORA_C_FC_K], a->lora_xd, N, C, H, seed));
     FM_TIMED("other: gelu", fm_k_gelu_forward(a->fch_gelu, a->fch, (size_t)N * H));
     FM_TIMED("products: mlp.c_proj", linear(m, q8_scratch, a->fcproj, a->fch_gelu, w->fcproj_w, w->fcproj_b, N, H, C));
+    if (lora) FM_TIMED("products: lora", fm_lora_forward(lora, l, FM_LORA_MLP_PROJ_K, a->fcproj, a->fch_gelu,
+                                                         a->lora_t[FM_LORA_MLP_PROJ_K], a->lora_xd, N, H, C, seed));
     FM_TIMED("other: residual", fm_k_residual_forward(a->resid3, a->resid2, a->fcproj, (size_t)N * C));
 }

@@ -162,7 +162,7 @@ fm_status fm_model_init(fm_model **out, const fm_config *cfg, uint64_t seed) {
     return FM_OK;
 }
 
-static void free_acts(fm_model *m) {
+void fm_model_release_acts(fm_model *m) {
     fm_free_big(m->arena);
     fm_free(m->tokens);
     fm_free(m->a.layers);
@@ -175,7 +175,8 @@ static void free_acts(fm_model *m) {
 void fm_model_free(fm_model *m) {
     if (!m) return;
     fm_quant_free(m->quant);
-    free_acts(m);
+    fm_model_release_acts(m);
+    fm_lora_free(m->lora);
     for (int i = m->n_own; i < m->n_tensors; i++) {
         fm_free_big(m->tensors[i].data);
         fm_free_big(m->tensors[i].grad);
@@ -260,13 +261,27 @@ int fm_model_weight_trainable(const fm_model *m, const float *w) {
     return 1;
 }
 
-void fm_model_zero_grad(fm_model *m) {
+/* Zeroes grads[begin, end) in parallel chunks. */
+static void zero_range(float *grads, size_t begin, size_t end) {
     enum { CHUNK = 1 << 16 };
-    size_t n = m->num_params, chunks = (n + CHUNK - 1) / CHUNK;
-    double timed = fm_profile_start();
+    size_t n = end - begin, chunks = (n + CHUNK - 1) / CHUNK;
 #pragma omp parallel for schedule(static) if (chunks > 4)
     for (size_t c = 0; c < chunks; c++)
-        memset(m->grads + c * CHUNK, 0, sizeof(float) * (c * CHUNK + CHUNK < n ? CHUNK : n - c * CHUNK));
+        memset(grads + begin + c * CHUNK, 0, sizeof(float) * (c * CHUNK + CHUNK < n ? CHUNK : n - c * CHUNK));
+}
+
+void fm_model_zero_grad(fm_model *m) {
+    double timed = fm_profile_start();
+    /* only the trainable tensors' gradients, in runs of adjacent ones: a frozen tensor's gradient
+     * memory is never touched (LoRA keeps no gradients for the base) */
+    size_t run_begin = 0;
+    int in_run = 0;
+    for (int i = 0; i <= m->n_own; i++) {
+        int trains = i < m->n_own && !m->frozen_w[i];
+        if (trains && !in_run) run_begin = m->tensors[i].offset, in_run = 1;
+        if (!trains && in_run) zero_range(m->grads, run_begin, m->tensors[i - 1].offset + m->tensors[i - 1].numel),
+                               in_run = 0;
+    }
     for (int i = m->n_own; i < m->n_tensors; i++) memset(m->tensors[i].grad, 0, sizeof(float) * m->tensors[i].numel);
     fm_profile_stop("other: zero_grad", timed);
 }
@@ -300,6 +315,9 @@ static size_t layout_acts(fm_model *m, float *base, int B, int T) {
         TAKE(la->fch_gelu, N * H);
         TAKE(la->fcproj, N * C);
         TAKE(la->resid3, N * C);
+        for (int k = 0; k < FM_LORA_TARGETS; k++)
+            if (m->lora) TAKE(la->lora_t[k], N * m->lora->max_rank);
+            else la->lora_t[k] = NULL;
     }
     TAKE(a->lnf, N * C);
     TAKE(a->lnf_mean, N);
@@ -314,19 +332,26 @@ static size_t layout_acts(fm_model *m, float *base, int B, int T) {
     TAKE(a->dfch, N * H);
     TAKE(a->dfch_gelu, N * H);
     a->datt_scratch = NULL;
+    a->lora_dt = a->lora_xd = a->lora_dxd = NULL;
+    if (m->lora) TAKE(a->lora_dt, N * m->lora->max_rank);
+    if (m->lora && m->lora->dropout > 0.0f) {
+        TAKE(a->lora_xd, N * (H > C ? H : C));
+        TAKE(a->lora_dxd, N * (H > C ? H : C));
+    }
+    for (int l = 0; base && l < c->n_layer; l++) a->layers[l].lora_xd = a->lora_xd;
 #undef TAKE
     return used;
 }
 
 static fm_status ensure_acts(fm_model *m, int B, int T) {
     if (m->B == B && m->T == T) return FM_OK;
-    free_acts(m);
+    fm_model_release_acts(m);
     size_t count = layout_acts(m, NULL, B, T);
     m->arena = fm_alloc_big(sizeof(float) * count, 1);
     m->tokens = fm_malloc(sizeof(int) * (size_t)B * T);
     m->a.layers = fm_calloc(m->cfg.n_layer, sizeof *m->a.layers);
     if (!m->arena || !m->tokens || !m->a.layers) {
-        free_acts(m);
+        fm_model_release_acts(m);
         return fm_fail(FM_ERR_NOMEM, "out of memory for activations of batch %d x %d (%zu MiB)", B, T,
                        count * sizeof(float) >> 20);
     }
@@ -371,7 +396,7 @@ fm_status fm_model_forward(fm_model *m, const int *tokens, int B, int T) {
     const float *resid = a->encoded; /* (N, C), the residual stream entering layer l */
     fm_attention_rows full = {.B = B, .T = T};
     for (int l = 0; l < c->n_layer; l++) {
-        fm_block_forward(m, l, resid, &a->layers[l], N, &full, NULL);
+        fm_block_forward(m, l, resid, &a->layers[l], N, &full, NULL, m->lora, m->dropout_seed);
         resid = a->layers[l].resid3;
     }
     FM_TIMED("other: layernorm",
@@ -415,6 +440,9 @@ fm_status fm_model_backward(fm_model *m, const float *dlogits, const float *dhid
     fm_acts *a = &m->a;
     fm_weights *g = &m->g;
 
+    /* a LayerNorm's gain or bias gradient, NULL when frozen (its memory is never touched) */
+#define GRAD(field) (fm_model_weight_trainable(m, m->w.field) ? g->field : NULL)
+#define LAYER_GRAD(field) (fm_model_weight_trainable(m, w->field) ? gl->field : NULL)
     /* Gradient on the final hidden states: the objective's own plus the tied head's. */
     float *dlnf = a->dln; /* (N, C) */
     if (dhidden) memcpy(dlnf, dhidden, sizeof(float) * (size_t)N * C);
@@ -426,9 +454,14 @@ fm_status fm_model_backward(fm_model *m, const float *dlogits, const float *dhid
     }
     const float *last = c->n_layer > 0 ? a->layers[c->n_layer - 1].resid3 : a->encoded;
     memset(a->dresid, 0, sizeof(float) * (size_t)N * C);
-    FM_TIMED("other: layernorm", fm_k_layernorm_backward(a->dresid, g->lnf_w, g->lnf_b, dlnf, last, m->w.lnf_w,
+    FM_TIMED("other: layernorm", fm_k_layernorm_backward(a->dresid, GRAD(lnf_w), GRAD(lnf_b), dlnf, last, m->w.lnf_w,
                                                         a->lnf_mean, a->lnf_rstd, N, C));
 
+    /* the adapter's share of product k's gradients (its input gradient added to dinp) */
+#define LORA_BACKWARD(k, dinp, dout, inp, IC, OC)                                                              \
+    if (m->lora)                                                                                              \
+    FM_TIMED("products: lora", fm_lora_backward(m->lora, l, k, dinp, dout, inp, la->lora_t[k], a->lora_dt,    \
+                                                a->lora_xd, a->lora_dxd, N, IC, OC, m->dropout_seed))
     /* a->dresid holds d(residual stream) as it flows down; residual adds pass it through. */
     for (int l = c->n_layer - 1; l >= 0; l--) {
         const fm_layer_weights *w = &m->w.layers[l];
@@ -438,21 +471,30 @@ fm_status fm_model_backward(fm_model *m, const float *dlogits, const float *dhid
         /* MLP: resid3 = resid2 + c_proj(gelu(c_fc(ln_2(resid2)))) */
         FM_TIMED("products: mlp.c_proj", linear_backward(m, a->dfch_gelu, gl->fcproj_w, gl->fcproj_b, a->dresid,
                                                          la->fch_gelu, w->fcproj_w, w->fcproj_b, N, H, C));
+        LORA_BACKWARD(FM_LORA_MLP_PROJ_K, a->dfch_gelu, a->dresid, la->fch_gelu, H, C);
         FM_TIMED("other: gelu", fm_k_gelu_backward(a->dfch, la->fch, a->dfch_gelu, (size_t)N * H));
         FM_TIMED("products: c_fc",
                  linear_backward(m, a->dln, gl->fc_w, gl->fc_b, a->dfch, la->ln2, w->fc_w, w->fc_b, N, C, H));
-        FM_TIMED("other: layernorm", fm_k_layernorm_backward(a->dresid, gl->ln2_w, gl->ln2_b, a->dln, la->resid2,
+        LORA_BACKWARD(FM_LORA_C_FC_K, a->dln, a->dfch, la->ln2, C, H);
+        FM_TIMED("other: layernorm", fm_k_layernorm_backward(a->dresid, LAYER_GRAD(ln2_w), LAYER_GRAD(ln2_b), a->dln, la->resid2,
                                                             w->ln2_w, la->ln2_mean, la->ln2_rstd, N, C));
         /* attention: resid2 = resid_in + c_proj(attn(c_attn(ln_1(resid_in)))) */
         FM_TIMED("products: attn.c_proj", linear_backward(m, a->datty, gl->attproj_w, gl->attproj_b, a->dresid,
                                                           la->atty, w->attproj_w, w->attproj_b, N, C, C));
+        LORA_BACKWARD(FM_LORA_ATTN_PROJ_K, a->datty, a->dresid, la->atty, C, C);
         FM_TIMED("attention: backward", fm_k_attention_backward(a->dqkv, a->datty, la->qkv, la->lse, B, T, C, NH));
         FM_TIMED("products: c_attn",
                  linear_backward(m, a->dln, gl->qkv_w, gl->qkv_b, a->dqkv, la->ln1, w->qkv_w, w->qkv_b, N, C, 3 * C));
-        FM_TIMED("other: layernorm", fm_k_layernorm_backward(a->dresid, gl->ln1_w, gl->ln1_b, a->dln, resid_in,
+        LORA_BACKWARD(FM_LORA_C_ATTN_K, a->dln, a->dqkv, la->ln1, C, 3 * C);
+        FM_TIMED("other: layernorm", fm_k_layernorm_backward(a->dresid, LAYER_GRAD(ln1_w), LAYER_GRAD(ln1_b), a->dln, resid_in,
                                                             w->ln1_w, la->ln1_mean, la->ln1_rstd, N, C));
     }
-    FM_TIMED("other: embeddings", fm_k_encoder_backward(g->wte, g->wpe, a->dresid, m->tokens, B, T, C));
+#undef LORA_BACKWARD
+#undef GRAD
+#undef LAYER_GRAD
+    float *dwte = fm_model_weight_trainable(m, m->w.wte) ? g->wte : NULL;
+    float *dwpe = fm_model_weight_trainable(m, m->w.wpe) ? g->wpe : NULL;
+    if (dwte || dwpe) FM_TIMED("other: embeddings", fm_k_encoder_backward(dwte, dwpe, a->dresid, m->tokens, B, T, C));
     return FM_OK;
 }
 

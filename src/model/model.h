@@ -10,6 +10,7 @@
 #define FM_MODEL_H
 
 #include "fm.h"
+#include "model/lora.h"
 
 #define FM_NAME_MAX 64
 
@@ -43,6 +44,11 @@ typedef struct {
     float *fcproj;                    /* (N, C) */
     float *resid3;                    /* (N, C) residual after the MLP */
     float *lse;                       /* (B, NH, T) log-sum-exp of each attention row */
+    /* with a LoRA adapter: each product's (N, r) intermediate scale * x A^T (kept for the
+     * backward in training; one shared buffer in a session), and the (N, max(C, H)) scratch of
+     * the adapters' input dropout; NULL without */
+    float *lora_t[FM_LORA_TARGETS];
+    float *lora_xd;
 } fm_layer_acts;
 
 typedef struct {
@@ -55,6 +61,8 @@ typedef struct {
     float *dqkv;                      /* (N, 3C) */
     float *dfch, *dfch_gelu;          /* (N, H) each */
     float *datt_scratch;              /* unused (NULL): attention backward needs no scratch */
+    float *lora_dt;                   /* (N, r) with a LoRA adapter */
+    float *lora_xd, *lora_dxd;        /* (N, max(C, H)) each with LoRA dropout */
 } fm_acts;
 
 struct fm_model {
@@ -73,7 +81,14 @@ struct fm_model {
     int *tokens; /* (B, T) copy of the last forward's input */
     fm_acts a;
     struct fm_quant *quant; /* NULL, or the int8 (Q8_0) matrices generation uses (quant.h) */
+    fm_lora *lora;          /* the trainable LoRA adapter (attached tensors), or NULL */
+    fm_lora_config lora_cfg;
+    const fm_adapter *adapter; /* the loaded adapter new sessions apply, or NULL */
+    uint64_t dropout_seed;  /* nonzero: the training forward drops (fm_model_set_dropout_seed) */
 };
+
+/* Frees the activation arena (re-laid out at the next forward). */
+void fm_model_release_acts(fm_model *m);
 
 /* A model with its layout and zeroed gradients but uninitialised parameters (for loading). */
 fm_status fm_model_create(fm_model **out, const fm_config *cfg);
@@ -102,9 +117,11 @@ typedef struct {
  * intermediate kept in a (a->lse only for full attention). x may be a->resid3 (in place).
  * q8_scratch: when not NULL (fm_quant_scratch_floats(m, N) floats), the matrix products use the
  * model's Q8_0 blocks if it is quantized (decoding); NULL keeps them float32 (training, whose
- * backward differentiates the float weights' products). */
+ * backward differentiates the float weights' products). lora: the adapter added to the products
+ * (NULL: none), its intermediates kept in a->lora_t; dropout_seed: nonzero in a training forward
+ * with dropout. */
 void fm_block_forward(const fm_model *m, int l, const float *x, fm_layer_acts *a, int N,
-                      const fm_attention_rows *att, float *q8_scratch);
+                      const fm_attention_rows *att, float *q8_scratch, const fm_lora *lora, uint64_t dropout_seed);
 
 /* The attached tensors as "NAME=DECAY,..." (DECAY 0 or 1), the "fm_attached" metadata of a
  * weights file; fm_malloc'd, NULL when out of memory. */
