@@ -55,6 +55,10 @@ char *cli_read_file(const char *cmd, const char *path, size_t *len);
 /* Loads DIR's model and, if want_tokenizer, DIR/tokenizer.json (must exist when required;
  * otherwise *tok is NULL when absent). Checks that the vocabularies match. Dies on error. */
 void cli_load_model(const char *cmd, const char *dir, fm_model **model, fm_tokenizer **tok, int require_tokenizer);
+/* Loads the LoRA adapter in dir (PEFT's adapter_config.json and adapter_model.safetensors) for
+ * model and makes the sessions made from now on apply it; NULL dir: none (returns NULL). Dies on
+ * error (another base, shapes). Free with fm_adapter_free after the model's last session. */
+fm_adapter *cli_use_adapter(const char *cmd, fm_model *model, const char *dir);
 /* dir + "/" + name, malloc'd. */
 char *cli_path(const char *dir, const char *name);
 /* Opens DIR/NAME as a token shard; when vocab_size > 0 it must match. Dies on error. */
@@ -78,12 +82,39 @@ double cli_now(void);
 /* A number for JSON on stdout, printed with fmt ("%.9g"): null when it is not finite (JSON has
  * no NaN or infinity). */
 void cli_print_json_number(const char *fmt, double v);
+/* Training commands (training.c). */
+/* SIGINT and SIGTERM ask trainer to save and stop (a second signal kills); NULL restores the
+ * default handlers. */
+void cli_stop_on_signals(fm_trainer *trainer);
+/* dir holds a checkpoint: the link to its current one, or a flat state from older fm. */
+int cli_holds_checkpoint(const char *dir);
+/* Writes text and a newline to path through a synced temporary file and a rename; dies on error. */
+void cli_write_text_atomic(const char *cmd, const char *path, const char *text);
+/* What the progress callback prints and samples (the trainer's user pointer). */
+typedef struct {
+    const char *cmd, *out;
+    int tty;
+    fm_model *model;
+    const fm_tokenizer *tok;
+    int sample_every, sample_tokens;
+    uint64_t seed;
+    const int *sample_prompt;       /* the tokens a sample continues */
+    int n_sample_prompt;
+    const char *sample_prompt_text; /* printed before the sample, or NULL */
+    double bytes_per_token;         /* > 0: held-out losses also as bits per byte */
+    int64_t first_step;
+} cli_progress;
+/* The fm_trainer_config on_step callback: a status line on a terminal, a line per evaluation,
+ * and a sample every sample_every steps into OUT/samples.txt. */
+void cli_on_step(void *user, const fm_step_report *report);
+
 /* The command main() runs, for messages from outside it (a write error on stdout at exit). */
 extern const char *cli_command_name;
 
 extern const cli_command cmd_init, cmd_info, cmd_data, cmd_pretrain, cmd_generate, cmd_score, cmd_eval;
 extern const cli_command cmd_bench; /* cmd-bench.c */
 extern const cli_command cmd_quantize; /* cmd-quantize.c */
+extern const cli_command cmd_merge, cmd_finetune; /* cmd-merge.c, cmd-finetune.c */
 extern const cli_command cmd_tokenizer; /* cmd-tokenizer.c */
 
 #endif /* FM_CLI_H */

@@ -28,9 +28,11 @@ static int run(int argc, char **argv) {
     const char *log_samples = NULL;
     int no_bigram = 0, json = 0, threads = 0, limit = 0, batch = 32, no_cache = 0;
     uint64_t seed = 1234;
-    cli_list models = {0};
+    cli_list models = {0}, adapters = {0};
     cli_option opts[] = {
         {"model", OPT_LIST, &models, 0, 0, "model directory (with --tasks: repeatable, compared side by side)"},
+        {"adapter", OPT_LIST, &adapters, 0, 0,
+         "a LoRA adapter directory applied to the model (with --tasks: repeatable, each compared on one base)"},
         {"data", OPT_STRING, &data, 0, 0, "directory of fm data prepare (train.bin, val.bin): held-out bits per byte"},
         {"no-bigram", OPT_FLAG, &no_bigram, 0, 0, "skip the bigram baseline"},
         {"tasks", OPT_STRING, &tasks, 0, 0, "comma-separated task names (build/tasks, $FM_TASKS) or .jsonl files"},
@@ -51,8 +53,10 @@ static int run(int argc, char **argv) {
         if (data) cli_usage_error("eval", "--tasks and --data are two evaluations: give one");
         if (no_bigram) cli_usage_error("eval", "--no-bigram belongs to --data");
         if (!models.n) cli_usage_error("eval", "--tasks needs --model DIR");
+        if (adapters.n && models.n > 1) cli_usage_error("eval", "--adapter goes with one --model (their base)");
         fm_set_threads(threads);
-        eval_tasks_args a = {.models = models.items, .n_models = models.n, .tasks = tasks, .shots = shots,
+        eval_tasks_args a = {.models = models.items, .n_models = models.n, .adapters = adapters.items,
+                             .n_adapters = adapters.n, .tasks = tasks, .shots = shots,
                              .limit = limit, .json = json, .output = output, .plot = plot, .log_samples = log_samples,
                              .seed = seed, .batch = batch, .plain = no_cache, .argv0 = argv[0]};
         return cli_eval_tasks(&a);
@@ -60,6 +64,8 @@ static int run(int argc, char **argv) {
     if (shots || limit || output || plot || log_samples || no_cache)
         cli_usage_error("eval", "--shots, --limit, --output, --plot, --log-samples and --no-cache go with --tasks");
     if (models.n > 1) cli_usage_error("eval", "--data evaluates one --model");
+    if (adapters.n > 1) cli_usage_error("eval", "--data evaluates one --adapter");
+    if (adapters.n && !models.n) cli_usage_error("eval", "--adapter needs --model (its base)");
     dir = models.n ? models.items[0] : NULL;
     if (!data) cli_usage_error("eval", "--data DIR (held-out bits per byte) or --tasks is required");
     if (!dir && no_bigram) cli_usage_error("eval", "nothing to do: no --model and --no-bigram");
@@ -76,6 +82,7 @@ static int run(int argc, char **argv) {
         fm_model *model;
         fm_tokenizer *tok;
         cli_load_model("eval", dir, &model, &tok, 0);
+        fm_adapter *adapter = cli_use_adapter("eval", model, adapters.n ? adapters.items[0] : NULL);
         if (fm_model_config(model)->vocab_size != fm_shard_vocab_size(val)) {
             fprintf(stderr, "fm eval: %s/val.bin has a %d-token vocabulary, the model %d\n", data,
                     fm_shard_vocab_size(val), fm_model_config(model)->vocab_size);
@@ -105,6 +112,7 @@ static int run(int argc, char **argv) {
         if (st) cli_fail("eval", st);
         model_bpb = nll / log(2.0) / bytes;
         fm_tokenizer_free(tok);
+        fm_adapter_free(adapter);
         fm_model_free(model);
     }
     if (!no_bigram) {

@@ -120,7 +120,7 @@ static int split_lines(const char *path, char *buf, size_t len, char ***lines, s
 }
 
 static int run(int argc, char **argv) {
-    const char *dir = NULL, *prompt = NULL, *file = NULL, *ids_text = NULL, *prompts_file = NULL;
+    const char *dir = NULL, *adapter_dir = NULL, *prompt = NULL, *file = NULL, *ids_text = NULL, *prompts_file = NULL;
     int max_tokens = 200, ignore_eos = 0, repeat_window = 64, threads = 0, json = 0, parallel = 0;
     uint64_t seed = 0;
     cli_list stops = {0};
@@ -129,6 +129,7 @@ static int run(int argc, char **argv) {
     sc.temperature = 0.8f;
     cli_option opts[] = {
         {"model", OPT_STRING, &dir, 0, 0, "model directory (required)"},
+        {"adapter", OPT_STRING, &adapter_dir, 0, 0, "a LoRA adapter directory (PEFT's files) applied to the model"},
         {"prompt", OPT_STRING, &prompt, 0, 0, "prompt text (or a positional argument)"},
         {"file", OPT_STRING, &file, 0, 0, "read the prompt from a file ('-' = stdin)"},
         {"ids", OPT_STRING, &ids_text, 0, 0, "prompt as token ids; output ids too (no tokenizer needed)"},
@@ -163,6 +164,7 @@ static int run(int argc, char **argv) {
     fm_model *model;
     fm_tokenizer *tok;
     cli_load_model("generate", dir, &model, &tok, ids_text == NULL);
+    fm_adapter *adapter = cli_use_adapter("generate", model, adapter_dir);
     const fm_config *cfg = fm_model_config(model);
     int V = cfg->vocab_size, ctx = cfg->n_positions;
     int eos = tok ? fm_tokenizer_special_id(tok, "<|endoftext|>") : -1;
@@ -271,6 +273,7 @@ static int run(int argc, char **argv) {
     free(owned);
     fm_session_free(session);
     fm_tokenizer_free(tok);
+    fm_adapter_free(adapter);
     fm_model_free(model);
     return 0;
 }

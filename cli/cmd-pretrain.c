@@ -91,26 +91,11 @@ static char *settings_text(const run_settings *r) {
 
 static void save_settings(const char *run_dir, const run_settings *r) {
     char *text = settings_text(r);
-    char *path = cli_path(run_dir, "run.json"), *tmp = cli_path(run_dir, "run.json.tmp");
-    FILE *fp = fopen(tmp, "w");
-    int ok = fp && fputs(text, fp) >= 0 && fputc('\n', fp) != EOF && fflush(fp) == 0 && fsync(fileno(fp)) == 0;
-    if (fp && fclose(fp) != 0) ok = 0;
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        fprintf(stderr, "fm pretrain: %s: cannot write the run settings\n", path);
-        exit(1);
-    }
-    free(text), free(path), free(tmp);
+    char *path = cli_path(run_dir, "run.json");
+    cli_write_text_atomic("pretrain", path, text);
+    free(text), free(path);
 }
 
-/* dir holds a checkpoint: the link to its current one, or a flat state from older fm. */
-static int holds_checkpoint(const char *dir) {
-    struct stat sb;
-    char *link = cli_path(dir, "checkpoint"), *flat = cli_path(dir, "training_state.safetensors");
-    int found = lstat(link, &sb) == 0 || lstat(flat, &sb) == 0;
-    free(link), free(flat);
-    return found;
-}
 
 /* A whole number in [lo, hi], range-checked as the double JSON gives before it becomes an int. */
 static int json_int(const char *path, cJSON *o, const char *key, int lo, int hi) {
@@ -186,85 +171,6 @@ static void load_settings(const char *run_dir, run_settings *r) {
     free(text), free(path);
 }
 
-/* ------------------------------------------------------------ interruption */
-
-static fm_trainer *running; /* the trainer a signal asks to stop */
-
-static void on_signal(int sig) {
-    if (running) fm_trainer_stop(running);
-    signal(sig, SIG_DFL); /* a second one stops at once */
-}
-
-/* ------------------------------------------------------------ progress */
-
-typedef struct {
-    const char *out;
-    int tty;
-    fm_model *model;
-    const fm_tokenizer *tok;
-    const run_settings *rs;
-    double bytes_per_token;
-    int64_t first_step;
-} progress;
-
-static void format_time(char *buf, size_t n, double s) {
-    if (s < 0 || !isfinite(s)) s = 0;
-    int m = (int)(s / 60);
-    snprintf(buf, n, "%dm%02ds", m, (int)(s - 60 * m));
-}
-
-/* A sample from <|endoftext|> (temperature 0.8, top-k 40, its own seed: training's rng is
- * untouched) appended to samples.txt and printed. */
-static void write_sample(const progress *p, int64_t step) {
-    const fm_config *mc = fm_model_config(p->model);
-    int eos = fm_tokenizer_special_id(p->tok, "<|endoftext|>");
-    int n_tokens = p->rs->sample_tokens < mc->n_positions - 1 ? p->rs->sample_tokens : mc->n_positions - 1;
-    if (eos < 0 || n_tokens < 1) return;
-    fm_session *session;
-    if (fm_session_init(&session, p->model, 1, mc->n_positions)) return;
-    fm_generate_config gc;
-    fm_generate_config_default(&gc);
-    gc.sampler.temperature = 0.8f;
-    gc.sampler.top_k = 40;
-    gc.max_tokens = n_tokens;
-    gc.seed = p->rs->seed ^ (uint64_t)step;
-    gc.eos = eos;
-    gc.tok = p->tok;
-    const int *prompt = &eos;
-    int n_prompt = 1;
-    fm_generate_result r = {0};
-    if (fm_generate(session, &gc, &prompt, &n_prompt, 1, NULL, NULL, &r) == FM_OK && r.text) {
-        char *path = cli_path(p->out, "samples.txt");
-        FILE *fp = fopen(path, "a");
-        if (fp) {
-            fprintf(fp, "--- step %lld\n%s\n", (long long)step, r.text);
-            fclose(fp);
-        }
-        printf("--- sample at step %lld:\n%s\n---\n", (long long)step, r.text);
-        free(path);
-    }
-    fm_generate_result_free(&r);
-    fm_session_free(session);
-}
-
-static void on_step(void *user, const fm_step_report *r) {
-    const progress *p = user;
-    double eta = r->elapsed_s / (double)(r->step - p->first_step) * (double)(r->total_steps - r->step);
-    char eta_text[32];
-    format_time(eta_text, sizeof eta_text, eta);
-    if (p->tty)
-        fprintf(stderr, "\rstep %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | ETA %s   ", (long long)r->step,
-                (long long)r->total_steps, r->loss, r->lr, r->tokens_per_s, eta_text);
-    if (r->evaluated) {
-        if (p->tty) fputc('\n', stderr);
-        printf("step %lld/%lld | loss %.4f | held-out %.4f (~%.3f bits/byte) | %.0f tok/s | ETA %s\n",
-               (long long)r->step, (long long)r->total_steps, r->loss, r->val_loss,
-               r->val_loss / log(2.0) / p->bytes_per_token, r->tokens_per_s, eta_text);
-    }
-    int sample_every = p->rs->sample_every;
-    if (sample_every && (r->step % sample_every == 0 || r->step == r->total_steps)) write_sample(p, r->step);
-}
-
 /* ------------------------------------------------------------ the run */
 
 static int run(int argc, char **argv) {
@@ -332,7 +238,7 @@ static int run(int argc, char **argv) {
             cli_usage_error("pretrain", "--resume continues with the run's stored settings; drop the size, budget and "
                             "precision flags (and --grad-accum, --freeze)");
         lock = cli_lock_dir("pretrain", out);
-        if (!holds_checkpoint(out)) {
+        if (!cli_holds_checkpoint(out)) {
             char *weights = cli_path(out, "model.safetensors");
             struct stat sb;
             if (stat(weights, &sb) == 0) /* fm init or fm quantize wrote it: weights, no training state */
@@ -418,12 +324,15 @@ static int run(int argc, char **argv) {
     }
     fm_objective objective;
     fm_objective_cross_entropy(&objective);
-    progress prog = {.out = out, .tty = isatty(2), .model = model, .tok = tok, .rs = &rs,
-                     .bytes_per_token = (double)fm_shard_source_bytes(val) / fm_shard_length(val)};
+    int eos = fm_tokenizer_special_id(tok, "<|endoftext|>");
+    cli_progress prog = {.cmd = "pretrain", .out = out, .tty = isatty(2), .model = model, .tok = tok,
+                         .sample_every = rs.sample_every, .sample_tokens = rs.sample_tokens, .seed = rs.seed,
+                         .sample_prompt = &eos, .n_sample_prompt = eos >= 0,
+                         .bytes_per_token = (double)fm_shard_source_bytes(val) / fm_shard_length(val)};
     fm_trainer_config tc = {.batch = rs.batch, .seq = rs.seq, .grad_accum = rs.grad_accum,
                             .eval_every = rs.eval_every, .save_every = rs.save_every, .checkpoint_dir = out,
                             .metrics_path = metrics_path, .plot_path = plot_path,
-                            .bytes_per_token = prog.bytes_per_token, .user = &prog, .on_step = on_step};
+                            .bytes_per_token = prog.bytes_per_token, .user = &prog, .on_step = cli_on_step};
 
     if (!resume) {
         if (minutes) { /* a trainer with a stand-in optimizer times a step */
@@ -477,12 +386,10 @@ static int run(int argc, char **argv) {
     prog.first_step = fm_optimizer_steps_done(opt);
     fm_trainer *trainer;
     if ((st = fm_trainer_init(&trainer, model, opt, &state, &source, &objective, &tc))) cli_fail("pretrain", st);
-    running = trainer;
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
+    cli_stop_on_signals(trainer);
     int stopped = 0;
     st = fm_trainer_run(trainer, &stopped);
-    running = NULL;
+    cli_stop_on_signals(NULL);
     if (prog.tty) fputc('\n', stderr);
     if (st) cli_fail("pretrain", st);
     if (stopped)

@@ -27,10 +27,11 @@ static void print_token_text(const fm_tokenizer *tok, int id) {
 }
 
 static int run(int argc, char **argv) {
-    const char *dir = NULL, *text = NULL, *file = NULL, *ids_text = NULL;
+    const char *dir = NULL, *adapter_dir = NULL, *text = NULL, *file = NULL, *ids_text = NULL;
     int bos = 0, json = 0, threads = 0;
     cli_option opts[] = {
         {"model", OPT_STRING, &dir, 0, 0, "model directory (required)"},
+        {"adapter", OPT_STRING, &adapter_dir, 0, 0, "a LoRA adapter directory (PEFT's files) applied to the model"},
         {"text", OPT_STRING, &text, 0, 0, "the text to score"},
         {"file", OPT_STRING, &file, 0, 0, "score a file's contents ('-' = stdin)"},
         {"ids", OPT_STRING, &ids_text, 0, 0, "score token ids (\"1 2 3\"); no tokenizer needed"},
@@ -47,6 +48,7 @@ static int run(int argc, char **argv) {
     fm_model *model;
     fm_tokenizer *tok;
     cli_load_model("score", dir, &model, &tok, ids_text == NULL);
+    fm_adapter *adapter = cli_use_adapter("score", model, adapter_dir);
     int V = fm_model_config(model)->vocab_size;
 
     int *ids = NULL;
@@ -101,6 +103,7 @@ static int run(int argc, char **argv) {
     }
     free(lp), free(ids);
     fm_tokenizer_free(tok);
+    fm_adapter_free(adapter);
     fm_model_free(model);
     return 0;
 }

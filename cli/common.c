@@ -238,3 +238,12 @@ int cli_lock_dir(const char *cmd, const char *dir) {
     if (st) cli_fail(cmd, st);
     return fd;
 }
+
+fm_adapter *cli_use_adapter(const char *cmd, fm_model *model, const char *dir) {
+    if (!dir) return NULL;
+    fm_adapter *a = NULL;
+    fm_status st = fm_adapter_load(&a, dir, model);
+    if (st) cli_fail(cmd, st);
+    fm_model_use_adapter(model, a);
+    return a;
+}

@@ -138,14 +138,21 @@ int cli_eval_tasks(const eval_tasks_args *a) {
         exit(1);
     }
     /* results[m][t][k] */
-    int n_models = a->n_models;
+    /* the entries compared: the models, or one base model with each adapter (loaded once) */
+    int n_models = a->n_adapters ? a->n_adapters : a->n_models;
+    const char *const *entries = a->n_adapters ? a->adapters : a->models;
     fm_task_result *res = cli_alloc("eval", (size_t)n_models * n_tasks * n_shots, sizeof *res);
     if (!a->json) printf("%-24s %-20s %5s  %-16s %9s %9s %7s %6s %9s\n", "model", "task", "shots", "metric", "value",
                          "stderr", "chance", "n", "truncated");
+    fm_model *model = NULL;
+    fm_tokenizer *tok = NULL;
     for (int m = 0; m < n_models; m++) {
-        fm_model *model = NULL;
-        cli_load_model("eval", a->models[m], &model, NULL, 0);
-        fm_tokenizer *tok = load_tokenizer(a->models[m], model);
+        if (!model) {
+            const char *dir = a->models[a->n_adapters ? 0 : m];
+            cli_load_model("eval", dir, &model, NULL, 0);
+            tok = load_tokenizer(dir, model);
+        }
+        fm_adapter *adapter = a->n_adapters ? cli_use_adapter("eval", model, a->adapters[m]) : NULL;
         for (int t = 0; t < n_tasks; t++)
             for (int k = 0; k < n_shots; k++) {
                 fm_task_result *r = &res[((size_t)m * n_tasks + t) * n_shots + k];
@@ -157,22 +164,27 @@ int cli_eval_tasks(const eval_tasks_args *a) {
                 fm_task_config_default(&c);
                 c.shots = shots[k], c.limit = a->limit, c.seed = a->seed, c.max_seqs = a->batch;
                 c.plain = a->plain;
-                sample_log log = {samples, a->models[m], fm_task_name(tasks[t]), shots[k]};
+                sample_log log = {samples, entries[m], fm_task_name(tasks[t]), shots[k]};
                 if (samples) c.on_item = log_item, c.user = &log;
                 fm_status st = fm_task_evaluate(tasks[t], model, tok, &c, r);
                 if (st) cli_fail("eval", st);
                 if (r->skipped)
                     fprintf(stderr, "fm eval: %s: %d items left out: a choice is longer than the context of %s\n",
-                            fm_task_name(tasks[t]), r->skipped, a->models[m]);
+                            fm_task_name(tasks[t]), r->skipped, entries[m]);
                 if (a->json) continue;
                 for (int i = 0; i < r->n_metrics; i++)
-                    printf("%-24s %-20s %5d  %-16s %9.4f %9.4f %7.4f %6d %9d\n", i ? "" : a->models[m],
+                    printf("%-24s %-20s %5d  %-16s %9.4f %9.4f %7.4f %6d %9d\n", i ? "" : entries[m],
                            i ? "" : fm_task_name(tasks[t]), r->shots, r->metrics[i].name, r->metrics[i].value,
                            r->metrics[i].std_error, r->chance, r->n, r->truncated);
                 fflush(stdout);
             }
-        fm_tokenizer_free(tok);
-        fm_model_free(model);
+        fm_model_use_adapter(model, NULL);
+        fm_adapter_free(adapter);
+        if (!a->n_adapters || m == n_models - 1) {
+            fm_tokenizer_free(tok);
+            fm_model_free(model);
+            tok = NULL, model = NULL;
+        }
     }
     if (samples && fclose(samples) != 0) {
         fprintf(stderr, "fm eval: %s: write error\n", a->log_samples);
@@ -184,7 +196,7 @@ int cli_eval_tasks(const eval_tasks_args *a) {
         for (int k = 0; k < n_shots; k++) {
             cJSON *o = cJSON_CreateObject(), *results = cJSON_AddObjectToObject(o, "results");
             cJSON *nshot = cJSON_AddObjectToObject(o, "n-shot");
-            cJSON_AddStringToObject(o, "model", a->models[m]);
+            cJSON_AddStringToObject(o, "model", entries[m]);
             for (int t = 0; t < n_tasks; t++) {
                 const fm_task_result *r = &res[((size_t)m * n_tasks + t) * n_shots + k];
                 cJSON *tr = cJSON_AddObjectToObject(results, fm_task_name(tasks[t]));
@@ -245,7 +257,7 @@ int cli_eval_tasks(const eval_tasks_args *a) {
             }
             const fm_task_result *r0 = &res[((size_t)m * n_tasks + t) * n_shots];
             if (by_shots && n_models > 1)
-                snprintf(labels[s], sizeof labels[s], "%s %s (%s)", a->models[m], fm_task_name(tasks[t]),
+                snprintf(labels[s], sizeof labels[s], "%s %s (%s)", entries[m], fm_task_name(tasks[t]),
                          r0->n_metrics ? r0->metrics[0].name : "");
             else
                 snprintf(labels[s], sizeof labels[s], "%s (%s)", fm_task_name(tasks[t]),

@@ -9,6 +9,8 @@
 typedef struct {
     const char *const *models; /* model directories, evaluated in this order */
     int n_models;
+    const char *const *adapters; /* LoRA adapter directories: with one model, each is an entry */
+    int n_adapters;
     const char *tasks;         /* comma-separated names (build/tasks/NAME.jsonl) or .jsonl files */
     const char *shots;         /* comma-separated counts, NULL: "0" */
     int limit;                 /* first N test items of each task; 0: all */

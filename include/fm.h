@@ -333,6 +333,7 @@ typedef struct {
     double elapsed_s;          /* since fm_trainer_run started */
     int evaluated;             /* a held-out evaluation ran after this step */
     double val_loss;
+    int new_best;              /* the held-out loss is the lowest so far; saved in best_dir */
 } fm_step_report;
 
 typedef struct {
@@ -342,6 +343,8 @@ typedef struct {
     int eval_every;      /* held-out evaluation interval, and after the last step; 0 = never */
     int save_every;      /* checkpoint interval, and after the last step; 0 = only at the end */
     const char *checkpoint_dir; /* NULL: no checkpoints */
+    const char *best_dir;       /* NULL, or where the model (a LoRA run: its adapter) with the lowest
+                                   held-out loss so far is kept, with best.json {"step", "val_loss"} */
     const char *metrics_path;   /* NULL, or metrics.jsonl: a JSON line per step and per evaluation */
     const char *plot_path;      /* NULL, or an SVG loss curve redrawn at each evaluation */
     double bytes_per_token;     /* > 0: metrics add the held-out bits per byte this implies */

@@ -36,6 +36,7 @@ struct fm_trainer {
     fm_objective obj;
     fm_trainer_config cfg;
     fm_batch *micro;       /* (grad_accum) the step's micro-batches */
+    uint64_t *drop_seed;   /* (grad_accum) each micro-batch's dropout seed (drawn when the model drops) */
     fm_batch eval;         /* one held-out batch */
     float *dhidden;        /* (B*T, C) when the objective uses it */
     volatile sig_atomic_t stop;
@@ -43,6 +44,7 @@ struct fm_trainer {
     curve curve;
     double t_run;          /* clock at fm_trainer_run's start */
     int64_t saved_step;    /* the step of this trainer's last checkpoint, -1 before one */
+    double best_val;       /* the lowest held-out loss so far (metrics.jsonl's on a resume) */
 };
 
 static double now(void) {
@@ -187,8 +189,10 @@ fm_status fm_trainer_init(fm_trainer **out, fm_model *model, fm_optimizer *opt, 
     t->model = model, t->opt = opt, t->state = state, t->data = *data, t->obj = *obj, t->cfg = *cfg;
     t->saved_step = -1;
     fm_status st = FM_OK;
+    t->best_val = INFINITY;
     t->micro = fm_calloc(cfg->grad_accum, sizeof *t->micro);
-    if (!t->micro) st = fm_fail(FM_ERR_NOMEM, "out of memory for the trainer");
+    t->drop_seed = fm_calloc(cfg->grad_accum, sizeof *t->drop_seed);
+    if (!t->micro || !t->drop_seed) st = fm_fail(FM_ERR_NOMEM, "out of memory for the trainer");
     for (int k = 0; !st && k < cfg->grad_accum; k++) st = batch_alloc(&t->micro[k], cfg->batch, cfg->seq);
     if (!st) st = batch_alloc(&t->eval, cfg->batch, cfg->seq);
     if (!st && obj->uses_hidden) {
@@ -197,6 +201,8 @@ fm_status fm_trainer_init(fm_trainer **out, fm_model *model, fm_optimizer *opt, 
     }
     if (!st && cfg->metrics_path) {
         st = reload_metrics(t, fm_optimizer_steps_done(opt));
+        for (int i = 0; !st && i < t->curve.n_val; i++)
+            if (t->curve.val_loss[i] < t->best_val) t->best_val = t->curve.val_loss[i];
         if (!st && !(t->metrics = fopen(cfg->metrics_path, "a")))
             st = fm_fail(FM_ERR_IO, "%s: cannot open for appending", cfg->metrics_path);
     }
@@ -213,6 +219,7 @@ void fm_trainer_free(fm_trainer *t) {
     if (t->micro)
         for (int k = 0; k < t->cfg.grad_accum; k++) batch_free(&t->micro[k]);
     fm_free(t->micro);
+    fm_free(t->drop_seed);
     batch_free(&t->eval);
     fm_free_big(t->dhidden);
     if (t->metrics) fclose(t->metrics);
@@ -223,16 +230,22 @@ void fm_trainer_free(fm_trainer *t) {
 void fm_trainer_stop(fm_trainer *t) { t->stop = 1; }
 
 /* Forward, objective and backward of one micro-batch normalised by norm; adds its loss_sum. */
-static fm_status micro_step(fm_trainer *t, const fm_batch *b, double norm, double *loss_sum) {
+static fm_status micro_step(fm_trainer *t, int k, double norm, double *loss_sum) {
     fm_model *m = t->model;
+    const fm_batch *b = &t->micro[k];
+    fm_model_set_dropout_seed(m, t->drop_seed[k]);
     fm_status st = fm_model_forward(m, b->tokens, b->rows, b->T);
+    fm_model_set_dropout_seed(m, 0);
     if (st) return st;
     float *dlogits = t->obj.uses_logits ? fm_model_dlogits(m) : NULL;
     float *dhidden = t->obj.uses_hidden ? t->dhidden : NULL;
     double part = 0.0;
     if ((st = t->obj.loss(t->obj.ctx, m, b, norm, &part, dlogits, dhidden))) return st;
     *loss_sum += part;
-    return fm_model_backward(m, dlogits, dhidden);
+    fm_model_set_dropout_seed(m, t->drop_seed[k]); /* the backward recomputes the forward's masks */
+    st = fm_model_backward(m, dlogits, dhidden);
+    fm_model_set_dropout_seed(m, 0);
+    return st;
 }
 
 /* Draws the step's micro-batches and returns their total weight. */
@@ -246,6 +259,9 @@ static fm_status draw(fm_trainer *t, fm_rng *rng, uint64_t *position, double *no
         if (b->rows < 1 || b->rows > b->B)
             return fm_fail(FM_ERR_ARG, "the data source filled %d rows of a batch of %d", b->rows, b->B);
         *norm += t->obj.weight(t->obj.ctx, t->model, b);
+        /* dropout masks from the run's stream, so a resumed run drops alike; a model without
+         * dropout draws nothing (its stream is what it always was) */
+        t->drop_seed[k] = fm_model_dropout(t->model) > 0.0f ? fm_rng_u64(rng) | 1 : 0;
     }
     if (!(*norm > 0.0) || !isfinite(*norm))
         return fm_fail(FM_ERR_ARG, "the step's batches weigh %g (an all-zero loss mask?)", *norm);
@@ -259,7 +275,7 @@ fm_status fm_trainer_step(fm_trainer *t, fm_step_report *r) {
     fm_train_state before = *t->state;
     fm_status st = draw(t, &t->state->rng, &t->state->data_position, &norm);
     if (!st) fm_model_zero_grad(t->model);
-    for (int k = 0; !st && k < t->cfg.grad_accum; k++) st = micro_step(t, &t->micro[k], norm, &loss_sum);
+    for (int k = 0; !st && k < t->cfg.grad_accum; k++) st = micro_step(t, k, norm, &loss_sum);
     memset(r, 0, sizeof *r);
     /* a non-finite loss or gradient norm is never applied: the weights and moments stay as the
      * last good step left them */
@@ -303,6 +319,26 @@ fm_status fm_trainer_evaluate(fm_trainer *t, double *loss) {
     return FM_OK;
 }
 
+/* The model as it is now into cfg.best_dir (a model directory, or a LoRA run's adapter
+ * directory), then best.json naming the step and its held-out loss. */
+static fm_status save_best(fm_trainer *t, int64_t step, double val_loss) {
+    const char *dir = t->cfg.best_dir;
+    fm_status st = fm_model_lora(t->model) ? fm_lora_save(t->model, dir) : fm_model_save(t->model, dir);
+    if (st) return fm_fail_prefix(st, "saving the best model so far: ");
+    char *path = fm_path_join(dir, "best.json");
+    if (!path) return fm_fail(FM_ERR_NOMEM, "%s: out of memory", dir);
+    char text[128];
+    int len = snprintf(text, sizeof text, "{\"step\": %lld, \"val_loss\": %.9g}\n", (long long)step, val_loss);
+    fm_atomic_file af;
+    st = fm_atomic_open(&af, path);
+    if (!st) {
+        fm_atomic_write(&af, text, (size_t)len);
+        st = fm_atomic_commit(&af);
+    }
+    fm_free(path);
+    return st;
+}
+
 static fm_status save(fm_trainer *t) {
     if (!t->cfg.checkpoint_dir) return FM_OK;
     if (t->metrics) fflush(t->metrics);
@@ -332,6 +368,11 @@ fm_status fm_trainer_run(fm_trainer *t, int *stopped) {
         if (t->data.eval_next && t->cfg.eval_every > 0 && (r.step % t->cfg.eval_every == 0 || last)) {
             if ((st = fm_trainer_evaluate(t, &r.val_loss))) return st;
             r.evaluated = 1;
+            if (t->cfg.best_dir && r.val_loss < t->best_val) {
+                if ((st = save_best(t, r.step, r.val_loss))) return st;
+                t->best_val = r.val_loss;
+                r.new_best = 1;
+            }
         }
         if ((st = log_step(t, &r))) return st;
         if (t->cfg.on_step) t->cfg.on_step(t->cfg.user, &r);
@@ -357,7 +398,7 @@ fm_status fm_trainer_time_step(fm_trainer *t, uint64_t seed, double *seconds) {
         fm_status st = draw(t, &rng, &position, &norm);
         double t0 = now();
         fm_model_zero_grad(t->model);
-        for (int k = 0; !st && k < t->cfg.grad_accum; k++) st = micro_step(t, &t->micro[k], norm, &loss_sum);
+        for (int k = 0; !st && k < t->cfg.grad_accum; k++) st = micro_step(t, k, norm, &loss_sum);
         if (st) return st;
         if (i > 0 && now() - t0 < best) best = now() - t0; /* the first touches fresh memory */
     }
