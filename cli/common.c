@@ -217,7 +217,8 @@ void cli_check_out_dir(const char *cmd, const char *out, const char *input, int 
     if (same) cli_usage_error(cmd, "--out %s is the input directory %s; write to another directory", out, input);
     if (force) return;
     static const char *const model_files[] = {"model.safetensors", "config.json", "training_state.safetensors",
-                                              "tokenizer.json", "run.json", "metrics.jsonl"};
+                                              "tokenizer.json", "run.json", "metrics.jsonl",
+                                              "adapter_config.json", "adapter_model.safetensors"};
     for (size_t i = 0; i < sizeof model_files / sizeof *model_files; i++) {
         char *path = cli_path(out, model_files[i]);
         int exists = access(path, F_OK) == 0;
