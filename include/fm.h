@@ -140,6 +140,12 @@ fm_status fm_model_set_trainable(fm_model *model, const char *pattern, int train
 /* Parameters in trainable tensors. */
 size_t fm_model_num_trainable(const fm_model *model);
 
+/* A copy of model with a vocabulary of vocab_size rows (larger than its own): the rows it has
+ * are kept, each new one is the mean of the old rows (new tokens start as an average token, as
+ * Hugging Face's resize_token_embeddings does with mean_resizing). Models with attached tensors
+ * are refused. */
+fm_status fm_model_resize_vocab(const fm_model *model, int vocab_size, fm_model **out);
+
 /* Forward over tokens (B, T), 0 <= token < V, T <= n_positions. Computes the logits (B, T, V)
  * and the final hidden states (B, T, C), after the final LayerNorm as HF's GPT2Model returns
  * them. Activations are kept for backward; buffers are sized once per (B, T). */
@@ -579,6 +585,10 @@ void fm_tokenizer_free(fm_tokenizer *tok);
 int fm_tokenizer_vocab_size(const fm_tokenizer *tok);
 /* The id of a special token such as "<|endoftext|>", or -1 when the tokenizer has none. */
 int fm_tokenizer_special_id(const fm_tokenizer *tok, const char *name);
+/* Adds a special token with the next free id (the vocabulary grows by one), or gives the id it
+ * already has; *id (may be NULL) receives it. A model using the tokenizer needs as many rows
+ * (fm_model_resize_vocab). */
+fm_status fm_tokenizer_add_special(fm_tokenizer *tok, const char *name, int *id);
 /* Encodes len bytes of text; *ids is malloc'd (*n_ids entries). allow_special: special-token
  * strings in the text become their ids; otherwise they are encoded as ordinary text. */
 fm_status fm_tokenizer_encode(const fm_tokenizer *tok, const char *text, size_t len, int allow_special,

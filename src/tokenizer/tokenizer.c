@@ -190,6 +190,35 @@ const char *fm_tokenizer_token_bytes(const fm_tokenizer *tok, int id, size_t *le
     return (const char *)token_ptr(tok, id);
 }
 
+fm_status fm_tokenizer_add_special(fm_tokenizer *tok, const char *name, int *id) {
+    int have = fm_tokenizer_special_id(tok, name);
+    if (have >= 0) {
+        if (id) *id = have;
+        return FM_OK;
+    }
+    size_t len = strlen(name);
+    if (len == 0 || len > 256) return fm_fail(FM_ERR_ARG, "special token '%s': 1 to 256 bytes", name);
+    if (tok->n_vocab >= FM_TOK_MAX_VOCAB) return fm_fail(FM_ERR_ARG, "tokenizer: the vocabulary is full");
+    int64_t *off = fm_realloc(tok->tok_off, (size_t)(tok->n_vocab + 1) * sizeof *off);
+    if (!off) return fm_fail(FM_ERR_NOMEM, "tokenizer: out of memory for a new token");
+    tok->tok_off = off;
+    int32_t *lens = fm_realloc(tok->tok_len, (size_t)(tok->n_vocab + 1) * sizeof *lens);
+    if (!lens) return fm_fail(FM_ERR_NOMEM, "tokenizer: out of memory for a new token");
+    tok->tok_len = lens;
+    int new_id = tok->n_vocab;
+    tok->tok_len[new_id] = -1;
+    tok->n_vocab++;
+    fm_status st = fm_tok_set_token(tok, new_id, name, len);
+    if (!st) st = fm_tok_add_special(tok, new_id);
+    if (st) { /* the vocabulary as it was */
+        tok->n_vocab--;
+        return st;
+    }
+    tok->special_first[(uint8_t)name[0]] = 1;
+    if (id) *id = new_id;
+    return FM_OK;
+}
+
 int fm_tokenizer_special_id(const fm_tokenizer *tok, const char *name) {
     if (!tok || !name) return -1;
     size_t n = strlen(name);
