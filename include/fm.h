@@ -729,6 +729,44 @@ fm_status fm_checkpoint_load_report(const char *dir, fm_model **model, fm_optimi
 fm_status fm_checkpoint_load(const char *dir, fm_model **model, fm_optimizer **opt,
                              fm_train_state *state);
 
+/* ================================================================ chat template and fine-tuning data
+ * (tokenizer/chat_template.c, train/sft_data.c; the formats and rules: docs/finetune-data.md) */
+
+/* fm's pinned chat template: each message is "<|ROLE|>" + content + "<|endoftext|>", ROLE one of
+ * system, user, assistant, in the order given; a prompt for generation ends with "<|assistant|>".
+ * The same template serves fine-tuning, fm chat and a server. */
+typedef struct {
+    const char *role;    /* "system", "user" or "assistant" */
+    const char *content; /* any text, used as it is */
+} fm_chat_message;
+
+/* The template as text: *text is malloc'd and NUL-terminated, *len (may be NULL) its length.
+ * An unknown role: FM_ERR_FORMAT naming it; a NULL role or content: FM_ERR_ARG. */
+fm_status fm_chat_render(const fm_chat_message *msgs, size_t n, int add_generation_prompt, char **text,
+                         size_t *len);
+/* FM_OK when tok has the four tokens the template needs (<|system|>, <|user|>, <|assistant|>,
+ * <|endoftext|>); otherwise FM_ERR_MISMATCH naming the missing ones and --add-chat-tokens. */
+fm_status fm_chat_check_tokenizer(const fm_tokenizer *tok);
+/* The template as token ids, built piece by piece: each marker is its special id and each content
+ * is encoded with special tokens off (text that spells "<|endoftext|>" stays text). *ids and
+ * *loss_mask (n_ids each, malloc'd; loss_mask may be NULL) : the mask is 1 on the tokens the
+ * fine-tuning loss covers, each assistant message's content and the <|endoftext|> that closes it
+ * (not its <|assistant|> marker), 0 elsewhere; loss_on_all: 1 everywhere. Errors as
+ * fm_chat_check_tokenizer and fm_chat_render. For content without special-token text the ids
+ * equal fm_tokenizer_encode of fm_chat_render's text with special tokens allowed. */
+fm_status fm_chat_encode(const fm_tokenizer *tok, const fm_chat_message *msgs, size_t n, int add_generation_prompt,
+                         int loss_on_all, int **ids, float **loss_mask, size_t *n_ids);
+/* The template in Jinja (a static string), as tokenizer_config.json's "chat_template": renders
+ * exactly as fm_chat_render for messages with string roles and contents and add_generation_prompt
+ * (checked with @huggingface/jinja in tests/cli_chat_template_test.sh); an unknown role raises. */
+const char *fm_chat_template_jinja(void);
+/* Writes DIR/tokenizer_config.json (Hugging Face's keys: chat_template, bos/eos/pad/unk_token
+ * "<|endoftext|>", added_tokens_decoder for every special token of tok, tokenizer_class
+ * "GPT2Tokenizer", model_max_length when > 0) and DIR/generation_config.json (bos_token_id,
+ * eos_token_id, pad_token_id: the <|endoftext|> id). Both are written whole before either
+ * replaces what DIR held. The tokenizer must have the template's tokens. */
+fm_status fm_chat_write_config(const fm_tokenizer *tok, const char *dir, int model_max_length);
+
 #ifdef __cplusplus
 }
 #endif
