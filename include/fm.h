@@ -767,6 +767,77 @@ const char *fm_chat_template_jinja(void);
  * replaces what DIR held. The tokenizer must have the template's tokens. */
 fm_status fm_chat_write_config(const fm_tokenizer *tok, const char *dir, int model_max_length);
 
+/* Fine-tuning files (sft_data.c). Formats:
+ *   FM_SFT_TEXT               plain text: the whole file's tokens (continued pre-training)
+ *   FM_SFT_CHAT               JSONL {"messages": [{"role", "content"}, ...]}: the chat template
+ *   FM_SFT_PROMPT_COMPLETION  JSONL {"prompt", "completion"}: prompt + completion + <|endoftext|>
+ *   FM_SFT_TSV                "text TAB label" lines (classification)
+ * An example is token ids with a per-token loss mask (1: the loss covers predicting this token),
+ * or, for tsv, the text's ids and a label index. */
+typedef enum { FM_SFT_TEXT = 0, FM_SFT_CHAT, FM_SFT_PROMPT_COMPLETION, FM_SFT_TSV } fm_sft_format;
+/* "text", "chat", "prompt-completion", "tsv"; parse gives FM_ERR_ARG naming anything else. */
+const char *fm_sft_format_name(fm_sft_format format);
+fm_status fm_sft_format_parse(const char *name, fm_sft_format *out);
+/* The format of a file from its first non-blank line: a JSON object with "messages": chat; with
+ * "prompt" and "completion": prompt-completion; another JSON object: FM_ERR_FORMAT (give the
+ * format); a line with a TAB: tsv; anything else (or an empty file): text. */
+fm_status fm_sft_detect_format(const char *path, fm_sft_format *out);
+
+typedef struct fm_sft_data fm_sft_data;
+/* Reads and checks every line of path before keeping anything; the first bad line is
+ * FM_ERR_FORMAT "PATH:LINE: what is wrong" (blank lines are skipped in every line format).
+ * format: a name as fm_sft_format_parse takes, or NULL to detect. loss_on_all: the mask is 1 on
+ * every token (chat and prompt-completion). labels (tsv, may be NULL): the label set, in index
+ * order (a training set's fm_sft_data_labels, a model's id2label): a line with another label is
+ * FM_ERR_MISMATCH naming file, line and label; without it the labels are the file's distinct
+ * labels sorted by bytes (strcmp). The tokenizer is not kept; it must have <|endoftext|> for the
+ * JSONL formats, and all of the chat template's tokens for chat. */
+fm_status fm_sft_data_load(fm_sft_data **out, const char *path, const char *format, const fm_tokenizer *tok,
+                           int loss_on_all, const char *const *labels, int n_labels);
+void fm_sft_data_free(fm_sft_data *data);
+fm_sft_format fm_sft_data_format(const fm_sft_data *data);
+const char *fm_sft_data_path(const fm_sft_data *data);
+/* Examples, in file order (text: one example, the whole file). */
+size_t fm_sft_data_num_examples(const fm_sft_data *data);
+size_t fm_sft_data_num_tokens(const fm_sft_data *data); /* over all examples */
+/* UTF-8 bytes the tokens stand for (special tokens count their text): held-out bits per byte. */
+uint64_t fm_sft_data_num_bytes(const fm_sft_data *data);
+/* Example i < num_examples: *ids (*n_ids), *mask (*n_ids; NULL for text and tsv, which have no
+ * mask), *label (tsv: an index into fm_sft_data_labels; -1 otherwise). Outputs may be NULL. */
+void fm_sft_data_example(const fm_sft_data *data, size_t i, const int **ids, const float **mask, size_t *n_ids,
+                         int *label);
+/* The file line example i came from (text: 1). */
+int fm_sft_data_line(const fm_sft_data *data, size_t i);
+/* tsv: the label names by index (NULL and 0 for the other formats). */
+int fm_sft_data_num_labels(const fm_sft_data *data);
+const char *const *fm_sft_data_labels(const fm_sft_data *data);
+/* The padding id (the tokenizer's <|endoftext|>, else 0). */
+int fm_sft_data_pad_id(const fm_sft_data *data);
+/* Examples cut to fit rows of seq positions: more than seq + 1 tokens (tsv: more than seq).
+ * *no_loss (may be NULL) receives how many of them keep no masked target within the row. */
+size_t fm_sft_data_truncated(const fm_sft_data *data, int seq, size_t *no_loss);
+/* Splits a held-out part off one file: example i (0-based, file order) is held out when
+ * i % every == every - 1 (every 2 to ..., e.g. 10 holds out a tenth); text: the last
+ * floor(tokens / every) tokens are held out. Both parts are copies; either part empty:
+ * FM_ERR_ARG. */
+fm_status fm_sft_data_split(const fm_sft_data *all, int every, fm_sft_data **train, fm_sft_data **val);
+
+/* The trainer's data source for fine-tuning (sft_data.c). Examples are padded, one per row, so no
+ * example attends to another: row = the example's first seq tokens, targets its tokens shifted by
+ * one, mask the loss mask of each target; after the example, padding (fm_sft_data_pad_id) with
+ * mask 0; longer examples are cut (fm_sft_data_truncated counts them). Training rows follow a
+ * permutation of the examples per epoch, drawn from (seed, epoch); *position counts the rows
+ * consumed, so a resumed run (the trainer saves the position) draws exactly the same rows.
+ * tsv rows: the text's first seq ids padded, targets the label index in every position and the
+ * mask 1 only at the text's last token (where a classification head reads). text: rows are seq
+ * tokens from offsets drawn uniformly from the trainer's rng (position += B * seq), as the shard
+ * source's. eval_next walks val's examples in order (text: consecutive windows), at most
+ * eval_rows rows per pass (0: all). val may be NULL; both must be of one format and outlive
+ * the source. */
+fm_status fm_sft_source_init(fm_data_source *out, const fm_sft_data *train, const fm_sft_data *val, int seq,
+                             uint64_t seed, size_t eval_rows);
+void fm_sft_source_free(fm_data_source *source);
+
 #ifdef __cplusplus
 }
 #endif

@@ -12,6 +12,8 @@
 
 #include "test_util.h"
 
+#include "core/alloc.h"
+
 #define TOKENIZER "tests/ref/tasks/tokenizer.json" /* a trained 300-token vocabulary with the specials */
 
 static fm_tokenizer *load_tok(void) {
@@ -346,6 +348,38 @@ static void test_write_config(void **state) {
     fm_tokenizer_free(tok);
 }
 
+/* Encoding and writing the files with the k-th allocation failing, for every k until one run
+ * reaches no failure: out of memory each time, and no temporary file left. */
+static void test_out_of_memory(void **state) {
+    (void)state;
+    fm_tokenizer *tok = load_tok();
+    char *dir = make_temp_dir();
+    fm_chat_message m[3] = {{"system", "s"}, {"user", "hello there"}, {"assistant", "hi"}};
+    for (long k = 1;; k++) {
+        int *ids = NULL;
+        float *mask = NULL;
+        size_t n = 0;
+        char *text = NULL;
+        fm_alloc_fail_at(k, 0);
+        fm_status st = fm_chat_encode(tok, m, 3, 1, 0, &ids, &mask, &n);
+        if (!st) st = fm_chat_render(m, 3, 1, &text, NULL);
+        if (!st) st = fm_chat_write_config(tok, dir, 64);
+        int failed = fm_alloc_failed();
+        fm_alloc_fail_at(0, 0);
+        free(ids), free(mask), free(text);
+        if (st && (st != FM_ERR_NOMEM || !strstr(fm_last_error(), "out of memory")))
+            fail_msg("allocation %ld failing: %s (\"%s\")", k, fm_status_name(st), fm_last_error());
+        assert_int_equal(count_dir_entries_containing(dir, ".tmp."), 0);
+        if (!failed) {
+            assert_int_equal(st, FM_OK);
+            break;
+        }
+    }
+    remove_dir_recursive(dir);
+    free(dir);
+    fm_tokenizer_free(tok);
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "--write")) return write_for_jinja(argv[2]);
     const struct CMUnitTest tests[] = {
@@ -354,6 +388,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_encode_no_injection),
         cmocka_unit_test(test_missing_tokens),
         cmocka_unit_test(test_write_config),
+        cmocka_unit_test(test_out_of_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -179,9 +179,8 @@ static int cmp_int(const void *a, const void *b) {
 /* tokenizer_config.json's text (cJSON_Print, fm_free it), or NULL when out of memory. */
 static char *tokenizer_config_text(const fm_tokenizer *tok, int model_max_length) {
     cJSON *root = cJSON_CreateObject(), *added = cJSON_CreateObject();
-    int ok = root && added;
-    if (ok) cJSON_AddItemToObject(root, "added_tokens_decoder", added);
-    else cJSON_Delete(added);
+    int ok = root && added && cJSON_AddItemToObject(root, "added_tokens_decoder", added);
+    if (!ok) cJSON_Delete(added); /* not attached: root does not own it */
     /* every special token of the tokenizer, in id order, as transformers writes AddedToken */
     int *sorted = fm_malloc(sizeof(int) * (size_t)(tok->n_special + 1));
     ok = ok && sorted;
@@ -203,8 +202,8 @@ static char *tokenizer_config_text(const fm_tokenizer *tok, int model_max_length
                  cJSON_AddFalseToObject(entry, "normalized") && cJSON_AddFalseToObject(entry, "rstrip") &&
                  cJSON_AddFalseToObject(entry, "single_word") && cJSON_AddTrueToObject(entry, "special");
         }
-        if (ok) cJSON_AddItemToObject(added, key, entry);
-        else cJSON_Delete(entry);
+        ok = ok && cJSON_AddItemToObject(added, key, entry);
+        if (!ok) cJSON_Delete(entry);
         fm_free(content);
     }
     fm_free(sorted);
