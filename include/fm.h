@@ -749,7 +749,7 @@ fm_status fm_chat_render(const fm_chat_message *msgs, size_t n, int add_generati
 fm_status fm_chat_check_tokenizer(const fm_tokenizer *tok);
 /* The template as token ids, built piece by piece: each marker is its special id and each content
  * is encoded with special tokens off (text that spells "<|endoftext|>" stays text). *ids and
- * *loss_mask (n_ids each, malloc'd; loss_mask may be NULL) : the mask is 1 on the tokens the
+ * *loss_mask (n_ids each, malloc'd; loss_mask may be NULL): the mask is 1 on the tokens the
  * fine-tuning loss covers, each assistant message's content and the <|endoftext|> that closes it
  * (not its <|assistant|> marker), 0 elsewhere; loss_on_all: 1 everywhere. Errors as
  * fm_chat_check_tokenizer and fm_chat_render. For content without special-token text the ids

@@ -735,6 +735,47 @@ static void test_out_of_memory(void **state) {
     }
 }
 
+/* ---------------------------------------------------------------- with the trainer */
+
+/* The source drives fm's trainer: a small model learns prompt-completion data (the held-out
+ * loss falls), and the data position is the rows consumed. */
+static void test_trainer_steps(void **state) {
+    (void)state;
+    char *path = pc_file("train.jsonl", 12);
+    fm_sft_data *d = load_ok(path, NULL, 0);
+    fm_config cfg = {.n_layer = 1, .n_head = 2, .n_embd = 16, .vocab_size = fm_tokenizer_vocab_size(tok),
+                     .n_positions = 32, .layer_norm_epsilon = 1e-5f};
+    fm_model *m = NULL;
+    fm_optimizer *o = NULL;
+    fm_trainer *t = NULL;
+    assert_int_equal(fm_model_init(&m, &cfg, 7), FM_OK);
+    fm_adamw_config ac;
+    fm_adamw_config_default(&ac);
+    ac.lr = 1e-2f, ac.min_lr = 1e-2f, ac.warmup_steps = 0, ac.total_steps = 30;
+    assert_int_equal(fm_optimizer_init(&o, m, &ac), FM_OK);
+    fm_data_source src;
+    assert_int_equal(fm_sft_source_init(&src, d, d, 16, 3, 0), FM_OK);
+    fm_objective xent;
+    fm_objective_cross_entropy(&xent);
+    fm_train_state st = {0};
+    fm_rng_seed(&st.rng, 1);
+    fm_trainer_config tc = {.batch = 4, .seq = 16, .grad_accum = 1, .total_steps = 30};
+    assert_int_equal(fm_trainer_init(&t, m, o, &st, &src, &xent, &tc), FM_OK);
+    double before, after;
+    assert_int_equal(fm_trainer_evaluate(t, &before), FM_OK);
+    fm_step_report r;
+    for (int i = 0; i < 30; i++) assert_int_equal(fm_trainer_step(t, &r), FM_OK);
+    assert_int_equal(st.data_position, 30 * 4);
+    assert_int_equal(fm_trainer_evaluate(t, &after), FM_OK);
+    assert_true(after < before);
+    fm_trainer_free(t);
+    fm_optimizer_free(o);
+    fm_model_free(m);
+    fm_sft_source_free(&src);
+    fm_sft_data_free(d);
+    free(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_detect),
@@ -751,6 +792,7 @@ int main(void) {
         cmocka_unit_test(test_stream_epochs_and_resume),
         cmocka_unit_test(test_text_source),
         cmocka_unit_test(test_out_of_memory),
+        cmocka_unit_test(test_trainer_steps),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
