@@ -875,7 +875,10 @@ static void gemm_run(const gemm_job *g, int nt, int tid) {
                     }
                 }
             }
-            if (split_rows && nt > 1 && (g1 < K || j0 + NC < N)) { /* B's panels are rewritten next */
+            /* B's panels are rewritten next: sharing rows, by every thread; sharing columns, by
+             * the next column block's shares, which need not be this block's (its width can
+             * differ), so a thread that runs ahead would overwrite panels another still reads */
+            if (nt > 1 && ((split_rows && g1 < K) || j0 + NC < N)) {
 #pragma omp barrier
             }
         }
