@@ -1,0 +1,427 @@
+/*
+ * cmd-finetune.c — `fm finetune`: adapting a pre-trained model to new text, to instructions or to
+ * a labeled task, fully or with LoRA.
+ *
+ * The arguments, the run's settings file and the printing; the data formats and the chat
+ * template are the library's (src/train/sft_data.c, src/tokenizer/chat_template.c), the training
+ * its trainer with the cross-entropy objective (or the classification head's). A full run's
+ * directory is a model directory like fm pretrain's; a LoRA run's holds the adapter as PEFT
+ * writes it (adapter_config.json naming the base, adapter_model.safetensors) instead of the
+ * weights. Both keep run.json, metrics.jsonl, loss.svg, samples.txt and best/, the model (or
+ * adapter) with the lowest held-out loss so far. Ctrl-C or SIGTERM saves; --resume continues.
+ */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#ifndef FM_COMMIT
+#define FM_COMMIT "unknown"
+#endif
+
+/* What run.json stores: everything that decides the sequence of losses. */
+typedef struct {
+    char base[4096], data[4096], val[4096];
+    char format[32];
+    int loss_on_all;
+    int val_every;  /* without --val: every val_every-th example held out */
+    int eval_rows;  /* held-out rows per evaluation, 0: all */
+    int add_chat_tokens;
+    int lora;
+    fm_lora_config lora_cfg;
+    int batch, seq, grad_accum, eval_every, save_every, sample_every, sample_tokens, total_steps;
+    uint64_t seed;
+    fm_matmul_precision precision;
+    char command_line[4096];
+} finetune_settings;
+
+static char *settings_text(const finetune_settings *r) {
+    cJSON *o = cJSON_CreateObject();
+    int ok = o && cJSON_AddStringToObject(o, "base", r->base);
+    ok = ok && cJSON_AddStringToObject(o, "data", r->data);
+    ok = ok && cJSON_AddStringToObject(o, "val", r->val);
+    ok = ok && cJSON_AddNumberToObject(o, "val_every", r->val_every);
+    ok = ok && cJSON_AddNumberToObject(o, "eval_rows", r->eval_rows);
+    ok = ok && cJSON_AddBoolToObject(o, "add_chat_tokens", r->add_chat_tokens);
+    ok = ok && cJSON_AddStringToObject(o, "format", r->format);
+    ok = ok && cJSON_AddStringToObject(o, "loss_on", r->loss_on_all ? "all" : "completion");
+    ok = ok && cJSON_AddBoolToObject(o, "lora", r->lora);
+    if (r->lora) {
+        char targets[128];
+        fm_lora_targets_text(r->lora_cfg.targets, targets, sizeof targets);
+        ok = ok && cJSON_AddNumberToObject(o, "lora_r", r->lora_cfg.r);
+        ok = ok && cJSON_AddNumberToObject(o, "lora_alpha", r->lora_cfg.alpha);
+        ok = ok && cJSON_AddNumberToObject(o, "lora_dropout", r->lora_cfg.dropout);
+        ok = ok && cJSON_AddStringToObject(o, "lora_targets", targets);
+    }
+    ok = ok && cJSON_AddNumberToObject(o, "batch", r->batch);
+    ok = ok && cJSON_AddNumberToObject(o, "seq", r->seq);
+    ok = ok && cJSON_AddNumberToObject(o, "grad_accum", r->grad_accum);
+    ok = ok && cJSON_AddNumberToObject(o, "eval_every", r->eval_every);
+    ok = ok && cJSON_AddNumberToObject(o, "save_every", r->save_every);
+    ok = ok && cJSON_AddNumberToObject(o, "sample_every", r->sample_every);
+    ok = ok && cJSON_AddNumberToObject(o, "sample_tokens", r->sample_tokens);
+    ok = ok && cJSON_AddNumberToObject(o, "total_steps", r->total_steps);
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seed);
+    ok = ok && cJSON_AddStringToObject(o, "seed", seed);
+    ok = ok && cJSON_AddStringToObject(o, "precision", fm_matmul_precision_name(r->precision));
+    ok = ok && cJSON_AddStringToObject(o, "fm_commit", FM_COMMIT);
+    ok = ok && cJSON_AddStringToObject(o, "command_line", r->command_line);
+    char *text = ok ? cJSON_Print(o) : NULL;
+    cJSON_Delete(o);
+    if (!text) cli_out_of_memory("finetune");
+    return text;
+}
+
+static void bad_settings(const char *path, const char *key, const char *want) {
+    fprintf(stderr, "fm finetune: %s: \"%s\" %s\n", path, key, want);
+    exit(1);
+}
+
+static void json_text(const char *path, cJSON *o, const char *key, char *out, size_t size) {
+    cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsString(it) || strlen(it->valuestring) >= size) bad_settings(path, key, "is missing or not a string");
+    snprintf(out, size, "%s", it->valuestring);
+}
+
+static double json_number(const char *path, cJSON *o, const char *key, double lo, double hi, int whole) {
+    cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsNumber(it) || it->valuedouble < lo || it->valuedouble > hi ||
+        (whole && it->valuedouble != floor(it->valuedouble)))
+        bad_settings(path, key, "is missing or not a number in range");
+    return it->valuedouble;
+}
+
+static void load_settings(const char *run_dir, finetune_settings *r) {
+    char *path = cli_path(run_dir, "run.json");
+    size_t len;
+    char *text = cli_read_file("finetune", path, &len);
+    cJSON *o = cli_parse_json("finetune", path, text, len);
+    if (!cJSON_IsObject(o)) bad_settings(path, "(top)", "is not a settings object");
+    json_text(path, o, "base", r->base, sizeof r->base);
+    json_text(path, o, "data", r->data, sizeof r->data);
+    json_text(path, o, "val", r->val, sizeof r->val);
+    json_text(path, o, "format", r->format, sizeof r->format);
+    char loss_on[32], seed[32], precision[16];
+    json_text(path, o, "loss_on", loss_on, sizeof loss_on);
+    r->loss_on_all = strcmp(loss_on, "all") == 0;
+    r->val_every = (int)json_number(path, o, "val_every", 2, 1 << 30, 1);
+    r->eval_rows = (int)json_number(path, o, "eval_rows", 0, 1 << 30, 1);
+    r->add_chat_tokens = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "add_chat_tokens"));
+    r->lora = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "lora"));
+    r->batch = (int)json_number(path, o, "batch", 1, 1 << 20, 1);
+    r->seq = (int)json_number(path, o, "seq", 1, 1 << 20, 1);
+    r->grad_accum = (int)json_number(path, o, "grad_accum", 1, 1 << 16, 1);
+    r->eval_every = (int)json_number(path, o, "eval_every", 1, 1 << 30, 1);
+    r->save_every = (int)json_number(path, o, "save_every", 1, 1 << 30, 1);
+    r->sample_every = (int)json_number(path, o, "sample_every", 0, 1 << 30, 1);
+    r->sample_tokens = (int)json_number(path, o, "sample_tokens", 0, 1 << 20, 1);
+    r->total_steps = (int)json_number(path, o, "total_steps", 1, 1 << 30, 1);
+    json_text(path, o, "seed", seed, sizeof seed);
+    char *end = NULL;
+    errno = 0;
+    r->seed = strtoull(seed, &end, 10);
+    if (!seed[0] || *end || errno) bad_settings(path, "seed", "is not a whole number");
+    json_text(path, o, "precision", precision, sizeof precision);
+    if (fm_matmul_precision_parse(precision, &r->precision)) bad_settings(path, "precision", "must be fp32 or bf16");
+    cJSON *line = cJSON_GetObjectItemCaseSensitive(o, "command_line");
+    if (cJSON_IsString(line)) snprintf(r->command_line, sizeof r->command_line, "%s", line->valuestring);
+    cJSON_Delete(o);
+    free(text), free(path);
+}
+
+/* An absolute path when it resolves (run.json must find it from anywhere), else as given. */
+static void absolute(char *out, size_t size, const char *path) {
+    char *real = realpath(path, NULL);
+    snprintf(out, size, "%s", real ? real : path);
+    free(real);
+}
+
+/* ------------------------------------------------------------ the run */
+
+static int run(int argc, char **argv) {
+    const char *base_dir = NULL, *data = NULL, *val = NULL, *out = NULL, *format = NULL, *loss_on = NULL;
+    const char *precision = NULL, *targets = NULL;
+    fm_adamw_config ac;
+    fm_adamw_config_default(&ac);
+    ac.lr = 0;
+    ac.min_lr = -1;
+    ac.warmup_steps = -1;
+    ac.weight_decay = 0.0f;
+    int steps = 0, threads = 0, resume = 0, force = 0, lora = 0, lora_r = 0;
+    float lora_alpha = 0, lora_dropout = -1, epochs = 0;
+    finetune_settings rs = {.batch = 8, .grad_accum = 1, .eval_every = 50, .save_every = 200, .sample_every = 0,
+                            .sample_tokens = 64, .seed = 1337, .val_every = 20};
+    cli_option opts[] = {
+        {"model", OPT_STRING, &base_dir, 0, 0, "the pre-trained model directory (required)"},
+        {"data", OPT_STRING, &data, 0, 0, "the training file (required)"},
+        {"val", OPT_STRING, &val, 0, 0, "a held-out file in the same format (default: a share of --data)"},
+        {"val-every", OPT_INT, &rs.val_every, 2, 1 << 30,
+         "without --val, every K-th example of --data is held out (20: 5%; text: its last 1/K)"},
+        {"eval-rows", OPT_INT, &rs.eval_rows, 0, 1 << 30, "held-out rows per evaluation, 0 = all (0)"},
+        {"add-chat-tokens", OPT_FLAG, &rs.add_chat_tokens, 0, 0,
+         "give a tokenizer without them the chat markers (<|system|>, <|user|>, <|assistant|>), growing the embedding"},
+        {"out", OPT_STRING, &out, 0, 0, "run directory (required)"},
+        {"format", OPT_STRING, &format, 0, 0, "text, chat, prompt-completion or tsv (default: from the first line)"},
+        {"loss-on", OPT_STRING, &loss_on, 0, 0, "completion (default: the answers and their end token) or all"},
+        {"lora", OPT_FLAG, &lora, 0, 0, "train a LoRA adapter instead of every weight"},
+        {"lora-r", OPT_INT, &lora_r, 1, 65536, "LoRA rank (8)"},
+        {"lora-alpha", OPT_FLOAT, &lora_alpha, 1e-6, 1e6, "LoRA alpha: scale = alpha / r (8)"},
+        {"lora-dropout", OPT_FLOAT, &lora_dropout, 0, 0.99, "dropout on the adapters' input (0)"},
+        {"lora-targets", OPT_STRING, &targets, 0, 0, "products among c_attn, attn.c_proj, c_fc, mlp.c_proj (c_attn)"},
+        {"steps", OPT_INT, &steps, 1, 1 << 30, "optimizer steps"},
+        {"epochs", OPT_FLOAT, &epochs, 0.001, 1e6, "passes over the training examples, turned into steps"},
+        {"batch", OPT_INT, &rs.batch, 1, 65536, "examples per micro-batch (8)"},
+        {"grad-accum", OPT_INT, &rs.grad_accum, 1, 65536, "micro-batches per step (1)"},
+        {"seq", OPT_INT, &rs.seq, 1, 1048576, "tokens per example row (default: the context)"},
+        {"lr", OPT_FLOAT, &ac.lr, 0, 10, "peak learning rate (1e-4 full, 1e-3 LoRA)"},
+        {"min-lr", OPT_FLOAT, &ac.min_lr, 0, 10, "final learning rate (default lr / 10)"},
+        {"warmup", OPT_INT, &ac.warmup_steps, 0, 1 << 30, "warm-up steps (default min(100, steps / 10))"},
+        {"weight-decay", OPT_FLOAT, &ac.weight_decay, 0, 10, "AdamW decay of the 2-D weights (0)"},
+        {"grad-clip", OPT_FLOAT, &ac.grad_clip, 0, 1e6, "global gradient-norm clip, 0 = off (1.0)"},
+        {"eval-every", OPT_INT, &rs.eval_every, 1, 1 << 30, "held-out evaluation interval (50)"},
+        {"save-every", OPT_INT, &rs.save_every, 1, 1 << 30, "checkpoint interval (200)"},
+        {"sample-every", OPT_INT, &rs.sample_every, 0, 1 << 30, "sample interval, 0 = never (0)"},
+        {"sample-tokens", OPT_INT, &rs.sample_tokens, 0, 1 << 20, "tokens per sample (64)"},
+        {"seed", OPT_U64, &rs.seed, 0, 1.8e19, "random seed (1337)"},
+        {"threads", OPT_INT, &threads, 0, 1024, "threads (default: all cores)"},
+        {"precision", OPT_STRING, &precision, 0, 0, "matrix products: fp32 (default) or bf16"},
+        {"resume", OPT_FLAG, &resume, 0, 0, "continue the run in --out from its checkpoint"},
+        {"force", OPT_FLAG, &force, 0, 0, "start a new run in an --out that holds one (replacing it)"},
+    };
+    char *positional[1];
+    cli_parse(&cmd_finetune, argc, argv, opts, sizeof opts / sizeof opts[0], positional, 0);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (!out) cli_usage_error("finetune", "--out RUN_DIR is required");
+    fm_set_threads(threads);
+    int any_lora_flag = lora_r || lora_alpha > 0 || lora_dropout >= 0 || targets;
+
+    fm_model *model = NULL;
+    fm_optimizer *opt = NULL;
+    fm_train_state state = {0};
+    fm_tokenizer *tok = NULL;
+    fm_status st;
+    int lock = -1;
+    char *metrics_path = cli_path(out, "metrics.jsonl"), *plot_path = cli_path(out, "loss.svg");
+    char *best_dir = cli_path(out, "best");
+    if (resume) {
+        if (base_dir || data || val || format || loss_on || steps || epochs || lora || any_lora_flag || precision)
+            cli_usage_error("finetune", "--resume continues with the run's stored settings; give only --out "
+                            "(and --threads)");
+        lock = cli_lock_dir("finetune", out);
+        if (!cli_holds_checkpoint(out)) {
+            fprintf(stderr, "fm finetune: %s holds no checkpoint: the run stopped before its first save; start it "
+                    "again (--force over what it left)\n", out);
+            exit(1);
+        }
+        load_settings(out, &rs);
+        fm_checkpoint_report report;
+        if ((st = fm_checkpoint_load_report(out, &model, &opt, &state, &report))) cli_fail("finetune", st);
+        if (report.skipped[0]) fprintf(stderr, "fm finetune: warning: passed over %s\n", report.skipped);
+        char *tok_path = cli_path(out, "tokenizer.json");
+        if ((st = fm_tokenizer_load(&tok, tok_path))) cli_fail("finetune", st);
+        free(tok_path);
+        printf("resuming %s at step %lld of %d (checkpoint %s)\n", out, (long long)fm_optimizer_steps_done(opt),
+               rs.total_steps, report.used);
+    } else {
+        if (!base_dir || !data) cli_usage_error("finetune", "--model BASE and --data FILE are required");
+        if (!steps == !epochs) cli_usage_error("finetune", "give exactly one of --steps and --epochs");
+        if (precision && fm_matmul_precision_parse(precision, &rs.precision))
+            cli_usage_error("finetune", "--precision: %s", fm_last_error());
+        if (loss_on && strcmp(loss_on, "all") && strcmp(loss_on, "completion"))
+            cli_usage_error("finetune", "--loss-on must be completion or all, not '%s'", loss_on);
+        rs.loss_on_all = loss_on && strcmp(loss_on, "all") == 0;
+        if (access(metrics_path, F_OK) == 0 && !force)
+            cli_usage_error("finetune", "%s already holds a run; use --resume, another --out, or --force", out);
+        cli_check_out_dir("finetune", out, base_dir, force);
+        rs.lora = lora || any_lora_flag;
+        fm_lora_config_default(&rs.lora_cfg);
+        if (lora_r) rs.lora_cfg.r = lora_r;
+        if (lora_alpha > 0) rs.lora_cfg.alpha = lora_alpha;
+        if (lora_dropout >= 0) rs.lora_cfg.dropout = lora_dropout;
+        if (targets && fm_lora_parse_targets(targets, &rs.lora_cfg.targets))
+            cli_usage_error("finetune", "--lora-targets: %s", fm_last_error());
+        absolute(rs.base, sizeof rs.base, base_dir);
+        absolute(rs.data, sizeof rs.data, data);
+        if (val) absolute(rs.val, sizeof rs.val, val);
+        if (strlen(rs.base) >= sizeof rs.lora_cfg.base_model)
+            cli_usage_error("finetune", "--model: the path %s is longer than %zu bytes", rs.base,
+                            sizeof rs.lora_cfg.base_model - 1);
+        memcpy(rs.lora_cfg.base_model, rs.base, strlen(rs.base) + 1);
+        size_t used = 0;
+        for (int i = 0; i < argc && used < sizeof rs.command_line; i++)
+            used += snprintf(rs.command_line + used, sizeof rs.command_line - used, "%s%s", i ? " " : "fm finetune ",
+                             argv[i]);
+        cli_load_model("finetune", rs.base, &model, &tok, 1);
+    }
+    fm_set_matmul_precision(rs.precision);
+    const fm_config *mc = fm_model_config(model);
+    if (!rs.seq) rs.seq = mc->n_positions;
+    if (rs.seq > mc->n_positions)
+        cli_usage_error("finetune", "--seq %d is longer than the model's context (%d)", rs.seq, mc->n_positions);
+
+    /* the chat markers a tokenizer lacks (GPT-2's): new special tokens and embedding rows */
+    if (!resume && rs.add_chat_tokens) {
+        if (rs.lora) cli_usage_error("finetune", "--add-chat-tokens changes the base's embedding, which a LoRA run "
+                                     "leaves as it is: fine-tune fully, or add the tokens in a full run first");
+        const char *markers[] = {"<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>"};
+        int V0 = fm_tokenizer_vocab_size(tok);
+        for (int i = 0; i < 4; i++)
+            if ((st = fm_tokenizer_add_special(tok, markers[i], NULL))) cli_fail("finetune", st);
+        if (fm_tokenizer_vocab_size(tok) > V0) {
+            fm_model *grown = NULL;
+            if ((st = fm_model_resize_vocab(model, fm_tokenizer_vocab_size(tok), &grown))) cli_fail("finetune", st);
+            fm_model_free(model);
+            model = grown;
+            mc = fm_model_config(model);
+            printf("added %d chat tokens: vocabulary %d -> %d (new rows the mean embedding)\n",
+                   fm_tokenizer_vocab_size(tok) - V0, V0, fm_tokenizer_vocab_size(tok));
+        }
+    }
+
+    /* the data: every line checked before anything is written */
+    fm_sft_data *all = NULL, *train = NULL, *held = NULL;
+    const char *fmt_name = resume ? rs.format : format;
+    if ((st = fm_sft_data_load(&all, rs.data, fmt_name, tok, rs.loss_on_all, NULL, 0))) cli_fail("finetune", st);
+    fm_sft_format fmt = fm_sft_data_format(all);
+    snprintf(rs.format, sizeof rs.format, "%s", fm_sft_format_name(fmt));
+    if (fmt == FM_SFT_TSV)
+        cli_usage_error("finetune", "%s holds labeled lines (text TAB label): that is --task classify", rs.data);
+    if (rs.val[0]) {
+        train = all, all = NULL;
+        st = fm_sft_data_load(&held, rs.val, rs.format, tok, rs.loss_on_all, NULL, 0);
+    } else {
+        st = fm_sft_data_split(all, rs.val_every, &train, &held);
+    }
+    if (st) cli_fail("finetune", st);
+    fm_sft_data_free(all);
+    fm_data_source source;
+    if ((st = fm_sft_source_init(&source, train, held, rs.seq, rs.seed, (size_t)rs.eval_rows))) cli_fail("finetune", st);
+    size_t n_train = fm_sft_data_num_examples(train), no_loss = 0, no_loss_held = 0;
+    size_t truncated = fm_sft_data_truncated(train, rs.seq, &no_loss) + fm_sft_data_truncated(held, rs.seq, &no_loss_held);
+    if (fmt == FM_SFT_TEXT)
+        printf("data: %s (text): %zu training tokens, %zu held out\n", rs.data, fm_sft_data_num_tokens(train),
+               fm_sft_data_num_tokens(held));
+    else
+        printf("data: %s (%s): %zu training examples, %zu held out\n", rs.data, rs.format, n_train,
+               fm_sft_data_num_examples(held));
+    if (fmt != FM_SFT_TEXT && truncated)
+        printf("  %zu examples are longer than %d tokens and cut (%zu of them keep nothing to learn)\n", truncated,
+               rs.seq, no_loss + no_loss_held);
+    /* held-out bits per byte where the loss covers every token (plain text) */
+    double bytes_per_token = fmt == FM_SFT_TEXT && fm_sft_data_num_tokens(held)
+                                 ? (double)fm_sft_data_num_bytes(held) / fm_sft_data_num_tokens(held) : 0;
+    fm_objective objective;
+    fm_objective_cross_entropy(&objective);
+
+    if (!resume) {
+        if (rs.lora && (st = fm_model_add_lora(model, &rs.lora_cfg, rs.seed))) {
+            if (st == FM_ERR_NOMEM) cli_fail("finetune", st);
+            cli_usage_error("finetune", "%s", fm_last_error());
+        }
+        if (epochs) {
+            double per_step = (double)rs.batch * rs.grad_accum;
+            double rows = fmt == FM_SFT_TEXT ? (double)fm_sft_data_num_tokens(train) / rs.seq : (double)n_train;
+            steps = (int)ceil(epochs * rows / per_step);
+            if (steps < 1) steps = 1;
+        }
+        rs.total_steps = steps;
+        if (ac.lr == 0) ac.lr = rs.lora ? 1e-3f : 1e-4f;
+        ac.total_steps = steps;
+        if (ac.min_lr < 0) ac.min_lr = ac.lr / 10;
+        if (ac.warmup_steps < 0) ac.warmup_steps = steps / 10 < 100 ? steps / 10 : 100;
+        if (ac.warmup_steps > steps) ac.warmup_steps = steps;
+        if ((st = fm_optimizer_init(&opt, model, &ac))) cli_fail("finetune", st);
+        if ((st = fm_model_reserve(model, rs.batch, rs.seq))) cli_fail("finetune", st);
+        cli_mkdir_p("finetune", out);
+        lock = cli_lock_dir("finetune", out);
+        state.seed = rs.seed;
+        fm_rng_seed(&state.rng, rs.seed);
+        char *text = settings_text(&rs), *path = cli_path(out, "run.json");
+        cli_write_text_atomic("finetune", path, text);
+        free(text), free(path);
+        cli_mkdir_p("finetune", best_dir);
+        /* the tokenizer beside the run's model, and beside the best one (an adapter's folder holds
+         * PEFT's two files only: its tokenizer is the base's) */
+        const char *tok_dirs[2] = {out, best_dir};
+        for (int i = 0; i < (rs.lora ? 1 : 2); i++) {
+            char *dst = cli_path(tok_dirs[i], "tokenizer.json");
+            if ((st = fm_tokenizer_save(tok, dst))) cli_fail("finetune", st);
+            free(dst);
+            if (fm_chat_check_tokenizer(tok) == FM_OK &&
+                (st = fm_chat_write_config(tok, tok_dirs[i], mc->n_positions)))
+                cli_fail("finetune", st);
+        }
+        if ((st = fm_checkpoint_save(out, model, opt, &state))) cli_fail("finetune", st);
+        printf("model: %s, %zu parameters; training %zu", rs.base, fm_model_num_params(model),
+               fm_model_num_trainable(model));
+        if (rs.lora) {
+            char t[128];
+            fm_lora_targets_text(rs.lora_cfg.targets, t, sizeof t);
+            printf(" (LoRA r %d, alpha %g, dropout %g on %s)", rs.lora_cfg.r, rs.lora_cfg.alpha, rs.lora_cfg.dropout, t);
+        }
+        printf("; %d steps of %d x %d\n", rs.total_steps, rs.batch * rs.grad_accum, rs.seq);
+    }
+
+    /* samples continue the first held-out example's prompt (the tokens before its first masked
+     * one; plain text: its first 16 tokens) */
+    const int *ex_ids = NULL;
+    const float *ex_mask = NULL;
+    size_t n_ex = 0, n_sample = 0;
+    fm_sft_data_example(held, 0, &ex_ids, &ex_mask, &n_ex, NULL);
+    if (ex_mask)
+        while (n_sample < n_ex && ex_mask[n_sample] == 0.0f) n_sample++;
+    else
+        n_sample = n_ex < 16 ? n_ex : 16;
+    if (n_sample > (size_t)mc->n_positions / 2) n_sample = 0;
+    char *sample_text = NULL;
+    size_t sample_len = 0;
+    if (n_sample && fm_tokenizer_decode(tok, ex_ids, n_sample, &sample_text, &sample_len)) n_sample = 0;
+    cli_progress prog = {.cmd = "finetune", .out = out, .tty = isatty(2), .model = model, .tok = tok,
+                         .sample_every = rs.sample_every, .sample_tokens = rs.sample_tokens, .seed = rs.seed,
+                         .sample_prompt = ex_ids, .n_sample_prompt = (int)n_sample,
+                         .sample_prompt_text = sample_text, .bytes_per_token = bytes_per_token,
+                         .first_step = fm_optimizer_steps_done(opt)};
+    fm_trainer_config tc = {.batch = rs.batch, .seq = rs.seq, .grad_accum = rs.grad_accum,
+                            .total_steps = rs.total_steps, .eval_every = rs.eval_every,
+                            .save_every = rs.save_every, .checkpoint_dir = out, .best_dir = best_dir,
+                            .bytes_per_token = bytes_per_token,
+                            .metrics_path = metrics_path, .plot_path = plot_path, .user = &prog,
+                            .on_step = cli_on_step};
+    fm_trainer *trainer;
+    if ((st = fm_trainer_init(&trainer, model, opt, &state, &source, &objective, &tc))) cli_fail("finetune", st);
+    cli_stop_on_signals(trainer);
+    int stopped = 0;
+    st = fm_trainer_run(trainer, &stopped);
+    cli_stop_on_signals(NULL);
+    if (prog.tty) fputc('\n', stderr);
+    if (st) cli_fail("finetune", st);
+    if (stopped)
+        printf("interrupted: checkpoint saved at step %lld; continue with: fm finetune --out %s --resume\n",
+               (long long)fm_optimizer_steps_done(opt), out);
+    else
+        printf("done: %d steps; %s in %s, the best by held-out loss in %s (loss curve: %s/loss.svg)\n",
+               rs.total_steps, rs.lora ? "adapter" : "model", out, best_dir, out);
+    fm_trainer_free(trainer);
+    fm_sft_source_free(&source);
+    fm_sft_data_free(train);
+    fm_sft_data_free(held);
+    free(sample_text);
+    free(metrics_path), free(plot_path), free(best_dir);
+    fm_tokenizer_free(tok);
+    fm_optimizer_free(opt);
+    fm_model_free(model);
+    fm_dir_unlock(lock);
+    return stopped ? 130 : 0;
+}
+
+const cli_command cmd_finetune = {
+    "finetune", "--model BASE --data FILE --out RUN (--steps N | --epochs E) [--lora ...] [options] | --out RUN --resume",
+    "Fine-tune a model on text, chats, prompt-completion pairs (fully or with LoRA).", run};
