@@ -312,6 +312,9 @@ static int run(int argc, char **argv) {
     else
         printf("data: %s (%s): %zu training examples, %zu held out\n", rs.data, rs.format, n_train,
                fm_sft_data_num_examples(held));
+    if (fmt != FM_SFT_TEXT && no_loss == n_train)
+        cli_usage_error("finetune", "%s: every example is cut at --seq %d before any token the loss covers: raise "
+                        "--seq (the model's context is %d)", rs.data, rs.seq, mc->n_positions);
     if (fmt != FM_SFT_TEXT && truncated)
         printf("  %zu examples are longer than %d tokens and cut (%zu of them keep nothing to learn)\n", truncated,
                rs.seq, no_loss + no_loss_held);

@@ -1,6 +1,7 @@
 /*
  * cmd-info.c — `fm info`: what a model directory holds (configuration, parameters, state).
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,17 +29,33 @@ static int run(int argc, char **argv) {
     char *positional[1];
     cli_parse(&cmd_info, argc, argv, opts, 1, positional, 0);
     if (!dir) cli_usage_error("info", "--model DIR is required");
-    fm_model *model = NULL;
-    fm_status st = fm_model_load(&model, dir);
+    /* a LoRA adapter (a LoRA run, or its best/): the base its config names, and the adapter */
+    char *adapter_config = cli_path(dir, "adapter_config.json"), base[1024];
+    int is_adapter = access(adapter_config, F_OK) == 0;
+    free(adapter_config);
+    fm_status st = is_adapter ? fm_adapter_base_name(dir, base, sizeof base) : FM_OK;
     if (st) cli_fail("info", st);
+    fm_model *model = NULL;
+    if ((st = fm_model_load(&model, is_adapter ? base : dir))) cli_fail("info", st);
     const fm_config *c = fm_model_config(model);
-    printf("model         %s\n", dir);
+    printf("model         %s%s%s\n", dir, is_adapter ? ", a LoRA adapter of " : "", is_adapter ? base : "");
     printf("parameters    %zu\n", fm_model_num_params(model));
+    if (is_adapter) {
+        fm_adapter *adapter = NULL;
+        if ((st = fm_adapter_load(&adapter, dir, model))) cli_fail("info", st);
+        const fm_lora_config *lc = fm_adapter_config(adapter);
+        char targets[128];
+        fm_lora_targets_text(lc->targets, targets, sizeof targets);
+        printf("adapter       LoRA rank %d, alpha %g (scale %g), dropout %g, on %s\n", lc->r, lc->alpha,
+               lc->use_rslora ? lc->alpha / sqrt(lc->r) : lc->alpha / lc->r, lc->dropout, targets);
+        fm_adapter_free(adapter);
+    }
     printf("layers        %d\nwidth         %d\nheads         %d (head size %d)\n", c->n_layer,
            c->n_embd, c->n_head, c->n_embd / c->n_head);
     printf("mlp width     %d\nvocabulary    %d\ncontext       %d\n", fm_config_mlp_width(c),
            c->vocab_size, c->n_positions);
     char *tok_path = cli_path(dir, "tokenizer.json");
+    if (is_adapter && access(tok_path, F_OK) != 0) free(tok_path), tok_path = cli_path(base, "tokenizer.json");
     fm_tokenizer *tok = NULL;
     if (access(tok_path, F_OK) != 0) {
         printf("tokenizer     none (no tokenizer.json)\n");

@@ -212,6 +212,9 @@ typedef struct fm_adapter fm_adapter;
 fm_status fm_adapter_load(fm_adapter **out, const char *dir, const fm_model *base);
 void fm_adapter_free(fm_adapter *adapter);
 const fm_lora_config *fm_adapter_config(const fm_adapter *adapter);
+/* The base model an adapter directory names (adapter_config.json's base_model_name_or_path) into
+ * base; an error naming the file when it is absent or empty. */
+fm_status fm_adapter_base_name(const char *dir, char *base, size_t size);
 /* Sessions made from model after this call apply adapter (NULL: none); the adapter must outlive
  * them. Without one, sessions apply the model's own trainable LoRA, if any. */
 void fm_model_use_adapter(fm_model *model, const fm_adapter *adapter);

@@ -180,8 +180,6 @@ fm_status fm_st_write_finished(fm_atomic_file *af, const char *path, const fm_st
 fm_status fm_lora_write_finished(const fm_model *m, const char *dir, int64_t step, fm_atomic_file files[2]);
 /* fm_adapter_load that also gives the step the file records (-1 when none). */
 fm_status fm_adapter_load_step(fm_adapter **out, const char *dir, const fm_model *base, int64_t *step);
-/* adapter_config.json's base_model_name_or_path into base; an error when absent or empty. */
-fm_status fm_adapter_base_name(const char *dir, char *base, size_t size);
 /* 1 when dir holds an adapter_config.json. */
 int fm_adapter_dir_is(const char *dir);
 

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# cli_finetune_test.sh — fm finetune end to end on a small GPT-2 with odd shapes (head size 24,
+# vocabulary 300: tests/ref/lora/base with the tokenizer of tests/ref/tasks): full and LoRA runs
+# on chat, prompt-completion and plain-text files, what each run directory holds, the adapter
+# read back by other commands, an interrupted run resumed exactly, and bad input refused with the
+# file and line named and nothing written.
+# Usage: tests/cli_finetune_test.sh PATH/TO/fm     Prints "N passed, N failed[, N skipped]".
+set -u
+FM=$(realpath "${1:?usage: cli_finetune_test.sh PATH/TO/fm}")
+src=$(dirname "$(realpath "$0")")/..
+tmp=$(mktemp -d /tmp/fm_finetune_XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+source "$src/tests/cli_lib.sh"
+cd "$tmp"
+cp -r "$src/tests/ref/lora/base" base && cp "$src/tests/ref/tasks/tokenizer.json" base/
+
+python3 - <<'PY'
+import json, random
+random.seed(3)
+words = ["light", "water", "stone", "bread", "wind", "fire", "field", "river"]
+with open("chat.jsonl", "w") as f:
+    for i in range(60):
+        w = random.choice(words)
+        f.write(json.dumps({"messages": [{"role": "user", "content": f"Say {w}."},
+                                         {"role": "assistant", "content": w}]}) + "\n")
+with open("pc.jsonl", "w") as f:
+    for i in range(60):
+        w = random.choice(words)
+        f.write(json.dumps({"prompt": f"Say {w}:", "completion": f" {w}"}) + "\n")
+with open("text.txt", "w") as f:
+    for i in range(200):
+        f.write(" ".join(random.choice(words) for _ in range(12)) + ".\n")
+PY
+common=(--model base --batch 4 --seq 32 --eval-every 5 --save-every 5 --threads 2)
+
+# a full run on chats: a model directory, the chat template beside the tokenizer, the best model
+expect "full chat" 0 "chat\): 57 training examples, 3 held out" -- "$FM" finetune "${common[@]}" --data chat.jsonl \
+    --out full --steps 10 --lr 1e-3
+for f in config.json model.safetensors tokenizer.json tokenizer_config.json generation_config.json run.json \
+    metrics.jsonl loss.svg best/config.json best/model.safetensors best/tokenizer.json best/best.json; do
+    [ -e "full/$f" ] || { bad "full run lacks $f"; continue; }
+    ok
+done
+grep -q '"chat_template"' full/tokenizer_config.json && ok || bad "tokenizer_config.json has no chat_template"
+expect "the full run's model generates" 0 "" -- "$FM" generate --model full/best --ids "1 2 3" --max-tokens 3 \
+    --temperature 0
+
+# a LoRA run on prompt-completion pairs: PEFT's files, no weights of the base
+expect "lora pc" 0 "LoRA r 4" -- "$FM" finetune "${common[@]}" --data pc.jsonl --out lora --steps 10 --lora \
+    --lora-r 4 --lora-targets c_attn,c_fc --lr 3e-3
+[ -e lora/adapter_model.safetensors ] && [ ! -e lora/model.safetensors ] && ok ||
+    bad "a LoRA run's directory should hold the adapter, not a model"
+[ "$(ls lora/best | sort | tr '\n' ' ')" = "adapter_config.json adapter_model.safetensors best.json " ] && ok ||
+    bad "lora/best holds: $(ls lora/best | tr '\n' ' ')"
+grep -q '"attn.c_attn", "mlp.c_fc"' lora/adapter_config.json && ok || bad "target_modules not as asked"
+expect "score with the adapter" 0 "total" -- "$FM" score --model base --adapter lora/best --ids "1 2 3 4"
+expect "merge the adapter" 0 "merged" -- "$FM" merge --model base --adapter lora/best --out merged
+expect "fm info on a LoRA run" 0 "" -- "$FM" info --model lora
+
+# plain text: continued pre-training, held-out bits per byte
+expect "text" 0 "bits/byte" -- "$FM" finetune "${common[@]}" --data text.txt --out text --steps 5 --val-every 10
+
+# an interrupted LoRA run (dropout on) resumed on one thread ends where the whole run ends
+"$FM" finetune "${common[@]}" --data chat.jsonl --out whole --steps 20 --lora --lora-dropout 0.2 --lr 3e-3 \
+    >/dev/null 2>&1 || bad "the uninterrupted run failed"
+"$FM" finetune "${common[@]}" --data chat.jsonl --out cut --steps 20 --lora --lora-dropout 0.2 --lr 3e-3 \
+    --save-every 3 >cut.log 2>&1 &
+pid=$!
+for _ in $(seq 100); do [ -e cut/checkpoint ] && break; sleep 0.05; done
+kill -INT $pid 2>/dev/null
+wait $pid
+expect "resume" 0 "done: 20 steps" -- "$FM" finetune --out cut --resume --threads 1
+cmp -s whole/adapter_model.safetensors cut/adapter_model.safetensors && ok ||
+    bad "the resumed run's adapter differs from the uninterrupted run's"
+diff <(grep -v tokens_per_s whole/metrics.jsonl) <(grep -v tokens_per_s cut/metrics.jsonl) >/dev/null && ok ||
+    bad "the resumed run's losses differ"
+
+# bad input: named with its line, exit 1, no run directory
+expect "every answer cut" 2 "raise --seq" -- "$FM" finetune "${common[@]}" --data chat.jsonl --out r0 --steps 2 --seq 4
+[ ! -e r0 ] && ok || bad "a refused run left r0"
+printf '%s\n' "$(head -2 chat.jsonl)" '{"messages": [{"role": "user", "content": "hi"' >broken.jsonl
+expect "malformed line" 1 "broken.jsonl:3" -- "$FM" finetune "${common[@]}" --data broken.jsonl --out r1 --steps 2
+[ ! -e r1 ] && ok || bad "a refused run left r1"
+printf '%s\n' '{"messages": [{"role": "wizard", "content": "hi"}, {"role": "assistant", "content": "x"}]}' >role.jsonl
+expect "unknown role" 1 "role.jsonl:1.*wizard" -- "$FM" finetune "${common[@]}" --data role.jsonl --out r2 --steps 2
+printf '%s\n' '{"prompt": "a", "completion": "b"}' '{"prompt": "a", "completion": ""}' >empty.jsonl
+expect "empty completion" 1 "empty.jsonl:2" -- "$FM" finetune "${common[@]}" --data empty.jsonl --out r3 --steps 2
+printf 'good text\tpos\nbad text\tneg\n' >labels.tsv
+expect "labeled lines" 2 "classify" -- "$FM" finetune "${common[@]}" --data labels.tsv --out r4 --steps 2
+expect "rank too large" 2 "larger than" -- "$FM" finetune "${common[@]}" --data pc.jsonl --out r5 --steps 2 --lora \
+    --lora-r 100
+expect "unknown target" 2 "q_proj" -- "$FM" finetune "${common[@]}" --data pc.jsonl --out r6 --steps 2 \
+    --lora-targets q_proj
+expect "bad --loss-on" 2 "loss-on" -- "$FM" finetune "${common[@]}" --data pc.jsonl --out r7 --steps 2 --loss-on some
+for r in r2 r3 r4 r5 r6 r7; do [ ! -e $r ] || bad "a refused run left $r"; done
+ok
+expect "a run that exists" 2 "already holds a run" -- "$FM" finetune "${common[@]}" --data pc.jsonl --out lora --steps 2
+expect "resume without a checkpoint" 1 "no checkpoint" -- "$FM" finetune --out base --resume
+
+summary "cli_finetune_test"
