@@ -114,7 +114,7 @@ extern const char *cli_command_name;
 extern const cli_command cmd_init, cmd_info, cmd_data, cmd_pretrain, cmd_generate, cmd_score, cmd_eval;
 extern const cli_command cmd_bench; /* cmd-bench.c */
 extern const cli_command cmd_quantize; /* cmd-quantize.c */
-extern const cli_command cmd_merge, cmd_finetune; /* cmd-merge.c, cmd-finetune.c */
+extern const cli_command cmd_merge, cmd_finetune, cmd_chat; /* cmd-merge.c, cmd-finetune.c, cmd-chat.c */
 extern const cli_command cmd_tokenizer; /* cmd-tokenizer.c */
 
 #endif /* FM_CLI_H */

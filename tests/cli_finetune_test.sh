@@ -57,6 +57,42 @@ expect "score with the adapter" 0 "total" -- "$FM" score --model base --adapter 
 expect "merge the adapter" 0 "merged" -- "$FM" merge --model base --adapter lora/best --out merged
 expect "fm info on a LoRA run" 0 "" -- "$FM" info --model lora
 
+# fm chat on the fine-tuned model: piped lines are turns, the end of input ends it; a context of
+# 32 fills after a turn or two (the oldest forgotten), a message longer than it is not sent
+expect "chat piped" 0 "" -- bash -c "printf 'Say fire.\n\nSay stone.\n' | '$FM' chat --model full/best --temperature 0 \
+    --max-tokens 4 --system 'Be brief.'"
+expect "chat fills the context" 0 "context full" -- bash -c "printf 'Say fire.\nSay water.\nSay stone.\n' | '$FM' chat \
+    --model full/best --temperature 0 --max-tokens 8"
+expect "chat: a message too long" 0 "not sent" -- bash -c "printf 'Say fire, water, stone, bread, wind and field.\n' | \
+    '$FM' chat --model full/best --max-tokens 4"
+expect "chat with an adapter" 0 "" -- bash -c "printf 'Say fire.\n' | '$FM' chat --model base --adapter lora/best \
+    --max-tokens 3"
+mkdir plain && cp base/config.json base/model.safetensors plain/ && "$FM" tokenizer train --vocab 280 \
+    --out plain/tokenizer.json text.txt >/dev/null 2>&1
+# a tokenizer without the chat markers (as GPT-2's): a trained one with them taken out
+python3 - plain/tokenizer.json <<'PY'
+import json, sys
+path = sys.argv[1]
+t = json.load(open(path))
+drop = {"<|system|>", "<|user|>", "<|assistant|>"}
+t["added_tokens"] = [a for a in t["added_tokens"] if a["content"] not in drop]
+t["model"]["vocab"] = {k: v for k, v in t["model"]["vocab"].items() if k not in drop}
+assert max(t["model"]["vocab"].values()) == len(t["model"]["vocab"]) - 1
+json.dump(t, open(path, "w"))
+
+PY
+V=$(python3 -c 'import json; print(len(json.load(open("plain/tokenizer.json"))["model"]["vocab"]))')
+"$FM" init --out plain --vocab "$V" --layers 1 --dim 24 --heads 1 --context 32 --force >/dev/null 2>&1
+expect "chat data, no markers" 1 "add-chat-tokens" -- "$FM" finetune "${common[@]}" --model plain --data chat.jsonl \
+    --out r8 --steps 2
+[ ! -e r8 ] && ok || bad "a refused run left r8"
+expect "--add-chat-tokens" 0 "added 3 chat tokens: vocabulary $V -> $((V + 3))" -- "$FM" finetune "${common[@]}" \
+    --model plain --data chat.jsonl --out added --steps 2 --add-chat-tokens
+grep -q '"vocab_size":[[:space:]]*'$((V + 3)) added/config.json && grep -q '<|assistant|>' added/tokenizer.json && ok ||
+    bad "the grown model or tokenizer was not saved"
+expect "--add-chat-tokens with LoRA" 2 "fine-tune fully" -- "$FM" finetune "${common[@]}" --model plain \
+    --data chat.jsonl --out r9 --steps 2 --add-chat-tokens --lora
+
 # plain text: continued pre-training, held-out bits per byte
 expect "text" 0 "bits/byte" -- "$FM" finetune "${common[@]}" --data text.txt --out text --steps 5 --val-every 10
 
