@@ -22,7 +22,7 @@ TEST_SRC = $(wildcard tests/test_*.c)
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS    = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
-SCRIPT_TESTS = tests/cli_test.sh tests/cli_tokenizer_test.sh tests/cli_pretrain_test.sh tests/cli_golden_test.sh tests/cli_crash_test.sh tests/cli_data_test.sh tests/cli_robust_test.sh tests/cli_eval_test.sh tests/cli_adapter_test.sh tests/cli_finetune_test.sh tests/cli_chat_template_test.sh
+SCRIPT_TESTS = tests/cli_test.sh tests/cli_tokenizer_test.sh tests/cli_pretrain_test.sh tests/cli_golden_test.sh tests/cli_crash_test.sh tests/cli_data_test.sh tests/cli_robust_test.sh tests/cli_eval_test.sh tests/cli_adapter_test.sh tests/cli_finetune_test.sh tests/cli_chat_template_test.sh tests/cli_classify_test.sh
 FUZZ_TARGETS = tokenizer safetensors config state shard
 FUZZ_REPLAYS = $(FUZZ_TARGETS:%=$(BUILD)/fuzz/replay_%)
 

@@ -116,5 +116,6 @@ extern const cli_command cmd_bench; /* cmd-bench.c */
 extern const cli_command cmd_quantize; /* cmd-quantize.c */
 extern const cli_command cmd_merge, cmd_finetune, cmd_chat; /* cmd-merge.c, cmd-finetune.c, cmd-chat.c */
 extern const cli_command cmd_tokenizer; /* cmd-tokenizer.c */
+extern const cli_command cmd_classify; /* cmd-classify.c */
 
 #endif /* FM_CLI_H */

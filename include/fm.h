@@ -128,7 +128,7 @@ const fm_tensor_info *fm_model_tensor(const fm_model *model, int index);
 int fm_model_find_tensor(const fm_model *model, const char *name);
 
 /* Attaches a new trainable tensor (zeros, with a zero gradient) of shape (d0) when ndim is 1 or
- * (d0, d1) when 2, e.g. a classification head "score.weight" (C, K). Its values are the caller's
+ * (d0, d1) when 2, e.g. a classification head "score.weight" (K, C). Its values are the caller's
  * to initialise (through fm_model_tensor(...)->data). Saved in model.safetensors with the rest,
  * and attached again by fm_model_load. decay: AdamW weight decay applies. The name must be new
  * and shorter than 64 bytes. *index (may be NULL) receives its index. */
@@ -840,6 +840,54 @@ fm_status fm_sft_data_split(const fm_sft_data *all, int every, fm_sft_data **tra
 fm_status fm_sft_source_init(fm_data_source *out, const fm_sft_data *train, const fm_sft_data *val, int seq,
                              uint64_t seed, size_t eval_rows);
 void fm_sft_source_free(fm_data_source *source);
+
+/* ================================================================ classification heads
+ * (model/classifier.c, train/classify.c; docs/finetune.md)
+ *
+ * Hugging Face's GPT2ForSequenceClassification: a head "score.weight" (K, C), no bias, on the final
+ * hidden states (after ln_f), read at each sequence's last token that is not the padding id (the
+ * rightmost; nothing is appended to the text). Saved as transformers saves that class: config.json
+ * with architectures ["GPT2ForSequenceClassification"], num_labels, id2label, label2id and
+ * pad_token_id; model.safetensors with the transformer's tensors under a "transformer." prefix
+ * and "score.weight". fm_model_load reads such a directory (fm's or transformers'); fm_model_save
+ * and checkpoints write one. A head of one output is a score (the reward model). */
+
+/* Attaches a trainable head "score.weight" (num_labels, C), N(0, 0.02) drawn from seed (as
+ * transformers initialises it), with its labels: labels[i] names output i (copied; NULL:
+ * "LABEL_0", "LABEL_1", ...; fine-tuning passes fm_sft_data_labels, sorted by bytes), non-empty,
+ * distinct, at most 1024 bytes each; 1 <= num_labels <= 65536. pad_id: the padding id (the
+ * tokenizer's <|endoftext|>), -1 for none (then every row is read at its last position). A model
+ * that already has a "score.weight" is refused (FM_ERR_ARG). */
+fm_status fm_model_add_classifier(fm_model *model, int num_labels, const char *const *labels, int pad_id,
+                                  uint64_t seed);
+/* K, the head's outputs; 0 when the model has no classification head. */
+int fm_model_num_labels(const fm_model *model);
+/* Label i's name, NULL when i is out of range or there is no head. */
+const char *fm_model_label(const fm_model *model, int i);
+/* The index of a label name, -1 when the head has no such label. */
+int fm_model_label_index(const fm_model *model, const char *label);
+/* The head's padding id (config.json's pad_token_id), -1 when none or without a head. */
+int fm_model_pad_id(const fm_model *model);
+
+/* Where a row (T tokens) is read: the rightmost position whose token is not pad_id (transformers'
+ * rule); 0 when every token is pad_id; T - 1 when pad_id < 0. */
+int fm_classify_last_index(const int *tokens, int T, int pad_id);
+/* Forward over tokens (B, T) (right-padded with the model's padding id) and the head: logits
+ * (B, K) = hidden[b, last_b] @ score.weight^T, last_b = fm_classify_last_index(row b); last (B,
+ * may be NULL) receives last_b. Uses the training forward's buffers (sized per (B, T)). Without a
+ * head: FM_ERR_ARG. */
+fm_status fm_model_classify(fm_model *model, const int *tokens, int B, int T, float *logits, int *last);
+
+/* Cross-entropy of the head on the batch (uses_hidden): row r is read at its last position t
+ * whose mask is > 0 (mask NULL: t = T - 1), its label is targets[r * T + t] (in [0, K); else
+ * FM_ERR_ARG naming the row), and mask[r * T + t] weighs it; rows with no mask > 0 are skipped.
+ * This is the layout fm_sft_source_init gives tsv data (each text's first seq ids, the label in
+ * every target, the mask 1 at the text's last token; longer texts keep their beginning). weight:
+ * the rows' weights (the number of rows); loss_sum: sum of weight * (logsumexp(z) - z_label),
+ * z = hidden @ score.weight^T; dhidden: zero except at the rows' read positions; the head's
+ * gradient (when it is trainable) is added to score.weight's grad. A model without a head, or
+ * with one output (a score, not classes): FM_ERR_ARG. */
+fm_status fm_objective_classify(fm_objective *out, const fm_model *model);
 
 #ifdef __cplusplus
 }

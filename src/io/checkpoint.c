@@ -8,7 +8,9 @@
  * Tensors attached to the model (heads, adapters) are saved with the rest and listed in the
  * weights' metadata "fm_attached", so loading attaches them again; the training state holds
  * AdamW's moments per trainable tensor ("adam.m.NAME", "adam.v.NAME"), which also records
- * which tensors were trainable.
+ * which tensors were trainable. A model with a classification head is written as transformers
+ * writes GPT2ForSequenceClassification (its own tensors under "transformer.", "score.weight", the
+ * labels in config.json), and such a directory from transformers loads with its head.
  */
 #include <errno.h>
 #include <math.h>
@@ -19,6 +21,7 @@
 #include "core/alloc.h"
 #include "core/internal.h"
 #include "model/model.h"
+#include "model/classifier.h"
 #include "train/optim.h"
 #include "model/quant.h"
 #include "io/checkpoint_layout.h"
@@ -57,14 +60,21 @@ static fm_status save_weights(const fm_model *m, const char *path, int64_t step,
     memset(af, 0, sizeof *af);
     fm_st_entry *entries = fm_calloc(m->n_tensors, sizeof *entries);
     char *attached = m->n_tensors > m->n_own ? fm_model_attached_text(m) : NULL;
-    if (!entries || (m->n_tensors > m->n_own && !attached)) {
+    /* with a classification head: the own tensors as GPT2ForSequenceClassification names them */
+    char (*prefixed)[FM_NAME_MAX + 16] = m->classifier ? fm_calloc(m->n_own, sizeof *prefixed) : NULL;
+    if (!entries || (m->n_tensors > m->n_own && !attached) || (m->classifier && !prefixed)) {
         fm_free(entries);
         fm_free(attached);
+        fm_free(prefixed);
         return fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
     }
     for (int i = 0; i < m->n_tensors; i++) {
         const fm_tensor_info *t = &m->tensors[i];
         entries[i].name = t->name;
+        if (prefixed && i < m->n_own) {
+            snprintf(prefixed[i], sizeof prefixed[i], "transformer.%s", t->name);
+            entries[i].name = prefixed[i];
+        }
         entries[i].dtype = FM_DTYPE_F32;
         entries[i].ndim = t->ndim;
         entries[i].shape[0] = t->shape[0];
@@ -80,6 +90,7 @@ static fm_status save_weights(const fm_model *m, const char *path, int64_t step,
     fm_status st = fm_st_write_finished(af, path, entries, m->n_tensors, keys, values, n_meta);
     fm_free(entries);
     fm_free(attached);
+    fm_free(prefixed);
     return st;
 }
 
@@ -154,11 +165,28 @@ static void shape_text(char *buf, size_t size, int ndim, const int64_t *shape) {
     if (used < size) snprintf(buf + used, size - used, "]");
 }
 
-static fm_status load_weights(fm_model *m, const char *path, int64_t *step_out) {
+/* A classification head that config.json describes (head != NULL): "score.weight" [K, C] is
+ * attached when the file does not list it (transformers' files). */
+static fm_status attach_head(fm_model *m, const fm_safetensors *st, const char *path, const fm_classifier *head) {
+    if (!head || fm_model_find_tensor(m, FM_CLASSIFIER_TENSOR) >= 0) return FM_OK;
+    const fm_st_tensor *t = fm_st_find(st, FM_CLASSIFIER_TENSOR);
+    if (!t) return fm_fail(FM_ERR_MISMATCH, "%s: missing tensor '%s' (config.json describes a classification head "
+                           "of %d labels)", path, FM_CLASSIFIER_TENSOR, head->n_labels);
+    if (t->ndim != 2 || t->shape[0] != head->n_labels || t->shape[1] != m->cfg.n_embd) {
+        char got[128];
+        shape_text(got, sizeof got, t->ndim, t->shape);
+        return fm_fail(FM_ERR_MISMATCH, "%s: tensor '%s' has shape %s, config.json implies [%d, %d] (num_labels, "
+                       "n_embd)", path, FM_CLASSIFIER_TENSOR, got, head->n_labels, m->cfg.n_embd);
+    }
+    fm_status status = fm_model_attach(m, FM_CLASSIFIER_TENSOR, 2, head->n_labels, m->cfg.n_embd, 1, NULL);
+    return status ? fm_fail_prefix(status, "%s: ", path) : FM_OK;
+}
+
+static fm_status load_weights(fm_model *m, const char *path, int64_t *step_out, const fm_classifier *head) {
     fm_safetensors st;
     fm_status status = fm_st_open(&st, path);
     if (status) return status;
-    if ((status = attach_listed(m, &st, path))) {
+    if ((status = attach_listed(m, &st, path)) || (status = attach_head(m, &st, path, head))) {
         fm_st_close(&st);
         return status;
     }
@@ -178,6 +206,11 @@ static fm_status load_weights(fm_model *m, const char *path, int64_t *step_out) 
             continue;
         }
         int idx = fm_model_find_tensor(m, name);
+        if (idx < 0 && strcmp(name, FM_CLASSIFIER_TENSOR) == 0) {
+            status = fm_fail(FM_ERR_MISMATCH, "%s: tensor '%s' is a classification head, but config.json does not "
+                             "describe one (architectures [\"%s\"], id2label)", path, t->name, FM_CLASSIFIER_ARCH);
+            goto done;
+        }
         if (idx < 0) {
             status = fm_fail(FM_ERR_MISMATCH, "%s: unknown tensor '%s' (not part of a GPT-2 with %d layers)",
                              path, t->name, m->cfg.n_layer);
@@ -254,7 +287,7 @@ fm_status fm_model_save(const fm_model *m, const char *dir) {
     fm_atomic_file files[2] = {{0}};
     if (!config || !weights) st = fm_fail(FM_ERR_NOMEM, "%s: out of memory", dir);
     if (!st) st = m->quant ? fm_quant_save(m, weights, &files[0]) : save_weights(m, weights, -1, &files[0]); /* int8: quant.c */
-    if (!st) st = fm_config_save_finished(&files[1], &m->cfg, config);
+    if (!st) st = fm_config_save_head_finished(&files[1], &m->cfg, m->classifier, config);
     if (!st) st = commit_all(files, 2);
     else abort_all(files, 2);
     fm_free(config);
@@ -267,14 +300,18 @@ static fm_status load_model(fm_model **out, const char *dir, int64_t *step) {
     fm_config cfg;
     char *config = fm_path_join(dir, CONFIG_FILE), *weights = fm_path_join(dir, WEIGHTS_FILE);
     fm_status st = (!config || !weights) ? fm_fail(FM_ERR_NOMEM, "%s: out of memory", dir) : FM_OK;
+    fm_classifier *head = NULL; /* config.json's classification head, if it describes one */
     if (!st) st = fm_config_load(&cfg, config);
+    if (!st) st = fm_config_load_classifier(config, cfg.vocab_size, &head);
     if (!st) st = fm_model_create(out, &cfg);
     int q8 = 0;
     if (!st) st = fm_quant_file_is_q8(weights, &q8);
     if (!st && q8) st = attach_from(*out, weights);
     if (!st && q8) st = fm_quant_load(*out, weights, step); /* int8: quant.c */
     if (!st && q8) st = check_finite_model(*out, weights, "weights must be finite");
-    else if (!st) st = load_weights(*out, weights, step);
+    else if (!st) st = load_weights(*out, weights, step, head);
+    if (!st && head) st = fm_model_set_classifier(*out, head, weights);
+    else fm_classifier_free(head);
     if (st) {
         fm_model_free(*out);
         *out = NULL;
@@ -363,7 +400,7 @@ static fm_status write_checkpoint_files(const char *dir, const fm_model *m, cons
         weights = fm_path_join(dir, "adapter_model.safetensors");
         st = weights ? fm_lora_write_finished(m, dir, opt->step, files) : fm_fail(FM_ERR_NOMEM, "%s: out of memory", dir);
     }
-    if (!st && !m->lora) st = fm_config_save_finished(&files[0], &m->cfg, config);
+    if (!st && !m->lora) st = fm_config_save_head_finished(&files[0], &m->cfg, m->classifier, config);
     if (!st && !m->lora) st = save_weights(m, weights, opt->step, &files[1]);
     if (!st) st = fm_st_write_finished(&files[2], state_path, entries, n_entries, meta_names, value_ptrs, META_ALL);
     if (!st) st = commit_all(files, 3);

@@ -3,7 +3,9 @@
  *
  * config.json uses Hugging Face's GPT2Config keys so that HF transformers and fm read each
  * other's model directories. Settings fm does not implement (another activation, untied head,
- * cross-attention, ...) are refused with a message rather than silently ignored.
+ * cross-attention, ...) are refused with a message rather than silently ignored. A classification
+ * head's keys (GPT2ForSequenceClassification: num_labels, id2label, label2id, pad_token_id) are
+ * read and written here too (fm_config_load_classifier, fm_config_save_head_finished).
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -12,6 +14,7 @@
 
 #include "core/alloc.h"
 #include "core/internal.h"
+#include "model/classifier.h"
 
 void fm_config_default(fm_config *cfg) {
     cfg->n_layer = 12;
@@ -232,6 +235,128 @@ fm_status fm_config_load(fm_config *cfg, const char *path) {
     return st;
 }
 
+/* ------------------------------------------------------------ a classification head */
+
+/* Parses a decimal index "0", "1", ... (no sign, no leading zero) below n, or -1. */
+static int label_key(const char *key, int n) {
+    long v = 0;
+    if (!key[0] || (key[0] == '0' && key[1])) return -1;
+    for (const char *p = key; *p; p++) {
+        if (*p < '0' || *p > '9') return -1;
+        v = v * 10 + (*p - '0');
+        if (v >= n) return -1;
+    }
+    return (int)v;
+}
+
+static fm_status parse_classifier(const cJSON *root, const char *path, int vocab_size, fm_classifier **out) {
+    static const char *const keys[] = {"architectures", "num_labels", "id2label", "label2id", "pad_token_id"};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        int seen = 0;
+        const cJSON *item;
+        cJSON_ArrayForEach(item, root)
+            if (item->string && strcmp(item->string, keys[k]) == 0 && seen++)
+                return fm_fail(FM_ERR_CONFIG, "%s: key \"%s\" appears twice", path, keys[k]);
+    }
+    const cJSON *arch = cJSON_GetObjectItemCaseSensitive(root, "architectures"), *item;
+    int head = 0;
+    if (arch && !cJSON_IsNull(arch)) {
+        if (!cJSON_IsArray(arch)) return fm_fail(FM_ERR_CONFIG, "%s: \"architectures\" must be a list of names", path);
+        cJSON_ArrayForEach(item, arch) {
+            if (!cJSON_IsString(item))
+                return fm_fail(FM_ERR_CONFIG, "%s: \"architectures\" must be a list of names", path);
+            if (!strcmp(item->valuestring, FM_CLASSIFIER_ARCH)) head = 1;
+        }
+    }
+    if (!head) return FM_OK;
+    const cJSON *id2label = cJSON_GetObjectItemCaseSensitive(root, "id2label");
+    const cJSON *label2id = cJSON_GetObjectItemCaseSensitive(root, "label2id");
+    if (id2label && cJSON_IsNull(id2label)) id2label = NULL;
+    if (label2id && cJSON_IsNull(label2id)) label2id = NULL;
+    if (id2label && !cJSON_IsObject(id2label))
+        return fm_fail(FM_ERR_CONFIG, "%s: \"id2label\" must be an object {\"0\": \"name\", ...}", path);
+    if (label2id && !cJSON_IsObject(label2id))
+        return fm_fail(FM_ERR_CONFIG, "%s: \"label2id\" must be an object {\"name\": 0, ...}", path);
+    /* transformers' default is 2 labels; num_labels, else id2label's size */
+    int n = id2label ? cJSON_GetArraySize(id2label) : 2;
+    int has_n = cJSON_GetObjectItemCaseSensitive(root, "num_labels") != NULL;
+    fm_status st = get_int(root, path, "num_labels", 0, &n);
+    if (st) return st;
+    if (n < 1 || n > FM_MAX_LABELS)
+        return fm_fail(FM_ERR_CONFIG, "%s: \"num_labels\" = %d: must be 1 to %d", path, n, FM_MAX_LABELS);
+    if (id2label && has_n && cJSON_GetArraySize(id2label) != n)
+        return fm_fail(FM_ERR_CONFIG, "%s: \"id2label\" names %d labels but \"num_labels\" is %d", path,
+                       cJSON_GetArraySize(id2label), n);
+    const char **names = fm_calloc((size_t)n, sizeof *names);
+    if (!names) return fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
+    if (id2label) {
+        cJSON_ArrayForEach(item, id2label) {
+            int i = label_key(item->string, n);
+            if (i < 0) {
+                st = fm_fail(FM_ERR_CONFIG, "%s: \"id2label\" key \"%.64s\" is not an index in [0, %d)", path,
+                             item->string, n);
+                break;
+            }
+            if (names[i]) {
+                st = fm_fail(FM_ERR_CONFIG, "%s: \"id2label\" names label %d twice", path, i);
+                break;
+            }
+            if (!cJSON_IsString(item) || !item->valuestring[0]) {
+                st = fm_fail(FM_ERR_CONFIG, "%s: \"id2label\" \"%s\" must be a non-empty name", path, item->string);
+                break;
+            }
+            names[i] = item->valuestring;
+        }
+    }
+    fm_classifier *c = NULL;
+    if (!st) {
+        st = fm_classifier_new(&c, n, id2label ? names : NULL, -1);
+        if (st && st != FM_ERR_NOMEM) st = FM_ERR_CONFIG; /* e.g. a name given twice */
+        if (st) fm_fail_prefix(st, "%s: \"id2label\": ", path);
+    }
+    fm_free(names);
+    if (st) return st;
+    /* label2id, when present, is id2label inverted */
+    if (label2id) {
+        int count = 0;
+        cJSON_ArrayForEach(item, label2id) {
+            int want = -1;
+            for (int i = 0; i < n && want < 0; i++)
+                if (!strcmp(c->labels[i], item->string)) want = i;
+            if (want < 0 || !cJSON_IsNumber(item) || item->valuedouble != want) {
+                st = fm_fail(FM_ERR_CONFIG, "%s: \"label2id\" \"%.64s\" disagrees with \"id2label\"", path, item->string);
+                break;
+            }
+            count++;
+        }
+        if (!st && count != n)
+            st = fm_fail(FM_ERR_CONFIG, "%s: \"label2id\" names %d labels, \"id2label\" %d", path, count, n);
+    }
+    int pad = -1;
+    if (!st) st = get_int(root, path, "pad_token_id", 0, &pad);
+    if (!st && (pad < -1 || pad >= vocab_size))
+        st = fm_fail(FM_ERR_CONFIG, "%s: \"pad_token_id\" = %d is outside the vocabulary [0, %d)", path, pad,
+                     vocab_size);
+    if (st) {
+        fm_classifier_free(c);
+        return st;
+    }
+    c->pad_id = pad;
+    *out = c;
+    return FM_OK;
+}
+
+fm_status fm_config_load_classifier(const char *path, int vocab_size, fm_classifier **out) {
+    *out = NULL;
+    cJSON *root = NULL;
+    fm_status st = fm_json_load(path, &root);
+    if (st) return st;
+    st = cJSON_IsObject(root) ? parse_classifier(root, path, vocab_size, out)
+                              : fm_fail(FM_ERR_FORMAT, "%s: not a JSON object", path);
+    cJSON_Delete(root);
+    return st;
+}
+
 /* ------------------------------------------------------------ writing */
 
 /* The shortest decimal that reads back as the same float (1e-05, not 9.99999974737875e-06). */
@@ -246,10 +371,10 @@ static cJSON *float_number(float f) {
 
 /* config.json's text (fm_malloc'd), or NULL when out of memory: every item is checked, so that
  * a failed allocation never leaves a key out of a file that is then written. */
-static char *config_text(const fm_config *cfg) {
+static char *config_text(const fm_config *cfg, const fm_classifier *head) {
     cJSON *root = cJSON_CreateObject();
     cJSON *arch = cJSON_AddArrayToObject(root, "architectures");
-    int ok = arch && cJSON_AddItemToArray(arch, cJSON_CreateString("GPT2LMHeadModel"));
+    int ok = arch && cJSON_AddItemToArray(arch, cJSON_CreateString(head ? FM_CLASSIFIER_ARCH : "GPT2LMHeadModel"));
     ok = ok && cJSON_AddStringToObject(root, "model_type", "gpt2");
     ok = ok && cJSON_AddNumberToObject(root, "n_layer", cfg->n_layer);
     ok = ok && cJSON_AddNumberToObject(root, "n_head", cfg->n_head);
@@ -273,6 +398,21 @@ static char *config_text(const fm_config *cfg) {
     ok = ok && cJSON_AddBoolToObject(root, "tie_word_embeddings", 1);
     ok = ok && cJSON_AddBoolToObject(root, "use_cache", 1);
     ok = ok && cJSON_AddStringToObject(root, "torch_dtype", "float32");
+    if (head) { /* as transformers writes GPT2ForSequenceClassification's config */
+        if (head->pad_id >= 0) ok = ok && cJSON_AddNumberToObject(root, "pad_token_id", head->pad_id);
+        ok = ok && cJSON_AddNumberToObject(root, "num_labels", head->n_labels);
+        cJSON *id2label = ok ? cJSON_AddObjectToObject(root, "id2label") : NULL;
+        cJSON *label2id = id2label ? cJSON_AddObjectToObject(root, "label2id") : NULL;
+        ok = label2id != NULL;
+        for (int i = 0; ok && i < head->n_labels; i++) {
+            char key[16];
+            snprintf(key, sizeof key, "%d", i);
+            ok = cJSON_AddStringToObject(id2label, key, head->labels[i]) &&
+                 cJSON_AddNumberToObject(label2id, head->labels[i], i);
+        }
+        /* one output is a score (transformers infers "regression"), several are classes */
+        if (head->n_labels > 1) ok = ok && cJSON_AddStringToObject(root, "problem_type", "single_label_classification");
+    }
     ok = ok && cJSON_AddNumberToObject(root, "fm_format_version", 1);
     char *text = ok ? cJSON_Print(root) : NULL;
     cJSON_Delete(root);
@@ -280,10 +420,15 @@ static char *config_text(const fm_config *cfg) {
 }
 
 fm_status fm_config_save_finished(fm_atomic_file *af, const fm_config *cfg, const char *path) {
+    return fm_config_save_head_finished(af, cfg, NULL, path);
+}
+
+fm_status fm_config_save_head_finished(fm_atomic_file *af, const fm_config *cfg, const fm_classifier *head,
+                                       const char *path) {
     memset(af, 0, sizeof *af);
     fm_status st = fm_config_validate(cfg);
     if (st) return fm_fail_prefix(st, "%s: ", path);
-    char *text = config_text(cfg);
+    char *text = config_text(cfg, head);
     if (!text) return fm_fail(FM_ERR_NOMEM, "%s: out of memory", path);
     st = fm_atomic_open(af, path);
     if (st == FM_OK) {

@@ -19,6 +19,7 @@
 #include "core/alloc.h"
 #include "core/internal.h"
 #include "model/model.h"
+#include "model/classifier.h"
 #include "model/quant.h"
 
 /* ------------------------------------------------------------ parameter layout */
@@ -177,6 +178,7 @@ void fm_model_free(fm_model *m) {
     fm_quant_free(m->quant);
     fm_model_release_acts(m);
     fm_lora_free(m->lora);
+    fm_classifier_free(m->classifier);
     for (int i = m->n_own; i < m->n_tensors; i++) {
         fm_free_big(m->tensors[i].data);
         fm_free_big(m->tensors[i].grad);

@@ -85,6 +85,7 @@ struct fm_model {
     fm_lora_config lora_cfg;
     const fm_adapter *adapter; /* the loaded adapter new sessions apply, or NULL */
     uint64_t dropout_seed;  /* nonzero: the training forward drops (fm_model_set_dropout_seed) */
+    struct fm_classifier *classifier; /* labels and padding id of "score.weight", or NULL (classifier.h) */
 };
 
 /* Frees the activation arena (re-laid out at the next forward). */
