@@ -29,6 +29,8 @@
 typedef struct {
     char base[4096], data[4096], val[4096];
     char format[32];
+    int classify;   /* --task classify: a classification head on labeled lines */
+    int head_only;  /* --task classify: only the head trains */
     int loss_on_all;
     int val_every;  /* without --val: every val_every-th example held out */
     int eval_rows;  /* held-out rows per evaluation, 0: all */
@@ -50,6 +52,8 @@ static char *settings_text(const finetune_settings *r) {
     ok = ok && cJSON_AddNumberToObject(o, "eval_rows", r->eval_rows);
     ok = ok && cJSON_AddBoolToObject(o, "add_chat_tokens", r->add_chat_tokens);
     ok = ok && cJSON_AddStringToObject(o, "format", r->format);
+    ok = ok && cJSON_AddStringToObject(o, "task", r->classify ? "classify" : "lm");
+    ok = ok && cJSON_AddBoolToObject(o, "head_only", r->head_only);
     ok = ok && cJSON_AddStringToObject(o, "loss_on", r->loss_on_all ? "all" : "completion");
     ok = ok && cJSON_AddBoolToObject(o, "lora", r->lora);
     if (r->lora) {
@@ -109,6 +113,10 @@ static void load_settings(const char *run_dir, finetune_settings *r) {
     json_text(path, o, "data", r->data, sizeof r->data);
     json_text(path, o, "val", r->val, sizeof r->val);
     json_text(path, o, "format", r->format, sizeof r->format);
+    char task[32];
+    json_text(path, o, "task", task, sizeof task);
+    r->classify = strcmp(task, "classify") == 0;
+    r->head_only = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "head_only"));
     char loss_on[32], seed[32], precision[16];
     json_text(path, o, "loss_on", loss_on, sizeof loss_on);
     r->loss_on_all = strcmp(loss_on, "all") == 0;
@@ -148,7 +156,7 @@ static void absolute(char *out, size_t size, const char *path) {
 
 static int run(int argc, char **argv) {
     const char *base_dir = NULL, *data = NULL, *val = NULL, *out = NULL, *format = NULL, *loss_on = NULL;
-    const char *precision = NULL, *targets = NULL;
+    const char *precision = NULL, *targets = NULL, *task = NULL;
     fm_adamw_config ac;
     fm_adamw_config_default(&ac);
     ac.lr = 0;
@@ -171,6 +179,8 @@ static int run(int argc, char **argv) {
         {"out", OPT_STRING, &out, 0, 0, "run directory (required)"},
         {"format", OPT_STRING, &format, 0, 0, "text, chat, prompt-completion or tsv (default: from the first line)"},
         {"loss-on", OPT_STRING, &loss_on, 0, 0, "completion (default: the answers and their end token) or all"},
+        {"task", OPT_STRING, &task, 0, 0, "lm (default: next tokens) or classify (labeled lines, text TAB label)"},
+        {"head-only", OPT_FLAG, &rs.head_only, 0, 0, "--task classify: train the head alone (a linear probe)"},
         {"lora", OPT_FLAG, &lora, 0, 0, "train a LoRA adapter instead of every weight"},
         {"lora-r", OPT_INT, &lora_r, 1, 65536, "LoRA rank (8)"},
         {"lora-alpha", OPT_FLOAT, &lora_alpha, 1e-6, 1e6, "LoRA alpha: scale = alpha / r (8)"},
@@ -212,7 +222,7 @@ static int run(int argc, char **argv) {
     char *metrics_path = cli_path(out, "metrics.jsonl"), *plot_path = cli_path(out, "loss.svg");
     char *best_dir = cli_path(out, "best");
     if (resume) {
-        if (base_dir || data || val || format || loss_on || steps || epochs || lora || any_lora_flag || precision)
+        if (base_dir || data || val || format || loss_on || steps || epochs || lora || any_lora_flag || precision || task)
             cli_usage_error("finetune", "--resume continues with the run's stored settings; give only --out "
                             "(and --threads)");
         lock = cli_lock_dir("finetune", out);
@@ -241,6 +251,10 @@ static int run(int argc, char **argv) {
         if (access(metrics_path, F_OK) == 0 && !force)
             cli_usage_error("finetune", "%s already holds a run; use --resume, another --out, or --force", out);
         cli_check_out_dir("finetune", out, base_dir, force);
+        if (task && strcmp(task, "lm") && strcmp(task, "classify"))
+            cli_usage_error("finetune", "--task must be lm or classify, not '%s'", task);
+        rs.classify = task && strcmp(task, "classify") == 0;
+        if (rs.head_only && !rs.classify) cli_usage_error("finetune", "--head-only goes with --task classify");
         rs.lora = lora || any_lora_flag;
         fm_lora_config_default(&rs.lora_cfg);
         if (lora_r) rs.lora_cfg.r = lora_r;
@@ -292,11 +306,17 @@ static int run(int argc, char **argv) {
     if ((st = fm_sft_data_load(&all, rs.data, fmt_name, tok, rs.loss_on_all, NULL, 0))) cli_fail("finetune", st);
     fm_sft_format fmt = fm_sft_data_format(all);
     snprintf(rs.format, sizeof rs.format, "%s", fm_sft_format_name(fmt));
-    if (fmt == FM_SFT_TSV)
+    if (fmt == FM_SFT_TSV && !rs.classify)
         cli_usage_error("finetune", "%s holds labeled lines (text TAB label): that is --task classify", rs.data);
+    if (rs.classify && fmt != FM_SFT_TSV)
+        cli_usage_error("finetune", "--task classify reads labeled lines (text TAB label); %s is %s", rs.data,
+                        rs.format);
+    /* a classifier's labels: the training file's, sorted; a resumed or continued model's own */
+    int n_labels = fm_sft_data_num_labels(all);
+    const char *const *labels = fm_sft_data_labels(all);
     if (rs.val[0]) {
         train = all, all = NULL;
-        st = fm_sft_data_load(&held, rs.val, rs.format, tok, rs.loss_on_all, NULL, 0);
+        st = fm_sft_data_load(&held, rs.val, rs.format, tok, rs.loss_on_all, labels, n_labels);
     } else {
         st = fm_sft_data_split(all, rs.val_every, &train, &held);
     }
@@ -321,8 +341,26 @@ static int run(int argc, char **argv) {
     /* held-out bits per byte where the loss covers every token (plain text) */
     double bytes_per_token = fmt == FM_SFT_TEXT && fm_sft_data_num_tokens(held)
                                  ? (double)fm_sft_data_num_bytes(held) / fm_sft_data_num_tokens(held) : 0;
+    if (rs.classify && !resume) {
+        if (rs.lora) cli_usage_error("finetune", "--task classify trains the head and the model (or, with "
+                                     "--head-only, the head): LoRA adapters hold no head");
+        if (fm_model_num_labels(model) == 0 &&
+            (st = fm_model_add_classifier(model, n_labels, fm_sft_data_labels(train), fm_sft_data_pad_id(train),
+                                          rs.seed)))
+            cli_fail("finetune", st);
+        for (int i = 0; i < n_labels && fm_model_num_labels(model); i++)
+            if (fm_model_label_index(model, fm_sft_data_labels(train)[i]) < 0 || fm_model_num_labels(model) != n_labels)
+                cli_usage_error("finetune", "%s's head has labels %s...; the data's are %s...", rs.base,
+                                fm_model_label(model, 0), fm_sft_data_labels(train)[0]);
+        if (rs.head_only && (st = fm_model_set_trainable(model, "*", 0, NULL))) cli_fail("finetune", st);
+        if (rs.head_only && (st = fm_model_set_trainable(model, "score.weight", 1, NULL))) cli_fail("finetune", st);
+        printf("classifier: %d labels (%s%s)%s\n", n_labels, fm_model_label(model, 0), n_labels > 1 ? ", ..." : "",
+               rs.head_only ? ", the head alone trains" : "");
+    }
     fm_objective objective;
-    fm_objective_cross_entropy(&objective);
+    if (rs.classify) st = fm_objective_classify(&objective, model);
+    else fm_objective_cross_entropy(&objective), st = FM_OK;
+    if (st) cli_fail("finetune", st);
 
     if (!resume) {
         if (rs.lora && (st = fm_model_add_lora(model, &rs.lora_cfg, rs.seed))) {

@@ -93,6 +93,32 @@ grep -q '"vocab_size":[[:space:]]*'$((V + 3)) added/config.json && grep -q '<|as
 expect "--add-chat-tokens with LoRA" 2 "fine-tune fully" -- "$FM" finetune "${common[@]}" --model plain \
     --data chat.jsonl --out r9 --steps 2 --add-chat-tokens --lora
 
+# a classification head on labeled lines (text TAB label), full and head alone
+python3 - <<'PY'
+import random
+random.seed(4)
+good, bad = ["fine", "kind", "glad"], ["sad", "ill", "cruel"]
+with open("labels.tsv", "w") as f:
+    for i in range(80):
+        lab = random.choice(["neg", "pos"])
+        f.write(f"so {random.choice(good if lab == 'pos' else bad)}\t{lab}\n")
+with open("val.tsv", "w") as f:
+    f.write("so fine\tpos\nso sad\tmaybe\n")
+PY
+expect "classify" 0 "classifier: 2 labels \(neg" -- "$FM" finetune "${common[@]}" --data labels.tsv --task classify \
+    --out cls --steps 10 --lr 1e-3
+grep -q GPT2ForSequenceClassification cls/best/config.json && ok || bad "the best classifier is not HF's class"
+expect "fm classify" 0 '"probs":\{"neg"' -- "$FM" classify --model cls/best --text "so kind" --json
+expect "classify, head only" 0 "the head alone trains" -- "$FM" finetune "${common[@]}" --data labels.tsv \
+    --task classify --head-only --out cls_head --steps 4
+expect "a held-out label not in training" 1 "val.tsv:2.*maybe" -- "$FM" finetune "${common[@]}" --data labels.tsv \
+    --val val.tsv --task classify --out r10 --steps 2
+expect "classify on chats" 2 "labeled lines" -- "$FM" finetune "${common[@]}" --data chat.jsonl --task classify \
+    --out r11 --steps 2
+expect "classify with LoRA" 2 "hold no head" -- "$FM" finetune "${common[@]}" --data labels.tsv --task classify \
+    --lora --out r12 --steps 2
+for r in r10 r11 r12; do [ ! -e $r ] || bad "a refused run left $r"; done
+
 # plain text: continued pre-training, held-out bits per byte
 expect "text" 0 "bits/byte" -- "$FM" finetune "${common[@]}" --data text.txt --out text --steps 5 --val-every 10
 
@@ -121,7 +147,6 @@ printf '%s\n' '{"messages": [{"role": "wizard", "content": "hi"}, {"role": "assi
 expect "unknown role" 1 "role.jsonl:1.*wizard" -- "$FM" finetune "${common[@]}" --data role.jsonl --out r2 --steps 2
 printf '%s\n' '{"prompt": "a", "completion": "b"}' '{"prompt": "a", "completion": ""}' >empty.jsonl
 expect "empty completion" 1 "empty.jsonl:2" -- "$FM" finetune "${common[@]}" --data empty.jsonl --out r3 --steps 2
-printf 'good text\tpos\nbad text\tneg\n' >labels.tsv
 expect "labeled lines" 2 "classify" -- "$FM" finetune "${common[@]}" --data labels.tsv --out r4 --steps 2
 expect "rank too large" 2 "larger than" -- "$FM" finetune "${common[@]}" --data pc.jsonl --out r5 --steps 2 --lora \
     --lora-r 100
