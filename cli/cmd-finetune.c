@@ -33,6 +33,7 @@ typedef struct {
     int head_only;  /* --task classify: only the head trains */
     int loss_on_all;
     int val_every;  /* without --val: every val_every-th example held out */
+    float dropout;  /* GPT-2's residual and embedding dropout while training */
     int eval_rows;  /* held-out rows per evaluation, 0: all */
     int add_chat_tokens;
     int lora;
@@ -49,6 +50,7 @@ static char *settings_text(const finetune_settings *r) {
     ok = ok && cJSON_AddStringToObject(o, "data", r->data);
     ok = ok && cJSON_AddStringToObject(o, "val", r->val);
     ok = ok && cJSON_AddNumberToObject(o, "val_every", r->val_every);
+    ok = ok && cJSON_AddNumberToObject(o, "dropout", r->dropout);
     ok = ok && cJSON_AddNumberToObject(o, "eval_rows", r->eval_rows);
     ok = ok && cJSON_AddBoolToObject(o, "add_chat_tokens", r->add_chat_tokens);
     ok = ok && cJSON_AddStringToObject(o, "format", r->format);
@@ -121,6 +123,7 @@ static void load_settings(const char *run_dir, finetune_settings *r) {
     json_text(path, o, "loss_on", loss_on, sizeof loss_on);
     r->loss_on_all = strcmp(loss_on, "all") == 0;
     r->val_every = (int)json_number(path, o, "val_every", 2, 1 << 30, 1);
+    r->dropout = (float)json_number(path, o, "dropout", 0, 0.99, 0);
     r->eval_rows = (int)json_number(path, o, "eval_rows", 0, 1 << 30, 1);
     r->add_chat_tokens = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "add_chat_tokens"));
     r->lora = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "lora"));
@@ -164,7 +167,7 @@ static int run(int argc, char **argv) {
     ac.warmup_steps = -1;
     ac.weight_decay = 0.0f;
     int steps = 0, threads = 0, resume = 0, force = 0, lora = 0, lora_r = 0;
-    float lora_alpha = 0, lora_dropout = -1, epochs = 0;
+    float lora_alpha = 0, lora_dropout = -1, epochs = 0, dropout = -1;
     finetune_settings rs = {.batch = 8, .grad_accum = 1, .eval_every = 50, .save_every = 200, .sample_every = 0,
                             .sample_tokens = 64, .seed = 1337, .val_every = 20};
     cli_option opts[] = {
@@ -181,6 +184,8 @@ static int run(int argc, char **argv) {
         {"loss-on", OPT_STRING, &loss_on, 0, 0, "completion (default: the answers and their end token) or all"},
         {"task", OPT_STRING, &task, 0, 0, "lm (default: next tokens) or classify (labeled lines, text TAB label)"},
         {"head-only", OPT_FLAG, &rs.head_only, 0, 0, "--task classify: train the head alone (a linear probe)"},
+        {"dropout", OPT_FLOAT, &dropout, 0, 0.99,
+         "GPT-2's dropout on each block's outputs and the embeddings while training (0; GPT-2 used 0.1)"},
         {"lora", OPT_FLAG, &lora, 0, 0, "train a LoRA adapter instead of every weight"},
         {"lora-r", OPT_INT, &lora_r, 1, 65536, "LoRA rank (8)"},
         {"lora-alpha", OPT_FLOAT, &lora_alpha, 1e-6, 1e6, "LoRA alpha: scale = alpha / r (8)"},
@@ -222,7 +227,8 @@ static int run(int argc, char **argv) {
     char *metrics_path = cli_path(out, "metrics.jsonl"), *plot_path = cli_path(out, "loss.svg");
     char *best_dir = cli_path(out, "best");
     if (resume) {
-        if (base_dir || data || val || format || loss_on || steps || epochs || lora || any_lora_flag || precision || task)
+        if (base_dir || data || val || format || loss_on || steps || epochs || lora || any_lora_flag || precision || task ||
+            dropout >= 0)
             cli_usage_error("finetune", "--resume continues with the run's stored settings; give only --out "
                             "(and --threads)");
         lock = cli_lock_dir("finetune", out);
@@ -256,6 +262,7 @@ static int run(int argc, char **argv) {
         rs.classify = task && strcmp(task, "classify") == 0;
         if (rs.head_only && !rs.classify) cli_usage_error("finetune", "--head-only goes with --task classify");
         rs.lora = lora || any_lora_flag;
+        rs.dropout = dropout > 0 ? dropout : 0;
         fm_lora_config_default(&rs.lora_cfg);
         if (lora_r) rs.lora_cfg.r = lora_r;
         if (lora_alpha > 0) rs.lora_cfg.alpha = lora_alpha;
@@ -276,6 +283,7 @@ static int run(int argc, char **argv) {
         cli_load_model("finetune", rs.base, &model, &tok, 1);
     }
     fm_set_matmul_precision(rs.precision);
+    if ((st = fm_model_set_dropout(model, rs.dropout))) cli_fail("finetune", st);
     const fm_config *mc = fm_model_config(model);
     if (!rs.seq) rs.seq = mc->n_positions;
     if (rs.seq > mc->n_positions)
@@ -295,6 +303,7 @@ static int run(int argc, char **argv) {
             fm_model_free(model);
             model = grown;
             mc = fm_model_config(model);
+            if ((st = fm_model_set_dropout(model, rs.dropout))) cli_fail("finetune", st);
             printf("added %d chat tokens: vocabulary %d -> %d (new rows the mean embedding)\n",
                    fm_tokenizer_vocab_size(tok) - V0, V0, fm_tokenizer_vocab_size(tok));
         }

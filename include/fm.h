@@ -200,7 +200,12 @@ const fm_lora_config *fm_model_lora(const fm_model *model);
  * with a nonzero seed, which picks the masks (the trainer draws one per micro-batch); 0 turns it
  * off (evaluation). Inference sessions never drop. */
 void fm_model_set_dropout_seed(fm_model *model, uint64_t seed);
-float fm_model_dropout(const fm_model *model); /* 0 when the model has no dropout */
+float fm_model_dropout(const fm_model *model); /* the largest dropout rate in use, 0 for none */
+/* GPT-2's dropout in the training forward at rate p (its resid_pdrop and embd_pdrop): on each
+ * block's attention and MLP output before the residual add, and on the embedding sum; active
+ * only with a dropout seed (fm_model_set_dropout_seed). Attention-probability dropout
+ * (attn_pdrop) is not implemented. 0 (the default) turns it off. */
+fm_status fm_model_set_dropout(fm_model *model, float p);
 /* A 64-bit checksum of the model's own weights (attached tensors excluded): what an adapter
  * records of the base it was trained on. */
 uint64_t fm_model_base_fingerprint(const fm_model *model);

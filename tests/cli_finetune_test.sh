@@ -122,11 +122,11 @@ for r in r10 r11 r12; do [ ! -e $r ] || bad "a refused run left $r"; done
 # plain text: continued pre-training, held-out bits per byte
 expect "text" 0 "bits/byte" -- "$FM" finetune "${common[@]}" --data text.txt --out text --steps 5 --val-every 10
 
-# an interrupted LoRA run (dropout on) resumed on one thread ends where the whole run ends
-"$FM" finetune "${common[@]}" --data chat.jsonl --out whole --steps 20 --lora --lora-dropout 0.2 --lr 3e-3 \
-    >/dev/null 2>&1 || bad "the uninterrupted run failed"
-"$FM" finetune "${common[@]}" --data chat.jsonl --out cut --steps 20 --lora --lora-dropout 0.2 --lr 3e-3 \
-    --save-every 3 >cut.log 2>&1 &
+# an interrupted LoRA run (both dropouts on) resumed on one thread ends where the whole run ends
+"$FM" finetune "${common[@]}" --data chat.jsonl --out whole --steps 20 --lora --lora-dropout 0.2 --dropout 0.1 \
+    --lr 3e-3 >/dev/null 2>&1 || bad "the uninterrupted run failed"
+"$FM" finetune "${common[@]}" --data chat.jsonl --out cut --steps 20 --lora --lora-dropout 0.2 --dropout 0.1 \
+    --lr 3e-3 --save-every 3 >cut.log 2>&1 &
 pid=$!
 for _ in $(seq 100); do [ -e cut/checkpoint ] && break; sleep 0.05; done
 kill -INT $pid 2>/dev/null

@@ -134,7 +134,17 @@ const fm_lora_config *fm_model_lora(const fm_model *m) { return m->lora ? &m->lo
 
 void fm_model_set_dropout_seed(fm_model *m, uint64_t seed) { m->dropout_seed = seed; }
 
-float fm_model_dropout(const fm_model *m) { return m->lora ? m->lora->dropout : 0.0f; }
+float fm_model_dropout(const fm_model *m) {
+    float lora = m->lora ? m->lora->dropout : 0.0f;
+    return lora > m->resid_dropout ? lora : m->resid_dropout;
+}
+
+fm_status fm_model_set_dropout(fm_model *m, float p) {
+    if (!(p >= 0.0f && p < 1.0f)) return fm_fail(FM_ERR_ARG, "dropout %g: must be in [0, 1)", p);
+    if ((p > 0.0f) != (m->resid_dropout > 0.0f)) fm_model_release_acts(m); /* the arena gains or loses a buffer */
+    m->resid_dropout = p;
+    return FM_OK;
+}
 
 uint64_t fm_model_base_fingerprint(const fm_model *m) {
     uint64_t h = FM_HASH64_SEED;

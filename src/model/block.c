@@ -14,6 +14,7 @@
 
 #include "core/internal.h"
 #include "cpu/kernels.h"
+#include "model/dropout.h"
 #include "model/model.h"
 #include "model/quant.h"
 
@@ -83,6 +84,9 @@ void fm_block_forward(const fm_model *m, int l, const float *x, fm_layer_acts *a
     FM_TIMED("products: attn.c_proj", linear(m, q8_scratch, a->attproj, a->atty, w->attproj_w, w->attproj_b, N, C, C));
     if (lora) FM_TIMED("products: lora", fm_lora_forward(lora, l, FM_LORA_ATTN_PROJ_K, a->attproj, a->atty,
                                                          a->lora_t[FM_LORA_ATTN_PROJ_K], a->lora_xd, N, C, C, seed));
+    if (seed && m->resid_dropout > 0.0f) /* GPT-2's dropout on the branch, before the residual add */
+        FM_TIMED("other: dropout", fm_dropout_apply(a->attproj, a->attproj, (size_t)N, (size_t)C, m->resid_dropout,
+                                                    seed, FM_DROP_SITE_RESIDUAL(l, 0)));
     FM_TIMED("other: residual", fm_k_residual_forward(a->resid2, x, a->attproj, (size_t)N * C));
     FM_TIMED("other: layernorm", fm_k_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->resid2, w->ln2_w,
                                                         w->ln2_b, N, C, eps));
@@ -93,5 +97,8 @@ void fm_block_forward(const fm_model *m, int l, const float *x, fm_layer_acts *a
     FM_TIMED("products: mlp.c_proj", linear(m, q8_scratch, a->fcproj, a->fch_gelu, w->fcproj_w, w->fcproj_b, N, H, C));
     if (lora) FM_TIMED("products: lora", fm_lora_forward(lora, l, FM_LORA_MLP_PROJ_K, a->fcproj, a->fch_gelu,
                                                          a->lora_t[FM_LORA_MLP_PROJ_K], a->lora_xd, N, H, C, seed));
+    if (seed && m->resid_dropout > 0.0f)
+        FM_TIMED("other: dropout", fm_dropout_apply(a->fcproj, a->fcproj, (size_t)N, (size_t)C, m->resid_dropout,
+                                                    seed, FM_DROP_SITE_RESIDUAL(l, 1)));
     FM_TIMED("other: residual", fm_k_residual_forward(a->resid3, a->resid2, a->fcproj, (size_t)N * C));
 }

@@ -10,6 +10,7 @@
 
 #include "core/alloc.h"
 #include "cpu/kernels.h"
+#include "model/dropout.h"
 #include "model/lora.h"
 
 const char *fm_lora_target_name(int k) {
@@ -24,29 +25,6 @@ void fm_lora_target_dims(const fm_config *cfg, int k, int *in, int *out) {
     *out = k == FM_LORA_C_ATTN_K ? 3 * C : k == FM_LORA_C_FC_K ? H : C;
 }
 
-/* splitmix64: a well-mixed 64-bit hash of a counter. */
-static uint64_t mix64(uint64_t z) {
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-/* xd (N, IC) = inp with each element kept with probability 1 - p (scaled by 1 / (1 - p)) or
- * zeroed; element (n, i)'s fate is a hash of (seed, slot, n * IC + i), the same in the backward. */
-static void dropout_rows(float *xd, const float *inp, size_t N, size_t IC, float p, uint64_t seed, int slot) {
-    uint64_t base = mix64(seed ^ ((uint64_t)(slot + 1) << 48));
-    uint32_t threshold = (uint32_t)((double)p * 4294967296.0 > 4294967295.0 ? 4294967295.0 : (double)p * 4294967296.0);
-    float keep_scale = 1.0f / (1.0f - p);
-#pragma omp parallel for schedule(static) if (N * IC > 65536)
-    for (size_t n = 0; n < N; n++)
-        for (size_t i = 0; i < IC; i++) {
-            size_t idx = n * IC + i;
-            uint32_t u = (uint32_t)(mix64(base + idx) >> 32);
-            xd[idx] = u >= threshold ? inp[idx] * keep_scale : 0.0f;
-        }
-}
-
 void fm_lora_forward(const fm_lora *lora, int l, int k, float *out, const float *inp, float *t, float *xd, int N,
                      int IC, int OC, uint64_t seed) {
     if (!lora) return;
@@ -56,7 +34,7 @@ void fm_lora_forward(const fm_lora *lora, int l, int k, float *out, const float 
     int r = s->rank;
     const float *x = inp;
     if (seed && lora->dropout > 0.0f) {
-        dropout_rows(xd, inp, (size_t)N, (size_t)IC, lora->dropout, seed, slot);
+        fm_dropout_apply(xd, inp, (size_t)N, (size_t)IC, lora->dropout, seed, slot);
         x = xd;
     }
     fm_k_gemm(0, 1, N, r, IC, x, IC, s->A, IC, t, r, 0); /* x @ A^T */
@@ -78,7 +56,7 @@ void fm_lora_backward(const fm_lora *lora, int l, int k, float *dinp, const floa
     for (size_t i = 0; i < (size_t)N * r; i++) dt[i] *= s->scale;
     const float *x = inp;
     if (dropout) {
-        dropout_rows(xd, inp, (size_t)N, (size_t)IC, lora->dropout, seed, slot);
+        fm_dropout_apply(xd, inp, (size_t)N, (size_t)IC, lora->dropout, seed, slot);
         x = xd;
     }
     /* dA (r, IC) += dt^T @ x */
@@ -87,9 +65,9 @@ void fm_lora_backward(const fm_lora *lora, int l, int k, float *dinp, const floa
         fm_k_gemm(0, 0, N, IC, r, dt, r, s->A, IC, dinp, IC, 1); /* dinp += dt @ A */
         return;
     }
-    /* through the dropout: the same mask applied to dt @ A (dropout_rows of it, seeded alike) */
+    /* through the dropout: the same mask applied to dt @ A */
     fm_k_gemm(0, 0, N, IC, r, dt, r, s->A, IC, dxd, IC, 0);
-    dropout_rows(dxd, dxd, (size_t)N, (size_t)IC, lora->dropout, seed, slot);
+    fm_dropout_apply(dxd, dxd, (size_t)N, (size_t)IC, lora->dropout, seed, slot);
     for (size_t i = 0; i < (size_t)N * IC; i++) dinp[i] += dxd[i];
 }
 

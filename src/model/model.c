@@ -18,6 +18,7 @@
 #include "cpu/kernels.h"
 #include "core/alloc.h"
 #include "core/internal.h"
+#include "model/dropout.h"
 #include "model/model.h"
 #include "model/classifier.h"
 #include "model/quant.h"
@@ -341,6 +342,8 @@ static size_t layout_acts(fm_model *m, float *base, int B, int T) {
         TAKE(a->lora_dxd, N * (H > C ? H : C));
     }
     for (int l = 0; base && l < c->n_layer; l++) a->layers[l].lora_xd = a->lora_xd;
+    a->ddrop = NULL;
+    if (m->resid_dropout > 0.0f) TAKE(a->ddrop, N * C);
 #undef TAKE
     return used;
 }
@@ -395,6 +398,9 @@ fm_status fm_model_forward(fm_model *m, const int *tokens, int B, int T) {
     float eps = c->layer_norm_epsilon;
     fm_acts *a = &m->a;
     FM_TIMED("other: embeddings", fm_k_encoder_forward(a->encoded, tokens, m->w.wte, m->w.wpe, B, T, C));
+    if (m->dropout_seed && m->resid_dropout > 0.0f) /* GPT-2's embd_pdrop */
+        FM_TIMED("other: dropout", fm_dropout_apply(a->encoded, a->encoded, (size_t)N, (size_t)C, m->resid_dropout,
+                                                    m->dropout_seed, FM_DROP_SITE_EMBEDDING));
     const float *resid = a->encoded; /* (N, C), the residual stream entering layer l */
     fm_attention_rows full = {.B = B, .T = T};
     for (int l = 0; l < c->n_layer; l++) {
@@ -464,6 +470,13 @@ fm_status fm_model_backward(fm_model *m, const float *dlogits, const float *dhid
     if (m->lora)                                                                                              \
     FM_TIMED("products: lora", fm_lora_backward(m->lora, l, k, dinp, dout, inp, la->lora_t[k], a->lora_dt,    \
                                                 a->lora_xd, a->lora_dxd, N, IC, OC, m->dropout_seed))
+    /* with residual dropout, the gradient a block's branch gets is the residual's through its mask */
+    int drops = m->dropout_seed && m->resid_dropout > 0.0f;
+#define THROUGH_DROPOUT(l, j)                                                                                   \
+    (drops ? (fm_dropout_apply(a->ddrop, a->dresid, (size_t)N, (size_t)C, m->resid_dropout, m->dropout_seed,   \
+                               FM_DROP_SITE_RESIDUAL(l, j)),                                                  \
+              (const float *)a->ddrop)                                                                        \
+           : (const float *)a->dresid)
     /* a->dresid holds d(residual stream) as it flows down; residual adds pass it through. */
     for (int l = c->n_layer - 1; l >= 0; l--) {
         const fm_layer_weights *w = &m->w.layers[l];
@@ -471,9 +484,10 @@ fm_status fm_model_backward(fm_model *m, const float *dlogits, const float *dhid
         fm_layer_acts *la = &a->layers[l];
         const float *resid_in = l == 0 ? a->encoded : a->layers[l - 1].resid3;
         /* MLP: resid3 = resid2 + c_proj(gelu(c_fc(ln_2(resid2)))) */
-        FM_TIMED("products: mlp.c_proj", linear_backward(m, a->dfch_gelu, gl->fcproj_w, gl->fcproj_b, a->dresid,
+        const float *dbranch = THROUGH_DROPOUT(l, 1); /* d(fcproj): the residual's, through the dropout */
+        FM_TIMED("products: mlp.c_proj", linear_backward(m, a->dfch_gelu, gl->fcproj_w, gl->fcproj_b, dbranch,
                                                          la->fch_gelu, w->fcproj_w, w->fcproj_b, N, H, C));
-        LORA_BACKWARD(FM_LORA_MLP_PROJ_K, a->dfch_gelu, a->dresid, la->fch_gelu, H, C);
+        LORA_BACKWARD(FM_LORA_MLP_PROJ_K, a->dfch_gelu, dbranch, la->fch_gelu, H, C);
         FM_TIMED("other: gelu", fm_k_gelu_backward(a->dfch, la->fch, a->dfch_gelu, (size_t)N * H));
         FM_TIMED("products: c_fc",
                  linear_backward(m, a->dln, gl->fc_w, gl->fc_b, a->dfch, la->ln2, w->fc_w, w->fc_b, N, C, H));
@@ -481,9 +495,10 @@ fm_status fm_model_backward(fm_model *m, const float *dlogits, const float *dhid
         FM_TIMED("other: layernorm", fm_k_layernorm_backward(a->dresid, LAYER_GRAD(ln2_w), LAYER_GRAD(ln2_b), a->dln, la->resid2,
                                                             w->ln2_w, la->ln2_mean, la->ln2_rstd, N, C));
         /* attention: resid2 = resid_in + c_proj(attn(c_attn(ln_1(resid_in)))) */
-        FM_TIMED("products: attn.c_proj", linear_backward(m, a->datty, gl->attproj_w, gl->attproj_b, a->dresid,
+        dbranch = THROUGH_DROPOUT(l, 0);
+        FM_TIMED("products: attn.c_proj", linear_backward(m, a->datty, gl->attproj_w, gl->attproj_b, dbranch,
                                                           la->atty, w->attproj_w, w->attproj_b, N, C, C));
-        LORA_BACKWARD(FM_LORA_ATTN_PROJ_K, a->datty, a->dresid, la->atty, C, C);
+        LORA_BACKWARD(FM_LORA_ATTN_PROJ_K, a->datty, dbranch, la->atty, C, C);
         FM_TIMED("attention: backward", fm_k_attention_backward(a->dqkv, a->datty, la->qkv, la->lse, B, T, C, NH));
         FM_TIMED("products: c_attn",
                  linear_backward(m, a->dln, gl->qkv_w, gl->qkv_b, a->dqkv, la->ln1, w->qkv_w, w->qkv_b, N, C, 3 * C));
@@ -492,10 +507,14 @@ fm_status fm_model_backward(fm_model *m, const float *dlogits, const float *dhid
                                                             w->ln1_w, la->ln1_mean, la->ln1_rstd, N, C));
     }
 #undef LORA_BACKWARD
+#undef THROUGH_DROPOUT
 #undef GRAD
 #undef LAYER_GRAD
     float *dwte = fm_model_weight_trainable(m, m->w.wte) ? g->wte : NULL;
     float *dwpe = fm_model_weight_trainable(m, m->w.wpe) ? g->wpe : NULL;
+    if (drops && (dwte || dwpe))
+        fm_dropout_apply(a->dresid, a->dresid, (size_t)N, (size_t)C, m->resid_dropout, m->dropout_seed,
+                         FM_DROP_SITE_EMBEDDING);
     if (dwte || dwpe) FM_TIMED("other: embeddings", fm_k_encoder_backward(dwte, dwpe, a->dresid, m->tokens, B, T, C));
     return FM_OK;
 }

@@ -63,6 +63,7 @@ typedef struct {
     float *datt_scratch;              /* unused (NULL): attention backward needs no scratch */
     float *lora_dt;                   /* (N, r) with a LoRA adapter */
     float *lora_xd, *lora_dxd;        /* (N, max(C, H)) each with LoRA dropout */
+    float *ddrop;                     /* (N, C) with residual dropout: the gradient through its mask */
 } fm_acts;
 
 struct fm_model {
@@ -85,6 +86,7 @@ struct fm_model {
     fm_lora_config lora_cfg;
     const fm_adapter *adapter; /* the loaded adapter new sessions apply, or NULL */
     uint64_t dropout_seed;  /* nonzero: the training forward drops (fm_model_set_dropout_seed) */
+    float resid_dropout;    /* GPT-2's resid_pdrop and embd_pdrop in training (fm_model_set_dropout) */
     struct fm_classifier *classifier; /* labels and padding id of "score.weight", or NULL (classifier.h) */
 };
 
