@@ -7,10 +7,18 @@
  * global-norm clipping and AdamW. The data are random tokens from a fixed seed. Steps after
  * the warm-up are timed one by one and the median is reported, with FLOPs per token counted as
  * llm.c does (6 N + 6 L C T, N all parameters) and the peak resident memory the process saw.
+ * With --lora R the model gets a LoRA adapter of rank R first (PEFT's defaults otherwise: alpha
+ * 8, c_attn, or --lora-targets), which freezes every weight of the model itself; the line then
+ * also says how much of the resident memory is the activation arena (the resident set measured
+ * just before and just after the arena is sized and zeroed, before the first step). --dump DIR
+ * writes what a peer needs to reproduce the run (bench/torch_lora.py): DIR/model (the weights),
+ * DIR/adapter (the LoRA adapter, PEFT's layout) and DIR/tokens.bin (the token stream, int32
+ * little-endian; step s reads B*T tokens from s*B*T, its targets one further).
  * Generation is batch 1 through an inference session: a prompt, then greedy tokens one step at a
  * time.
  * Not for: correctness (tests/) or training a real model (fm pretrain).
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +69,17 @@ static void print_profile(int steps, double mean_step_s) {
     printf(" untimed %.1f ms (%.1f%%)\n", 1e3 * rest, 100.0 * rest / mean_step_s);
 }
 
+/* The resident set of this process now, in MiB (VmRSS of /proc/self/status; -1 where unreadable). */
+static double rss_now_mb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = -1.0;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0) kb = strtod(line + 6, NULL);
+    if (f) fclose(f);
+    return kb < 0 ? -1.0 : kb / 1024.0;
+}
+
 /* Peak resident set of this process so far, in MiB (Linux reports ru_maxrss in KiB). */
 static double peak_rss_mb(void) {
     struct rusage ru;
@@ -76,7 +95,27 @@ typedef struct {
     const char *model_dir; /* generate: a model directory instead of a random model */
     const char *precision; /* matrix products: fp32 or bf16 */
     cli_list freeze;       /* train: tensor patterns kept frozen */
+    int lora;              /* train: LoRA rank, 0 for none */
+    const char *lora_targets; /* train: LoRA targets (c_attn) */
+    const char *dump;      /* train: where to write the model, adapter and tokens */
 } bench_args;
+
+/* --dump: DIR/model, DIR/adapter (with a LoRA adapter) and DIR/tokens.bin (count int32). */
+static void dump_run(const bench_args *a, const fm_model *model, const int *stream, size_t count) {
+    cli_mkdir_p("bench", a->dump);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model", a->dump);
+    fm_status st = fm_model_save(model, path);
+    snprintf(path, sizeof path, "%s/adapter", a->dump);
+    if (!st && a->lora) st = fm_lora_save(model, path);
+    if (st) cli_fail("bench", st);
+    snprintf(path, sizeof path, "%s/tokens.bin", a->dump);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(stream, sizeof(int), count, f) != count || fclose(f)) {
+        fprintf(stderr, "fm bench: --dump: cannot write %s: %s\n", path, strerror(errno));
+        exit(1);
+    }
+}
 
 static int bench_train(const bench_args *a) {
     const fm_config *cfg = &a->cfg;
@@ -95,7 +134,21 @@ static int bench_train(const bench_args *a) {
     for (int i = 0; i < a->freeze.n; i++)
         if (fm_model_set_trainable(model, a->freeze.items[i], 0, NULL))
             cli_usage_error("bench", "--freeze: %s", fm_last_error());
+    if (a->lora_targets && !a->lora) cli_usage_error("bench", "--lora-targets needs --lora R");
+    if (a->lora) {
+        fm_lora_config lcfg;
+        fm_lora_config_default(&lcfg);
+        lcfg.r = a->lora;
+        if (a->lora_targets && fm_lora_parse_targets(a->lora_targets, &lcfg.targets))
+            cli_usage_error("bench", "--lora-targets: %s", fm_last_error());
+        if ((st = fm_model_add_lora(model, &lcfg, a->seed))) cli_usage_error("bench", "--lora: %s", fm_last_error());
+    }
     if ((st = fm_optimizer_init(&opt, model, &ocfg))) cli_fail("bench", st);
+    /* the activation arena: sized and zeroed (paged in) here, so the resident set before and
+     * after it is what the weights, gradients touched so far and the rest take, and the arena */
+    double rss_before_acts = rss_now_mb();
+    if ((st = fm_model_reserve(model, B, T))) cli_fail("bench", st);
+    double acts_mb = rss_now_mb() - rss_before_acts;
 
     /* Random tokens (B, T) per step; targets are the next token of the same stream. */
     int total = a->warmup + a->steps;
@@ -104,8 +157,9 @@ static int bench_train(const bench_args *a) {
     fm_rng rng;
     fm_rng_seed(&rng, a->seed + 1);
     for (size_t i = 0; i < (size_t)n * total + 1; i++) stream[i] = (int)(fm_rng_u64(&rng) % cfg->vocab_size);
+    if (a->dump) dump_run(a, model, stream, (size_t)n * total + 1);
 
-    float loss = 0.0f;
+    float loss = 0.0f, loss0 = 0.0f;
     for (int s = 0; s < total; s++) {
         const int *tokens = stream + (size_t)s * n, *targets = tokens + 1;
         if (a->profile && s == a->warmup) { /* time the kernels of the timed steps only */
@@ -115,6 +169,7 @@ static int bench_train(const bench_args *a) {
         double t0 = now_s();
         fm_model_zero_grad(model);
         if ((st = fm_model_train_loss(model, tokens, targets, NULL, B, T, &loss))) cli_fail("bench", st);
+        if (s == 0) loss0 = loss;
         if ((st = fm_optimizer_step(opt, model, NULL, NULL))) cli_fail("bench", st);
         double dt = now_s() - t0;
         if (s >= a->warmup) times[s - a->warmup] = dt;
@@ -130,10 +185,11 @@ static int bench_train(const bench_args *a) {
     double tok_s = n / step_s, gflops = flops_per_token * tok_s / 1e9;
     /* FLOPs are counted for a full step, frozen weights included: gflops compares like with like */
     printf("fm_bench mode=train tokens_per_s=%.1f ms_per_step=%.2f gflops=%.1f peak_pct=%.1f params=%zu trainable=%zu "
-           "peak_rss_mb=%.1f threads=%d layers=%d dim=%d heads=%d vocab=%d batch=%d seq=%d precision=%s loss=%.4f\n",
+           "peak_rss_mb=%.1f threads=%d layers=%d dim=%d heads=%d vocab=%d batch=%d seq=%d precision=%s loss=%.4f "
+           "lora_r=%d rss_before_acts_mb=%.1f acts_mb=%.1f loss0=%.7f\n",
            tok_s, 1e3 * step_s, gflops, 100.0 * gflops / a->peak_gflops, N, fm_model_num_trainable(model), peak_rss_mb(), fm_get_threads(),
            cfg->n_layer, cfg->n_embd, cfg->n_head, cfg->vocab_size, B, T,
-           fm_matmul_precision_name(fm_get_matmul_precision()), loss);
+           fm_matmul_precision_name(fm_get_matmul_precision()), loss, a->lora, rss_before_acts, acts_mb, loss0);
     if (a->profile) print_profile(a->steps, mean_step_s);
     free(stream);
     free(times);
@@ -230,6 +286,9 @@ static int run(int argc, char **argv) {
         {"seed", OPT_U64, &a.seed, 0, 1.8e19, "random seed (default 1337)"},
         {"precision", OPT_STRING, &a.precision, 0, 0, "matrix products: fp32 (default) or bf16"},
         {"freeze", OPT_LIST, &a.freeze, 0, 0, "train: keep tensors matching this pattern frozen (repeatable)"},
+        {"lora", OPT_INT, &a.lora, 1, 65536, "train: attach a LoRA adapter of this rank first (alpha 8)"},
+        {"lora-targets", OPT_STRING, &a.lora_targets, 0, 0, "train: LoRA products among c_attn, attn.c_proj, c_fc, mlp.c_proj, all (c_attn)"},
+        {"dump", OPT_STRING, &a.dump, 0, 0, "train: write DIR/model, DIR/adapter and DIR/tokens.bin for a peer"},
     };
     char *positional[1];
     int n_pos = cli_parse(&cmd_bench, argc, argv, opts, sizeof opts / sizeof opts[0], positional, 1);
@@ -242,6 +301,7 @@ static int run(int argc, char **argv) {
     if (strcmp(positional[0], "train") == 0) return bench_train(&a);
     if (strcmp(positional[0], "generate") == 0) {
         if (a.profile) cli_usage_error("bench", "--profile times training steps: use it with 'train'");
+        if (a.lora || a.lora_targets || a.dump) cli_usage_error("bench", "--lora, --lora-targets and --dump are for 'train'");
         return bench_generate(&a);
     }
     cli_usage_error("bench", "'%s' is not a benchmark (train, generate)", positional[0]);
