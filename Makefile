@@ -26,7 +26,7 @@ SCRIPT_TESTS = tests/cli_test.sh tests/cli_tokenizer_test.sh tests/cli_pretrain_
 FUZZ_TARGETS = tokenizer safetensors config state shard
 FUZZ_REPLAYS = $(FUZZ_TARGETS:%=$(BUILD)/fuzz/replay_%)
 
-.PHONY: all deps test run-tests demo base tasks asan tsan test-torch clean fuzz fuzz-seeds bench-tokenizer bench bench-kernels
+.PHONY: all deps test run-tests demo base tasks transfer asan tsan test-torch clean fuzz fuzz-seeds bench-tokenizer bench bench-kernels
 all: $(BUILD)/fm
 
 # A fresh machine: before compiling anything, the Debian packages the build and the tests need
@@ -189,6 +189,11 @@ demo:
 # with a context of 512 for a fixed number of steps, about an hour on 2 cores. Into build/base/.
 base:
 	scripts/base.sh
+
+# Transfer to a text the base never saw (Moby Dick): the base fine-tuned fully and with LoRA
+# beside the same architecture from scratch (docs/finetune.md). Needs make base.
+transfer:
+	scripts/transfer-text.sh
 
 # The built-in evaluation tasks (docs/tasks.md) as JSONL files in build/tasks/, made from the
 # same packages; test items only from what the demo and base models hold out.
