@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # install-deps.sh — installs the Debian packages fm needs to build and test, if they are missing.
-# Usage: scripts/install-deps.sh [--torch] [--fuzz] [--kjv] [--base] [--python] [--node] [--list]
+# Usage: scripts/install-deps.sh [--torch] [--fuzz] [--kjv] [--base] [--python] [--node] [--sklearn] [--list]
 #   --torch  python3-torch (and the OpenMP OpenBLAS) for `make test-torch` and `make bench`
 #   --fuzz   clang and its libFuzzer runtime for `make fuzz`
 #   --kjv    bible-kjv: the King James text of `make demo` and of the whole-text tokenizer test
@@ -10,23 +10,25 @@
 #            PyTorch reference's committed results and check printed JSON (skipped without it)
 #   --node   nodejs and npm: the chat template's check with npm's @huggingface/jinja
 #            (tests/cli_chat_template_test.sh, skipped without node)
+#   --sklearn python3-sklearn: the bag-of-words baseline of scripts/classify-transfer.sh
 #   --list   install nothing: print the missing packages on one line (nothing when complete); the
 #            Makefile's check before compiling uses it
 # FM_DEPS_ROOT (testing): look for the headers under this folder instead of /
 # Runs apt-get (update, then install) only when something is missing, with sudo when not root.
 set -euo pipefail
 
-torch=0 fuzz=0 kjv=0 base=0 python=0 node=0 list=0
+torch=0 fuzz=0 kjv=0 base=0 python=0 node=0 sklearn=0 list=0
 for arg in "$@"; do
     case $arg in
     --torch) torch=1 ;;
     --fuzz) fuzz=1 ;;
     --kjv) kjv=1 ;;
     --python) python=1 ;;
+    --sklearn) sklearn=1 ;;
     --node) node=1 ;;
     --base) base=1 kjv=1 ;;
     --list) list=1 ;;
-    *) echo "install-deps.sh: unknown option '$arg' (--torch, --fuzz, --kjv, --base, --python, --node, --list)" >&2; exit 2 ;;
+    *) echo "install-deps.sh: unknown option '$arg' (--torch, --fuzz, --kjv, --base, --python, --node, --sklearn, --list)" >&2; exit 2 ;;
     esac
 done
 
@@ -51,6 +53,9 @@ fi
 if [ $fuzz -eq 1 ]; then
     command -v clang >/dev/null || need+=(clang)
     ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 || need+=(libclang-rt-dev)
+fi
+if [ $sklearn -eq 1 ] && ! /usr/bin/python3 -c 'import sklearn' 2>/dev/null; then
+    need+=(python3-sklearn) # the bag-of-words baseline of scripts/classify-transfer.sh
 fi
 if [ $python -eq 1 ]; then
     command -v python3 >/dev/null || need+=(python3)
