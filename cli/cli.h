@@ -56,7 +56,7 @@ char *cli_read_file(const char *cmd, const char *path, size_t *len);
  * otherwise *tok is NULL when absent). Checks that the vocabularies match. Dies on error. */
 void cli_load_model(const char *cmd, const char *dir, fm_model **model, fm_tokenizer **tok, int require_tokenizer);
 /* Loads the LoRA adapter in dir (PEFT's adapter_config.json and adapter_model.safetensors) for
- * model and makes the sessions made from now on apply it; NULL dir: none (returns NULL). Dies on
+ * model, and makes every session created after this call apply it; NULL dir: none (returns NULL). Dies on
  * error (another base, shapes). Free with fm_adapter_free after the model's last session. */
 fm_adapter *cli_use_adapter(const char *cmd, fm_model *model, const char *dir);
 /* dir + "/" + name, malloc'd. */
@@ -82,6 +82,9 @@ double cli_now(void);
 /* A number for JSON on stdout, printed with fmt ("%.9g"): null when it is not finite (JSON has
  * no NaN or infinity). */
 void cli_print_json_number(const char *fmt, double v);
+/* Prints n bytes as a JSON string on stdout: each invalid UTF-8 sequence becomes U+FFFD; quotes,
+ * backslashes and control characters (NUL included) are escaped. */
+void cli_print_json_string(const char *s, size_t n);
 /* Training commands (training.c). */
 /* SIGINT and SIGTERM ask trainer to save and stop (a second signal kills); NULL restores the
  * default handlers. */

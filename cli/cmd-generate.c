@@ -37,52 +37,16 @@ static int on_piece(void *user, int index, const int *ids, int n_ids, const char
 
 static void *xmalloc(size_t n) { return cli_alloc("generate", n, 1); }
 
-/* Prints bytes as a JSON string: each invalid UTF-8 sequence becomes U+FFFD; quotes, backslashes
- * and control characters (NUL included: a prompt is a byte string) are escaped. */
-static void print_json_string(const char *s, size_t n) {
-    const unsigned char *p = (const unsigned char *)s, *end = p + n;
-    putchar('"');
-    while (p < end) {
-        unsigned c = p[0];
-        int need = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : -1;
-        int ok = need >= 0 && end - p > need;
-        unsigned cp = need == 0 ? c : need == 1 ? c & 0x1F : need == 2 ? c & 0x0F : c & 0x07;
-        for (int i = 1; ok && i <= need; i++) {
-            if ((p[i] & 0xC0) != 0x80) ok = 0;
-            cp = cp << 6 | (p[i] & 0x3F);
-        }
-        if (ok && need > 0) { /* overlong forms, surrogates and values past U+10FFFF are invalid */
-            unsigned least = need == 1 ? 0x80 : need == 2 ? 0x800 : 0x10000;
-            if (cp < least || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) ok = 0;
-        }
-        if (!ok) {
-            fputs("\xEF\xBF\xBD", stdout);
-            p++;
-        } else if (c == '"' || c == '\\') {
-            printf("\\%c", c);
-            p++;
-        } else if (c < 0x20) {
-            const char *named = c == '\n' ? "\\n" : c == '\t' ? "\\t" : c == '\r' ? "\\r" : c == '\b' ? "\\b" : c == '\f' ? "\\f" : NULL;
-            if (named) fputs(named, stdout);
-            else printf("\\u%04x", c);
-            p++;
-        } else {
-            fwrite(p, 1, need + 1, stdout);
-            p += need + 1;
-        }
-    }
-    putchar('"');
-}
 
 /* One JSON line for prompt index: prompt text (or ids text), ids, text, logprobs (null where not
  * finite), finish reason. Printed directly: nothing to allocate, so nothing left out. */
 static void print_json(int index, const char *prompt, size_t prompt_len, const fm_generate_result *r) {
     printf("{\"index\":%d,\"prompt\":", index);
-    print_json_string(prompt, prompt_len);
+    cli_print_json_string(prompt, prompt_len);
     printf(",\"ids\":[");
     for (int i = 0; i < r->n_tokens; i++) printf("%s%d", i ? "," : "", r->tokens[i]);
     printf("],\"text\":");
-    if (r->text) print_json_string(r->text, r->text_len);
+    if (r->text) cli_print_json_string(r->text, r->text_len);
     else printf("null");
     printf(",\"logprobs\":[");
     for (int i = 0; i < r->n_tokens; i++) {

@@ -248,3 +248,40 @@ fm_adapter *cli_use_adapter(const char *cmd, fm_model *model, const char *dir) {
     fm_model_use_adapter(model, a);
     return a;
 }
+
+/* Prints bytes as a JSON string: each invalid UTF-8 sequence becomes U+FFFD; quotes, backslashes
+ * and control characters (NUL included: a prompt is a byte string) are escaped. */
+void cli_print_json_string(const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    putchar('"');
+    while (p < end) {
+        unsigned c = p[0];
+        int need = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : -1;
+        int ok = need >= 0 && end - p > need;
+        unsigned cp = need == 0 ? c : need == 1 ? c & 0x1F : need == 2 ? c & 0x0F : c & 0x07;
+        for (int i = 1; ok && i <= need; i++) {
+            if ((p[i] & 0xC0) != 0x80) ok = 0;
+            cp = cp << 6 | (p[i] & 0x3F);
+        }
+        if (ok && need > 0) { /* overlong forms, surrogates and values past U+10FFFF are invalid */
+            unsigned least = need == 1 ? 0x80 : need == 2 ? 0x800 : 0x10000;
+            if (cp < least || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) ok = 0;
+        }
+        if (!ok) {
+            fputs("\xEF\xBF\xBD", stdout);
+            p++;
+        } else if (c == '"' || c == '\\') {
+            printf("\\%c", c);
+            p++;
+        } else if (c < 0x20) {
+            const char *named = c == '\n' ? "\\n" : c == '\t' ? "\\t" : c == '\r' ? "\\r" : c == '\b' ? "\\b" : c == '\f' ? "\\f" : NULL;
+            if (named) fputs(named, stdout);
+            else printf("\\u%04x", c);
+            p++;
+        } else {
+            fwrite(p, 1, need + 1, stdout);
+            p += need + 1;
+        }
+    }
+    putchar('"');
+}
