@@ -110,6 +110,9 @@ typedef struct {
 /* The fm_trainer_config on_step callback: a status line on a terminal, a line per evaluation,
  * and a sample every sample_every steps into OUT/samples.txt. */
 void cli_on_step(void *user, const fm_step_report *report);
+/* Runs the trainer to its end, or until Ctrl-C or SIGTERM saves a checkpoint (then says how to
+ * resume: fm CMD --out OUT --resume); 1 when it was interrupted. Dies on a failure. */
+int cli_run_trainer(const char *cmd, fm_trainer *trainer, const fm_optimizer *opt, int tty, const char *out);
 
 /* The command main() runs, for messages from outside it (a write error on stdout at exit). */
 extern const char *cli_command_name;

@@ -447,16 +447,8 @@ static int run(int argc, char **argv) {
                             .on_step = cli_on_step};
     fm_trainer *trainer;
     if ((st = fm_trainer_init(&trainer, model, opt, &state, &source, &objective, &tc))) cli_fail("finetune", st);
-    cli_stop_on_signals(trainer);
-    int stopped = 0;
-    st = fm_trainer_run(trainer, &stopped);
-    cli_stop_on_signals(NULL);
-    if (prog.tty) fputc('\n', stderr);
-    if (st) cli_fail("finetune", st);
-    if (stopped)
-        printf("interrupted: checkpoint saved at step %lld; continue with: fm finetune --out %s --resume\n",
-               (long long)fm_optimizer_steps_done(opt), out);
-    else
+    int stopped = cli_run_trainer("finetune", trainer, opt, prog.tty, out);
+    if (!stopped)
         printf("done: %d steps; %s in %s, the best by held-out loss in %s (loss curve: %s/loss.svg)\n",
                rs.total_steps, rs.lora ? "adapter" : "model", out, best_dir, out);
     fm_trainer_free(trainer);

@@ -12,7 +12,6 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -386,16 +385,8 @@ static int run(int argc, char **argv) {
     prog.first_step = fm_optimizer_steps_done(opt);
     fm_trainer *trainer;
     if ((st = fm_trainer_init(&trainer, model, opt, &state, &source, &objective, &tc))) cli_fail("pretrain", st);
-    cli_stop_on_signals(trainer);
-    int stopped = 0;
-    st = fm_trainer_run(trainer, &stopped);
-    cli_stop_on_signals(NULL);
-    if (prog.tty) fputc('\n', stderr);
-    if (st) cli_fail("pretrain", st);
-    if (stopped)
-        printf("interrupted: checkpoint saved at step %lld; continue with: fm pretrain --out %s --resume\n",
-               (long long)fm_optimizer_steps_done(opt), out);
-    else
+    int stopped = cli_run_trainer("pretrain", trainer, opt, prog.tty, out);
+    if (!stopped)
         printf("done: %d steps; model in %s (loss curve: %s/loss.svg)\n", rs.total_steps, out, out);
     fm_trainer_free(trainer);
     fm_shard_source_free(&source);

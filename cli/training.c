@@ -110,3 +110,16 @@ void cli_on_step(void *user, const fm_step_report *r) {
     int sample_every = p->sample_every;
     if (sample_every && (r->step % sample_every == 0 || r->step == r->total_steps)) write_sample(p, r->step);
 }
+
+int cli_run_trainer(const char *cmd, fm_trainer *trainer, const fm_optimizer *opt, int tty, const char *out) {
+    cli_stop_on_signals(trainer);
+    int stopped = 0;
+    fm_status st = fm_trainer_run(trainer, &stopped);
+    cli_stop_on_signals(NULL);
+    if (tty) fputc('\n', stderr);
+    if (st) cli_fail(cmd, st);
+    if (stopped)
+        printf("interrupted: checkpoint saved at step %lld; continue with: fm %s --out %s --resume\n",
+               (long long)fm_optimizer_steps_done(opt), cmd, out);
+    return stopped;
+}
