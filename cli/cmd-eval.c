@@ -26,7 +26,7 @@ static int *read_all(fm_shard *s, size_t *n) {
 static int run(int argc, char **argv) {
     const char *dir = NULL, *data = NULL, *tasks = NULL, *shots = NULL, *output = NULL, *plot = NULL;
     const char *log_samples = NULL;
-    int no_bigram = 0, json = 0, threads = 0, limit = 0, batch = 32, no_cache = 0;
+    int no_bigram = 0, json = 0, threads = 0, limit = 0, batch = 32, no_cache = 0, chat = 0;
     uint64_t seed = 1234;
     cli_list models = {0}, adapters = {0};
     cli_option opts[] = {
@@ -43,6 +43,8 @@ static int run(int argc, char **argv) {
         {"output", OPT_STRING, &output, 0, 0, "tasks: also write the JSON results to this file"},
         {"plot", OPT_STRING, &plot, 0, 0, "tasks: an SVG of each task's score against shots (or model)"},
         {"log-samples", OPT_STRING, &log_samples, 0, 0, "tasks: one JSON line per item (scores, generated text)"},
+        {"chat-template", OPT_FLAG, &chat, 0, 0,
+         "tasks: prompts through the model's chat template, few-shot examples as earlier turns"},
         {"no-cache", OPT_FLAG, &no_cache, 0, 0, "tasks: score each choice with its own full forward (to compare speed)"},
         {"json", OPT_FLAG, &json, 0, 0, "JSON instead of text (tasks: lm-evaluation-harness's shape)"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (default: all cores)"},
@@ -58,11 +60,13 @@ static int run(int argc, char **argv) {
         eval_tasks_args a = {.models = models.items, .n_models = models.n, .adapters = adapters.items,
                              .n_adapters = adapters.n, .tasks = tasks, .shots = shots,
                              .limit = limit, .json = json, .output = output, .plot = plot, .log_samples = log_samples,
-                             .seed = seed, .batch = batch, .plain = no_cache, .argv0 = argv[0]};
+                             .seed = seed, .batch = batch, .plain = no_cache, .chat = chat,
+                             .argv0 = argv[0]};
         return cli_eval_tasks(&a);
     }
-    if (shots || limit || output || plot || log_samples || no_cache)
-        cli_usage_error("eval", "--shots, --limit, --output, --plot, --log-samples and --no-cache go with --tasks");
+    if (shots || limit || output || plot || log_samples || no_cache || chat)
+        cli_usage_error("eval", "--shots, --limit, --output, --plot, --log-samples, --no-cache and --chat-template go "
+                        "with --tasks");
     if (models.n > 1) cli_usage_error("eval", "--data evaluates one --model");
     if (adapters.n > 1) cli_usage_error("eval", "--data evaluates one --adapter");
     if (adapters.n && !models.n) cli_usage_error("eval", "--adapter needs --model (its base)");
@@ -154,6 +158,6 @@ static int run(int argc, char **argv) {
 }
 
 const cli_command cmd_eval = {"eval", "--data DIR [--model DIR] [--no-bigram] [--json] | --model DIR... --tasks T,... "
-                              "[--shots 0,1,2] [--limit N] [--json] [--output F] [--plot F]",
+                              "[--shots 0,1,2] [--chat-template] [--limit N] [--json] [--output F] [--plot F]",
                               "Held-out bits per byte beside a token-bigram baseline, or zero- and few-shot tasks.",
                               run};

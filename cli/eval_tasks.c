@@ -163,7 +163,7 @@ int cli_eval_tasks(const eval_tasks_args *a) {
                 fm_task_config c;
                 fm_task_config_default(&c);
                 c.shots = shots[k], c.limit = a->limit, c.seed = a->seed, c.max_seqs = a->batch;
-                c.plain = a->plain;
+                c.plain = a->plain, c.chat = a->chat;
                 sample_log log = {samples, entries[m], fm_task_name(tasks[t]), shots[k]};
                 if (samples) c.on_item = log_item, c.user = &log;
                 fm_status st = fm_task_evaluate(tasks[t], model, tok, &c, r);
@@ -197,6 +197,7 @@ int cli_eval_tasks(const eval_tasks_args *a) {
             cJSON *o = cJSON_CreateObject(), *results = cJSON_AddObjectToObject(o, "results");
             cJSON *nshot = cJSON_AddObjectToObject(o, "n-shot");
             cJSON_AddStringToObject(o, "model", entries[m]);
+            cJSON_AddBoolToObject(o, "chat_template", a->chat);
             for (int t = 0; t < n_tasks; t++) {
                 const fm_task_result *r = &res[((size_t)m * n_tasks + t) * n_shots + k];
                 cJSON *tr = cJSON_AddObjectToObject(results, fm_task_name(tasks[t]));

@@ -21,6 +21,7 @@ typedef struct {
     uint64_t seed;             /* few-shot draws */
     int batch;                 /* sequences decoded at once */
     int plain;                 /* multiple choice: a full forward per choice (no cache, no batching) */
+    int chat;                  /* prompts through the chat template (fm_task_config.chat) */
     const char *argv0;         /* finds build/tasks beside the binary */
 } eval_tasks_args;
 

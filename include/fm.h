@@ -635,6 +635,12 @@ typedef struct {
     int limit;        /* the first `limit` test items only; 0: all */
     int max_seqs;     /* sequences decoded at once (a question's choices share its context) */
     int plain;        /* multiple choice: one full forward per choice (no cache reuse, no batching) */
+    /* prompts through the chat template (fm_chat_encode), as lm-eval's --apply_chat_template with
+     * --fewshot_as_multiturn: the instruction as a system message when not empty, each example a
+     * user turn (query) and an assistant turn (target), the query the last user turn, then
+     * <|assistant|>; a choice or answer follows the marker without the target delimiter, and
+     * generation also ends at <|endoftext|>. Perplexity tasks score their documents as text. */
+    int chat;
     /* called for each item: the choices' log-likelihoods (multiple choice), exact match and F1
      * with the generated text (generate), the document's log-likelihood (perplexity) */
     void (*on_item)(void *user, int index, const double *values, int n_values, const char *text);

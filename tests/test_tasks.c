@@ -249,6 +249,74 @@ static void test_encode_pair(void **state) {
     fm_task_free(t);
 }
 
+/* The chat template (cfg.chat): at 2 shots a choice is scored after the system message (the
+ * instruction), two example exchanges and the query as the last user turn, then <|assistant|>,
+ * and is encoded on its own (no target delimiter); checked against a plain forward over ids made
+ * here with fm_chat_encode, and the same for any batch. */
+static void test_chat_template_prompts(void **state) {
+    (void)state;
+    fm_task *t = load_ok("mc.jsonl", mc_task);
+    fm_task_config c;
+    fm_task_config_default(&c);
+    item_values wide, one;
+    fm_task_result r;
+    c.shots = 2, c.chat = 1, c.on_item = collect;
+    for (int pass = 0; pass < 2; pass++) {
+        item_values *iv = pass ? &one : &wide;
+        memset(iv, 0, sizeof *iv);
+        c.user = iv, c.max_seqs = pass ? 1 : 32;
+        if (fm_task_evaluate(t, model, tok, &c, &r) != FM_OK) fail_msg("evaluate: %s", fm_last_error());
+    }
+    assert_memory_equal(one.v, wide.v, sizeof one.v);
+    /* item 1 ("The dog ran to the "), choice "moon": its two examples are the harness's draw,
+     * found by trying every ordered pair of the four few-shot items against the score */
+    const char *q[4] = {"Question: what color is the sky?\nAnswer:", "Question: what is two and two?\nAnswer:",
+                        "Question: is water wet?\nAnswer:", "Question: is fire hot?\nAnswer:"};
+    const char *a[4] = {"blue", "four", "yes", "yes"};
+    int found = 0;
+    for (int i = 0; i < 4 && !found; i++)
+        for (int j = 0; j < 4 && !found; j++) {
+            if (i == j) continue;
+            fm_chat_message m[6] = {{"system", "Answer.\n\n"}, {"user", q[i]}, {"assistant", a[i]},
+                                    {"user", q[j]}, {"assistant", a[j]}, {"user", "The dog ran to the "}};
+            int *ctx, *cont;
+            size_t nc, nk;
+            assert_int_equal(fm_chat_encode(tok, m, 6, 1, 0, &ctx, NULL, &nc), FM_OK);
+            assert_int_equal(ctx[nc - 1], fm_tokenizer_special_id(tok, "<|assistant|>"));
+            assert_int_equal(fm_tokenizer_encode(tok, "moon", 4, 0, &cont, &nk), FM_OK);
+            /* the harness's cut: the last 49 tokens of prompt + choice, less the last */
+            int in[256], n = 0, cut = nc + nk > 49 ? (int)(nc + nk) - 49 : 0;
+            assert_true(nc + nk <= 256 && (size_t)cut < nc);
+            for (size_t k = cut; k < nc; k++) in[n++] = ctx[k];
+            for (size_t k = 0; k + 1 < nk; k++) in[n++] = cont[k];
+            fm_session *s;
+            assert_int_equal(fm_session_init(&s, model, 1, 48), FM_OK);
+            const float *logits;
+            assert_int_equal(fm_session_forward(s, in, 1, n, &logits), FM_OK);
+            int V = fm_tokenizer_vocab_size(tok);
+            double ll = 0.0;
+            for (size_t k = 0; k < nk; k++) {
+                const float *z = logits + (nc - 1 - cut + k) * V;
+                double mx = z[0], sum = 0;
+                for (int v = 1; v < V; v++) mx = fmax(mx, z[v]);
+                for (int v = 0; v < V; v++) sum += exp(z[v] - mx);
+                ll += z[cont[k]] - mx - log(sum);
+            }
+            fm_session_free(s);
+            free(ctx), free(cont);
+            found = fabs(ll - wide.v[1][1]) <= 1e-4 * fmax(1.0, fabs(ll));
+        }
+    if (!found) fail_msg("no pair of examples gives the harness's chat score %.9g", wide.v[1][1]);
+    fm_task_free(t);
+    /* generation through the template ends at <|endoftext|>: the text holds no marker */
+    t = load_ok("genchat.jsonl", "{\"task\": \"g\", \"type\": \"generate\", \"max_gen_tokens\": 8}\n"
+                                 "{\"query\": \"Is water wet?\", \"answers\": [\"yes\"]}\n");
+    c.shots = 0, c.max_seqs = 4, c.user = &wide;
+    assert_int_equal(fm_task_evaluate(t, model, tok, &c, &r), FM_OK);
+    assert_int_equal(r.n, 1);
+    fm_task_free(t);
+}
+
 /* More shots than the few-shot split holds; a context too short for the longest prompt cuts
  * it from the left and counts it. */
 static void test_shots_and_truncation(void **state) {
@@ -394,6 +462,7 @@ int main(void) {
         cmocka_unit_test(test_bare_items),
         cmocka_unit_test(test_multiple_choice_cache_batch_threads),
         cmocka_unit_test(test_encode_pair),
+        cmocka_unit_test(test_chat_template_prompts),
         cmocka_unit_test(test_shots_and_truncation),
         cmocka_unit_test(test_generate_metrics),
         cmocka_unit_test(test_perplexity_rolling),

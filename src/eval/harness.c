@@ -84,6 +84,31 @@ static fm_status build_context(const fm_task *t, int item, int k, uint64_t seed,
     return st;
 }
 
+/* The prompt as the chat template's ids (cfg->chat; tokenizer/chat_template.c): the task's
+ * instruction as a system message when it is not empty, each of the k examples a user turn (its
+ * query) and an assistant turn (its target, without the target delimiter), the item's query the
+ * last user turn, then the generation prompt <|assistant|>. *ids malloc'd, *n its length. */
+static fm_status build_chat_ids(const fm_task *t, const fm_tokenizer *tok, int item, int k, uint64_t seed, int **ids,
+                                size_t *n) {
+    *ids = NULL, *n = 0;
+    int *shots = fm_malloc(sizeof(int) * (k ? k : 1));
+    fm_chat_message *msgs = fm_malloc(sizeof *msgs * (2 * (size_t)k + 2));
+    fm_status st = (!shots || !msgs) ? fm_fail(FM_ERR_NOMEM, "out of memory") : pick_shots(t, item, k, seed, shots);
+    size_t m = 0;
+    if (!st && t->instruction[0]) msgs[m++] = (fm_chat_message){"system", t->instruction};
+    for (int i = 0; i < k && !st; i++) {
+        const fm_task_item *ex = &t->items[shots[i]];
+        msgs[m++] = (fm_chat_message){"user", ex->query};
+        msgs[m++] = (fm_chat_message){"assistant", example_target(t, ex)};
+    }
+    if (!st) {
+        msgs[m++] = (fm_chat_message){"user", t->items[item].query};
+        st = fm_chat_encode(tok, msgs, m, 1, 0, ids, NULL, n);
+    }
+    fm_free(shots), fm_free(msgs);
+    return st;
+}
+
 /* lm-eval's _encode_pair: the context's trailing whitespace moves to the continuation; the whole
  * string is encoded and the context's own encoding split off its front; an empty context is the
  * end-of-text token. *ctx and *cont are fm_malloc'd. */
@@ -231,6 +256,25 @@ static void finish(const running *m, const char *name, fm_task_result *res) {
     out->std_error = m->n > 1 ? sqrt(var > 0.0 ? var : 0.0) / sqrt((double)m->n) : NAN;
 }
 
+/* A chat-template request: the prompt's ids as they are and the continuation encoded on its own
+ * (the prompt ends with a special token, so nothing merges across the boundary). */
+static fm_status encode_after(const fm_tokenizer *tok, const int *prompt, size_t n_prompt, const char *continuation,
+                              request *r) {
+    int *cont = NULL;
+    size_t nc = 0;
+    fm_status st = fm_tokenizer_encode(tok, continuation, strlen(continuation), 0, &cont, &nc);
+    if (st) return st;
+    r->ctx = fm_malloc(sizeof(int) * n_prompt), r->cont = fm_malloc(sizeof(int) * (nc ? nc : 1));
+    if (!r->ctx || !r->cont) st = fm_fail(FM_ERR_NOMEM, "out of memory");
+    else {
+        memcpy(r->ctx, prompt, sizeof(int) * n_prompt), memcpy(r->cont, cont, sizeof(int) * nc);
+        r->n_ctx = (int)n_prompt, r->n_cont = (int)nc;
+    }
+    free(cont);
+    if (st) request_free(r);
+    return st;
+}
+
 /* Encodes every choice of the first n_items test items (lm-eval's _encode_pair after the
  * prompt), cut to fit the context: *out (fm_malloc'd, *n_out requests, an item's choices adjacent),
  * question[r] the item's position. *longest: the most positions one request needs. */
@@ -246,10 +290,19 @@ static fm_status encode_requests(const fm_task *t, const fm_tokenizer *tok, cons
     for (int q = 0; q < n_items && !st; q++) {
         const fm_task_item *it = &t->items[t->test[q]];
         char *context = NULL;
-        if ((st = build_context(t, t->test[q], cfg->shots, cfg->seed, &context))) break;
+        int *chat = NULL;
+        size_t n_chat = 0;
+        if (cfg->chat) st = build_chat_ids(t, tok, t->test[q], cfg->shots, cfg->seed, &chat, &n_chat);
+        else st = build_context(t, t->test[q], cfg->shots, cfg->seed, &context);
+        if (st) break;
         int truncated = 0, first = n, too_long = 0;
         for (int c = 0; c < it->n_choices && !st; c++) {
             request *r = &rq[n];
+            if (cfg->chat) { /* the choice right after <|assistant|>, encoded alone */
+                st = encode_after(tok, chat, n_chat, it->choices[c], r);
+                if (st) break;
+                goto encoded;
+            }
             size_t ld = strlen(t->target_delimiter), lc = strlen(it->choices[c]);
             char *cont = fm_malloc(ld + lc + 1);
             if (!cont) {
@@ -260,6 +313,7 @@ static fm_status encode_requests(const fm_task *t, const fm_tokenizer *tok, cons
             st = encode_pair(tok, eot, context, cont, &r->ctx, &r->n_ctx, &r->cont, &r->n_cont);
             fm_free(cont);
             if (st) break;
+        encoded:
             question[n++] = q;
             if (r->n_cont < 1) {
                 st = fm_fail(FM_ERR_ARG, "%s:%d: choice %d encodes to no tokens after its context", t->path, it->line, c);
@@ -272,6 +326,7 @@ static fm_status encode_requests(const fm_task *t, const fm_tokenizer *tok, cons
             truncated |= r->cut > 0;
         }
         fm_free(context);
+        free(chat);
         if (too_long && !st) { /* a choice longer than the whole context: the item is left out */
             for (int i = first; i < n; i++) request_free(&rq[i]);
             n = first;
@@ -435,8 +490,9 @@ static fm_status run_generate(const fm_task *t, fm_session *s, const fm_tokenize
         char *context = NULL;
         int *ids = NULL;
         size_t n = 0;
-        if ((st = build_context(t, t->test[q], cfg->shots, cfg->seed, &context))) break;
-        st = fm_tokenizer_encode(tok, context, strlen(context), 0, &ids, &n);
+        if (cfg->chat) st = build_chat_ids(t, tok, t->test[q], cfg->shots, cfg->seed, &ids, &n);
+        else if (!(st = build_context(t, t->test[q], cfg->shots, cfg->seed, &context)))
+            st = fm_tokenizer_encode(tok, context, strlen(context), 0, &ids, &n);
         fm_free(context);
         if (st) break;
         if (n == 0) {
@@ -583,6 +639,10 @@ fm_status fm_task_evaluate(const fm_task *t, const fm_model *model, const fm_tok
     if (fm_tokenizer_vocab_size(tok) != fm_model_config(model)->vocab_size)
         return fm_fail(FM_ERR_MISMATCH, "the tokenizer has %d tokens, the model %d", fm_tokenizer_vocab_size(tok),
                        fm_model_config(model)->vocab_size);
+    if (cfg->chat && t->type != FM_TASK_PERPLEXITY) {
+        fm_status st = fm_chat_check_tokenizer(tok);
+        if (st) return fm_fail_prefix(st, "task %s with the chat template: ", t->name);
+    }
     int n_items = cfg->limit > 0 && cfg->limit < t->n_test ? cfg->limit : t->n_test;
     int max_choices = 1;
     for (int i = 0; i < n_items && t->type == FM_TASK_MULTIPLE_CHOICE; i++)
