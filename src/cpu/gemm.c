@@ -79,7 +79,7 @@
 #define MR 12    /* rows of the register tile */
 #define NR 32    /* columns of the register tile: two 16-float vectors */
 #define NC 3072  /* columns of B packed at once (multiple of NR) */
-#define B_GROUP ((size_t)4 << 20) /* floats of B packed at once (16 MiB): several KC slices */
+#define B_GROUP ((size_t)3 << 20) /* floats of B packed at once (12 MiB): several KC slices */
 #define GEMV_ROWS 4
 #define GEMV_SERIAL 65536.0 /* below this many multiply-adds a small-M product runs in one thread */
 
