@@ -19,7 +19,7 @@ static const cli_command *const commands[] = {&cmd_init, &cmd_info, &cmd_data, &
 const char *cli_command_name;
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: fm COMMAND [options]   (fm COMMAND --help for its options)\n\ncommands:\n");
+    fprintf(out, "usage: fm COMMAND [options]   (fm COMMAND --help for its options; fm --version)\n\ncommands:\n");
     for (int i = 0; i < N_COMMANDS; i++)
         fprintf(out, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
 }
@@ -50,6 +50,10 @@ int main(int argc, char **argv) {
     const char *name = argv[1];
     if (strcmp(name, "help") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
         usage(stdout);
+        return 0;
+    }
+    if (strcmp(name, "--version") == 0) {
+        printf("fm %s\n", fm_version());
         return 0;
     }
     for (int i = 0; i < N_COMMANDS; i++)

@@ -21,6 +21,15 @@
 extern "C" {
 #endif
 
+/* The library's version (the installed libfm.so.MAJOR.MINOR.PATCH, fm.pc's Version): MAJOR
+ * changes when a program built against an older fm.h would break. */
+#define FM_VERSION_MAJOR 0
+#define FM_VERSION_MINOR 1
+#define FM_VERSION_PATCH 0
+#define FM_VERSION "0.1.0"
+/* The version of the library linked at run time, "MAJOR.MINOR.PATCH". */
+const char *fm_version(void);
+
 /* ---------------------------------------------------------------- status */
 
 typedef enum {

@@ -39,6 +39,7 @@ need=()
 [ -f "$root/usr/include/utf8proc.h" ] || need+=(libutf8proc-dev)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 command -v make >/dev/null || need+=(make)
+command -v pkg-config >/dev/null || need+=(pkg-config) # tests/cli_install_test.sh builds against fm.pc
 # OpenMP runtime for gcc (libgomp) comes with gcc; check it links.
 if command -v gcc >/dev/null && ! echo 'int main(void){return 0;}' | gcc -fopenmp -x c - -o /dev/null 2>/dev/null; then
     need+=(libgomp1)
