@@ -319,7 +319,7 @@ def main():
         train_lines += [chat(q, a[0]) for q, a, _ in tr]
         val_lines += [chat(q, a[0]) for q, a, _ in va]
         settings = {"task": "instruct_" + kind, "type": "generate", "target_delimiter": "\n",
-                    "fewshot_delimiter": "\n\n", "until": ["\n"], "chance": 0.0,
+                    "fewshot_delimiter": "\n\n", "until": ["\n\n"], "chance": 0.0,
                     "max_gen_tokens": 64 if kind == "define" else 32,
                     "description": "Synthetic instruction test (scripts/instruct_data.py): " + DESCRIPTION[kind]}
         lines = [json.dumps(settings, ensure_ascii=False)]
