@@ -14,8 +14,22 @@ BUILD  ?= build
 OPT    ?= -O3 -march=native
 CFLAGS ?= $(OPT) -g
 CFLAGS += -std=c11 -ffp-contract=fast -Wall -Wextra -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -fopenmp -Iinclude -Isrc
-LDLIBS  = -lcjson -lutf8proc -lm -fopenmp
+LDLIBS  = -lcjson -lutf8proc -lmicrohttpd -lm -fopenmp -pthread
 PYTHON ?= /usr/bin/python3
+
+# Data parallelism over MPI (docs/distributed.md): MPI=1 compiles src/dist/comm_mpi.c (FM_MPI)
+# with OpenMPI's flags (mpicc --showme), MPI=0 builds the single process alone. Default: 1 when
+# OpenMPI's development package is installed (its mpicc answers --showme), else 0.
+MPI ?= $(if $(shell mpicc --showme:compile 2>/dev/null),1,0)
+ifeq ($(MPI),1)
+MPI_CFLAGS := -DFM_MPI $(shell mpicc --showme:compile 2>/dev/null)
+MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null)
+ifeq ($(strip $(MPI_LIBS)),)
+$(error MPI=1 needs OpenMPI's mpicc (apt-get install libopenmpi-dev openmpi-bin, or scripts/install-deps.sh --mpi))
+endif
+CFLAGS += $(MPI_CFLAGS)
+LDLIBS += $(MPI_LIBS)
+endif
 
 LIB_SRC  = $(wildcard src/*/*.c)
 CLI_SRC  = $(wildcard cli/*.c)
@@ -23,7 +37,7 @@ TEST_SRC = $(wildcard tests/test_*.c)
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS    = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
-SCRIPT_TESTS = tests/cli_test.sh tests/cli_tokenizer_test.sh tests/cli_pretrain_test.sh tests/cli_golden_test.sh tests/cli_crash_test.sh tests/cli_data_test.sh tests/cli_robust_test.sh tests/cli_eval_test.sh tests/cli_adapter_test.sh tests/cli_finetune_test.sh tests/cli_chat_template_test.sh tests/cli_classify_test.sh tests/cli_install_test.sh
+SCRIPT_TESTS = tests/cli_test.sh tests/cli_tokenizer_test.sh tests/cli_pretrain_test.sh tests/cli_golden_test.sh tests/cli_crash_test.sh tests/cli_data_test.sh tests/cli_robust_test.sh tests/cli_eval_test.sh tests/cli_adapter_test.sh tests/cli_finetune_test.sh tests/cli_chat_template_test.sh tests/cli_classify_test.sh tests/cli_install_test.sh tests/cli_gguf_test.sh tests/cli_mpi_test.sh tests/cli_serve_test.sh
 FUZZ_TARGETS = tokenizer safetensors config state shard
 FUZZ_REPLAYS = $(FUZZ_TARGETS:%=$(BUILD)/fuzz/replay_%)
 
@@ -97,7 +111,7 @@ install: $(BUILD)/fm $(BUILD)/libfm.a $(BUILD)/libfm.so.$(FM_VERSION)
 	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$${prefix}/include' '' 'Name: fm' \
 	    'Description: foundation-model toolkit: GPT-2 style training, adaptation and inference' \
 	    'Version: $(FM_VERSION)' 'Requires.private: libcjson libutf8proc' 'Cflags: -I$${includedir}' \
-	    'Libs: -L$${libdir} -lfm' 'Libs.private: -lm -fopenmp' >$(DESTDIR)$(LIBDIR)/pkgconfig/fm.pc
+	    'Libs: -L$${libdir} -lfm' 'Libs.private: -lmicrohttpd -lm -fopenmp $(MPI_LIBS)' >$(DESTDIR)$(LIBDIR)/pkgconfig/fm.pc
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/fm $(DESTDIR)$(LIBDIR)/libfm.a $(DESTDIR)$(LIBDIR)/libfm.so \

@@ -113,6 +113,18 @@ void cli_on_step(void *user, const fm_step_report *report);
 /* Runs the trainer to its end, or until Ctrl-C or SIGTERM saves a checkpoint (then says how to
  * resume: fm CMD --out OUT --resume); 1 when it was interrupted. Dies on a failure. */
 int cli_run_trainer(const char *cmd, fm_trainer *trainer, const fm_optimizer *opt, int tty, const char *out);
+/* Data parallel (training.c, docs/distributed.md): the job's communicator (one process without
+ * mpirun). Under mpirun with N > 1: ranks other than 0 print nothing on stdout; --threads 0 means
+ * the cores shared out among this machine's ranks; a process that exits before cli_dist_finish
+ * ends the whole job. Dies on a failure. cli_dist_finish: finalises (before the command returns). */
+fm_comm *cli_dist_init(const char *cmd, int threads);
+void cli_dist_finish(void);
+/* "; under mpirun -np N the global batch, shared out" or, without MPI, a note saying so: --batch's help. */
+#ifdef FM_MPI
+#define CLI_DIST_BATCH_HELP "; under mpirun -np N the global batch, shared out (data parallel: MPI)"
+#else
+#define CLI_DIST_BATCH_HELP " (data parallel: not in this build, made without MPI)"
+#endif
 
 /* The command main() runs, for messages from outside it (a write error on stdout at exit). */
 extern const char *cli_command_name;

@@ -9,6 +9,7 @@
  * writes it (adapter_config.json naming the base, adapter_model.safetensors) instead of the
  * weights. Both keep run.json, metrics.jsonl, loss.svg, samples.txt and best/, the model (or
  * adapter) with the lowest held-out loss so far. Ctrl-C or SIGTERM saves; --resume continues.
+ * Under mpirun -np N it trains data-parallel (docs/distributed.md): rank 0 alone writes and prints.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -193,7 +194,7 @@ static int run(int argc, char **argv) {
         {"lora-targets", OPT_STRING, &targets, 0, 0, "products among c_attn, attn.c_proj, c_fc, mlp.c_proj (c_attn)"},
         {"steps", OPT_INT, &steps, 1, 1 << 30, "optimizer steps"},
         {"epochs", OPT_FLOAT, &epochs, 0.001, 1e6, "passes over the training examples, turned into steps"},
-        {"batch", OPT_INT, &rs.batch, 1, 65536, "examples per micro-batch (8)"},
+        {"batch", OPT_INT, &rs.batch, 1, 65536, "examples per micro-batch (8)" CLI_DIST_BATCH_HELP},
         {"grad-accum", OPT_INT, &rs.grad_accum, 1, 65536, "micro-batches per step (1)"},
         {"seq", OPT_INT, &rs.seq, 1, 1048576, "tokens per example row (default: the context)"},
         {"lr", OPT_FLOAT, &ac.lr, 0, 10, "peak learning rate (1e-4 full, 1e-3 LoRA)"},
@@ -216,6 +217,8 @@ static int run(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (!out) cli_usage_error("finetune", "--out RUN_DIR is required");
     fm_set_threads(threads);
+    fm_comm *comm = cli_dist_init("finetune", threads);
+    int rank0 = fm_comm_rank(comm) == 0; /* data parallel: the one rank that writes */
     int any_lora_flag = lora_r || lora_alpha > 0 || lora_dropout >= 0 || targets;
 
     fm_model *model = NULL;
@@ -231,7 +234,7 @@ static int run(int argc, char **argv) {
             dropout >= 0)
             cli_usage_error("finetune", "--resume continues with the run's stored settings; give only --out "
                             "(and --threads)");
-        lock = cli_lock_dir("finetune", out);
+        if (rank0) lock = cli_lock_dir("finetune", out);
         if (!cli_holds_checkpoint(out)) {
             fprintf(stderr, "fm finetune: %s holds no checkpoint: the run stopped before its first save; start it "
                     "again (--force over what it left)\n", out);
@@ -254,9 +257,9 @@ static int run(int argc, char **argv) {
         if (loss_on && strcmp(loss_on, "all") && strcmp(loss_on, "completion"))
             cli_usage_error("finetune", "--loss-on must be completion or all, not '%s'", loss_on);
         rs.loss_on_all = loss_on && strcmp(loss_on, "all") == 0;
-        if (access(metrics_path, F_OK) == 0 && !force)
+        if (rank0 && access(metrics_path, F_OK) == 0 && !force) /* data parallel: before rank 0 writes there */
             cli_usage_error("finetune", "%s already holds a run; use --resume, another --out, or --force", out);
-        cli_check_out_dir("finetune", out, base_dir, force);
+        if (rank0) cli_check_out_dir("finetune", out, base_dir, force);
         if (task && strcmp(task, "lm") && strcmp(task, "classify"))
             cli_usage_error("finetune", "--task must be lm or classify, not '%s'", task);
         rs.classify = task && strcmp(task, "classify") == 0;
@@ -390,10 +393,12 @@ static int run(int argc, char **argv) {
         if (ac.warmup_steps > steps) ac.warmup_steps = steps;
         if ((st = fm_optimizer_init(&opt, model, &ac))) cli_fail("finetune", st);
         if ((st = fm_model_reserve(model, rs.batch, rs.seq))) cli_fail("finetune", st);
-        cli_mkdir_p("finetune", out);
-        lock = cli_lock_dir("finetune", out);
         state.seed = rs.seed;
         fm_rng_seed(&state.rng, rs.seed);
+    }
+    if (!resume && rank0) {
+        cli_mkdir_p("finetune", out);
+        lock = cli_lock_dir("finetune", out);
         char *text = settings_text(&rs), *path = cli_path(out, "run.json");
         cli_write_text_atomic("finetune", path, text);
         free(text), free(path);
@@ -444,7 +449,8 @@ static int run(int argc, char **argv) {
                             .save_every = rs.save_every, .checkpoint_dir = out, .best_dir = best_dir,
                             .bytes_per_token = bytes_per_token,
                             .metrics_path = metrics_path, .plot_path = plot_path, .user = &prog,
-                            .on_step = cli_on_step};
+                            .on_step = cli_on_step, .comm = comm};
+    if (!rank0) tc.checkpoint_dir = tc.best_dir = tc.metrics_path = tc.plot_path = NULL, tc.on_step = NULL;
     fm_trainer *trainer;
     if ((st = fm_trainer_init(&trainer, model, opt, &state, &source, &objective, &tc))) cli_fail("finetune", st);
     int stopped = cli_run_trainer("finetune", trainer, opt, prog.tty, out);
@@ -461,6 +467,7 @@ static int run(int argc, char **argv) {
     fm_optimizer_free(opt);
     fm_model_free(model);
     fm_dir_unlock(lock);
+    cli_dist_finish();
     return stopped ? 130 : 0;
 }
 

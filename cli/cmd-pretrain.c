@@ -7,7 +7,8 @@
  * tokenizer.json, training_state.safetensors) plus run.json (the run's settings, so --resume
  * repeats them, and where they came from: fm's commit, the command line, the data's checksum),
  * metrics.jsonl (one JSON line per step and per evaluation), loss.svg and samples.txt.
- * Ctrl-C or SIGTERM saves a checkpoint; --resume continues with the same losses.
+ * Ctrl-C or SIGTERM saves a checkpoint; --resume continues with the same losses. Under
+ * mpirun -np N it trains data-parallel (docs/distributed.md): rank 0 alone writes and prints.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -194,7 +195,7 @@ static int run(int argc, char **argv) {
         {"dim", OPT_INT, &dim, 1, 65536, "width"},
         {"heads", OPT_INT, &heads, 1, 65536, "attention heads (must divide the width)"},
         {"context", OPT_INT, &context, 1, 1048576, "longest context (n_positions)"},
-        {"batch", OPT_INT, &rs.batch, 1, 65536, "sequences per micro-batch (16)"},
+        {"batch", OPT_INT, &rs.batch, 1, 65536, "sequences per micro-batch (16)" CLI_DIST_BATCH_HELP},
         {"grad-accum", OPT_INT, &grad_accum, 1, 65536,
          "micro-batches per step: a step sees batch x grad-accum sequences (1)"},
         {"seq", OPT_INT, &rs.seq, 1, 1048576, "tokens per sequence (default: the context)"},
@@ -225,6 +226,8 @@ static int run(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0); /* progress shows up in logs as it happens */
     if (!out) cli_usage_error("pretrain", "--out RUN_DIR is required");
     fm_set_threads(threads);
+    fm_comm *comm = cli_dist_init("pretrain", threads);
+    int rank0 = fm_comm_rank(comm) == 0; /* data parallel: the one rank that writes */
 
     fm_model *model = NULL;
     fm_optimizer *opt = NULL;
@@ -236,7 +239,7 @@ static int run(int argc, char **argv) {
         if (steps || minutes || layers || dim || heads || context || precision || grad_accum || freeze.n)
             cli_usage_error("pretrain", "--resume continues with the run's stored settings; drop the size, budget and "
                             "precision flags (and --grad-accum, --freeze)");
-        lock = cli_lock_dir("pretrain", out);
+        if (rank0) lock = cli_lock_dir("pretrain", out);
         if (!cli_holds_checkpoint(out)) {
             char *weights = cli_path(out, "model.safetensors");
             struct stat sb;
@@ -261,9 +264,9 @@ static int run(int argc, char **argv) {
         if (!steps == !minutes) cli_usage_error("pretrain", "give exactly one of --steps and --minutes");
         if (precision && fm_matmul_precision_parse(precision, &rs.precision))
             cli_usage_error("pretrain", "--precision: %s", fm_last_error());
-        if (access(metrics_path, F_OK) == 0)
+        if (rank0 && access(metrics_path, F_OK) == 0) /* data parallel: before rank 0 writes there */
             cli_usage_error("pretrain", "%s already holds a run; use --resume, or another --out", out);
-        cli_check_out_dir("pretrain", out, data_dir, force);
+        if (rank0) cli_check_out_dir("pretrain", out, data_dir, force);
         const preset *p = NULL;
         for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
             if (strcmp(presets[i].name, preset_name) == 0) p = &presets[i];
@@ -331,7 +334,9 @@ static int run(int argc, char **argv) {
     fm_trainer_config tc = {.batch = rs.batch, .seq = rs.seq, .grad_accum = rs.grad_accum,
                             .eval_every = rs.eval_every, .save_every = rs.save_every, .checkpoint_dir = out,
                             .metrics_path = metrics_path, .plot_path = plot_path,
-                            .bytes_per_token = prog.bytes_per_token, .user = &prog, .on_step = cli_on_step};
+                            .bytes_per_token = prog.bytes_per_token, .user = &prog, .on_step = cli_on_step,
+                            .comm = comm};
+    if (!rank0) tc.checkpoint_dir = tc.metrics_path = tc.plot_path = NULL, tc.on_step = NULL;
 
     if (!resume) {
         if (minutes) { /* a trainer with a stand-in optimizer times a step */
@@ -351,6 +356,7 @@ static int run(int argc, char **argv) {
             double per_step = t + eval_cost / rs.eval_every;
             steps = (int)(minutes * 60 / per_step);
             if (steps < 1) steps = 1;
+            if ((st = fm_comm_bcast(comm, &steps, sizeof steps, 0))) cli_fail("pretrain", st); /* rank 0's timing */
             printf("timing: %.0f ms per step; %.1f minutes make %d steps\n", 1000 * t, minutes, steps);
         }
         rs.total_steps = steps;
@@ -364,10 +370,12 @@ static int run(int argc, char **argv) {
         }
         /* what can fail for want of memory fails before the run directory exists */
         if ((st = fm_model_reserve(model, rs.batch, rs.seq))) cli_fail("pretrain", st);
-        cli_mkdir_p("pretrain", out);
-        lock = cli_lock_dir("pretrain", out);
         state.seed = rs.seed;
         fm_rng_seed(&state.rng, rs.seed);
+    }
+    if (!resume && rank0) {
+        cli_mkdir_p("pretrain", out);
+        lock = cli_lock_dir("pretrain", out);
         /* the run's settings and tokenizer first: the first checkpoint is what makes the run
          * resumable, so a kill before it leaves a directory that --resume names as unstarted */
         save_settings(out, &rs);
@@ -398,6 +406,7 @@ static int run(int argc, char **argv) {
     fm_dir_unlock(lock);
     if (resume) /* the patterns load_settings copied */
         for (int i = 0; i < rs.freeze.n; i++) free((char *)rs.freeze.items[i]);
+    cli_dist_finish();
     return stopped ? 130 : 0;
 }
 

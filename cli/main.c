@@ -13,7 +13,9 @@
 
 #include "cli.h"
 
-static const cli_command *const commands[] = {&cmd_init, &cmd_info, &cmd_data, &cmd_pretrain, &cmd_generate, &cmd_score, &cmd_eval, &cmd_bench, &cmd_quantize, &cmd_tokenizer, &cmd_merge, &cmd_finetune, &cmd_chat, &cmd_classify};
+extern const cli_command cmd_export; /* cmd-export.c */
+extern const cli_command cmd_serve;  /* cmd-serve.c */
+static const cli_command *const commands[] = {&cmd_init, &cmd_info, &cmd_data, &cmd_pretrain, &cmd_generate, &cmd_score, &cmd_eval, &cmd_bench, &cmd_quantize, &cmd_tokenizer, &cmd_merge, &cmd_finetune, &cmd_chat, &cmd_classify, &cmd_export, &cmd_serve};
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
 const char *cli_command_name;

@@ -1,7 +1,7 @@
 /*
  * training.c — what the training commands (fm pretrain, fm finetune) share around the library's
  * trainer: stopping on Ctrl-C or SIGTERM, the progress lines, samples written as training goes,
- * and atomic settings files.
+ * atomic settings files, and the data-parallel job's communicator under mpirun.
  */
 #include <math.h>
 #include <signal.h>
@@ -122,4 +122,38 @@ int cli_run_trainer(const char *cmd, fm_trainer *trainer, const fm_optimizer *op
         printf("interrupted: checkpoint saved at step %lld; continue with: fm %s --out %s --resume\n",
                (long long)fm_optimizer_steps_done(opt), cmd, out);
     return stopped;
+}
+
+/* ------------------------------------------------------------ data parallel */
+
+static fm_comm *job;     /* cli_dist_init's */
+static int job_finished; /* cli_dist_finish ran */
+
+/* atexit: a rank that exits before cli_dist_finish (a failure, a usage error) takes the job
+ * down, rather than leaving the others waiting in a collective */
+static void abort_unfinished_job(void) {
+    if (job && !job_finished) fm_comm_abort(job, 1);
+}
+
+fm_comm *cli_dist_init(const char *cmd, int threads) {
+    fm_status st = fm_comm_init(&job);
+    if (st) cli_fail(cmd, st);
+    if (fm_comm_size(job) == 1) return job;
+    atexit(abort_unfinished_job);
+    if (fm_comm_rank(job) != 0 && !freopen("/dev/null", "w", stdout)) {
+        fprintf(stderr, "fm %s: rank %d: cannot silence stdout\n", cmd, fm_comm_rank(job));
+        exit(1);
+    }
+    if (threads == 0) { /* the machine's cores shared among its ranks */
+        fm_set_threads(0);
+        int n = fm_get_threads() / fm_comm_local_size(job);
+        fm_set_threads(n < 1 ? 1 : n);
+    }
+    return job;
+}
+
+void cli_dist_finish(void) {
+    job_finished = 1;
+    fm_comm_free(job);
+    job = NULL;
 }

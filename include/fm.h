@@ -374,6 +374,12 @@ typedef struct {
     void *user;          /* for the callback */
     /* After each step (and its evaluation), before its checkpoint. */
     void (*on_step)(void *user, const fm_step_report *report);
+    /* NULL or a communicator of one process: today's single process. Of N > 1 processes:
+     * data-parallel (docs/distributed.md): batch is the global batch, every rank draws it whole
+     * and computes rows rank*rows/N.. of it, gradients and losses are summed across ranks
+     * before the (identical) optimizer step, held-out batches are shared out. Only rank 0
+     * should be given the paths (checkpoints, metrics, best, plot) and on_step. */
+    struct fm_comm *comm;
 } fm_trainer_config;
 
 typedef struct fm_trainer fm_trainer;
@@ -397,6 +403,33 @@ void fm_trainer_stop(fm_trainer *t);
  * the fastest of a few steps on batches drawn from fm_rng_seed(seed), so the run's stream is
  * untouched; gradients are zeroed after. For turning a time budget into a step count. */
 fm_status fm_trainer_time_step(fm_trainer *t, uint64_t seed, double *seconds);
+
+/* ---------------------------------------------------------------- data-parallel communication */
+
+/* The processes of a data-parallel job (src/dist/): MPI under a launcher in a build with MPI
+ * (make MPI=1), a single process otherwise; another backend (NCCL) would sit behind the same
+ * calls. Every call but rank, size and abort is collective: each rank makes it, in the same
+ * order. The backend's own errors end the whole job (no hang). */
+typedef struct fm_comm fm_comm;
+/* The job's communicator. Under mpirun (its environment: OMPI_COMM_WORLD_SIZE, PMIX_RANK,
+ * PMI_SIZE) in an MPI build: MPI's world, MPI initialised here. Otherwise one process, and no
+ * MPI call is ever made. A launcher with more than one process and a build without MPI: FM_ERR_CONFIG. */
+fm_status fm_comm_init(fm_comm **out);
+/* Finalises (MPI_Finalize) and frees; NULL is fine. */
+void fm_comm_free(fm_comm *comm);
+int fm_comm_rank(const fm_comm *comm);       /* 0..size-1; 0 for NULL */
+int fm_comm_size(const fm_comm *comm);       /* 1 for NULL */
+int fm_comm_local_size(const fm_comm *comm); /* ranks on this machine */
+/* x[0..n) summed element-wise over the ranks, in place, the same bits on every rank. */
+fm_status fm_comm_allreduce_sum_f32(fm_comm *comm, float *x, size_t n);
+fm_status fm_comm_allreduce_sum_f64(fm_comm *comm, double *x, size_t n);
+/* root's bytes[0..n) copied to every rank. */
+fm_status fm_comm_bcast(fm_comm *comm, void *bytes, size_t n, int root);
+fm_status fm_comm_barrier(fm_comm *comm);
+/* Ends every process of the job with exit status code (not collective: one rank's failure). */
+_Noreturn void fm_comm_abort(fm_comm *comm, int code);
+/* "mpi" when this build has MPI, "none" otherwise. */
+const char *fm_comm_backend(void);
 
 /* ---------------------------------------------------------------- int8 weights (quant.c) */
 
@@ -908,6 +941,90 @@ fm_status fm_model_classify(fm_model *model, const int *tokens, int B, int T, fl
  * gradient (when it is trainable) is added to score.weight's grad. A model without a head, or
  * with one output (a score, not classes): FM_ERR_ARG. */
 fm_status fm_objective_classify(fm_objective *out, const fm_model *model);
+
+/* ================================================================ OpenAI-compatible server
+ * (serve/server.c, serve/api.c, serve/scheduler.c; endpoints, fields, batching, limits:
+ * docs/serve.md)
+ *
+ * An HTTP server (libmicrohttpd) speaking OpenAI's completions and chat completions API over a
+ * model, its tokenizer and any LoRA adapters, with continuous batching: one scheduler thread owns
+ * a session of `parallel` sequences per model id (the base, each adapter); requests wait in a
+ * bounded queue, take free sequence slots between decoding steps (their prompts fed then), and
+ * leave when they finish; each step decodes all of a session's running sequences together. A
+ * request's result depends on it alone (its seed), not on what runs beside it. */
+typedef struct {
+    fm_model *model;            /* required; only read while serving (sessions are made from it) */
+    const fm_tokenizer *tok;    /* required: the model's tokenizer */
+    const char *model_id;       /* the id clients name the base by (required) */
+    const char *const *adapter_ids;   /* n_adapters ids, and the adapters (loaded for model) that */
+    const fm_adapter *const *adapters; /* a request's "model" chooses by them */
+    int n_adapters;
+    const char *host;           /* the address to listen on ("127.0.0.1"; a name is resolved) */
+    int port;                   /* 0: a free one (fm_server_port says which) */
+    int parallel;               /* sequences decoded together per model id (4) */
+    int max_queue;              /* requests waiting for a slot; one more is refused with 503 (64) */
+    const char *api_key;        /* NULL: none; else every route but /health needs "Authorization:
+                                   Bearer KEY" (401) */
+    size_t max_body;            /* request bodies up to this many bytes; larger: 413 (1 MiB) */
+    double timeout;             /* seconds a request may take; then it ends with 504 (600) */
+    int threads;                /* the scheduler's threads for the products (0: all cores) */
+    void (*log)(void *user, const char *line); /* one line per request (method, path, status,
+                                                  seconds); NULL: none */
+    void *log_user;
+} fm_server_config;
+/* The defaults above; model, tok and model_id must still be set. */
+void fm_server_config_default(fm_server_config *cfg);
+
+typedef struct fm_server fm_server;
+/* Makes the sessions (fm_model_use_adapter is left at none), binds, and serves from threads of
+ * its own; returns once it listens. The model, tokenizer, adapters and the config's strings must
+ * outlive the server. Fails (FM_ERR_IO naming the address) when it cannot listen. */
+fm_status fm_server_start(fm_server **out, const fm_server_config *cfg);
+/* The port it listens on (the one chosen when cfg.port was 0). */
+int fm_server_port(const fm_server *srv);
+/* Stops taking connections, lets every request in progress finish (up to cfg.timeout), stops
+ * the threads and frees the server. */
+void fm_server_stop(fm_server *srv);
+
+/* ================================================================ GGUF export
+ * (io/gguf.c, io/gguf_export.c; the keys, names and layouts: docs/file-formats.md)
+ *
+ * A model and its tokenizer as one GGUF version 3 file that llama.cpp loads as its "gpt2"
+ * architecture: the hyper-parameters, the byte-level BPE tokenizer (tokenizer.ggml.*), the chat
+ * template, and the weights (the matrices in one type, the 1-D tensors float32). */
+
+/* The matrices' type; the values are ggml's type numbers. Q8_0: blocks of 32 int8 weights with
+ * one float16 scale (max|w| / 127); a matrix whose rows are not whole blocks is stored F16. */
+typedef enum { FM_GGUF_F32 = 0, FM_GGUF_F16 = 1, FM_GGUF_Q8_0 = 8 } fm_gguf_type;
+/* "f32", "f16", "q8_0"; parse returns FM_ERR_ARG for any other name. */
+const char *fm_gguf_type_name(fm_gguf_type type);
+fm_status fm_gguf_type_parse(const char *name, fm_gguf_type *out);
+
+typedef struct {
+    fm_gguf_type type;         /* the matrices' type */
+    const char *name;          /* general.name; NULL or "": "fm" */
+    const char *chat_template; /* tokenizer.chat_template (Jinja), or NULL for none */
+} fm_gguf_options;
+
+/* What an export wrote. */
+typedef struct {
+    int n_tensors;  /* tensors in the file */
+    int n_typed;    /* matrices stored in the requested type */
+    int n_fallback; /* q8_0 matrices stored f16 instead (rows not whole blocks of 32) */
+    size_t bytes;   /* the file's size */
+} fm_gguf_report;
+
+/* Writes model and tok (whose vocabulary must be the model's) to path atomically (temporary file,
+ * fsync, rename; on failure nothing is left there). A model with attached tensors (a
+ * classification head, adapters) is refused (FM_ERR_ARG). report may be NULL. Messages name
+ * path. */
+fm_status fm_gguf_export(const fm_model *model, const fm_tokenizer *tok, const fm_gguf_options *opt,
+                         const char *path, fm_gguf_report *report);
+/* The chat template of DIR/tokenizer_config.json ("chat_template": a string, or transformers'
+ * list of named templates, of which "default"); *out (fm_free / free it) is NULL when the file or
+ * the key is absent. A file that is not JSON, or a template of another kind: FM_ERR_FORMAT naming
+ * the file. */
+fm_status fm_gguf_chat_template(const char *dir, char **out);
 
 #ifdef __cplusplus
 }

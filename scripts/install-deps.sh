@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # install-deps.sh — installs the Debian packages fm needs to build and test, if they are missing.
-# Usage: scripts/install-deps.sh [--torch] [--fuzz] [--kjv] [--base] [--python] [--node] [--sklearn] [--list]
+# Usage: scripts/install-deps.sh [--torch] [--fuzz] [--kjv] [--base] [--python] [--node] [--sklearn] [--mpi] [--list]
 #   --torch  python3-torch (and the OpenMP OpenBLAS) for `make test-torch` and `make bench`
 #   --fuzz   clang and its libFuzzer runtime for `make fuzz`
 #   --kjv    bible-kjv: the King James text of `make demo` and of the whole-text tokenizer test
@@ -9,15 +9,18 @@
 #   --python python3 (standard library only): the test scripts that compare fm eval with the
 #            PyTorch reference's committed results and check printed JSON (skipped without it)
 #   --node   nodejs and npm: the chat template's check with npm's @huggingface/jinja
-#            (tests/cli_chat_template_test.sh, skipped without node)
+#            (tests/cli_chat_template_test.sh, skipped without node), and fm export gguf's check
+#            in llama.cpp with npm's node-llama-cpp (tests/cli_gguf_test.sh; needs node >= 20)
 #   --sklearn python3-sklearn: the bag-of-words baseline of scripts/classify-transfer.sh
+#   --mpi    OpenMPI (libopenmpi-dev, openmpi-bin): data-parallel training under mpirun; the
+#            Makefile then builds with MPI (docs/distributed.md) and tests/cli_mpi_test.sh runs
 #   --list   install nothing: print the missing packages on one line (nothing when complete); the
 #            Makefile's check before compiling uses it
 # FM_DEPS_ROOT (testing): look for the headers under this folder instead of /
 # Runs apt-get (update, then install) only when something is missing, with sudo when not root.
 set -euo pipefail
 
-torch=0 fuzz=0 kjv=0 base=0 python=0 node=0 sklearn=0 list=0
+torch=0 fuzz=0 kjv=0 base=0 python=0 node=0 sklearn=0 mpi=0 list=0
 for arg in "$@"; do
     case $arg in
     --torch) torch=1 ;;
@@ -26,9 +29,10 @@ for arg in "$@"; do
     --python) python=1 ;;
     --sklearn) sklearn=1 ;;
     --node) node=1 ;;
+    --mpi) mpi=1 ;;
     --base) base=1 kjv=1 ;;
     --list) list=1 ;;
-    *) echo "install-deps.sh: unknown option '$arg' (--torch, --fuzz, --kjv, --base, --python, --node, --sklearn, --list)" >&2; exit 2 ;;
+    *) echo "install-deps.sh: unknown option '$arg' (--torch, --fuzz, --kjv, --base, --python, --node, --sklearn, --mpi, --list)" >&2; exit 2 ;;
     esac
 done
 
@@ -37,6 +41,8 @@ need=()
 [ -f "$root/usr/include/cmocka.h" ] || need+=(libcmocka-dev)
 [ -f "$root/usr/include/cjson/cJSON.h" ] || need+=(libcjson-dev)
 [ -f "$root/usr/include/utf8proc.h" ] || need+=(libutf8proc-dev)
+[ -f "$root/usr/include/microhttpd.h" ] || need+=(libmicrohttpd-dev) # fm serve (src/serve/)
+command -v curl >/dev/null || need+=(curl) # tests/cli_serve_test.sh
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 command -v make >/dev/null || need+=(make)
 command -v pkg-config >/dev/null || need+=(pkg-config) # tests/cli_install_test.sh builds against fm.pc
@@ -64,6 +70,10 @@ fi
 if [ $node -eq 1 ]; then
     command -v node >/dev/null || need+=(nodejs)
     command -v npm >/dev/null || need+=(npm)
+fi
+if [ $mpi -eq 1 ]; then
+    command -v mpicc >/dev/null || need+=(libopenmpi-dev)
+    command -v mpirun >/dev/null || need+=(openmpi-bin)
 fi
 if [ $kjv -eq 1 ]; then
     command -v bible >/dev/null || need+=(bible-kjv)

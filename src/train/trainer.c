@@ -10,6 +10,12 @@
  * trainer's rng and data position, which checkpoints save with the optimizer, so a resumed run
  * repeats the uninterrupted one's losses bit for bit. Not for: signals or printing (the
  * caller's on_step callback prints; fm_trainer_stop is safe to call from a signal handler).
+ *
+ * Data parallel (cfg.comm of N > 1 ranks, docs/distributed.md): the hooks marked "data
+ * parallel" below. Every rank draws each global micro-batch whole (the same stream and the same
+ * normaliser on every rank, whatever N), runs forward and backward on its rows alone, then the
+ * gradients and the loss sums are summed across ranks before the optimizer, which so makes the
+ * same step everywhere. With one process none of it runs: today's path, bit for bit.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -21,6 +27,11 @@
 
 #include "core/alloc.h"
 #include "core/internal.h"
+#include "dist/comm.h"
+
+/* Data parallel: gradients are summed across ranks in pieces of this many floats (16 MiB), one
+ * all-reduce each, after the whole backward (no overlap with it). */
+#define GRAD_BUCKET ((size_t)1 << 22)
 
 /* The loss curve so far: per-step losses and held-out losses. */
 typedef struct {
@@ -45,6 +56,9 @@ struct fm_trainer {
     double t_run;          /* clock at fm_trainer_run's start */
     int64_t saved_step;    /* the step of this trainer's last checkpoint, -1 before one */
     double best_val;       /* the lowest held-out loss so far (metrics.jsonl's on a resume) */
+    fm_comm *comm;         /* data parallel: cfg.comm, NULL for one process */
+    int rank, size;        /* 0 and 1 for one process */
+    int stop_all;          /* data parallel: some rank was asked to stop by the last step's end */
 };
 
 static double now(void) {
@@ -183,11 +197,15 @@ fm_status fm_trainer_init(fm_trainer **out, fm_model *model, fm_optimizer *opt, 
         return fm_fail(FM_ERR_ARG, "sequence length %d exceeds the model's context (%d)", cfg->seq, mc->n_positions);
     if (!data->next || !obj->weight || !obj->loss || (!obj->uses_logits && !obj->uses_hidden))
         return fm_fail(FM_ERR_ARG, "trainer: the data source needs next, the objective weight, loss and a gradient");
+    if (cfg->batch < fm_comm_size(cfg->comm))
+        return fm_fail(FM_ERR_ARG, "the global batch %d is smaller than the %d data-parallel ranks: each needs a row",
+                       cfg->batch, fm_comm_size(cfg->comm));
     fm_alloc_install_json_hooks();
     fm_trainer *t = fm_calloc(1, sizeof *t);
     if (!t) return fm_fail(FM_ERR_NOMEM, "out of memory for the trainer");
     t->model = model, t->opt = opt, t->state = state, t->data = *data, t->obj = *obj, t->cfg = *cfg;
     t->saved_step = -1;
+    t->comm = cfg->comm, t->rank = fm_comm_rank(cfg->comm), t->size = fm_comm_size(cfg->comm);
     fm_status st = FM_OK;
     t->best_val = INFINITY;
     t->micro = fm_calloc(cfg->grad_accum, sizeof *t->micro);
@@ -229,11 +247,38 @@ void fm_trainer_free(fm_trainer *t) {
 
 void fm_trainer_stop(fm_trainer *t) { t->stop = 1; }
 
-/* Forward, objective and backward of one micro-batch normalised by norm; adds its loss_sum. */
+/* Data parallel: this rank's rows of a batch of `rows`: [*first, *first + *count). */
+static void rank_rows(const fm_trainer *t, int rows, int *first, int *count) {
+    *first = (int)((int64_t)t->rank * rows / t->size);
+    *count = (int)((int64_t)(t->rank + 1) * rows / t->size) - *first;
+}
+
+/* Data parallel: *view = this rank's rows of b (pointers into b's buffers). */
+static void rank_view(const fm_trainer *t, const fm_batch *b, fm_batch *view, int *first) {
+    int count;
+    rank_rows(t, b->rows, first, &count);
+    size_t off = (size_t)*first * b->T;
+    *view = (fm_batch){.B = count, .T = b->T, .rows = count, .tokens = b->tokens + off, .targets = b->targets + off,
+                       .mask = b->mask + off};
+}
+
+/* Forward, objective and backward of one micro-batch normalised by norm; adds its loss_sum.
+ * Data parallel: only this rank's rows (none: nothing to add); norm is the whole batch's. */
 static fm_status micro_step(fm_trainer *t, int k, double norm, double *loss_sum) {
     fm_model *m = t->model;
     const fm_batch *b = &t->micro[k];
-    fm_model_set_dropout_seed(m, t->drop_seed[k]);
+    uint64_t drop_seed = t->drop_seed[k];
+    fm_batch view;
+    if (t->size > 1) {
+        int first;
+        rank_view(t, b, &view, &first);
+        if (view.rows == 0) return FM_OK;
+        b = &view;
+        /* dropout masks hash the element's index within the forward's rows: a slice that does
+         * not start at row 0 mixes its first row into the seed, so that ranks drop differently */
+        if (drop_seed && first) drop_seed = (drop_seed ^ ((uint64_t)first * 0x9E3779B97F4A7C15ull)) | 1;
+    }
+    fm_model_set_dropout_seed(m, drop_seed);
     fm_status st = fm_model_forward(m, b->tokens, b->rows, b->T);
     fm_model_set_dropout_seed(m, 0);
     if (st) return st;
@@ -242,7 +287,7 @@ static fm_status micro_step(fm_trainer *t, int k, double norm, double *loss_sum)
     double part = 0.0;
     if ((st = t->obj.loss(t->obj.ctx, m, b, norm, &part, dlogits, dhidden))) return st;
     *loss_sum += part;
-    fm_model_set_dropout_seed(m, t->drop_seed[k]); /* the backward recomputes the forward's masks */
+    fm_model_set_dropout_seed(m, drop_seed); /* the backward recomputes the forward's masks */
     st = fm_model_backward(m, dlogits, dhidden);
     fm_model_set_dropout_seed(m, 0);
     return st;
@@ -268,6 +313,34 @@ static fm_status draw(fm_trainer *t, fm_rng *rng, uint64_t *position, double *no
     return FM_OK;
 }
 
+/* Data parallel: the trainable gradients summed across ranks (each rank's are already divided by
+ * the global normaliser, so the sum is the global batch's gradient), in buckets of contiguous
+ * memory; then the loss sums and the stop requests, so that every rank stops after the same
+ * step. A rank that fails before this leaves the others waiting here: the caller must end the
+ * job (fm_comm_abort) on any failure. */
+static fm_status sum_across_ranks(fm_trainer *t, double *loss_sum) {
+    int nt = fm_model_num_tensors(t->model);
+    float *run = NULL;
+    size_t run_n = 0;
+    fm_status st = FM_OK;
+    for (int i = 0; !st && i <= nt; i++) {
+        const fm_tensor_info *ti = i < nt ? fm_model_tensor(t->model, i) : NULL;
+        if (ti && !ti->trainable) continue;
+        if (ti && run && ti->grad == run + run_n) { /* adjoining the run: grow it */
+            run_n += ti->numel;
+            continue;
+        }
+        for (size_t j = 0; !st && j < run_n; j += GRAD_BUCKET)
+            st = fm_comm_allreduce_sum_f32(t->comm, run + j, run_n - j < GRAD_BUCKET ? run_n - j : GRAD_BUCKET);
+        run = ti ? ti->grad : NULL, run_n = ti ? ti->numel : 0;
+    }
+    double sums[2] = {*loss_sum, t->stop ? 1.0 : 0.0};
+    if (!st) st = fm_comm_allreduce_sum_f64(t->comm, sums, 2);
+    *loss_sum = sums[0];
+    t->stop_all = sums[1] > 0.0;
+    return st;
+}
+
 fm_status fm_trainer_step(fm_trainer *t, fm_step_report *r) {
     double t0 = now(), norm, loss_sum = 0.0;
     /* a step that runs out of memory (e.g. for the activations) leaves the stream where it was,
@@ -276,6 +349,7 @@ fm_status fm_trainer_step(fm_trainer *t, fm_step_report *r) {
     fm_status st = draw(t, &t->state->rng, &t->state->data_position, &norm);
     if (!st) fm_model_zero_grad(t->model);
     for (int k = 0; !st && k < t->cfg.grad_accum; k++) st = micro_step(t, k, norm, &loss_sum);
+    if (!st && t->size > 1) st = sum_across_ranks(t, &loss_sum);
     memset(r, 0, sizeof *r);
     /* a non-finite loss or gradient norm is never applied: the weights and moments stay as the
      * last good step left them */
@@ -296,8 +370,55 @@ fm_status fm_trainer_step(fm_trainer *t, fm_step_report *r) {
     return FM_OK;
 }
 
+/* Data parallel: held-out batch i is rank i % N's to compute. Every rank reads every batch (to
+ * count them and weigh them), computes its own batches' means, and the (mean x weight, weight)
+ * pairs, each from one rank and zeros from the others, are summed across ranks; the total is
+ * then added up in batch order, so the held-out loss has the single process's bits. */
+static fm_status evaluate_shared(fm_trainer *t, double *loss) {
+    double *pairs = NULL;
+    size_t n = 0, cap = 0;
+    fm_status st = FM_OK;
+    for (uint64_t i = 0; !st; i++) {
+        fm_batch *b = &t->eval;
+        batch_reset(b);
+        if ((st = t->data.eval_next(t->data.ctx, b, i))) break;
+        if (b->rows == 0) break;
+        if (b->rows < 0 || b->rows > b->B) {
+            st = fm_fail(FM_ERR_ARG, "the data source filled %d rows of a batch of %d", b->rows, b->B);
+            break;
+        }
+        if (n == cap) {
+            size_t c = cap ? 2 * cap : 64;
+            double *np = fm_realloc(pairs, sizeof(double) * 2 * c);
+            if (!np) {
+                st = fm_fail(FM_ERR_NOMEM, "out of memory for the held-out losses");
+                break;
+            }
+            pairs = np, cap = c;
+        }
+        double w = t->obj.weight(t->obj.ctx, t->model, b), sum = 0.0;
+        pairs[2 * n] = pairs[2 * n + 1] = 0.0;
+        if (w > 0.0 && (int)(i % (uint64_t)t->size) == t->rank) {
+            if ((st = fm_model_forward(t->model, b->tokens, b->rows, b->T))) break;
+            if ((st = t->obj.loss(t->obj.ctx, t->model, b, w, &sum, NULL, NULL))) break;
+            pairs[2 * n] = (double)(float)(sum / w) * w;
+            pairs[2 * n + 1] = w;
+        }
+        n++;
+    }
+    if (!st) st = fm_comm_allreduce_sum_f64(t->comm, pairs, 2 * n);
+    double total = 0.0, weight = 0.0;
+    for (size_t i = 0; !st && i < n; i++)
+        if (pairs[2 * i + 1] > 0.0) total += pairs[2 * i], weight += pairs[2 * i + 1];
+    fm_free(pairs);
+    if (st) return st;
+    *loss = weight > 0.0 ? total / weight : NAN;
+    return FM_OK;
+}
+
 fm_status fm_trainer_evaluate(fm_trainer *t, double *loss) {
     if (!t->data.eval_next) return fm_fail(FM_ERR_ARG, "the data source has no held-out data");
+    if (t->size > 1) return evaluate_shared(t, loss);
     double total = 0.0, weight = 0.0;
     for (uint64_t i = 0;; i++) {
         fm_batch *b = &t->eval;
@@ -339,7 +460,31 @@ static fm_status save_best(fm_trainer *t, int64_t step, double val_loss) {
     return st;
 }
 
+/* Data parallel: the ranks' parameters must be the same bits (the same summed gradients, the
+ * same update); a hash of them, rank 0's broadcast, any difference counted across ranks. A
+ * collective: every rank calls it at every checkpoint. */
+static fm_status check_replicas(fm_trainer *t) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int i = 0; i < fm_model_num_tensors(t->model); i++) {
+        const fm_tensor_info *ti = fm_model_tensor(t->model, i);
+        const uint32_t *bits = (const uint32_t *)ti->data;
+        for (size_t j = 0; j < ti->numel; j++) h = (h ^ bits[j]) * 0x100000001b3ull;
+    }
+    uint64_t h0 = h;
+    fm_status st = fm_comm_bcast(t->comm, &h0, sizeof h0, 0);
+    double differ = h0 != h;
+    if (!st) st = fm_comm_allreduce_sum_f64(t->comm, &differ, 1);
+    if (!st && differ > 0.0)
+        st = fm_fail(FM_ERR_MISMATCH, "step %lld: the parameters of %g data-parallel ranks differ from rank 0's",
+                     (long long)fm_optimizer_steps_done(t->opt), differ);
+    return st;
+}
+
 static fm_status save(fm_trainer *t) {
+    if (t->size > 1) { /* data parallel: every rank checks, rank 0 alone has a checkpoint_dir */
+        fm_status st = check_replicas(t);
+        if (st) return st;
+    }
     if (!t->cfg.checkpoint_dir) return FM_OK;
     if (t->metrics) fflush(t->metrics);
     fm_status st = fm_checkpoint_save(t->cfg.checkpoint_dir, t->model, t->opt, t->state);
@@ -376,7 +521,7 @@ fm_status fm_trainer_run(fm_trainer *t, int *stopped) {
         }
         if ((st = log_step(t, &r))) return st;
         if (t->cfg.on_step) t->cfg.on_step(t->cfg.user, &r);
-        int stop = t->stop && !last;
+        int stop = (t->size > 1 ? t->stop_all : t->stop) && !last; /* data parallel: every rank's */
         if ((t->cfg.save_every > 0 && r.step % t->cfg.save_every == 0) || last || stop)
             if ((st = save(t))) return st;
         if (stop) {
