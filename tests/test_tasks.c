@@ -202,9 +202,33 @@ static void test_multiple_choice_cache_batch_threads(void **state) {
     fm_task_free(t);
 }
 
+/* The summed log-likelihood of cont (nk tokens) after ctx (nc tokens), the plain way: one
+ * session forward over ctx + cont less its last token, cut from the left as the harness cuts
+ * (the last 49 tokens: the context of 48 and the one predicted). */
+static double plain_ll(const int *ctx, size_t nc, const int *cont, size_t nk) {
+    int in[256], n = 0, cut = nc + nk > 49 ? (int)(nc + nk) - 49 : 0;
+    assert_true(nc + nk <= 256 && (size_t)cut < nc);
+    for (size_t i = cut; i < nc; i++) in[n++] = ctx[i];
+    for (size_t i = 0; i + 1 < nk; i++) in[n++] = cont[i];
+    fm_session *s;
+    assert_int_equal(fm_session_init(&s, model, 1, 48), FM_OK);
+    const float *logits;
+    assert_int_equal(fm_session_forward(s, in, 1, n, &logits), FM_OK);
+    int V = fm_tokenizer_vocab_size(tok);
+    double ll = 0.0;
+    for (size_t k = 0; k < nk; k++) {
+        const float *z = logits + (nc - 1 - cut + k) * V;
+        double m = z[0], sum = 0;
+        for (int v = 1; v < V; v++) m = fmax(m, z[v]);
+        for (int v = 0; v < V; v++) sum += exp(z[v] - m);
+        ll += z[cont[k]] - m - log(sum);
+    }
+    fm_session_free(s);
+    return ll;
+}
+
 /* The log-likelihood of one continuation, computed the plain way here: the token sequence is
- * built by hand (context encoded alone, continuation = whole minus the context's tokens) and
- * run through one session forward. */
+ * built by hand (context encoded alone, continuation = whole minus the context's tokens). */
 static double direct_ll(const char *context, const char *continuation) {
     size_t lc = strlen(context), lk = strlen(continuation);
     char whole[512];
@@ -213,23 +237,7 @@ static double direct_ll(const char *context, const char *continuation) {
     size_t nw, nc;
     assert_int_equal(fm_tokenizer_encode(tok, whole, lc + lk, 0, &w, &nw), FM_OK);
     assert_int_equal(fm_tokenizer_encode(tok, context, lc, 0, &c, &nc), FM_OK);
-    int in[128], n = 0;
-    for (size_t i = 0; i < nc; i++) in[n++] = c[i];
-    for (size_t i = nc; i + 1 < nw; i++) in[n++] = w[i];
-    fm_session *s;
-    assert_int_equal(fm_session_init(&s, model, 1, 48), FM_OK);
-    const float *logits;
-    assert_int_equal(fm_session_forward(s, in, 1, n, &logits), FM_OK);
-    int V = fm_tokenizer_vocab_size(tok);
-    double ll = 0.0;
-    for (size_t i = nc; i < nw; i++) {
-        const float *z = logits + (size_t)(i - 1) * V;
-        double m = z[0], sum = 0;
-        for (int v = 1; v < V; v++) m = fmax(m, z[v]);
-        for (int v = 0; v < V; v++) sum += exp(z[v] - m);
-        ll += z[w[i]] - m - log(sum);
-    }
-    fm_session_free(s);
+    double ll = plain_ll(c, nc, w + nc, nw - nc);
     free(w), free(c);
     return ll;
 }
@@ -247,6 +255,13 @@ static void test_encode_pair(void **state) {
     want = direct_ll("Answer.\n\nThe cat sat on the", " mat");
     if (fabs(iv.v[0][0] - want) > 1e-4) fail_msg("item 0: %.9g, want %.9g", iv.v[0][0], want);
     fm_task_free(t);
+}
+
+/* The generated text of the last item evaluated (generate tasks). */
+static char generated[1024];
+static void keep_text(void *user, int index, const double *values, int n, const char *text) {
+    (void)user, (void)index, (void)values, (void)n;
+    snprintf(generated, sizeof generated, "%s", text ? text : "");
 }
 
 /* The chat template (cfg.chat): at 2 shots a choice is scored after the system message (the
@@ -284,36 +299,20 @@ static void test_chat_template_prompts(void **state) {
             assert_int_equal(fm_chat_encode(tok, m, 6, 1, 0, &ctx, NULL, &nc), FM_OK);
             assert_int_equal(ctx[nc - 1], fm_tokenizer_special_id(tok, "<|assistant|>"));
             assert_int_equal(fm_tokenizer_encode(tok, "moon", 4, 0, &cont, &nk), FM_OK);
-            /* the harness's cut: the last 49 tokens of prompt + choice, less the last */
-            int in[256], n = 0, cut = nc + nk > 49 ? (int)(nc + nk) - 49 : 0;
-            assert_true(nc + nk <= 256 && (size_t)cut < nc);
-            for (size_t k = cut; k < nc; k++) in[n++] = ctx[k];
-            for (size_t k = 0; k + 1 < nk; k++) in[n++] = cont[k];
-            fm_session *s;
-            assert_int_equal(fm_session_init(&s, model, 1, 48), FM_OK);
-            const float *logits;
-            assert_int_equal(fm_session_forward(s, in, 1, n, &logits), FM_OK);
-            int V = fm_tokenizer_vocab_size(tok);
-            double ll = 0.0;
-            for (size_t k = 0; k < nk; k++) {
-                const float *z = logits + (nc - 1 - cut + k) * V;
-                double mx = z[0], sum = 0;
-                for (int v = 1; v < V; v++) mx = fmax(mx, z[v]);
-                for (int v = 0; v < V; v++) sum += exp(z[v] - mx);
-                ll += z[cont[k]] - mx - log(sum);
-            }
-            fm_session_free(s);
+            double ll = plain_ll(ctx, nc, cont, nk);
             free(ctx), free(cont);
             found = fabs(ll - wide.v[1][1]) <= 1e-4 * fmax(1.0, fabs(ll));
         }
     if (!found) fail_msg("no pair of examples gives the harness's chat score %.9g", wide.v[1][1]);
     fm_task_free(t);
-    /* generation through the template ends at <|endoftext|>: the text holds no marker */
+    /* generation through the template stops at <|endoftext|>, which the answer does not hold */
     t = load_ok("genchat.jsonl", "{\"task\": \"g\", \"type\": \"generate\", \"max_gen_tokens\": 8}\n"
                                  "{\"query\": \"Is water wet?\", \"answers\": [\"yes\"]}\n");
-    c.shots = 0, c.max_seqs = 4, c.user = &wide;
+    c.shots = 0, c.max_seqs = 4, c.user = NULL, c.on_item = keep_text;
+    generated[0] = '\0';
     assert_int_equal(fm_task_evaluate(t, model, tok, &c, &r), FM_OK);
     assert_int_equal(r.n, 1);
+    assert_null(strstr(generated, "<|endoftext|>"));
     fm_task_free(t);
 }
 

@@ -275,6 +275,18 @@ static fm_status encode_after(const fm_tokenizer *tok, const int *prompt, size_t
     return st;
 }
 
+/* A plain-text request: lm-eval's _encode_pair of the context and target delimiter + choice. */
+static fm_status encode_delimited(const fm_task *t, const fm_tokenizer *tok, int eot, const char *context,
+                                  const char *choice, request *r) {
+    size_t ld = strlen(t->target_delimiter), lc = strlen(choice);
+    char *cont = fm_malloc(ld + lc + 1);
+    if (!cont) return fm_fail(FM_ERR_NOMEM, "out of memory");
+    memcpy(cont, t->target_delimiter, ld), memcpy(cont + ld, choice, lc + 1);
+    fm_status st = encode_pair(tok, eot, context, cont, &r->ctx, &r->n_ctx, &r->cont, &r->n_cont);
+    fm_free(cont);
+    return st;
+}
+
 /* Encodes every choice of the first n_items test items (lm-eval's _encode_pair after the
  * prompt), cut to fit the context: *out (fm_malloc'd, *n_out requests, an item's choices adjacent),
  * question[r] the item's position. *longest: the most positions one request needs. */
@@ -298,22 +310,9 @@ static fm_status encode_requests(const fm_task *t, const fm_tokenizer *tok, cons
         int truncated = 0, first = n, too_long = 0;
         for (int c = 0; c < it->n_choices && !st; c++) {
             request *r = &rq[n];
-            if (cfg->chat) { /* the choice right after <|assistant|>, encoded alone */
-                st = encode_after(tok, chat, n_chat, it->choices[c], r);
-                if (st) break;
-                goto encoded;
-            }
-            size_t ld = strlen(t->target_delimiter), lc = strlen(it->choices[c]);
-            char *cont = fm_malloc(ld + lc + 1);
-            if (!cont) {
-                st = fm_fail(FM_ERR_NOMEM, "out of memory");
+            if ((st = cfg->chat ? encode_after(tok, chat, n_chat, it->choices[c], r)
+                                : encode_delimited(t, tok, eot, context, it->choices[c], r)))
                 break;
-            }
-            memcpy(cont, t->target_delimiter, ld), memcpy(cont + ld, it->choices[c], lc + 1);
-            st = encode_pair(tok, eot, context, cont, &r->ctx, &r->n_ctx, &r->cont, &r->n_cont);
-            fm_free(cont);
-            if (st) break;
-        encoded:
             question[n++] = q;
             if (r->n_cont < 1) {
                 st = fm_fail(FM_ERR_ARG, "%s:%d: choice %d encodes to no tokens after its context", t->path, it->line, c);
