@@ -318,6 +318,10 @@ static fm_status draw(fm_trainer *t, fm_rng *rng, uint64_t *position, double *no
  * memory; then the loss sums and the stop requests, so that every rank stops after the same
  * step. A rank that fails before this leaves the others waiting here: the caller must end the
  * job (fm_comm_abort) on any failure. */
+/* Data parallel, after the backward: every trainable tensor's gradient (each already divided by
+ * the global batch's normaliser) summed over the ranks in place, in buckets of at most
+ * GRAD_BUCKET floats over runs of adjoining tensors; *loss_sum summed likewise; t->stop_all set
+ * when any rank was asked to stop, so that all stop after the same step. */
 static fm_status sum_across_ranks(fm_trainer *t, double *loss_sum) {
     int nt = fm_model_num_tensors(t->model);
     float *run = NULL;
