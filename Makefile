@@ -11,10 +11,10 @@
 
 CC      = gcc
 BUILD  ?= build
-OPT    ?= -O3 -march=native
+OPT    ?= -O3
 CFLAGS ?= $(OPT) -g
 CFLAGS += -std=c11 -ffp-contract=fast -Wall -Wextra -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -fopenmp -Iinclude -Isrc
-LDLIBS  = -lcjson -lutf8proc -lmicrohttpd -lm -fopenmp -pthread
+LDLIBS  = -lcjson -lutf8proc -lmicrohttpd -lpng -lz -lm -fopenmp -pthread
 PYTHON ?= /usr/bin/python3
 
 # Data parallelism over MPI (docs/distributed.md): MPI=1 compiles src/dist/comm_mpi.c (FM_MPI)
@@ -31,23 +31,40 @@ CFLAGS += $(MPI_CFLAGS)
 LDLIBS += $(MPI_LIBS)
 endif
 
-LIB_SRC  = $(wildcard src/*/*.c)
+# The kernels' code paths (docs/kernels.md, "Runtime dispatch"): the build targets the plain
+# x86-64 baseline (no -march=native), and gemm.c and kernels.c are compiled once per path with
+# that path's -m flags and -DFM_ISA=PATH (src/cpu/isa.h renames their functions); at run time
+# src/cpu/dispatch.c picks the best copy the CPU runs, or the one FM_CPU names. Other CPUs
+# (aarch64): the generic copy alone.
+ISA_SRC   = src/cpu/gemm.c src/cpu/kernels.c
+ISA_FLAGS_generic    =
+ISA_FLAGS_avx2       = -mavx2 -mfma -mf16c
+ISA_FLAGS_avx512     = $(ISA_FLAGS_avx2) -mavx512f -mavx512bw -mavx512dq -mavx512vl
+ISA_FLAGS_avx512bf16 = $(ISA_FLAGS_avx512) -mavx512bf16
+ifneq ($(filter x86_64%,$(shell $(CC) -dumpmachine)),)
+FM_CPU_PATHS = generic avx2 avx512 avx512bf16
+CFLAGS += -DFM_CPU_X86
+else
+FM_CPU_PATHS = generic
+endif
+ISA_OBJ_NAMES = $(foreach p,$(FM_CPU_PATHS),$(ISA_SRC:%.c=%.$(p).o))
+LIB_SRC  = $(filter-out $(ISA_SRC),$(wildcard src/*/*.c))
 CLI_SRC  = $(wildcard cli/*.c)
 TEST_SRC = $(wildcard tests/test_*.c)
-LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o) $(ISA_OBJ_NAMES:%=$(BUILD)/%)
 CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS    = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
-SCRIPT_TESTS = tests/cli_test.sh tests/cli_tokenizer_test.sh tests/cli_pretrain_test.sh tests/cli_golden_test.sh tests/cli_crash_test.sh tests/cli_data_test.sh tests/cli_robust_test.sh tests/cli_eval_test.sh tests/cli_adapter_test.sh tests/cli_finetune_test.sh tests/cli_chat_template_test.sh tests/cli_classify_test.sh tests/cli_install_test.sh tests/cli_gguf_test.sh tests/cli_mpi_test.sh tests/cli_serve_test.sh
+SCRIPT_TESTS = tests/cli_test.sh tests/cli_tokenizer_test.sh tests/cli_pretrain_test.sh tests/cli_golden_test.sh tests/cli_crash_test.sh tests/cli_data_test.sh tests/cli_robust_test.sh tests/cli_eval_test.sh tests/cli_adapter_test.sh tests/cli_finetune_test.sh tests/cli_chat_template_test.sh tests/cli_classify_test.sh tests/cli_install_test.sh tests/cli_gguf_test.sh tests/cli_mpi_test.sh tests/cli_data_stream_test.sh tests/cli_serve_test.sh tests/cli_serve_page_test.sh tests/cli_serve_fuzz_test.sh tests/cli_vision_test.sh tests/cli_probe_test.sh
 FUZZ_TARGETS = tokenizer safetensors config state shard
 FUZZ_REPLAYS = $(FUZZ_TARGETS:%=$(BUILD)/fuzz/replay_%)
 
-.PHONY: all install uninstall deps test run-tests demo base tasks transfer classify-transfer instruct asan tsan test-torch clean fuzz fuzz-seeds bench-tokenizer bench bench-kernels
+.PHONY: all install uninstall deps test run-tests demo demo-vision probe-vision base tasks transfer classify-transfer instruct asan tsan test-torch clean fuzz fuzz-seeds bench-tokenizer bench bench-kernels
 all: $(BUILD)/fm
 
 # A fresh machine: before compiling anything, the Debian packages the build and the tests need
 # must be there, else make stops at once with one line naming them. The goals that install them
 # first (deps, test, asan, demo, base, tasks, fuzz, bench) and clean are not checked.
-NO_DEPS_CHECK = deps test asan tsan demo base tasks fuzz bench clean uninstall
+NO_DEPS_CHECK = deps test asan tsan demo demo-vision probe-vision base tasks fuzz bench clean uninstall
 ifneq ($(filter-out $(NO_DEPS_CHECK),$(or $(MAKECMDGOALS),all)),)
 MISSING_PACKAGES := $(shell scripts/install-deps.sh --list)
 ifneq ($(MISSING_PACKAGES),)
@@ -62,6 +79,20 @@ deps:
 $(BUILD)/%.o: %.c $(wildcard include/*.h src/*/*.h cli/*.h tests/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# fm serve's chat page: src/serve/chat_page.c copies src/serve/chat.html in (the assembler's .incbin)
+$(BUILD)/src/serve/chat_page.o $(BUILD)/pic/src/serve/chat_page.o: src/serve/chat.html
+
+# One copy of an ISA_SRC file per code path (static and -fPIC), e.g. build/src/cpu/gemm.avx2.o.
+define ISA_RULES
+$(BUILD)/src/cpu/%.$(1).o: src/cpu/%.c $(wildcard include/*.h src/*/*.h)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS) $$(ISA_FLAGS_$(1)) -DFM_ISA=$(1) -c $$< -o $$@
+$(BUILD)/pic/src/cpu/%.$(1).o: src/cpu/%.c $(wildcard include/*.h src/*/*.h)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS) $$(ISA_FLAGS_$(1)) -DFM_ISA=$(1) -fPIC -c $$< -o $$@
+endef
+$(foreach p,$(FM_CPU_PATHS),$(eval $(call ISA_RULES,$(p))))
 
 # The commit fm is built from ("-dirty" with uncommitted changes; "unknown" outside git), which
 # fm pretrain records in run.json; the header is rewritten only when the text changes, so that
@@ -87,7 +118,7 @@ PREFIX  ?= /usr/local
 LIBDIR  ?= $(PREFIX)/lib
 FM_VERSION := $(shell sed -n 's/^\#define FM_VERSION "\(.*\)"/\1/p' include/fm.h)
 FM_SOMAJOR := $(firstword $(subst ., ,$(FM_VERSION)))
-PIC_OBJ = $(LIB_SRC:%.c=$(BUILD)/pic/%.o)
+PIC_OBJ = $(LIB_SRC:%.c=$(BUILD)/pic/%.o) $(ISA_OBJ_NAMES:%=$(BUILD)/pic/%)
 
 $(BUILD)/pic/%.o: %.c $(wildcard include/*.h src/*/*.h)
 	@mkdir -p $(dir $@)
@@ -111,7 +142,7 @@ install: $(BUILD)/fm $(BUILD)/libfm.a $(BUILD)/libfm.so.$(FM_VERSION)
 	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$${prefix}/include' '' 'Name: fm' \
 	    'Description: foundation-model toolkit: GPT-2 style training, adaptation and inference' \
 	    'Version: $(FM_VERSION)' 'Requires.private: libcjson libutf8proc' 'Cflags: -I$${includedir}' \
-	    'Libs: -L$${libdir} -lfm' 'Libs.private: -lmicrohttpd -lm -fopenmp $(MPI_LIBS)' >$(DESTDIR)$(LIBDIR)/pkgconfig/fm.pc
+	    'Libs: -L$${libdir} -lfm' 'Libs.private: -lmicrohttpd -lpng -lz -lm -fopenmp $(MPI_LIBS)' >$(DESTDIR)$(LIBDIR)/pkgconfig/fm.pc
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/fm $(DESTDIR)$(LIBDIR)/libfm.a $(DESTDIR)$(LIBDIR)/libfm.so \
@@ -122,22 +153,39 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libfm.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcmocka
 
 # Runs every test binary from the repository root; fails if any fails, after running all. The
-# script tests get the compiler and its flags (FM_CC, FM_CFLAGS): the golden test runs only in
-# AVX-512 builds. Other builds: make run-tests BUILD=build/v3 OPT="-O2 -march=x86-64-v3" (.ci/run).
+# script tests get the compiler and its flags (FM_CC, FM_CFLAGS): the golden test runs only on
+# the AVX-512 paths and not under sanitizers. One path only: make test TEST_CPU_PATHS=avx2.
 test: deps
 	@$(MAKE) --no-print-directory run-tests
 
+# The test programs and scripts run once per kernel code path (FM_CPU forced, see src/cpu/
+# dispatch.c): TEST_CPU_PATHS lists them, "all" being every path this CPU runs (fm info --cpu)
+# and "best" the first of them; a path the CPU cannot run is skipped with a line saying so. The
+# fuzz replays (generic kernels only) run once.
+TEST_CPU_PATHS ?= all
 run-tests: $(TESTS) $(BUILD)/fm $(FUZZ_REPLAYS)
-	@failed=0; for t in $(TESTS); do \
-	    echo "== $$t"; ./$$t || failed=$$((failed + 1)); \
+	@supported=$$(env -u FM_CPU $(BUILD)/fm info --cpu | sed -n 's/.*this CPU runs: \(.*\))$$/\1/p'); paths=; \
+	for p in $(TEST_CPU_PATHS); do \
+	    case $$p in all) want="$$supported" ;; best) want=$${supported%% *} ;; *) want=$$p ;; esac; \
+	    for w in $$want; do case " $$supported " in \
+	        *" $$w "*) case " $$paths " in *" $$w "*) ;; *) paths="$$paths $$w" ;; esac ;; \
+	        *) echo "== FM_CPU=$$w: skipped, this CPU runs: $$supported" ;; esac; done; \
 	done; \
-	for t in $(SCRIPT_TESTS); do \
-	    echo "== $$t"; FM_CC="$(CC)" FM_CFLAGS="$(CFLAGS)" $$t $(BUILD)/fm || failed=$$((failed + 1)); \
+	failed=0; total=0; for cpu in $$paths; do \
+	    echo "==== kernels' code path FM_CPU=$$cpu"; \
+	    for t in $(TESTS); do \
+	        echo "== $$t (FM_CPU=$$cpu)"; FM_CPU=$$cpu ./$$t || failed=$$((failed + 1)); \
+	    done; \
+	    for t in $(SCRIPT_TESTS); do \
+	        echo "== $$t (FM_CPU=$$cpu)"; FM_CPU=$$cpu FM_CC="$(CC)" FM_CFLAGS="$(CFLAGS)" $$t $(BUILD)/fm || failed=$$((failed + 1)); \
+	    done; \
+	    total=$$((total + $(words $(TESTS) $(SCRIPT_TESTS)))); \
 	done; \
 	for t in $(FUZZ_TARGETS); do \
 	    echo "== $$t fuzz corpus replay"; $(BUILD)/fuzz/replay_$$t tests/fuzz/corpus/$$t || failed=$$((failed + 1)); \
 	done; \
-	echo "test programs: $$(( $(words $(TESTS) $(SCRIPT_TESTS) $(FUZZ_TARGETS)) - failed )) passed, $$failed failed"; [ $$failed -eq 0 ]
+	total=$$((total + $(words $(FUZZ_TARGETS)))); \
+	echo "test programs (code paths:$$paths): $$((total - failed)) passed, $$failed failed"; [ $$failed -eq 0 ]
 
 # Fuzz targets, tests/fuzz/fuzz_NAME.c: the tokenizer's, and the file readers' (safetensors,
 # config.json, training state, token shards). `make test` replays each committed corpus
@@ -147,7 +195,8 @@ run-tests: $(TESTS) $(BUILD)/fm $(FUZZ_REPLAYS)
 # $(BUILD)/fuzz/corpus/NAME; `make fuzz-seeds` writes the readers' seed files
 # (tests/fuzz/gen_seeds.c) to $(BUILD)/fuzz/seeds/NAME, which `make fuzz` then reads too. The
 # tokenizer's target is built from the tokenizer's sources alone without OpenMP; the readers'
-# link a library of src/core, io, model, train, cpu and tokenizer compiled with the same
+# link a library of src/core, io, model, train, cpu, tokenizer and the one-process communicator of
+# src/dist (the optimizer calls it for ZeRO-1) compiled with the same
 # sanitizers, once per compiler ($(BUILD)/fuzz/gcc and $(BUILD)/fuzz/clang).
 FUZZ_TARGET ?= all
 FUZZ_SECONDS ?= 300
@@ -156,7 +205,8 @@ FUZZ_SRC     = tests/fuzz/fuzz_tokenizer.c $(wildcard src/tokenizer/*.c) src/cor
 FUZZ_FLAGS   = -std=c11 -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Wno-unknown-pragmas \
                -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Iinclude -Isrc
 FUZZ_SAN     = -fsanitize=address,undefined -fno-sanitize-recover=all
-FUZZ_LIB_SRC = $(wildcard src/core/*.c src/io/*.c src/model/*.c src/train/*.c src/cpu/*.c src/tokenizer/*.c)
+FUZZ_LIB_SRC = $(wildcard src/core/*.c src/io/*.c src/model/*.c src/train/*.c src/cpu/*.c src/tokenizer/*.c) \
+               src/dist/comm.c src/dist/comm_single.c
 FUZZ_HEADERS = $(wildcard include/*.h src/*/*.h tests/fuzz/*.h)
 FUZZ_RUN     = $(if $(filter all,$(FUZZ_TARGET)),$(FUZZ_TARGETS),$(FUZZ_TARGET))
 .PRECIOUS: $(BUILD)/fuzz/gcc/%.o $(BUILD)/fuzz/clang/%.o $(BUILD)/fuzz/gcc/tests/fuzz/%.o $(BUILD)/fuzz/clang/tests/fuzz/%.o
@@ -239,6 +289,17 @@ bench-tokenizer: $(BUILD)/fm
 demo:
 	scripts/demo.sh
 
+# Self-supervised pre-training on images (docs/vision.md): installs dataset-fashion-mnist, trains
+# an image tokenizer, pre-trains a GPT on Fashion-MNIST's image tokens for FM_VISION_MINUTES (30)
+# and draws completions of test images. Into build/vision/.
+demo-vision:
+	scripts/demo-vision.sh
+
+# The linear probe of make demo-vision's model (docs/probe.md): pre-trained features, raw pixels and
+# a random-init model with 10, 100 and all labels per class, 5 draws; scikit-learn on the pixels.
+probe-vision:
+	scripts/probe-vision.sh
+
 # The English base model (docs/base-model.md): installs the text packages, assembles the corpus
 # (King James, WordNet, GCIDE, fortunes), trains a tokenizer and pre-trains a 10M-parameter GPT
 # with a context of 512 for a fixed number of steps, about an hour on 2 cores. Into build/base/.
@@ -273,8 +334,11 @@ tsan: deps
 	tests/tsan/run.sh $(BUILD)/tsan
 
 ASAN_BUILD ?= build-asan
+# The sanitizer run takes the best path and the AVX2 one (the hand-written vector kernels), not
+# all four: each is about 13 minutes on 2 cores. ASAN_CPU_PATHS=all for every path.
+ASAN_CPU_PATHS ?= best avx2
 asan: deps
-	$(MAKE) run-tests BUILD=$(ASAN_BUILD) OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
+	$(MAKE) run-tests BUILD=$(ASAN_BUILD) TEST_CPU_PATHS="$(ASAN_CPU_PATHS)" OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
 
 # Regenerates tests/ref/tiny from a fresh fm initialisation with PyTorch, then runs the parity test.
 test-torch: $(BUILD)/fm $(BUILD)/tests/test_parity

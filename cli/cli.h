@@ -62,6 +62,7 @@ fm_adapter *cli_use_adapter(const char *cmd, fm_model *model, const char *dir);
 /* dir + "/" + name, malloc'd. */
 char *cli_path(const char *dir, const char *name);
 /* Opens DIR/NAME as a token shard; when vocab_size > 0 it must match. Dies on error. */
+/* (Without DIR/NAME, a streamed corpus's DIR/STEM-00000.bin, -00001.bin, ... read as one.) */
 fm_shard *cli_open_shard(const char *cmd, const char *dir, const char *name, int vocab_size);
 /* Parses space/comma-separated token ids; dies on a bad id or one >= vocab_size. */
 int *cli_parse_ids(const char *cmd, const char *text, int vocab_size, size_t *n);
@@ -119,6 +120,12 @@ int cli_run_trainer(const char *cmd, fm_trainer *trainer, const fm_optimizer *op
  * ends the whole job. Dies on a failure. cli_dist_finish: finalises (before the command returns). */
 fm_comm *cli_dist_init(const char *cmd, int threads);
 void cli_dist_finish(void);
+/* --zero: 0 (every rank keeps all of AdamW's moments) or 1 (ZeRO-1: each its 1/N, see
+ * fm_optimizer_shard), printing the memory it saves. Call on every rank after the optimizer is
+ * made or loaded and after any checkpoint written outside the trainer. Dies on a failure. */
+void cli_dist_zero(const char *cmd, fm_optimizer *opt, fm_comm *comm, int zero);
+#define CLI_OVERLAP_HELP "under mpirun: 1 sums each block's gradients while the backward goes on, 0 after it (1)"
+#define CLI_ZERO_HELP "1: ZeRO-1 under mpirun, each rank keeps AdamW's moments of 1/N of the parameters (0)"
 /* "; under mpirun -np N the global batch, shared out" or, without MPI, a note saying so: --batch's help. */
 #ifdef FM_MPI
 #define CLI_DIST_BATCH_HELP "; under mpirun -np N the global batch, shared out (data parallel: MPI)"
@@ -134,6 +141,14 @@ extern const cli_command cmd_bench; /* cmd-bench.c */
 extern const cli_command cmd_quantize; /* cmd-quantize.c */
 extern const cli_command cmd_merge, cmd_finetune, cmd_chat; /* cmd-merge.c, cmd-finetune.c, cmd-chat.c */
 extern const cli_command cmd_tokenizer; /* cmd-tokenizer.c */
+/* Images (docs/vision.md): fm tokenizer train --images (cmd-tokenizer-images.c) and fm data prepare
+ * --images (cmd-data-images.c), reached from cmd-tokenizer.c and cmd-data.c; argv[0] is the
+ * subcommand's word ("train", "prepare"). */
+int cli_tokenizer_train_images(int argc, char **argv);
+int cli_data_prepare_images(int argc, char **argv);
+/* fm data prepare --shard-tokens N (data_stream.c): corpora larger than memory streamed into
+ * numbered shards; argv[0] is "prepare". */
+int cli_data_prepare_stream(int argc, char **argv);
 extern const cli_command cmd_classify; /* cmd-classify.c */
 
 #endif /* FM_CLI_H */

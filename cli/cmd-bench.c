@@ -186,10 +186,11 @@ static int bench_train(const bench_args *a) {
     /* FLOPs are counted for a full step, frozen weights included: gflops compares like with like */
     printf("fm_bench mode=train tokens_per_s=%.1f ms_per_step=%.2f gflops=%.1f peak_pct=%.1f params=%zu trainable=%zu "
            "peak_rss_mb=%.1f threads=%d layers=%d dim=%d heads=%d vocab=%d batch=%d seq=%d precision=%s loss=%.4f "
-           "lora_r=%d rss_before_acts_mb=%.1f acts_mb=%.1f loss0=%.7f\n",
+           "lora_r=%d rss_before_acts_mb=%.1f acts_mb=%.1f loss0=%.7f cpu=%s\n",
            tok_s, 1e3 * step_s, gflops, 100.0 * gflops / a->peak_gflops, N, fm_model_num_trainable(model), peak_rss_mb(), fm_get_threads(),
            cfg->n_layer, cfg->n_embd, cfg->n_head, cfg->vocab_size, B, T,
-           fm_matmul_precision_name(fm_get_matmul_precision()), loss, a->lora, rss_before_acts, acts_mb, loss0);
+           fm_matmul_precision_name(fm_get_matmul_precision()), loss, a->lora, rss_before_acts, acts_mb, loss0,
+           fm_cpu_path());
     if (a->profile) print_profile(a->steps, mean_step_s);
     free(stream);
     free(times);
@@ -251,9 +252,11 @@ static int bench_generate(const bench_args *a) {
     double tok_s = 1.0 / median(decode_s + a->warmup, a->steps);
     double whole = a->gen / median(whole_s + a->warmup, a->steps);
     printf("fm_bench mode=generate decode_tokens_per_s=%.1f total_tokens_per_s=%.1f ms_per_token=%.2f prompt_ms=%.1f "
-           "params=%zu weights=%s peak_rss_mb=%.1f threads=%d layers=%d dim=%d heads=%d vocab=%d prompt=%d gen=%d\n",
+           "params=%zu weights=%s peak_rss_mb=%.1f threads=%d layers=%d dim=%d heads=%d vocab=%d prompt=%d gen=%d "
+           "cpu=%s\n",
            tok_s, whole, 1e3 / tok_s, prompt_ms, fm_model_num_params(model), fm_model_weight_format(model),
-           peak_rss_mb(), fm_get_threads(), cfg->n_layer, cfg->n_embd, cfg->n_head, V, a->prompt, a->gen);
+           peak_rss_mb(), fm_get_threads(), cfg->n_layer, cfg->n_embd, cfg->n_head, V, a->prompt, a->gen,
+           fm_cpu_path());
     free(tokens);
     free(decode_s);
     free(whole_s);

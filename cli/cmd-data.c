@@ -109,9 +109,20 @@ static int prepare(int argc, char **argv) {
 }
 
 static int run(int argc, char **argv) {
-    if (argc >= 2 && strcmp(argv[1], "prepare") == 0) return prepare(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "prepare") == 0) {
+        for (int i = 2; i < argc; i++) /* images: cmd-data-images.c */
+            if (strncmp(argv[i], "--images", 8) == 0 && (argv[i][8] == '\0' || argv[i][8] == '='))
+                return cli_data_prepare_images(argc - 1, argv + 1);
+        for (int i = 2; i < argc; i++) /* streamed into numbered shards: data_stream.c */
+            if (strncmp(argv[i], "--shard-tokens", 14) == 0 && (argv[i][14] == '\0' || argv[i][14] == '='))
+                return cli_data_prepare_stream(argc - 1, argv + 1);
+        return prepare(argc - 1, argv + 1);
+    }
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        printf("usage: fm data prepare --tokenizer F --out DIR [--val-fraction X] CORPUS...\n");
+        printf("usage: fm data prepare --tokenizer F --out DIR [--val-fraction X] CORPUS...\n"
+               "       fm data prepare --images IDX --tokenizer DIR --out DIR [--val-fraction X | --val-images N]\n"
+               "       fm data prepare --tokenizer F --out DIR --shard-tokens N [--val-fraction X] INPUT... "
+               "(files, directories, - for standard input; streamed)\n");
         return 0;
     }
     cli_usage_error("data", "expected 'fm data prepare ...'");

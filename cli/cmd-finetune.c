@@ -167,6 +167,7 @@ static int run(int argc, char **argv) {
     ac.min_lr = -1;
     ac.warmup_steps = -1;
     ac.weight_decay = 0.0f;
+    int zero = 0, overlap = 1;
     int steps = 0, threads = 0, resume = 0, force = 0, lora = 0, lora_r = 0;
     float lora_alpha = 0, lora_dropout = -1, epochs = 0, dropout = -1;
     finetune_settings rs = {.batch = 8, .grad_accum = 1, .eval_every = 50, .save_every = 200, .sample_every = 0,
@@ -208,6 +209,8 @@ static int run(int argc, char **argv) {
         {"sample-tokens", OPT_INT, &rs.sample_tokens, 0, 1 << 20, "tokens per sample (64)"},
         {"seed", OPT_U64, &rs.seed, 0, 1.8e19, "random seed (1337)"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (default: all cores)"},
+        {"zero", OPT_INT, &zero, 0, 1, CLI_ZERO_HELP},
+        {"overlap", OPT_INT, &overlap, 0, 1, CLI_OVERLAP_HELP},
         {"precision", OPT_STRING, &precision, 0, 0, "matrix products: fp32 (default) or bf16"},
         {"resume", OPT_FLAG, &resume, 0, 0, "continue the run in --out from its checkpoint"},
         {"force", OPT_FLAG, &force, 0, 0, "start a new run in an --out that holds one (replacing it)"},
@@ -233,7 +236,7 @@ static int run(int argc, char **argv) {
         if (base_dir || data || val || format || loss_on || steps || epochs || lora || any_lora_flag || precision || task ||
             dropout >= 0)
             cli_usage_error("finetune", "--resume continues with the run's stored settings; give only --out "
-                            "(and --threads)");
+                            "(and --threads, --zero)");
         if (rank0) lock = cli_lock_dir("finetune", out);
         if (!cli_holds_checkpoint(out)) {
             fprintf(stderr, "fm finetune: %s holds no checkpoint: the run stopped before its first save; start it "
@@ -410,6 +413,13 @@ static int run(int argc, char **argv) {
             char *dst = cli_path(tok_dirs[i], "tokenizer.json");
             if ((st = fm_tokenizer_save(tok, dst))) cli_fail("finetune", st);
             free(dst);
+            /* an image model's image tokenizer goes along while the text tokenizer is the one it
+             * was made with (docs/vision.md) */
+            fm_image_tokenizer *image_tok = NULL;
+            if (fm_image_tokenizer_load(base_dir, &image_tok) == FM_OK && fm_image_tokenizer_check(image_tok, tok, "") == FM_OK &&
+                (st = fm_image_tokenizer_save(image_tok, tok_dirs[i])))
+                cli_fail("finetune", st);
+            fm_image_tokenizer_free(image_tok);
             if (fm_chat_check_tokenizer(tok) == FM_OK &&
                 (st = fm_chat_write_config(tok, tok_dirs[i], mc->n_positions)))
                 cli_fail("finetune", st);
@@ -451,6 +461,8 @@ static int run(int argc, char **argv) {
                             .metrics_path = metrics_path, .plot_path = plot_path, .user = &prog,
                             .on_step = cli_on_step, .comm = comm};
     if (!rank0) tc.checkpoint_dir = tc.best_dir = tc.metrics_path = tc.plot_path = NULL, tc.on_step = NULL;
+    cli_dist_zero("finetune", opt, comm, zero); /* after the first checkpoint, written whole */
+    tc.no_overlap = !overlap;
     fm_trainer *trainer;
     if ((st = fm_trainer_init(&trainer, model, opt, &state, &source, &objective, &tc))) cli_fail("finetune", st);
     int stopped = cli_run_trainer("finetune", trainer, opt, prog.tty, out);

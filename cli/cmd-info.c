@@ -25,9 +25,15 @@ static int has_training_state(const char *dir) {
 
 static int run(int argc, char **argv) {
     const char *dir = NULL;
-    cli_option opts[] = {{"model", OPT_STRING, &dir, 0, 0, "model directory (required)"}};
+    int cpu_only = 0;
+    cli_option opts[] = {{"model", OPT_STRING, &dir, 0, 0, "model directory (required unless --cpu)"},
+                         {"cpu", OPT_FLAG, &cpu_only, 0, 0, "only the kernels' CPU code path (FM_CPU forces a lower one)"}};
     char *positional[1];
-    cli_parse(&cmd_info, argc, argv, opts, 1, positional, 0);
+    cli_parse(&cmd_info, argc, argv, opts, 2, positional, 0);
+    if (cpu_only) {
+        printf("cpu path      %s (this CPU runs: %s)\n", fm_cpu_path(), fm_cpu_paths_supported());
+        return 0;
+    }
     if (!dir) cli_usage_error("info", "--model DIR is required");
     /* a LoRA adapter (a LoRA run, or its best/): the base its config names, and the adapter */
     char *adapter_config = cli_path(dir, "adapter_config.json"), base[1024];
@@ -40,6 +46,7 @@ static int run(int argc, char **argv) {
     const fm_config *c = fm_model_config(model);
     printf("model         %s%s%s\n", dir, is_adapter ? ", a LoRA adapter of " : "", is_adapter ? base : "");
     printf("parameters    %zu\n", fm_model_num_params(model));
+    printf("cpu path      %s (this CPU runs: %s)\n", fm_cpu_path(), fm_cpu_paths_supported());
     if (is_adapter) {
         fm_adapter *adapter = NULL;
         if ((st = fm_adapter_load(&adapter, dir, model))) cli_fail("info", st);
@@ -103,4 +110,4 @@ static int run(int argc, char **argv) {
     return status;
 }
 
-const cli_command cmd_info = {"info", "--model DIR", "Show a model directory's configuration and training state.", run};
+const cli_command cmd_info = {"info", "--model DIR | --cpu", "Show a model directory's configuration and training state.", run};

@@ -41,6 +41,7 @@ static int run(int argc, char **argv) {
         if ((st = fm_tokenizer_save(tok, path))) cli_fail("merge", st);
         free(path);
     }
+    if ((st = fm_image_tokenizer_copy(dir, out, NULL))) cli_fail("merge", st); /* an image model's */
     char targets[128];
     fm_lora_targets_text(fm_adapter_config(adapter)->targets, targets, sizeof targets);
     printf("merged %s (LoRA rank %d on %s) into %s: %s\n", adapter_dir, fm_adapter_config(adapter)->r, targets, dir,

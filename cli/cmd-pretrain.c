@@ -182,6 +182,7 @@ static int run(int argc, char **argv) {
     ac.min_lr = -1;
     ac.warmup_steps = -1;
     int layers = 0, dim = 0, heads = 0, context = 0, steps = 0, threads = 0, resume = 0, grad_accum = 0;
+    int zero = 0, overlap = 1;
     int force = 0;
     float minutes = 0;
     cli_list freeze = {0};
@@ -216,6 +217,8 @@ static int run(int argc, char **argv) {
         {"sample-tokens", OPT_INT, &rs.sample_tokens, 0, 1 << 20, "tokens per sample (64)"},
         {"seed", OPT_U64, &rs.seed, 0, 1.8e19, "random seed (1337)"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (default: all cores)"},
+        {"zero", OPT_INT, &zero, 0, 1, CLI_ZERO_HELP},
+        {"overlap", OPT_INT, &overlap, 0, 1, CLI_OVERLAP_HELP},
         {"precision", OPT_STRING, &precision, 0, 0,
          "matrix products: fp32 (default) or bf16 (bfloat16 factors, float32 sums and weights)"},
         {"resume", OPT_FLAG, &resume, 0, 0, "continue the run in --out from its checkpoint"},
@@ -319,8 +322,23 @@ static int run(int argc, char **argv) {
         cli_fail("pretrain", st);
     free(data_tok);
     rs.data_checksum = fm_shard_checksum(train);
+    /* image data (fm data prepare --images) has an image tokenizer beside its tokenizer: every
+     * window then starts at an image's first token (docs/vision.md) */
+    int align = 1;
+    fm_image_tokenizer *image_tok = NULL;
+    {
+        const char *image_dir = resume ? out : rs.data;
+        char *image_path = cli_path(image_dir, "image_tokenizer.json");
+        if (access(image_path, F_OK) == 0) {
+            if ((st = fm_image_tokenizer_load(image_dir, &image_tok)) ||
+                (st = fm_image_tokenizer_check(image_tok, tok, tok_path)))
+                cli_fail("pretrain", st);
+            align = fm_image_tokenizer_sequence_length(image_tok);
+        }
+        free(image_path);
+    }
     fm_data_source source;
-    if ((st = fm_shard_source_init(&source, train, val, rs.seq, (size_t)rs.eval_tokens))) {
+    if ((st = fm_shard_source_init_aligned(&source, train, val, rs.seq, (size_t)rs.eval_tokens, align))) {
         fprintf(stderr, "fm pretrain: %s: %s\n", rs.data, fm_last_error());
         return 1;
     }
@@ -382,6 +400,7 @@ static int run(int argc, char **argv) {
         char *dst = cli_path(out, "tokenizer.json");
         if ((st = fm_tokenizer_save(tok, dst))) cli_fail("pretrain", st);
         free(dst);
+        if (image_tok && (st = fm_image_tokenizer_save(image_tok, out))) cli_fail("pretrain", st);
         if ((st = fm_checkpoint_save(out, model, opt, &state))) cli_fail("pretrain", st);
         printf("model: %zu parameters (%d layers, width %d, %d heads, context %d, vocabulary %d)",
                fm_model_num_params(model), mc->n_layer, mc->n_embd, mc->n_head, mc->n_positions, mc->vocab_size);
@@ -391,6 +410,8 @@ static int run(int argc, char **argv) {
     }
     tc.total_steps = rs.total_steps;
     prog.first_step = fm_optimizer_steps_done(opt);
+    cli_dist_zero("pretrain", opt, comm, zero); /* after the first checkpoint, written whole */
+    tc.no_overlap = !overlap;
     fm_trainer *trainer;
     if ((st = fm_trainer_init(&trainer, model, opt, &state, &source, &objective, &tc))) cli_fail("pretrain", st);
     int stopped = cli_run_trainer("pretrain", trainer, opt, prog.tty, out);
@@ -401,6 +422,7 @@ static int run(int argc, char **argv) {
     fm_shard_close(train), fm_shard_close(val);
     free(tok_path), free(metrics_path), free(plot_path);
     fm_tokenizer_free(tok);
+    fm_image_tokenizer_free(image_tok);
     fm_optimizer_free(opt);
     fm_model_free(model);
     fm_dir_unlock(lock);

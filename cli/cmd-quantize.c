@@ -37,6 +37,7 @@ static int run(int argc, char **argv) {
         if ((st = fm_tokenizer_save(tok, path))) cli_fail("quantize", st);
         fm_tokenizer_free(tok);
     }
+    if ((st = fm_image_tokenizer_copy(dir, out, NULL))) cli_fail("quantize", st); /* an image model's */
     printf("quantized %s to %s: %zu parameters, matrices in Q8_0 (blocks of 32 int8 weights + a float16 scale)\n",
            dir, out, fm_model_num_params(model));
     fm_dir_unlock(lock);

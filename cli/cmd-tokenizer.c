@@ -4,6 +4,7 @@
  *   fm tokenizer train --vocab N --out tokenizer.json CORPUS...   learn merges, save tokenizer.json
  *   fm tokenizer encode --tokenizer F [FILE]                        ids, space-separated, on stdout
  *   fm tokenizer decode --tokenizer F [FILE]                        ids in, the exact bytes out
+ *   fm tokenizer train --images IDX --out DIR [...]                 an image tokenizer (cmd-tokenizer-images.c)
  *
  * --tokenizer takes a tokenizer.json, or a folder with one (a model directory), or a folder with
  * GPT-2's encoder.json and vocab.bpe (or vocab.json and merges.txt). FILE absent or "-" is stdin.
@@ -142,12 +143,17 @@ static int decode(int argc, char **argv) {
 
 static int run(int argc, char **argv) {
     const char *sub = argc >= 2 ? argv[1] : "";
-    if (strcmp(sub, "train") == 0) return train(argc - 1, argv + 1);
+    if (strcmp(sub, "train") == 0) {
+        for (int i = 2; i < argc; i++) /* an image tokenizer: cmd-tokenizer-images.c */
+            if (strncmp(argv[i], "--images", 8) == 0 && (argv[i][8] == '\0' || argv[i][8] == '='))
+                return cli_tokenizer_train_images(argc - 1, argv + 1);
+        return train(argc - 1, argv + 1);
+    }
     if (strcmp(sub, "encode") == 0) return encode(argc - 1, argv + 1);
     if (strcmp(sub, "decode") == 0) return decode(argc - 1, argv + 1);
     if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
-        printf("usage:\n  fm tokenizer train %s\n  fm tokenizer encode %s\n  fm tokenizer decode %s\n", train_cmd.usage,
-               encode_cmd.usage, decode_cmd.usage);
+        printf("usage:\n  fm tokenizer train %s\n  fm tokenizer train --images IDX --out DIR [--patch P --codebook K ...]\n"
+               "  fm tokenizer encode %s\n  fm tokenizer decode %s\n", train_cmd.usage, encode_cmd.usage, decode_cmd.usage);
         return 0;
     }
     if (!sub[0]) cli_usage_error("tokenizer", "expected 'train', 'encode' or 'decode'");

@@ -124,11 +124,45 @@ char *cli_path(const char *dir, const char *name) {
     return path;
 }
 
+/* A streamed corpus (data_stream.c): for NAME "train.bin", DIR/train-00000.bin, -00001.bin, ...
+ * as one shard; NULL when DIR holds no DIR/STEM-00000.bin. */
+static fm_shard *open_numbered(const char *cmd, const char *dir, const char *name) {
+    const char *dot = strrchr(name, '.');
+    size_t stem = dot ? (size_t)(dot - name) : strlen(name);
+    char **paths = NULL;
+    int n = 0;
+    for (;; n++) {
+        size_t len = strlen(dir) + stem + 32;
+        char *p = cli_alloc(cmd, len, 1);
+        snprintf(p, len, "%s/%.*s-%05d.bin", dir, (int)stem, name, n);
+        struct stat sb;
+        if (stat(p, &sb) != 0) {
+            free(p);
+            break;
+        }
+        paths = cli_realloc(cmd, paths, (size_t)n + 1, sizeof *paths);
+        paths[n] = p;
+    }
+    if (n == 0) return NULL;
+    fm_shard *s;
+    fm_status st = fm_shard_open_parts(&s, (const char *const *)paths, n);
+    for (int i = 0; i < n; i++) free(paths[i]);
+    free(paths);
+    if (st) cli_fail(cmd, st);
+    return s;
+}
+
 fm_shard *cli_open_shard(const char *cmd, const char *dir, const char *name, int vocab_size) {
     char *path = cli_path(dir, name);
     fm_shard *s;
-    fm_status st = fm_shard_open(&s, path);
-    if (st) cli_fail(cmd, st);
+    struct stat sb;
+    if (stat(path, &sb) != 0 && (s = open_numbered(cmd, dir, name))) { /* a streamed corpus */
+        path = cli_realloc(cmd, path, strlen(path) + 16, 1);
+        strcpy(strrchr(path, '.'), "-*.bin"); /* how messages name it */
+    } else {
+        fm_status st = fm_shard_open(&s, path);
+        if (st) cli_fail(cmd, st);
+    }
     if (vocab_size > 0 && fm_shard_vocab_size(s) != vocab_size) {
         fprintf(stderr, "fm %s: %s: tokens of a %d-token vocabulary, but the model's vocab_size is %d\n", cmd,
                 path, fm_shard_vocab_size(s), vocab_size);

@@ -15,7 +15,9 @@
 
 extern const cli_command cmd_export; /* cmd-export.c */
 extern const cli_command cmd_serve;  /* cmd-serve.c */
-static const cli_command *const commands[] = {&cmd_init, &cmd_info, &cmd_data, &cmd_pretrain, &cmd_generate, &cmd_score, &cmd_eval, &cmd_bench, &cmd_quantize, &cmd_tokenizer, &cmd_merge, &cmd_finetune, &cmd_chat, &cmd_classify, &cmd_export, &cmd_serve};
+extern const cli_command cmd_probe;  /* cmd-probe.c */
+extern const cli_command cmd_complete; /* cmd-complete.c */
+static const cli_command *const commands[] = {&cmd_init, &cmd_info, &cmd_data, &cmd_pretrain, &cmd_generate, &cmd_score, &cmd_eval, &cmd_bench, &cmd_quantize, &cmd_tokenizer, &cmd_merge, &cmd_finetune, &cmd_chat, &cmd_classify, &cmd_export, &cmd_serve, &cmd_probe, &cmd_complete};
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
 const char *cli_command_name;
@@ -47,6 +49,13 @@ int main(int argc, char **argv) {
     atexit(check_stdout);
     if (argc < 2) {
         usage(stderr);
+        return 2;
+    }
+    /* FM_CPU forces a lower code path for the kernels (fm.h, fm_cpu_select): a value this
+     * build or CPU cannot run is an error here, not a silent fall-back */
+    const char *cpu = getenv("FM_CPU");
+    if (cpu && *cpu && fm_cpu_select(cpu) != FM_OK) {
+        fprintf(stderr, "fm: FM_CPU: %s\n", fm_last_error());
         return 2;
     }
     const char *name = argv[1];

@@ -157,3 +157,19 @@ void cli_dist_finish(void) {
     fm_comm_free(job);
     job = NULL;
 }
+
+void cli_dist_zero(const char *cmd, fm_optimizer *opt, fm_comm *comm, int zero) {
+    if (!zero) return;
+    int size = fm_comm_size(comm);
+    if (size == 1) {
+        printf("ZeRO-1: one process, nothing to shard (AdamW's moments stay whole)\n");
+        return;
+    }
+    size_t held, whole;
+    fm_status st = fm_optimizer_shard(opt, comm, &held, &whole);
+    if (st) cli_fail(cmd, st);
+    const double mib = 1024.0 * 1024.0;
+    printf("ZeRO-1: AdamW's moments sharded over %d ranks: %.2f MiB on rank 0 instead of %.2f MiB "
+           "(%.2f MiB saved per rank, %.2f MiB over the job)\n",
+           size, held / mib, whole / mib, (whole - held) / mib, whole / mib * (size - 1));
+}

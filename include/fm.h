@@ -64,6 +64,20 @@ fm_matmul_precision fm_get_matmul_precision(void);
 const char *fm_matmul_precision_name(fm_matmul_precision precision);
 fm_status fm_matmul_precision_parse(const char *name, fm_matmul_precision *out);
 
+/* The kernels' CPU code path, chosen once at run time per process (docs/kernels.md, "Runtime
+ * dispatch"): "avx512bf16", "avx512", "avx2" (AVX2 + FMA) or "generic" (x86-64 baseline, or
+ * any other CPU), best first. By default the best this CPU supports; the environment variable
+ * FM_CPU names a lower one (read at the first kernel call; an unknown or unsupported value
+ * there is ignored, fm_cpu_select reports it). Results of every path are within float rounding
+ * of each other, and on each path independent of the thread count. */
+const char *fm_cpu_path(void);
+/* Every path this build has and this CPU runs, best first, separated by spaces. */
+const char *fm_cpu_paths_supported(void);
+/* Switches to the path named (NULL, "" or "auto": the best supported). FM_ERR_ARG naming the
+ * value and the supported paths when this build lacks it or this CPU cannot run it. Call it
+ * before any kernel runs, or while none does: not while another thread computes. */
+fm_status fm_cpu_select(const char *path);
+
 /* ---------------------------------------------------------------- random numbers */
 
 /* xoshiro256** generator; the state is plain data so it can be saved for exact resume. */
@@ -172,6 +186,10 @@ void fm_model_zero_grad(fm_model *model);
  * the objective on the logits and on the final hidden states; either may be NULL (not both).
  * Parameter gradients are accumulated into fm_model_grads (call fm_model_zero_grad first). */
 fm_status fm_model_backward(fm_model *model, const float *dlogits, const float *dhidden);
+/* During fm_model_backward, layer_done(ctx, l) is called as soon as block l's gradients (its
+ * tensors "h.l.*", adapters included) are final: l = n_layer-1 first, down to 0 (the data-parallel
+ * trainer starts their all-reduce then). NULL removes it. */
+void fm_model_set_backward_hook(fm_model *model, void (*layer_done)(void *ctx, int layer), void *ctx);
 
 /* ---------------------------------------------------------------- LoRA adapters */
 
@@ -289,6 +307,16 @@ int64_t fm_optimizer_steps_done(const fm_optimizer *opt);
 const fm_adamw_config *fm_optimizer_config(const fm_optimizer *opt);
 /* Parameters the optimizer updates (those of the trainable tensors when it was made). */
 size_t fm_optimizer_num_params(const fm_optimizer *opt);
+struct fm_comm;
+/* ZeRO-1 (docs/distributed.md): this rank keeps AdamW's moments of its 1/N stretch of the
+ * trainable elements only (the others' freed), updates those elements alone at each step and
+ * all-gathers the parameters after, so every rank ends the step with the same weights, the same
+ * bits as without sharding. A trainer given this optimizer gathers the moments onto rank 0 for
+ * each checkpoint, which so holds the whole moments (any number of ranks resumes it). Call it on
+ * every rank, with the same comm the trainer gets, after fm_optimizer_init or a checkpoint load.
+ * *held and *whole (optional): this rank's moment bytes now, and without sharding. A comm of one
+ * process changes nothing. */
+fm_status fm_optimizer_shard(fm_optimizer *opt, struct fm_comm *comm, size_t *held, size_t *whole);
 
 /* ---------------------------------------------------------------- trainer */
 
@@ -346,6 +374,12 @@ void fm_objective_cross_entropy(fm_objective *out);
  * of val from its start, covering at most eval_tokens tokens. The shards must outlive it. */
 fm_status fm_shard_source_init(fm_data_source *out, const fm_shard *train, const fm_shard *val, int seq,
                                size_t eval_tokens);
+/* The same with windows that start only at multiples of align tokens (training offsets drawn
+ * uniformly among them; held-out window w at w * ceil(seq / align) * align): image data, whose
+ * every image is align tokens (fm_image_tokenizer_sequence_length), so that each row starts at
+ * an image's <|image|>. align 1 is fm_shard_source_init. */
+fm_status fm_shard_source_init_aligned(fm_data_source *out, const fm_shard *train, const fm_shard *val, int seq,
+                                       size_t eval_tokens, int align);
 void fm_shard_source_free(fm_data_source *source);
 
 typedef struct {
@@ -357,6 +391,8 @@ typedef struct {
     int evaluated;             /* a held-out evaluation ran after this step */
     double val_loss;
     int new_best;              /* the held-out loss is the lowest so far; saved in best_dir */
+    double comm_s;             /* data parallel: seconds this rank spent in the gradient sums' calls
+                                  after the backward (the wait the overlap did not hide) */
 } fm_step_report;
 
 typedef struct {
@@ -380,6 +416,10 @@ typedef struct {
      * before the (identical) optimizer step, held-out batches are shared out. Only rank 0
      * should be given the paths (checkpoints, metrics, best, plot) and on_step. */
     struct fm_comm *comm;
+    /* Data parallel: 0 (default) starts each block's gradient all-reduce (non-blocking) as the
+     * last micro-batch's backward finishes the block, overlapping it with the rest of the
+     * backward; 1 sums all gradients after the whole backward. The same sums either way. */
+    int no_overlap;
 } fm_trainer_config;
 
 typedef struct fm_trainer fm_trainer;
@@ -587,6 +627,10 @@ fm_status fm_shard_write_with_fingerprint(const char *path, const int *tokens, s
 /* Opens (mmap) and checks magic, version, the header checksum, width, length against the file,
  * the tokens' checksum and that every token is below vocab_size. */
 fm_status fm_shard_open(fm_shard **out, const char *path);
+/* n shards (each checked as fm_shard_open does, all of one vocabulary and tokenizer) read as one:
+ * their tokens one after another (a window may span two), their source bytes summed, the
+ * checksum a hash of theirs. Each is mapped, none read into memory. */
+fm_status fm_shard_open_parts(fm_shard **out, const char *const *paths, int n);
 void fm_shard_close(fm_shard *shard);
 size_t fm_shard_length(const fm_shard *shard);
 int fm_shard_vocab_size(const fm_shard *shard);
@@ -603,6 +647,22 @@ fm_status fm_shard_check_tokenizer(const fm_shard *shard, const fm_tokenizer *to
                                    const char *hint);
 /* Copies tokens [offset, offset + n) into out; the caller keeps offset + n <= length. */
 void fm_shard_read(const fm_shard *shard, size_t offset, size_t n, int *out);
+
+/* Numbered shards written as a stream (shard_stream.c): DIR/PREFIX-00000.bin, -00001.bin, ...,
+ * each of shard_tokens tokens (the last of fewer), in fm_shard_write's format, each atomic (NAME.tmp
+ * renamed when whole). Appends may span shards; a shard's source bytes are the appends' shared
+ * out in proportion to their tokens. Memory: a 1 MiB buffer, whatever the length. */
+typedef struct fm_shard_series fm_shard_series;
+fm_status fm_shard_series_open(fm_shard_series **out, const char *dir, const char *prefix, size_t shard_tokens,
+                               int vocab_size, uint64_t tokenizer_fingerprint);
+fm_status fm_shard_series_append(fm_shard_series *series, const int *tokens, size_t n, uint64_t source_bytes);
+/* From now on a shard's source bytes are the byte lengths of its tokens in tok (exact for a
+ * byte-level tokenizer, and independent of how the appends were cut); source_bytes is ignored. */
+void fm_shard_series_count_bytes(fm_shard_series *series, const fm_tokenizer *tok);
+/* Finishes the last shard and frees the series (also on failure); optional counts written. */
+fm_status fm_shard_series_finish(fm_shard_series *series, int *shards, size_t *tokens);
+/* Frees an unfinished series, removing the shard it was writing. */
+void fm_shard_series_free(fm_shard_series *series);
 
 /* log p(tokens[i] | tokens[0..i-1]) into logprobs[i] for i >= 1; logprobs[0] = NAN (nothing
  * before it). Texts longer than the context are scored with sliding windows: each token sees at
@@ -728,6 +788,140 @@ typedef struct {
 /* Writes a line chart as an SVG file (atomic): axes with ticks, a legend, optional log-scale y. */
 fm_status fm_plot_svg(const char *path, const char *title, const char *x_label, const char *y_label,
                       const fm_series *series, int n_series, int log_y);
+
+/* ---------------------------------------------------------------- images
+ * (io/idx.c, tokenizer/image_tokenizer*.c, io/png.c; the formats: docs/file-formats.md) */
+
+/* An IDX file of the MNIST family: images (magic 0x00000803, 3 dimensions, unsigned bytes) or
+ * labels (magic 0x00000801, 1 dimension). */
+typedef struct fm_idx {
+    int count;      /* items: images or labels */
+    int rows, cols; /* image height and width in pixels; 0 and 0 for a label file */
+    uint8_t *data;  /* count*rows*cols pixels, row-major, or count labels */
+} fm_idx;
+fm_status fm_idx_load(const char *path, fm_idx *out);  /* gzip-compressed or plain (zlib's gzread reads both) */
+fm_status fm_idx_load_pair(const char *images_path, const char *labels_path, fm_idx *images, fm_idx *labels); /* both, counts must agree */
+void fm_idx_free(fm_idx *idx);
+
+/* Images as short sequences of discrete tokens (image_tokenizer.c): each image is cut into
+ * patches of P x P pixels in raster order, each patch replaced by the id of its nearest codebook
+ * centroid (K centroids learned by k-means), between <|image|> and <|/image|>. The codes take
+ * ids code_base .. code_base + K - 1 of a text tokenizer's vocabulary (after its tokens), so one
+ * model reads and writes both. Stored as image_tokenizer.json (the codebook included) in a
+ * tokenizer or model directory. */
+typedef struct fm_image_tokenizer fm_image_tokenizer;
+fm_status fm_image_tokenizer_load(const char *dir, fm_image_tokenizer **out); /* from a model or tokenizer directory; a clear error when it holds none */
+int fm_image_tokenizer_rows(const fm_image_tokenizer *t);            /* image size it encodes */
+int fm_image_tokenizer_cols(const fm_image_tokenizer *t);
+int fm_image_tokenizer_sequence_length(const fm_image_tokenizer *t); /* tokens per image, the <|image|> and <|/image|> markers included */
+fm_status fm_image_tokenizer_encode(const fm_image_tokenizer *t, const uint8_t *pixels, int *ids);       /* pixels (rows*cols) -> ids (sequence_length) */
+fm_status fm_image_tokenizer_decode(const fm_image_tokenizer *t, const int *ids, int n, uint8_t *pixels); /* ids -> pixels (rows*cols); codes past n (a partial image) left as they are in pixels */
+void fm_image_tokenizer_free(fm_image_tokenizer *t);
+
+/* The codebook and its ids: P (patch side), K (codes), code k's id (code_base + k), and the ids of
+ * <|image|> and <|/image|>. */
+int fm_image_tokenizer_patch(const fm_image_tokenizer *t);
+int fm_image_tokenizer_codebook_size(const fm_image_tokenizer *t);
+int fm_image_tokenizer_code_base(const fm_image_tokenizer *t);
+int fm_image_tokenizer_image_id(const fm_image_tokenizer *t);
+int fm_image_tokenizer_end_id(const fm_image_tokenizer *t);
+
+typedef struct {
+    int patch;     /* P: patches of P x P pixels; P must divide the image's rows and cols (4) */
+    int codebook;  /* K: centroids, the image codes (512) */
+    int iters;     /* Lloyd iterations at most (20) */
+    int sample;    /* images drawn (seeded) from the file for k-means; all when fewer (10000) */
+    uint64_t seed; /* picks the sample and the k-means++ starting centroids (1) */
+} fm_image_tokenizer_config;
+void fm_image_tokenizer_config_default(fm_image_tokenizer_config *cfg);
+typedef struct {
+    int sample_images;  /* images k-means learned from */
+    size_t patches;     /* points: sample_images x patches per image */
+    int iterations;     /* Lloyd iterations run (fewer than asked when nothing moved) */
+    double sample_mse;  /* reconstruction error per pixel (0..255 units) on the sample */
+    int other_images;   /* up to 2000 images of the file outside the sample ... */
+    double other_mse;   /* ... and the error on them (NAN when the sample took every image) */
+} fm_image_tokenizer_report;
+/* Learns the codebook from images by k-means++ and Lloyd's iterations (deterministic for a seed
+ * whatever the thread count) and adds the image tokens to tok as special tokens: <|image|> and
+ * <|/image|> (unless it has them) and the K codes "<|patch_0|>" .. on the next K ids. The
+ * tokenizer records tok's fingerprint after that: save tok beside it. report may be NULL. A
+ * tokenizer that already holds image codes is refused. */
+fm_status fm_image_tokenizer_train(fm_image_tokenizer **out, const fm_idx *images, const fm_image_tokenizer_config *cfg,
+                                   fm_tokenizer *tok, fm_image_tokenizer_report *report);
+/* Writes DIR/image_tokenizer.json (atomic). */
+fm_status fm_image_tokenizer_save(const fm_image_tokenizer *t, const char *dir);
+/* FM_OK when tok is the text tokenizer t was made with (its fingerprint); else FM_ERR_MISMATCH
+ * naming tok_name. fm_image_tokenizer_load makes this check against DIR/tokenizer.json. */
+fm_status fm_image_tokenizer_check(const fm_image_tokenizer *t, const fm_tokenizer *tok, const char *tok_name);
+/* The mean squared error per pixel (0..255 units) of count images (rows*cols bytes each, back
+ * to back) encoded and decoded. PSNR = 10 log10(255^2 / mse). */
+fm_status fm_image_tokenizer_error(const fm_image_tokenizer *t, const uint8_t *pixels, int count, double *mse);
+/* Copies from_dir's image tokenizer (checked) into to_dir when from_dir has one; *copied (may be
+ * NULL) says whether it did. What commands call wherever they copy tokenizer.json. */
+fm_status fm_image_tokenizer_copy(const char *from_dir, const char *to_dir, int *copied);
+
+/* A PNG file (libpng, atomic) of 8-bit grey pixels (height, width), row-major (io/png.c). */
+fm_status fm_png_write_gray(const char *path, const uint8_t *pixels, int width, int height);
+
+/* ---------------------------------------------------------------- linear probes
+ * (eval/probe.c, eval/logreg.c, infer/session.c's pooled states; docs/probe.md)
+ *
+ * How well frozen features serve a labeled task: a multinomial logistic regression with L2
+ * regularisation (the features standardised by the training rows' mean and sd, fitted to
+ * convergence by L-BFGS) whose strength, and layer, are chosen on the training labels only
+ * (cross-validation inside a draw of a few labels per class, or a held-out part of all of them),
+ * then scored on the whole test set. */
+
+/* Each sequence's hidden states of every layer averaged over its T positions: pooled
+ * (B, L + 1, C), entry 0 the embeddings (wte + wpe), entry l (1 <= l < L) the residual stream
+ * after block l, entry L the final hidden states after ln_f (Hugging Face's hidden_states).
+ * Runs the session's cache-free forward (its buffers sized per (B, T)), without the logits. */
+fm_status fm_session_pooled_states(fm_session *s, const int *tokens, int B, int T, float *pooled);
+
+/* n rows of features, each n_layers candidate vectors of d numbers (layers of a model, or one
+ * vector: pixels): x (n, n_layers, d). */
+typedef struct {
+    const float *x;
+    int n, n_layers, d;
+} fm_probe_features;
+
+typedef struct {
+    int folds;        /* cross-validation folds inside a draw's labels (5), stratified by class */
+    int val_every;    /* without cross-validation: 1 training row in val_every (a seeded
+                         permutation, per class) is held out to choose; then refit on all (10) */
+    int layer;        /* the candidate to use, or -1 to choose it along with the strength (-1) */
+    uint64_t seed;    /* the folds' and the held-out part's permutation (0) */
+    int max_iter;     /* L-BFGS iterations per fit (0: 1000) */
+} fm_probe_config;
+void fm_probe_config_default(fm_probe_config *cfg);
+
+/* The fixed grid of L2 strengths the probe chooses from (lambda in mean cross-entropy +
+ * lambda / 2 ||W||^2, i.e. scikit-learn's C = 1 / (lambda n)): *values, weakest first. */
+int fm_probe_grid(const double **values);
+
+typedef struct {
+    double accuracy;        /* on every test row */
+    int layer;              /* the candidate used */
+    double lambda;          /* the strength chosen */
+    double select_accuracy; /* what chose them: the mean cross-validated or held-out accuracy */
+    int converged;          /* the final fit reached its gradient tolerance */
+} fm_probe_result;
+
+/* per_class rows of each class 0 .. k-1 of labels (n, each in [0, k)), drawn without replacement
+ * by a generator seeded with seed, into rows (k * per_class), sorted. A class with fewer rows:
+ * FM_ERR_ARG naming it and its count. */
+fm_status fm_probe_draw(const int *labels, int n, int k, int per_class, uint64_t seed, int *rows);
+
+/* One probe. The labeled rows are rows (n_rows indices into train; NULL: all train->n rows) with
+ * train_labels (train->n, in [0, k)). cross_validate: the strength (and, with cfg->layer -1, the
+ * layer) with the best mean accuracy over cfg->folds stratified folds of those rows (ties: the
+ * lower held-out log-loss), else the best on a held-out part of them (cfg->val_every); then a
+ * fit on all of them, scored on every test row. Nothing is chosen on the test rows. train and
+ * test must have the same n_layers and d. */
+fm_status fm_probe_run(const fm_probe_features *train, const int *train_labels, const int *rows, int n_rows,
+                       int cross_validate, const fm_probe_features *test, const int *test_labels, int k,
+                       const fm_probe_config *cfg, fm_probe_result *out);
 
 /* ---------------------------------------------------------------- kernel timing */
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # install-deps.sh — installs the Debian packages fm needs to build and test, if they are missing.
-# Usage: scripts/install-deps.sh [--torch] [--fuzz] [--kjv] [--base] [--python] [--node] [--sklearn] [--mpi] [--list]
+# Usage: scripts/install-deps.sh [--torch] [--fuzz] [--kjv] [--base] [--python] [--node] [--sklearn] [--mpi] [--vision] [--chromium] [--wrk] [--list]
 #   --torch  python3-torch (and the OpenMP OpenBLAS) for `make test-torch` and `make bench`
 #   --fuzz   clang and its libFuzzer runtime for `make fuzz`
 #   --kjv    bible-kjv: the King James text of `make demo` and of the whole-text tokenizer test
@@ -14,13 +14,16 @@
 #   --sklearn python3-sklearn: the bag-of-words baseline of scripts/classify-transfer.sh
 #   --mpi    OpenMPI (libopenmpi-dev, openmpi-bin): data-parallel training under mpirun; the
 #            Makefile then builds with MPI (docs/distributed.md) and tests/cli_mpi_test.sh runs
+#   --vision dataset-fashion-mnist: the images of `make demo-vision` (scripts/demo-vision.sh)
+#   --chromium chromium: fm serve's chat page in headless Chromium (tests/cli_serve_page_test.sh)
+#   --wrk    wrk: the HTTP load test of fm serve (bench/serve_load.sh)
 #   --list   install nothing: print the missing packages on one line (nothing when complete); the
 #            Makefile's check before compiling uses it
 # FM_DEPS_ROOT (testing): look for the headers under this folder instead of /
 # Runs apt-get (update, then install) only when something is missing, with sudo when not root.
 set -euo pipefail
 
-torch=0 fuzz=0 kjv=0 base=0 python=0 node=0 sklearn=0 mpi=0 list=0
+torch=0 fuzz=0 kjv=0 base=0 python=0 node=0 sklearn=0 mpi=0 vision=0 chromium=0 wrk=0 list=0
 for arg in "$@"; do
     case $arg in
     --torch) torch=1 ;;
@@ -30,9 +33,12 @@ for arg in "$@"; do
     --sklearn) sklearn=1 ;;
     --node) node=1 ;;
     --mpi) mpi=1 ;;
+    --vision) vision=1 ;;
+    --chromium) chromium=1 ;;
+    --wrk) wrk=1 ;;
     --base) base=1 kjv=1 ;;
     --list) list=1 ;;
-    *) echo "install-deps.sh: unknown option '$arg' (--torch, --fuzz, --kjv, --base, --python, --node, --sklearn, --mpi, --list)" >&2; exit 2 ;;
+    *) echo "install-deps.sh: unknown option '$arg' (--torch, --fuzz, --kjv, --base, --python, --node, --sklearn, --mpi, --vision, --chromium, --wrk, --list)" >&2; exit 2 ;;
     esac
 done
 
@@ -42,6 +48,8 @@ need=()
 [ -f "$root/usr/include/cjson/cJSON.h" ] || need+=(libcjson-dev)
 [ -f "$root/usr/include/utf8proc.h" ] || need+=(libutf8proc-dev)
 [ -f "$root/usr/include/microhttpd.h" ] || need+=(libmicrohttpd-dev) # fm serve (src/serve/)
+[ -f "$root/usr/include/zlib.h" ] || need+=(zlib1g-dev)          # IDX files, gzip or plain (src/io/idx.c)
+[ -f "$root/usr/include/png.h" ] || need+=(libpng-dev)            # fm complete's PNG grid (src/io/png.c)
 command -v curl >/dev/null || need+=(curl) # tests/cli_serve_test.sh
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 command -v make >/dev/null || need+=(make)
@@ -83,6 +91,15 @@ if [ $base -eq 1 ]; then
     [ -f /usr/share/dictd/gcide.dict.dz ] || need+=(dict-gcide)
     [ -f /usr/share/games/fortunes/fortunes ] || need+=(fortunes-min)
     [ -f /usr/share/games/fortunes/linux ] || need+=(fortunes)
+fi
+if [ $vision -eq 1 ]; then
+    [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
+fi
+if [ $chromium -eq 1 ]; then
+    command -v chromium >/dev/null || need+=(chromium)
+fi
+if [ $wrk -eq 1 ]; then
+    command -v wrk >/dev/null || need+=(wrk)
 fi
 if [ $list -eq 1 ]; then
     [ ${#need[@]} -eq 0 ] || echo "${need[*]}"

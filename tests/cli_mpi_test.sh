@@ -4,8 +4,9 @@
 # --grad-accum 2 (losses and parameters within a float tolerance: the gradient sums are added in
 # another order), mpirun -np 1 against a plain run (bit for bit), a SIGTERM on 2 ranks then
 # --resume on 2 (the same bits) and on 1 (within the tolerance), a rank killed with SIGKILL and a
-# rank that fails alone (the job ends within 30 s, exit status non-zero), and that ranks other
-# than 0 print nothing. Skipped, saying why, when mpirun is absent or fm was built without MPI;
+# rank that fails alone (the job ends within 30 s, exit status non-zero), that ranks other
+# than 0 print nothing, and ZeRO-1 (--zero 1: the same bits as the plain 2-rank run; a resume
+# with it on 2 ranks bitwise, on 3 within the tolerance). Skipped, saying why, when mpirun is absent or fm was built without MPI;
 # a build without MPI still checks that it refuses to run under a launcher.
 # Usage: tests/cli_mpi_test.sh PATH/TO/fm     Prints "N passed, N failed[, N skipped]".
 set -u
@@ -116,6 +117,16 @@ out=$("${mpi[@]}" 2 "$FM" pretrain "${common[@]}" --batch 4 --steps 20 --out qui
 if [ "$(grep -c "^done: 20 steps" <<<"$out")" -eq 1 ] && [ "$(grep -c "^step 20/20" <<<"$out")" -eq 1 ]; then ok; else
     bad "ranks other than 0 printed: $(grep -c "^done" <<<"$out") done lines"
 fi
+# ZeRO-1 (--zero 1): each rank updates its 1/N of the elements with its shard of the moments and
+# the ranks all-gather the parameters; AdamW is element-wise, so the bits are the plain 2-rank
+# run's: losses, weights and the checkpoint's moments (gathered onto rank 0 whole, as one process
+# writes them, so any number of ranks resumes it)
+expect "2 ranks, ZeRO-1" 0 "ZeRO-1: AdamW's moments sharded over 2 ranks: .* MiB saved per rank" -- \
+    "${mpi[@]}" 2 "$FM" pretrain "${common[@]}" --batch 4 --steps 20 --out twoz --zero 1
+if diff <(losses two) <(losses twoz) >/dev/null && cmp -s two/model.safetensors twoz/model.safetensors &&
+    cmp -s two/training_state.safetensors twoz/training_state.safetensors; then ok; else
+    bad "ZeRO-1 on 2 ranks: losses, weights or moments differ from the plain 2-rank run"
+fi
 # mpirun -np 1 is the single process, bit for bit
 expect "1 rank" 0 "done: 20 steps" -- "${mpi[@]}" 1 "$FM" pretrain "${common[@]}" --batch 4 --threads 1 --steps 20 --out rank1
 if cmp -s one/model.safetensors rank1/model.safetensors && diff <(losses one) <(losses rank1) >/dev/null; then ok; else
@@ -151,10 +162,20 @@ at=$(grep -o "^interrupted: checkpoint saved at step [0-9]*" cut.log | grep -o "
 if [ "$status" -ne 0 ] && [ -n "$at" ] && [ "$at" -lt $run_steps ] && [ "$(losses cut | wc -l)" -eq "$at" ]; then
     ok
     cp -a cut cut1
+    cp -a cut cutz2
+    cp -a cut cutz3
     expect "resume on 2" 0 "done: $run_steps steps" -- "${mpi[@]}" 2 "$FM" pretrain --out cut --resume
     if diff <(losses whole) <(losses cut) >/dev/null && cmp -s whole/model.safetensors cut/model.safetensors; then ok; else
         bad "resumed on 2 ranks: losses or parameters differ from the uninterrupted run"
     fi
+    # a checkpoint resumed under ZeRO-1: sharded afresh, on 2 ranks the same bits; on 3 (shards of
+    # unequal length, another summation order) within the tolerance
+    expect "resume on 2, ZeRO-1" 0 "done: $run_steps steps" -- "${mpi[@]}" 2 "$FM" pretrain --out cutz2 --resume --zero 1
+    if diff <(losses whole) <(losses cutz2) >/dev/null && cmp -s whole/model.safetensors cutz2/model.safetensors; then ok
+    else bad "resumed on 2 ranks with ZeRO-1: losses or parameters differ from the uninterrupted run"; fi
+    expect "resume on 3, ZeRO-1" 0 "sharded over 3 ranks" -- "${mpi[@]}" 3 "$FM" pretrain --out cutz3 --resume --zero 1
+    close_losses "resumed on 3 with ZeRO-1 vs the 2-rank run" whole cutz3 $run_steps
+    close_params "resumed on 3 with ZeRO-1 vs the 2-rank run, parameters" whole cutz3 $long_param_tol
     expect "resume on 1" 0 "done: $run_steps steps" -- "$FM" pretrain --out cut1 --resume --threads 1
     close_losses "resumed on 1 vs the 2-rank run" whole cut1 $run_steps
     close_params "resumed on 1 vs the 2-rank run, parameters" whole cut1 $long_param_tol

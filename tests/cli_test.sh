@@ -25,6 +25,12 @@ expect "missing value" 2 "--seed needs a value" -- "$FM" init --out "$tmp/m" --s
 expect "init" 0 "initialised .*: 14664 parameters" -- \
     "$FM" init --out "$tmp/m" --layers 1 --dim 24 --heads 2 --vocab 300 --context 8
 expect "info" 0 "head size 12" -- "$FM" info --model "$tmp/m"
+expect "info shows the kernels' code path" 0 "cpu path +(avx512bf16|avx512|avx2|generic) \\(this CPU runs: .*generic\\)" -- \
+    "$FM" info --model "$tmp/m"
+# FM_CPU forces a code path; generic runs everywhere; a name no build has is refused
+expect "FM_CPU=generic" 0 "^cpu path +generic " -- env FM_CPU=generic "$FM" info --cpu
+expect "FM_CPU unknown" 2 "FM_CPU: CPU path 'avx9' is not one of this build's paths; this CPU runs: .*generic" -- \
+    env FM_CPU=avx9 "$FM" info --cpu
 expect "info missing dir" 1 "$tmp/none/config.json" -- "$FM" info --model "$tmp/none"
 printf '{"n_layer": 1,' >"$tmp/m/config.json"
 expect "info corrupt config" 1 "config.json: invalid JSON" -- "$FM" info --model "$tmp/m"

@@ -55,6 +55,8 @@
  *
  * Experiments that were measured and not kept: docs/kernels.md.
  */
+#include "cpu/isa.h" /* first: this copy's kernel names */
+
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
@@ -62,7 +64,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -76,8 +78,14 @@
 #ifndef MC
 #define MC 96    /* rows of A kept in L2 while a thread sweeps its columns (multiple of MR) */
 #endif
+#if !defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
+#define AVX2_TILE 1 /* the AVX2 copy: 16 ymm registers hold a 6 x 16 tile (12) and its operands */
+#define MR 6     /* rows of the register tile */
+#define NR 16    /* columns of the register tile: two 8-float vectors */
+#else
 #define MR 12    /* rows of the register tile */
 #define NR 32    /* columns of the register tile: two 16-float vectors */
+#endif
 #define NC 3072  /* columns of B packed at once (multiple of NR) */
 #define B_GROUP ((size_t)3 << 20) /* floats of B packed at once (12 MiB): several KC slices */
 #define GEMV_ROWS 4
@@ -113,13 +121,8 @@ static float *grow(float **buf, size_t *len, size_t want) {
 
 /* ------------------------------------------------------------ precision */
 
-static int gemm_bf16;                   /* process-wide: round the packed panels to bfloat16 */
-static _Thread_local int gemm_force_fp32; /* this thread's products stay float32 regardless */
-
-void fm_k_gemm_set_bf16(int on) { gemm_bf16 = on != 0; }
-int fm_k_gemm_bf16(void) { return gemm_bf16; }
-void fm_k_gemm_force_fp32(int on) { gemm_force_fp32 = on != 0; }
-int fm_k_gemm_fp32_forced(void) { return gemm_force_fp32; }
+/* The switches (fm_k_gemm_set_bf16, fm_k_gemm_force_fp32) and fm_k_bf16_round are shared by
+ * every copy of this file: dispatch.c. */
 
 /* x rounded to bfloat16, nearest even, as the top 16 bits of a float's bits (low bits zero);
  * NaN stays a (quiet) NaN. */
@@ -128,12 +131,6 @@ static inline uint32_t bf16_round_bits(float x) {
     memcpy(&u, &x, 4);
     if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (u | 0x00400000u) & 0xFFFF0000u;
     return (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-}
-
-float fm_k_bf16_round(float x) {
-    uint32_t u = bf16_round_bits(x);
-    memcpy(&x, &u, 4);
-    return x;
 }
 
 #ifdef __AVX512F__
@@ -234,6 +231,41 @@ static inline void transpose16(float *dst, size_t ldd, const float *src, size_t 
 }
 #endif
 
+#ifdef AVX2_TILE
+/* dst (8 x ncols, leading dim ldd) = transpose of src (nrows x 8, leading dim lds), rows of src
+ * past nrows read as zero; ncols <= 8 columns of dst are written (ncols == 8: whole vectors). */
+/* r (8 rows of 8) transposed: afterwards r[c] holds column c. */
+static inline void transpose8_regs(__m256 r[8]) {
+    __m256 t[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; c++) { /* column c: low lanes of r[c] (rows 0-3) and r[4 + c] (rows 4-7) */
+        t[c] = _mm256_permute2f128_ps(r[c], r[4 + c], 0x20);
+        t[4 + c] = _mm256_permute2f128_ps(r[c], r[4 + c], 0x31);
+    }
+    for (int c = 0; c < 8; c++) r[c] = t[c];
+}
+
+static inline void transpose8(float *dst, size_t ldd, const float *src, size_t lds, int nrows, int ncols) {
+    __m256 t[8];
+    for (int i = 0; i < 8; i++) t[i] = i < nrows ? _mm256_loadu_ps(src + (size_t)i * lds) : _mm256_setzero_ps();
+    transpose8_regs(t);
+    __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(ncols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int c = 0; c < 8; c++) {
+        if (ncols == 8) _mm256_storeu_ps(dst + (size_t)c * ldd, t[c]);
+        else _mm256_maskstore_ps(dst + (size_t)c * ldd, keep, t[c]);
+    }
+}
+#endif
+
 /* A panel: MR rows [i0, i0+mr) x depth [k0, k0+kc) of op(A) as kc x MR (for each k the MR row
  * values, rows past mr zero). a(i, k) = A[i*sa_i + k*sa_k]. Transposed so that the micro-kernel
  * broadcasts from one stream, not from MR row streams. */
@@ -245,6 +277,12 @@ static void pack_a_panel(float *dst, const float *A, size_t sa_i, size_t sa_k, i
             const float *src = A + (size_t)i0 * sa_i + k0 + k;
             for (int r = 0; r < mr; r++) prefetch_ahead(src + (size_t)r * sa_i + PACK_AHEAD);
             transpose16(dst + (size_t)k * MR, MR, src, sa_i, mr, MR);
+        }
+#elif defined(AVX2_TILE)
+        for (; k + 8 <= kc; k += 8) { /* MR (6) rows x 8 k -> 8 k x MR (rows past mr zero) */
+            const float *src = A + (size_t)i0 * sa_i + k0 + k;
+            for (int r = 0; r < mr; r++) prefetch_ahead(src + (size_t)r * sa_i + PACK_AHEAD);
+            transpose8(dst + (size_t)k * MR, MR, src, sa_i, mr, MR);
         }
 #endif
         for (; k < kc; k++) {
@@ -288,6 +326,18 @@ static void pack_b_panel_t(float *dst, const float *B, size_t sb_k, size_t sb_j,
             }
             for (; k < kc; k++)
                 for (int jj = j; jj < j + 16; jj++) dst[(size_t)k * NR + jj] = B[(size_t)(j0 + jj) * sb_j + k0 + k];
+        }
+#elif defined(AVX2_TILE)
+    if (sb_k == 1)
+        for (; j + 8 <= nr; j += 8) {
+            int k = 0;
+            for (; k + 8 <= kc; k += 8) {
+                const float *src = B + (size_t)(j0 + j) * sb_j + k0 + k;
+                for (int r = 0; r < 8; r++) prefetch_ahead(src + (size_t)r * sb_j + PACK_AHEAD);
+                transpose8(dst + (size_t)k * NR + j, NR, src, sb_j, 8, 8);
+            }
+            for (; k < kc; k++)
+                for (int jj = j; jj < j + 8; jj++) dst[(size_t)k * NR + jj] = B[(size_t)(j0 + jj) * sb_j + k0 + k];
         }
 #endif
     for (; j < nr; j++)
@@ -441,6 +491,65 @@ static void micro_kernel_bf16(int kc, const uint32_t *restrict ap, const uint32_
 }
 #define HAVE_BF16_KERNEL 1
 #endif
+#elif defined(AVX2_TILE)
+/* Lanes [0, n) of an 8-float vector, for the AVX2 masked loads and stores (n <= 0: none). */
+static inline __m256i lanes8(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* store_tile for the AVX2 tile: acc (mr x nr of MR x NR) [+ bias] [+ C] stored to C, the same
+ * order of additions as the other kernels. */
+static inline void store_tile(__m256 acc[MR][2], float *c, int ldc, int mr, int nr, int load_c, const float *bias) {
+    __m256i m0 = lanes8(nr), m1 = lanes8(nr - 8);
+    __m256 bias0 = bias ? _mm256_maskload_ps(bias, m0) : _mm256_setzero_ps();
+    __m256 bias1 = bias ? _mm256_maskload_ps(bias + 8, m1) : _mm256_setzero_ps();
+    for (int r = 0; r < mr; r++) {
+        float *cr = c + (size_t)r * ldc;
+        __m256 x0 = acc[r][0], x1 = acc[r][1];
+        if (bias) {
+            x0 = _mm256_add_ps(x0, bias0);
+            x1 = _mm256_add_ps(x1, bias1);
+        }
+        if (nr == NR) {
+            if (load_c) {
+                x0 = _mm256_add_ps(x0, _mm256_loadu_ps(cr));
+                x1 = _mm256_add_ps(x1, _mm256_loadu_ps(cr + 8));
+            }
+            _mm256_storeu_ps(cr, x0);
+            _mm256_storeu_ps(cr + 8, x1);
+        } else {
+            if (load_c) {
+                x0 = _mm256_add_ps(x0, _mm256_maskload_ps(cr, m0));
+                x1 = _mm256_add_ps(x1, _mm256_maskload_ps(cr + 8, m1));
+            }
+            _mm256_maskstore_ps(cr, m0, x0);
+            _mm256_maskstore_ps(cr + 8, m1, x1);
+        }
+    }
+}
+
+/* The 6 x 16 tile in 12 named ymm accumulators over kc rank-1 updates. */
+static void micro_kernel(int kc, const float *restrict ap, const float *restrict bp, float *c, int ldc,
+                         int mr, int nr, int load_c, const float *bias) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+           c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int r = 0; r < mr; r++) _mm_prefetch((const char *)(c + (size_t)r * ldc), _MM_HINT_T0);
+#define ROW(r, x0, x1)                                   \
+    do {                                                 \
+        __m256 a_ = _mm256_broadcast_ss(ap + r);         \
+        x0 = _mm256_fmadd_ps(a_, b0, x0);                \
+        x1 = _mm256_fmadd_ps(a_, b1, x1);                \
+    } while (0)
+    for (int k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8);
+        ROW(0, c00, c01); ROW(1, c10, c11); ROW(2, c20, c21); ROW(3, c30, c31); ROW(4, c40, c41); ROW(5, c50, c51);
+        ap += MR;
+        bp += NR;
+    }
+#undef ROW
+    __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    store_tile(acc, c, ldc, mr, nr, load_c, bias);
+}
 #else
 static void micro_kernel(int kc, const float *restrict ap, const float *restrict bp, float *c, int ldc,
                          int mr, int nr, int load_c, const float *bias) {
@@ -635,6 +744,57 @@ static void gemv_nt(const gemm_job *g, int j0, int j1) {
                 if (g->bias && k0 == 0) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mj, g->bias + j));
                 if (load_c) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mj, c));
                 _mm512_mask_storeu_ps(c, mj, x);
+            }
+        }
+    }
+}
+#elif defined(AVX2_TILE)
+/* The AVX2 form of gemv_nt_slice: 8 rows of B (8 columns of C) read 8 k at a time (masked at the
+ * slice's end) and transposed in registers; one fused multiply-add per k ascending per column. */
+static inline __attribute__((always_inline)) void gemv_nt_slice8(__m256 *s, const gemm_job *g, int M, int j, int nj,
+                                                                 int k0, int k1) {
+    const float *b = g->B + (size_t)j * g->sb_j;
+    size_t ldb = g->sb_j, sa_i = g->sa_i, sa_k = g->sa_k;
+    for (int k = k0; k < k1; k += 8) {
+        int nk = k1 - k < 8 ? k1 - k : 8;
+        __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(nk), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256 r[8];
+#pragma GCC unroll 8
+        for (int t = 0; t < 8; t++) _mm_prefetch((const char *)(b + (size_t)(8 + t) * ldb + k), _MM_HINT_T0);
+#pragma GCC unroll 8
+        for (int t = 0; t < 8; t++)
+            r[t] = t >= nj ? _mm256_setzero_ps() : nk == 8 ? _mm256_loadu_ps(b + (size_t)t * ldb + k)
+                                                           : _mm256_maskload_ps(b + (size_t)t * ldb + k, mk);
+        transpose8_regs(r); /* r[kk] lane t = b(k + kk, j + t) */
+        const float *a = g->A + (size_t)k * sa_k;
+        if (nk == 8) {
+#pragma GCC unroll 8
+            for (int kk = 0; kk < 8; kk++)
+                for (int i = 0; i < M; i++) s[i] = _mm256_fmadd_ps(_mm256_set1_ps(a[i * sa_i + kk * sa_k]), r[kk], s[i]);
+        } else {
+            for (int kk = 0; kk < nk; kk++)
+                for (int i = 0; i < M; i++) s[i] = _mm256_fmadd_ps(_mm256_set1_ps(a[i * sa_i + kk * sa_k]), r[kk], s[i]);
+        }
+    }
+}
+
+static void gemv_nt(const gemm_job *g, int j0, int j1) {
+    int M = g->M, K = g->K, kcs = g->kc;
+    for (int j = j0; j < j1; j += 8) {
+        int nj = j1 - j < 8 ? j1 - j : 8;
+        __m256i mj = _mm256_cmpgt_epi32(_mm256_set1_epi32(nj), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for (int k0 = 0; k0 < K; k0 += kcs) {
+            int k1 = K - k0 < kcs ? K : k0 + kcs, load_c = g->accumulate || k0 > 0;
+            __m256 s[GEMV_ROWS - 1] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+            if (M == 1) gemv_nt_slice8(s, g, 1, j, nj, k0, k1);
+            else if (M == 2) gemv_nt_slice8(s, g, 2, j, nj, k0, k1);
+            else gemv_nt_slice8(s, g, 3, j, nj, k0, k1);
+            for (int i = 0; i < M; i++) { /* store_tile's order: (sum + bias) + C */
+                float *c = g->C + (size_t)i * g->ldc + j;
+                __m256 x = s[i];
+                if (g->bias && k0 == 0) x = _mm256_add_ps(x, _mm256_maskload_ps(g->bias + j, mj));
+                if (load_c) x = _mm256_add_ps(x, _mm256_maskload_ps(c, mj));
+                _mm256_maskstore_ps(c, mj, x);
             }
         }
     }
@@ -946,7 +1106,7 @@ static gemm_job describe(int transA, int transB, int M, int N, int K, const floa
     return (gemm_job){.M = M, .N = N, .K = K, .accumulate = accumulate, .A = A, .B = B, .C = C, .ldc = ldc,
                       .sa_i = transA ? 1 : (size_t)lda, .sa_k = transA ? (size_t)lda : 1,
                       .sb_k = transB ? 1 : (size_t)ldb, .sb_j = transB ? (size_t)ldb : 1,
-                      .bf16 = gemm_bf16 && !gemm_force_fp32};
+                      .bf16 = fm_k_gemm_bf16() && !fm_k_gemm_fp32_forced()};
 }
 
 void fm_k_gemm_fused(int transA, int transB, int M, int N, int K,

@@ -10,6 +10,8 @@
  * Reference forms: kernels_ref.c and the tests' double-precision loops.
  * Not for: objectives, the optimizer's bookkeeping, or anything with file or error handling.
  */
+#include "cpu/isa.h" /* first: this copy's kernel names */
+
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
@@ -17,6 +19,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "cpu/dispatch.h"
 #include "cpu/kernels.h"
 #include "cpu/simd.h"
 
@@ -122,6 +125,23 @@ void fm_k_layernorm_forward(float *out, float *mean, float *rstd, const float *i
             _mm512_mask_storeu_ps(o + c, k, _mm512_fmadd_ps(xhat, _mm512_maskz_loadu_ps(k, w + c),
                                                             _mm512_maskz_loadu_ps(k, b + c)));
         }
+#elif defined(FM_AVX2)
+        __m256 acc = _mm256_setzero_ps();
+        for (int c = 0; c < C; c += FM_V8) acc = _mm256_add_ps(acc, fm_load8(x + c, C - c));
+        float m = fm_hsum8(acc) / C;
+        __m256 vm = _mm256_set1_ps(m);
+        acc = _mm256_setzero_ps();
+        for (int c = 0; c < C; c += FM_V8) {
+            __m256 xm = _mm256_sub_ps(fm_load8(x + c, C - c), vm);
+            if (C - c < FM_V8) xm = _mm256_and_ps(xm, _mm256_castsi256_ps(fm_lanes8(C - c)));
+            acc = _mm256_fmadd_ps(xm, xm, acc);
+        }
+        float s = 1.0f / sqrtf(fm_hsum8(acc) / C + eps);
+        __m256 vs = _mm256_set1_ps(s);
+        for (int c = 0; c < C; c += FM_V8) {
+            __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(fm_load8(x + c, C - c), vm), vs);
+            fm_store8(o + c, C - c, _mm256_fmadd_ps(xhat, fm_load8(w + c, C - c), fm_load8(b + c, C - c)));
+        }
 #else
         float m = 0.0f, v = 0.0f;
         for (int c = 0; c < C; c++) m += x[c];
@@ -179,6 +199,29 @@ void fm_k_layernorm_backward(float *dinp, float *dw, float *db, const float *dou
                 __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + c), vm), vs);
                 __m512 t = _mm512_fnmadd_ps(xhat, gx_mean, _mm512_sub_ps(g, g_mean));
                 _mm512_mask_storeu_ps(dx + c, k, _mm512_fmadd_ps(vs, t, _mm512_maskz_loadu_ps(k, dx + c)));
+            }
+#elif defined(FM_AVX2)
+            __m256 vm = _mm256_set1_ps(m), vs = _mm256_set1_ps(s), sg = _mm256_setzero_ps(), sgx = sg;
+            for (int c = 0; c < C; c += FM_V8) { /* masked lanes load as 0: g = 0 there */
+                int left = C - c;
+                __m256 dv = fm_load8(d + c, left);
+                __m256 g = _mm256_mul_ps(dv, fm_load8(w + c, left));
+                __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(fm_load8(x + c, left), vm), vs);
+                sg = _mm256_add_ps(sg, g);
+                sgx = _mm256_fmadd_ps(g, xhat, sgx);
+                if (pw) {
+                    fm_store8(pw + c, left, _mm256_fmadd_ps(dv, xhat, fm_load8(pw + c, left)));
+                    fm_store8(pb + c, left, _mm256_add_ps(dv, fm_load8(pb + c, left)));
+                }
+            }
+            __m256 g_mean = _mm256_set1_ps(fm_hsum8(sg) / C);
+            __m256 gx_mean = _mm256_set1_ps(fm_hsum8(sgx) / C);
+            for (int c = 0; c < C; c += FM_V8) {
+                int left = C - c;
+                __m256 g = _mm256_mul_ps(fm_load8(d + c, left), fm_load8(w + c, left));
+                __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(fm_load8(x + c, left), vm), vs);
+                __m256 t = _mm256_fnmadd_ps(xhat, gx_mean, _mm256_sub_ps(g, g_mean));
+                fm_store8(dx + c, left, _mm256_fmadd_ps(vs, t, fm_load8(dx + c, left)));
             }
 #else
             float g_mean = 0.0f, gx_mean = 0.0f;
@@ -264,6 +307,15 @@ static float row_max(const float *s, int n) {
         m = _mm512_mask_max_ps(m, k, m, _mm512_maskz_loadu_ps(k, s + u));
     }
     return _mm512_reduce_max_ps(m);
+#elif defined(FM_AVX2)
+    __m256 m = _mm256_set1_ps(-INFINITY);
+    for (int u = 0; u < n; u += FM_V8) {
+        __m256 x = fm_load8(s + u, n - u);
+        if (n - u < FM_V8) /* masked lanes: -inf, not the 0 the load gives */
+            x = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), x, _mm256_castsi256_ps(fm_lanes8(n - u)));
+        m = _mm256_max_ps(m, x);
+    }
+    return fm_hmax8(m);
 #else
     float m = -INFINITY;
     for (int u = 0; u < n; u++) m = s[u] > m ? s[u] : m;
@@ -281,6 +333,13 @@ static float row_dot(const float *a, const float *b, int n) {
         acc = b ? _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(k, b + u), acc) : _mm512_add_ps(acc, x);
     }
     return _mm512_reduce_add_ps(acc);
+#elif defined(FM_AVX2)
+    __m256 acc = _mm256_setzero_ps();
+    for (int u = 0; u < n; u += FM_V8) {
+        __m256 x = fm_load8(a + u, n - u);
+        acc = b ? _mm256_fmadd_ps(x, fm_load8(b + u, n - u), acc) : _mm256_add_ps(acc, x);
+    }
+    return fm_hsum8(acc);
 #else
     float acc = 0.0f;
     for (int u = 0; u < n; u++) acc += b ? a[u] * b[u] : a[u];
@@ -297,6 +356,13 @@ static void att_probs(float *p, const float *s, int t, int n, float scale, float
         __mmask16 m = t + 1 - u >= FM_V16 ? 0xFFFF : fm_tail_mask(t + 1 - u);
         __m512 x = _mm512_fmsub_ps(_mm512_maskz_loadu_ps(m, s + u), vs, vl);
         _mm512_mask_storeu_ps(p + u, m, fm_exp_v(x));
+    }
+    u = t + 1;
+#elif defined(FM_AVX2)
+    __m256 vs = _mm256_set1_ps(scale), vl = _mm256_set1_ps(lse);
+    for (; u <= t; u += FM_V8) {
+        __m256 x = _mm256_fmsub_ps(fm_load8(s + u, t + 1 - u), vs, vl);
+        fm_store8(p + u, t + 1 - u, fm_exp_v8(x));
     }
     u = t + 1;
 #else
@@ -474,6 +540,11 @@ void fm_k_gelu_forward(float *out, const float *inp, size_t N) {
             __mmask16 m = i1 - i >= FM_V16 ? 0xFFFF : fm_tail_mask((int)(i1 - i));
             _mm512_mask_storeu_ps(out + i, m, fm_gelu_v(_mm512_maskz_loadu_ps(m, inp + i)));
         }
+#elif defined(FM_AVX2)
+        for (; i < i1; i += FM_V8) {
+            int left = i1 - i >= FM_V8 ? FM_V8 : (int)(i1 - i);
+            fm_store8(out + i, left, fm_gelu_v8(fm_load8(inp + i, left)));
+        }
 #else
         for (; i < i1; i++) out[i] = fm_gelu_s(inp[i]);
 #endif
@@ -490,6 +561,12 @@ void fm_k_gelu_backward(float *dinp, const float *inp, const float *dout, size_t
             __mmask16 m = i1 - i >= FM_V16 ? 0xFFFF : fm_tail_mask((int)(i1 - i));
             __m512 g = fm_gelu_grad_v(_mm512_maskz_loadu_ps(m, inp + i));
             _mm512_mask_storeu_ps(dinp + i, m, _mm512_mul_ps(g, _mm512_maskz_loadu_ps(m, dout + i)));
+        }
+#elif defined(FM_AVX2)
+        for (; i < i1; i += FM_V8) {
+            int left = i1 - i >= FM_V8 ? FM_V8 : (int)(i1 - i);
+            __m256 g = fm_gelu_grad_v8(fm_load8(inp + i, left));
+            fm_store8(dinp + i, left, _mm256_mul_ps(g, fm_load8(dout + i, left)));
         }
 #else
         for (; i < i1; i++) dinp[i] = dout[i] * fm_gelu_grad_s(inp[i]);
@@ -524,6 +601,19 @@ float fm_k_xent_row(float *dz, const float *z, int V, int target, float weight) 
             __mmask16 m = V - v >= FM_V16 ? 0xFFFF : fm_tail_mask(V - v);
             _mm512_mask_storeu_ps(dz + v, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dz + v), scale));
         }
+    }
+#elif defined(FM_AVX2)
+    __m256 vsum = _mm256_setzero_ps(), vm = _mm256_set1_ps(maxv);
+    for (v = 0; v < V; v += FM_V8) {
+        __m256 e = fm_exp_v8(_mm256_sub_ps(fm_load8(z + v, V - v), vm));
+        if (V - v < FM_V8) e = _mm256_and_ps(e, _mm256_castsi256_ps(fm_lanes8(V - v))); /* masked lanes: 0 */
+        vsum = _mm256_add_ps(vsum, e);
+        if (dz) fm_store8(dz + v, V - v, e);
+    }
+    sum = fm_hsum8(vsum);
+    if (dz) {
+        __m256 scale = _mm256_set1_ps(weight / sum);
+        for (v = 0; v < V; v += FM_V8) fm_store8(dz + v, V - v, _mm256_mul_ps(fm_load8(dz + v, V - v), scale));
     }
 #else
     for (v = 0; v < V; v++) {
@@ -587,6 +677,22 @@ void fm_k_adamw(float *p, const float *g, float *m, float *v, size_t n, float cl
             _mm512_mask_storeu_ps(v + i, k, vi);
             _mm512_mask_storeu_ps(p + i, k, pi);
         }
+#elif defined(FM_AVX2)
+        __m256 vclip = _mm256_set1_ps(clip), vshrink = _mm256_set1_ps(shrink), vb1 = _mm256_set1_ps(beta1);
+        __m256 vb2 = _mm256_set1_ps(beta2), va1 = _mm256_set1_ps(1.0f - beta1), va2 = _mm256_set1_ps(1.0f - beta2);
+        __m256 vstep = _mm256_set1_ps(step_size), vbc2 = _mm256_set1_ps(bc2_sqrt), veps = _mm256_set1_ps(eps);
+        for (; i < i1; i += FM_V8) {
+            int k = i1 - i >= FM_V8 ? FM_V8 : (int)(i1 - i);
+            __m256 gi = _mm256_mul_ps(fm_load8(g + i, k), vclip);
+            __m256 pi = _mm256_mul_ps(fm_load8(p + i, k), vshrink);
+            __m256 mi = _mm256_fmadd_ps(vb1, fm_load8(m + i, k), _mm256_mul_ps(va1, gi));
+            __m256 vi = _mm256_fmadd_ps(vb2, fm_load8(v + i, k), _mm256_mul_ps(_mm256_mul_ps(va2, gi), gi));
+            __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), vbc2), veps);
+            pi = _mm256_sub_ps(pi, _mm256_div_ps(_mm256_mul_ps(vstep, mi), denom));
+            fm_store8(m + i, k, mi);
+            fm_store8(v + i, k, vi);
+            fm_store8(p + i, k, pi);
+        }
 #else
         for (; i < i1; i++) {
             float gi = g[i] * clip;
@@ -647,3 +753,27 @@ void fm_k_q8_matmul(float *out, const float *inp, const int8_t *q, const float *
             out[(size_t)n * rows + o] = q8_row(qo, dq, xpad + (size_t)n * padded, blocks) + (bias ? bias[o] : 0.0f);
     }
 }
+
+/* ------------------------------------------------------------ this copy's table (dispatch.c) */
+
+const fm_cpu_table FM_ISA_NAME(fm_cpu_table) = {
+    .name = FM_ISA_STR(FM_ISA),
+    .gemm = fm_k_gemm,
+    .gemm_fused = fm_k_gemm_fused,
+    .gemm_band = fm_k_gemm_band,
+    .encoder_forward = fm_k_encoder_forward,
+    .encoder_backward = fm_k_encoder_backward,
+    .layernorm_forward = fm_k_layernorm_forward,
+    .layernorm_backward = fm_k_layernorm_backward,
+    .linear_forward = fm_k_linear_forward,
+    .linear_backward = fm_k_linear_backward,
+    .attention_forward = fm_k_attention_forward,
+    .attention_backward = fm_k_attention_backward,
+    .gelu_forward = fm_k_gelu_forward,
+    .gelu_backward = fm_k_gelu_backward,
+    .residual_forward = fm_k_residual_forward,
+    .xent_row = fm_k_xent_row,
+    .sumsq = fm_k_sumsq,
+    .adamw = fm_k_adamw,
+    .q8_matmul = fm_k_q8_matmul,
+};

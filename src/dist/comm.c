@@ -5,6 +5,7 @@
  * today's single process exactly. Not for: choosing what to communicate (the trainer does).
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/alloc.h"
 #include "core/internal.h"
@@ -80,6 +81,26 @@ fm_status fm_comm_bcast(fm_comm *c, void *bytes, size_t n, int root) {
     if (c && (root < 0 || root >= c->size)) return fm_fail(FM_ERR_ARG, "broadcast from rank %d of %d", root, c->size);
     return c && c->size > 1 && n ? c->ops->bcast(c, bytes, n, root) : FM_OK;
 }
+
+fm_status fm_comm_allgather_f32(fm_comm *c, float *x, const int *counts, const int *offsets) {
+    return c && c->size > 1 ? c->ops->allgather_f32(c, x, counts, offsets) : FM_OK;
+}
+
+fm_status fm_comm_gather_f32(fm_comm *c, const float *mine, float *all, const int *counts, const int *offsets,
+                             int root) {
+    if (c && (root < 0 || root >= c->size)) return fm_fail(FM_ERR_ARG, "gather onto rank %d of %d", root, c->size);
+    if (c && c->size > 1) return c->ops->gather_f32(c, mine, all, counts, offsets, root);
+    if (counts[0] > 0 && all + offsets[0] != mine) memmove(all + offsets[0], mine, sizeof(float) * (size_t)counts[0]);
+    return FM_OK;
+}
+
+fm_status fm_comm_iallreduce_sum_f32(fm_comm *c, float *x, size_t n) {
+    return c && c->size > 1 && n ? c->ops->iallreduce_f32(c, x, n) : FM_OK;
+}
+
+fm_status fm_comm_progress(fm_comm *c) { return c && c->size > 1 ? c->ops->progress(c) : FM_OK; }
+
+fm_status fm_comm_wait_all(fm_comm *c) { return c && c->size > 1 ? c->ops->wait_all(c) : FM_OK; }
 
 fm_status fm_comm_barrier(fm_comm *c) { return c && c->size > 1 ? c->ops->barrier(c) : FM_OK; }
 

@@ -9,7 +9,9 @@
 #include <limits.h>
 #include <mpi.h>
 #include <stdint.h>
+#include <string.h>
 
+#include "core/alloc.h"
 #include "core/internal.h"
 #include "dist/comm.h"
 
@@ -48,6 +50,67 @@ static fm_status mpi_bcast(fm_comm *c, void *bytes, size_t n, int root) {
     return FM_OK;
 }
 
+static fm_status mpi_allgather_f32(fm_comm *c, float *x, const int *counts, const int *offsets) {
+    (void)c;
+    if (MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, counts, offsets, MPI_FLOAT, MPI_COMM_WORLD) != MPI_SUCCESS)
+        return fm_fail(FM_ERR_IO, "MPI_Allgatherv failed");
+    return FM_OK;
+}
+
+static fm_status mpi_gather_f32(fm_comm *c, const float *mine, float *all, const int *counts, const int *offsets,
+                                int root) {
+    int ok;
+    if (c->rank == root) {
+        if (counts[root] > 0 && all + offsets[root] != mine)
+            memmove(all + offsets[root], mine, sizeof(float) * (size_t)counts[root]);
+        ok = MPI_Gatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, all, counts, offsets, MPI_FLOAT, root, MPI_COMM_WORLD);
+    } else {
+        ok = MPI_Gatherv(mine, counts[c->rank], MPI_FLOAT, NULL, NULL, NULL, MPI_FLOAT, root, MPI_COMM_WORLD);
+    }
+    return ok == MPI_SUCCESS ? FM_OK : fm_fail(FM_ERR_IO, "MPI_Gatherv failed");
+}
+
+/* The started sums' requests (c->impl). */
+typedef struct {
+    MPI_Request *reqs;
+    int n, cap;
+} pending;
+
+static fm_status mpi_iallreduce_f32(fm_comm *c, float *x, size_t n) {
+    pending *p = c->impl;
+    for (size_t i = 0; i < n; i += PIECE / sizeof(float)) {
+        size_t m = n - i < PIECE / sizeof(float) ? n - i : PIECE / sizeof(float);
+        if (p->n == p->cap) {
+            int cap = p->cap ? 2 * p->cap : 64;
+            MPI_Request *r = fm_realloc(p->reqs, sizeof *r * (size_t)cap);
+            if (!r) return fm_fail(FM_ERR_NOMEM, "out of memory for MPI requests");
+            p->reqs = r, p->cap = cap;
+        }
+        if (MPI_Iallreduce(MPI_IN_PLACE, x + i, (int)m, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &p->reqs[p->n]) !=
+            MPI_SUCCESS)
+            return fm_fail(FM_ERR_IO, "MPI_Iallreduce of %zu values failed", m);
+        p->n++;
+    }
+    return FM_OK;
+}
+
+static fm_status mpi_progress(fm_comm *c) {
+    pending *p = c->impl;
+    int done = 0;
+    if (p->n && MPI_Testall(p->n, p->reqs, &done, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
+        return fm_fail(FM_ERR_IO, "MPI_Testall failed");
+    if (done) p->n = 0;
+    return FM_OK;
+}
+
+static fm_status mpi_wait_all(fm_comm *c) {
+    pending *p = c->impl;
+    if (p->n && MPI_Waitall(p->n, p->reqs, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
+        return fm_fail(FM_ERR_IO, "MPI_Waitall failed");
+    p->n = 0;
+    return FM_OK;
+}
+
 static fm_status mpi_barrier(fm_comm *c) {
     (void)c;
     return MPI_Barrier(MPI_COMM_WORLD) == MPI_SUCCESS ? FM_OK : fm_fail(FM_ERR_IO, "MPI_Barrier failed");
@@ -60,11 +123,16 @@ static _Noreturn void mpi_abort(fm_comm *c, int code) {
 }
 
 static void mpi_finalize(fm_comm *c) {
-    (void)c;
+    pending *p = c->impl;
+    if (p) fm_free(p->reqs);
+    fm_free(p);
+    c->impl = NULL;
     MPI_Finalize();
 }
 
-static const fm_comm_ops mpi_ops = {"mpi", mpi_allreduce_f32, mpi_allreduce_f64, mpi_bcast, mpi_barrier, mpi_abort,
+static const fm_comm_ops mpi_ops = {"mpi", mpi_allreduce_f32, mpi_allreduce_f64, mpi_bcast,
+                                    mpi_allgather_f32, mpi_gather_f32, mpi_iallreduce_f32, mpi_progress,
+                                    mpi_wait_all, mpi_barrier, mpi_abort,
                                     mpi_finalize};
 
 fm_status fm_comm_mpi_init(fm_comm *c) {
@@ -80,7 +148,11 @@ fm_status fm_comm_mpi_init(fm_comm *c) {
         MPI_Comm_free(&local);
     }
     c->ops = &mpi_ops;
-    c->impl = NULL;
+    c->impl = fm_calloc(1, sizeof(pending));
+    if (!c->impl) {
+        MPI_Finalize();
+        return fm_fail(FM_ERR_NOMEM, "out of memory for the communicator");
+    }
     return FM_OK;
 }
 #else

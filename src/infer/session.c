@@ -388,3 +388,47 @@ fm_status fm_session_forward(fm_session *s, const int *tokens, int B, int T, con
     *logits = s->flogits;
     return FM_OK;
 }
+
+/* ------------------------------------------------------------ pooled hidden states (the probe) */
+
+/* mean over the T rows of one sequence's states x (T, C) into out (C), summed in double in
+ * position order */
+static void mean_rows(const float *x, int T, int C, float *out) {
+    for (int c = 0; c < C; c++) {
+        double sum = 0.0;
+        for (int t = 0; t < T; t++) sum += x[(size_t)t * C + c];
+        out[c] = (float)(sum / T);
+    }
+}
+
+fm_status fm_session_pooled_states(fm_session *s, const int *tokens, int B, int T, float *pooled) {
+    const fm_model *m = s->model;
+    const fm_config *c = &m->cfg;
+    if (B < 1 || T < 1) return fm_fail(FM_ERR_ARG, "batch %d x %d: both must be at least 1", B, T);
+    if (T > c->n_positions)
+        return fm_fail(FM_ERR_ARG, "sequence length %d exceeds the model's context (n_positions = %d)", T,
+                       c->n_positions);
+    if ((size_t)B * T > (size_t)INT32_MAX / (size_t)c->vocab_size)
+        return fm_fail(FM_ERR_ARG, "batch %d x %d is too large", B, T);
+    fm_status st = check_tokens(s, tokens, B * T);
+    if (!st) st = ensure_forward(s, B, T);
+    if (st) return st;
+    int N = B * T, C = c->n_embd, L = c->n_layer;
+    int own = fm_k_gemm_fp32_forced();
+    fm_k_gemm_force_fp32(1);
+    fm_k_encoder_forward(s->fx, tokens, m->w.wte, m->w.wpe, B, T, C);
+    fm_attention_rows full = {.B = B, .T = T};
+    for (int l = 0; l <= L; l++) {
+        if (l > 0) fm_block_forward(m, l - 1, s->fx, &s->fa, N, &full, NULL, s->lora, 0);
+        const float *x = s->fx;
+        if (l == L) {
+            fm_k_layernorm_forward(s->flnf, s->fmean, s->frstd, s->fx, m->w.lnf_w, m->w.lnf_b, N, C,
+                                   c->layer_norm_epsilon);
+            x = s->flnf;
+        }
+#pragma omp parallel for schedule(static)
+        for (int b = 0; b < B; b++) mean_rows(x + (size_t)b * T * C, T, C, pooled + ((size_t)b * (L + 1) + l) * C);
+    }
+    fm_k_gemm_force_fp32(own);
+    return FM_OK;
+}

@@ -425,6 +425,9 @@ fm_status fm_checkpoint_save(const char *dir, const fm_model *m, const fm_optimi
     for (int k = 0; k < opt->n_slots; k++)
         if (opt->slots[k].tensor >= m->n_tensors || m->tensors[opt->slots[k].tensor].numel != opt->slots[k].numel)
             return fm_fail(FM_ERR_MISMATCH, "the optimizer does not match the model's tensors");
+    if (opt->view_lo != 0 || opt->view_hi != opt->n) /* ZeRO-1: the trainer gathers them first */
+        return fm_fail(FM_ERR_ARG, "%s: this process holds AdamW's moments of %zu of %zu elements (sharded): "
+                       "gather them before saving", dir, opt->view_hi - opt->view_lo, opt->n);
     /* nothing non-finite replaces a good checkpoint */
     fm_status st = check_finite_model(m, dir, "nothing was written");
     for (int k = 0; !st && k < opt->n_slots; k++) {

@@ -36,6 +36,10 @@ struct fm_shard {
     uint64_t source_bytes;
     uint64_t checksum;
     uint64_t tokenizer;         /* the tokenizer's fingerprint, 0 when not recorded */
+    /* fm_shard_open_parts: the shards read as one (map NULL), part i's tokens from part_start[i] */
+    struct fm_shard **parts;
+    size_t *part_start;
+    int n_parts;
 };
 
 static uint64_t fnv1a(const unsigned char *p, size_t n) {
@@ -184,6 +188,8 @@ fm_status fm_shard_open(fm_shard **out, const char *path) {
 
 void fm_shard_close(fm_shard *s) {
     if (!s) return;
+    for (int i = 0; i < s->n_parts; i++) fm_shard_close(s->parts[i]);
+    fm_free(s->parts), fm_free(s->part_start);
     if (s->map) munmap(s->map, s->map_size);
     fm_free(s->path);
     fm_free(s);
@@ -194,6 +200,20 @@ int fm_shard_vocab_size(const fm_shard *s) { return s->vocab_size; }
 uint64_t fm_shard_source_bytes(const fm_shard *s) { return s->source_bytes; }
 
 void fm_shard_read(const fm_shard *s, size_t offset, size_t n, int *out) {
+    if (s->n_parts) { /* the part holding offset (binary search), then on into the next ones */
+        int lo = 0, hi = s->n_parts - 1;
+        while (lo < hi) {
+            int mid = (lo + hi + 1) / 2;
+            if (s->part_start[mid] <= offset) lo = mid;
+            else hi = mid - 1;
+        }
+        for (int p = lo; n > 0 && p < s->n_parts; p++) {
+            size_t at = offset - s->part_start[p], len = s->parts[p]->n - at, take = n < len ? n : len;
+            fm_shard_read(s->parts[p], at, take, out);
+            out += take, offset += take, n -= take;
+        }
+        return;
+    }
     if (s->width == 2) {
         for (size_t i = 0; i < n; i++) {
             uint16_t t;
@@ -233,4 +253,44 @@ fm_status fm_shard_check_tokenizer(const fm_shard *s, const fm_tokenizer *tok, c
     return fm_fail(FM_ERR_FORMAT, "%s was made by tokenizer %016llx%s, but %s is tokenizer %016llx: its ids "
                    "would be read as other text; make the data with fm data prepare --tokenizer %s", s->path,
                    (unsigned long long)s->tokenizer, note, tok_name, (unsigned long long)want, tok_name);
+}
+
+fm_status fm_shard_open_parts(fm_shard **out, const char *const *paths, int n) {
+    *out = NULL;
+    if (n < 1) return fm_fail(FM_ERR_ARG, "no shards to open");
+    fm_shard *s = fm_calloc(1, sizeof *s);
+    if (s) s->parts = fm_calloc((size_t)n, sizeof *s->parts), s->part_start = fm_calloc((size_t)n, sizeof(size_t));
+    if (s) s->path = fm_strdup(paths[0]);
+    if (!s || !s->parts || !s->part_start || !s->path) {
+        if (s) fm_free(s->parts), fm_free(s->part_start), fm_free(s->path);
+        fm_free(s);
+        return fm_fail(FM_ERR_NOMEM, "%s: out of memory", paths[0]);
+    }
+    fm_status st = FM_OK;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int i = 0; !st && i < n; i++) {
+        if ((st = fm_shard_open(&s->parts[i], paths[i]))) break;
+        s->n_parts = i + 1;
+        const fm_shard *p = s->parts[i];
+        if (i > 0 && (p->vocab_size != s->vocab_size || p->tokenizer != s->tokenizer)) {
+            st = fm_fail(FM_ERR_FORMAT, "%s: a %d-token vocabulary of tokenizer %016llx, but %s has %d of %016llx: "
+                         "shards of two tokenizers", paths[i], p->vocab_size, (unsigned long long)p->tokenizer,
+                         paths[0], s->vocab_size, (unsigned long long)s->tokenizer);
+            break;
+        }
+        s->vocab_size = p->vocab_size, s->tokenizer = p->tokenizer, s->width = p->width;
+        s->part_start[i] = s->n;
+        s->n += p->n;
+        s->source_bytes += p->source_bytes;
+        unsigned char c[8];
+        put_u64(c, p->checksum);
+        for (int k = 0; k < 8; k++) h = (h ^ c[k]) * 0x100000001b3ull;
+    }
+    s->checksum = h;
+    if (st) {
+        fm_shard_close(s);
+        return st;
+    }
+    *out = s;
+    return FM_OK;
 }

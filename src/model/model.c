@@ -511,6 +511,7 @@ fm_status fm_model_backward(fm_model *m, const float *dlogits, const float *dhid
         LORA_BACKWARD(FM_LORA_C_ATTN_K, a->dln, a->dqkv, la->ln1, C, 3 * C);
         FM_TIMED("other: layernorm", fm_k_layernorm_backward(a->dresid, LAYER_GRAD(ln1_w), LAYER_GRAD(ln1_b), a->dln, resid_in,
                                                             w->ln1_w, la->ln1_mean, la->ln1_rstd, N, C));
+        if (m->layer_done) m->layer_done(m->layer_done_ctx, l); /* block l's gradients are final */
     }
 #undef LORA_BACKWARD
 #undef THROUGH_DROPOUT
@@ -523,6 +524,11 @@ fm_status fm_model_backward(fm_model *m, const float *dlogits, const float *dhid
                          FM_DROP_SITE_EMBEDDING);
     if (dwte || dwpe) FM_TIMED("other: embeddings", fm_k_encoder_backward(dwte, dwpe, a->dresid, m->tokens, B, T, C));
     return FM_OK;
+}
+
+void fm_model_set_backward_hook(fm_model *m, void (*layer_done)(void *ctx, int layer), void *ctx) {
+    m->layer_done = layer_done;
+    m->layer_done_ctx = ctx;
 }
 
 char *fm_model_attached_text(const fm_model *m) {

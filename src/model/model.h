@@ -88,6 +88,9 @@ struct fm_model {
     uint64_t dropout_seed;  /* nonzero: the training forward drops (fm_model_set_dropout_seed) */
     float resid_dropout;    /* GPT-2's resid_pdrop and embd_pdrop in training (fm_model_set_dropout) */
     struct fm_classifier *classifier; /* labels and padding id of "score.weight", or NULL (classifier.h) */
+    /* fm_model_set_backward_hook's: called as each block's gradients are complete, or NULL */
+    void (*layer_done)(void *ctx, int layer);
+    void *layer_done_ctx;
 };
 
 /* Frees the activation arena (re-laid out at the next forward). */

@@ -137,12 +137,14 @@ char *serve_error_json(const serve_error *e) {
         cJSON_AddItemToObject(root, "error", err);
         err = NULL;
         cJSON *in = cJSON_GetObjectItem(root, "error");
-        cJSON_AddStringToObject(in, "message", e->message);
+        /* the message may quote the request's own bytes (a role, a model, a path): valid UTF-8 */
+        cJSON *message = json_text(e->message, strlen(e->message));
+        if (message) cJSON_AddItemToObject(in, "message", message);
         cJSON_AddStringToObject(in, "type", e->type ? e->type : type_of(e->status));
         if (e->param[0]) cJSON_AddStringToObject(in, "param", e->param);
         else cJSON_AddNullToObject(in, "param");
         cJSON_AddStringToObject(in, "code", code_of(e));
-        out = cJSON_PrintUnformatted(root);
+        out = message ? cJSON_PrintUnformatted(root) : NULL;
     }
     cJSON_Delete(root);
     cJSON_Delete(err);
@@ -153,6 +155,11 @@ char *serve_error_json(const serve_error *e) {
 
 /* Parses a body that must be one JSON object (white space after it allowed). */
 static cJSON *parse_body(const char *body, size_t len, serve_error *e) {
+    const char *nul = memchr(body, 0, len); /* JSON has none; cJSON would end a string there */
+    if (nul) {
+        serve_error_set(e, 400, NULL, "the body is not valid JSON (a NUL byte at byte %zu)", (size_t)(nul - body));
+        return NULL;
+    }
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
     if (!root) {

@@ -14,11 +14,13 @@
  * A job's token is chosen as fm_generate chooses it (generate.c): fm_sample over the raw logits
  * with the last SERVE_REPEAT_WINDOW ids of prompt + generated as the recent tokens, the job's own
  * rng seeded from the request's seed (+ its number among the prompt's choices), the log-prob from
- * the raw logits; <|endoftext|> ends it ("stop", not in the output), a stop string ends it
- * ("stop": the text ends before it and the tokens holding any of its bytes go), max_tokens ends it
- * ("length"). The session computes each row on its own and each job keeps its own rng, so a job
- * gets the same ids alone or beside others, and the same as fm generate with that seed. A job's
- * prompt plus max_tokens fits the session (api.c refuses longer ones), so nothing slides.
+ * the raw logits (only where the request reports log-probs: the rows' log sum exp, a pass over
+ * the vocabulary each, is then shared by the threads outside the lock); <|endoftext|> ends it
+ * ("stop", not in the output), a stop string ends it ("stop": the text ends before it and the
+ * tokens holding any of its bytes go), max_tokens ends it ("length"). The session computes each
+ * row on its own and each job keeps its own rng, so a job gets the same ids alone or beside
+ * others, and the same as fm generate with that seed. A job's prompt plus max_tokens fits the
+ * session (api.c refuses longer ones), so nothing slides.
  *
  * Not for: HTTP (server.c) or request parsing and JSON (api.c).
  */
@@ -41,6 +43,7 @@ struct serve_sched {
     serve_request **queue; /* (max_queue) in arrival order */
     int n_queue;
     float *scratch;        /* (2 V) fm_sample's */
+    double *lse;           /* (parallel) each row's log sum exp in a step, where log-probs are wanted */
     serve_job **join;      /* (parallel) jobs joining a session this round; those of a step */
     serve_job **echo;      /* (parallel) joining jobs that echo their prompt's log-probs */
     int *seqs, *toks, *lens;
@@ -179,15 +182,30 @@ static int tokens_within(const fm_server *srv, const serve_job *job, size_t at) 
     return k;
 }
 
+/* Whether a job's request reports log-probs (only then is a row's log sum exp computed). */
+static int wants_logprobs(const serve_job *job) { return job->req->logprobs || job->req->top_n; }
+
+/* q->lse[r] for the n rows of logits (V each) whose jobs report log-probs, the rows shared by
+ * the threads: each row is a pass of exp over the vocabulary (about 1 ms at 50257), which would
+ * otherwise run on the scheduler's thread alone while the others wait. Lock not held: a job's
+ * request fields are fixed once parsed. */
+static void rows_lse(fm_server *srv, serve_job *const *jobs, int n, const float *logits) {
+    serve_sched *q = srv->sched;
+    int V = srv->V, any = 0;
+    for (int r = 0; r < n; r++) any += wants_logprobs(jobs[r]);
+#pragma omp parallel for schedule(dynamic, 1) if (any > 1)
+    for (int r = 0; r < n; r++) q->lse[r] = wants_logprobs(jobs[r]) ? row_lse(logits + (size_t)r * V, V) : NAN;
+}
+
 /* Chooses the job's next token from its logits and takes it through eos, stop strings and
- * max_tokens; the job goes on (job->next to be fed) unless it ended. */
-static void advance(fm_server *srv, serve_job *job, const float *logits) {
+ * max_tokens; the job goes on (job->next to be fed) unless it ended. lse: the row's log sum exp
+ * (rows_lse) when the request reports log-probs, else unused. */
+static void advance(fm_server *srv, serve_job *job, const float *logits, double lse) {
     serve_request *req = job->req;
     int V = srv->V;
     int window = job->hist_n < SERVE_REPEAT_WINDOW ? job->hist_n : SERVE_REPEAT_WINDOW;
     int next = fm_sample(&req->sampler, logits, V, job->hist + job->hist_n - window, window, &job->rng,
                          srv->sched->scratch);
-    double lse = row_lse(logits, V);
     double now = serve_now();
     srv->metrics.generated_tokens++;
     if (!req->got_first) {
@@ -204,7 +222,7 @@ static void advance(fm_server *srv, serve_job *job, const float *logits) {
     }
     int k = job->n_tokens++;
     job->tokens[k] = next;
-    job->lps[k] = (float)((double)logits[next] - lse);
+    job->lps[k] = wants_logprobs(job) ? (float)((double)logits[next] - lse) : NAN;
     job->offsets[k] = job->text_len;
     if (req->top_n)
         top_k(logits, V, lse, req->top_n, job->top_ids + (size_t)k * req->top_n, job->top_lps + (size_t)k * req->top_n);
@@ -325,11 +343,12 @@ static void prefill(fm_server *srv, int m, int n) {
         const float *logits;
         pthread_mutex_unlock(&srv->lock);
         fm_status st = fm_session_feed_many(s, n_plain, q->seqs, q->ptrs, q->lens, &logits);
+        if (!st) rows_lse(srv, q->join, n_plain, logits);
         pthread_mutex_lock(&srv->lock);
         for (int i = 0; i < n_plain; i++) {
             serve_job *job = q->join[i];
             if (st) job_fail(srv, job, 500, fm_last_error());
-            else advance(srv, job, logits + (size_t)i * V);
+            else advance(srv, job, logits + (size_t)i * V, q->lse[i]);
         }
     }
     for (int i = 0; i < n_echo; i++) {
@@ -359,7 +378,7 @@ static void prefill(fm_server *srv, int m, int n) {
         pthread_mutex_lock(&srv->lock);
         if (st) job_fail(srv, job, 500, fm_last_error());
         else if (req->max_tokens == 0) job_finish(srv, job, SERVE_FINISH_LENGTH);
-        else advance(srv, job, logits);
+        else advance(srv, job, logits, row_lse(logits, V));
     }
 }
 
@@ -379,12 +398,13 @@ static void step(fm_server *srv, int m) {
     const float *logits;
     pthread_mutex_unlock(&srv->lock);
     fm_status st = fm_session_step(q->sessions[m], q->seqs, q->toks, n, &logits);
+    if (!st) rows_lse(srv, q->join, n, logits);
     pthread_mutex_lock(&srv->lock);
     for (int r = 0; r < n; r++) {
         serve_job *job = q->join[r];
         if (job->done) continue;
         if (st) job_fail(srv, job, 500, fm_last_error());
-        else advance(srv, job, logits + (size_t)r * srv->V);
+        else advance(srv, job, logits + (size_t)r * srv->V, q->lse[r]);
     }
 }
 
@@ -415,6 +435,7 @@ static void sched_free(serve_sched *q) {
     fm_free(q->slots);
     fm_free(q->queue);
     fm_free(q->scratch);
+    fm_free(q->lse);
     fm_free(q->join);
     fm_free(q->echo);
     fm_free(q->seqs);
@@ -434,6 +455,7 @@ fm_status serve_sched_start(fm_server *srv) {
     q->slots = fm_calloc((size_t)M * P, sizeof *q->slots);
     q->queue = fm_calloc(srv->cfg.max_queue > 0 ? srv->cfg.max_queue : 1, sizeof *q->queue);
     q->scratch = fm_malloc(sizeof(float) * 2 * (size_t)srv->V);
+    q->lse = fm_calloc(P, sizeof *q->lse);
     q->join = fm_calloc(P, sizeof *q->join);
     q->echo = fm_calloc(P, sizeof *q->echo);
     int R = P > 128 ? P : 128; /* a session's row block: fm_session_append's most rows */
@@ -441,8 +463,8 @@ fm_status serve_sched_start(fm_server *srv) {
     q->toks = fm_calloc(R, sizeof *q->toks);
     q->lens = fm_calloc(P, sizeof *q->lens);
     q->ptrs = fm_calloc(P, sizeof *q->ptrs);
-    if (!q->sessions || !q->slots || !q->queue || !q->scratch || !q->join || !q->echo || !q->seqs || !q->toks || !q->lens ||
-        !q->ptrs) {
+    if (!q->sessions || !q->slots || !q->queue || !q->scratch || !q->lse || !q->join || !q->echo || !q->seqs ||
+        !q->toks || !q->lens || !q->ptrs) {
         sched_free(q);
         return fm_fail(FM_ERR_NOMEM, "out of memory for the scheduler");
     }

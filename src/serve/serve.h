@@ -1,10 +1,11 @@
 /*
- * serve.h — what the server's three files share (not part of the public API): the request and
+ * serve.h — what the server's files share (not part of the public API): the request and
  * its choices (jobs), the scheduler, the metrics, and the server object itself.
  *
  * server.c: HTTP (libmicrohttpd), routing, authentication, limits, waiting, streaming, metrics.
  * api.c: OpenAI's request fields parsed and checked into a serve_request; responses and stream
  *        chunks written from one; tokenize, detokenize and the model list.
+ * chat_page.c: the chat page served at "/" (src/serve/chat.html, built in).
  * scheduler.c: continuous batching; one thread owns the sessions and runs every request's jobs.
  *
  * Locking: one mutex (fm_server.lock) guards the queue, every request's state and its jobs'
@@ -179,6 +180,11 @@ char *serve_detokenize(const fm_server *srv, const char *body, size_t len, serve
 char *serve_models(const fm_server *srv);
 /* Appends n bytes to a growing buffer; -1 when out of memory. */
 int serve_buf_add(char **buf, size_t *len, size_t *cap, const char *s, size_t n);
+
+/* ---------------------------------------------------------------- chat_page.c */
+
+/* The chat page served at "/" (src/serve/chat.html), NUL-terminated. */
+extern const char serve_chat_page[];
 
 /* ---------------------------------------------------------------- scheduler.c */
 

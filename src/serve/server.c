@@ -268,10 +268,11 @@ static enum MHD_Result complete(fm_server *srv, conn *x, struct MHD_Connection *
 
 /* ------------------------------------------------------------ routing */
 
-enum { R_HEALTH, R_MODELS, R_METRICS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE };
+enum { R_PAGE, R_HEALTH, R_MODELS, R_METRICS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE };
 static const struct {
     const char *path, *method;
 } routes[] = {
+    [R_PAGE] = {"/", "GET"},
     [R_HEALTH] = {"/health", "GET"},
     [R_MODELS] = {"/v1/models", "GET"},
     [R_METRICS] = {"/metrics", "GET"},
@@ -309,11 +310,12 @@ static enum MHD_Result handle(fm_server *srv, conn *x, struct MHD_Connection *c,
         serve_error_set(&e, 405, NULL, "%.100s takes %s, not %.16s", url, routes[route].method, method);
         return respond_error(x, c, &e, routes[route].method);
     }
-    if (route != R_HEALTH && !authorized(srv, c))
+    if (route != R_HEALTH && route != R_PAGE && !authorized(srv, c)) /* the page asks for the key itself */
         return serve_error_set(&e, 401, NULL, "a valid API key is required (Authorization: Bearer KEY)"),
                respond_error(x, c, &e, NULL);
     const char *body = x->body ? x->body : "";
     switch (route) {
+    case R_PAGE: return respond(x, c, 200, "text/html; charset=utf-8", serve_chat_page, strlen(serve_chat_page), NULL);
     case R_HEALTH: {
         static const char ok[] = "{\"status\":\"ok\"}";
         return respond(x, c, 200, "application/json", ok, sizeof ok - 1, NULL);

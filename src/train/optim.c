@@ -68,7 +68,7 @@ fm_status fm_optimizer_init(fm_optimizer **out, const fm_model *model, const fm_
     for (int i = 0; i < nt; i++) {
         const fm_tensor_info *t = fm_model_tensor(model, i);
         if (!t->trainable) continue;
-        o->slots[o->n_slots++] = (fm_adam_slot){.tensor = i, .numel = t->numel, .decay = t->decay};
+        o->slots[o->n_slots++] = (fm_adam_slot){.tensor = i, .numel = t->numel, .decay = t->decay, .flat = o->n};
         if (o->n_runs > 0 && t->grad == run_end) {
             o->runs[o->n_runs - 1].n += t->numel;
         } else {
@@ -89,12 +89,7 @@ fm_status fm_optimizer_init(fm_optimizer **out, const fm_model *model, const fm_
     o->v = fm_alloc_big(sizeof(float) * o->n, 0);
     o->partial = fm_calloc(o->n_chunks + 1, sizeof(double));
     if (!o->m || !o->v || !o->partial) goto nomem;
-    size_t at = 0;
-    for (int k = 0; k < o->n_slots; k++) {
-        o->slots[k].m = o->m + at;
-        o->slots[k].v = o->v + at;
-        at += o->slots[k].numel;
-    }
+    fm_optim_point_slots(o, o->m, o->v, 0, o->n);
     *out = o;
     return FM_OK;
 nomem:
@@ -102,10 +97,25 @@ nomem:
     return fm_fail(FM_ERR_NOMEM, "out of memory for the optimizer state");
 }
 
+void fm_optim_point_slots(fm_optimizer *o, float *m, float *v, size_t lo, size_t hi) {
+    o->m = m, o->v = v, o->view_lo = lo, o->view_hi = hi;
+    for (int k = 0; k < o->n_slots; k++) {
+        fm_adam_slot *sl = &o->slots[k];
+        size_t a = lo > sl->flat ? lo - sl->flat : 0, b = hi > sl->flat ? hi - sl->flat : 0;
+        sl->own_lo = a < sl->numel ? a : sl->numel;
+        sl->own_hi = b < sl->numel ? b : sl->numel;
+        if (sl->own_hi < sl->own_lo) sl->own_hi = sl->own_lo;
+        size_t at = sl->own_hi > sl->own_lo ? sl->flat + sl->own_lo - lo : 0; /* none: any valid address */
+        sl->m = m + at, sl->v = v + at;
+    }
+}
+
 void fm_optimizer_free(fm_optimizer *o) {
     if (!o) return;
     fm_free_big(o->m);
     fm_free_big(o->v);
+    fm_free_big(o->shard_m); /* set while the moments are gathered for a checkpoint */
+    fm_free_big(o->shard_v);
     fm_free(o->partial);
     fm_free(o->slots);
     fm_free(o->runs);
@@ -167,14 +177,19 @@ fm_status fm_optimizer_step(fm_optimizer *o, fm_model *model, float *grad_norm, 
     float bc2_sqrt = sqrtf(1.0f - powf(c->beta2, (float)t));
     float step_size = lr / bc1;
     double timed = fm_profile_start();
+    /* each element's update reads only that element (fm_k_adamw is element-wise, the same
+     * operations in its vector body and its masked tail), so updating a slot's own stretch alone
+     * under ZeRO-1 gives the bits of the whole slot's update */
     for (int k = 0; k < o->n_slots; k++) {
         const fm_adam_slot *sl = &o->slots[k];
+        if (sl->own_hi == sl->own_lo) continue;
         const fm_tensor_info *ti = fm_model_tensor(model, sl->tensor);
         float shrink = sl->decay ? 1.0f - lr * c->weight_decay : 1.0f;
-        fm_k_adamw(ti->data, ti->grad, sl->m, sl->v, sl->numel, clip, shrink, c->beta1, c->beta2, step_size,
-                   bc2_sqrt, c->eps);
+        fm_k_adamw(ti->data + sl->own_lo, ti->grad + sl->own_lo, sl->m, sl->v, sl->own_hi - sl->own_lo, clip, shrink,
+                   c->beta1, c->beta2, step_size, bc2_sqrt, c->eps);
     }
     fm_profile_stop("other: adamw", timed);
+    if (o->comm && (st = fm_optim_allgather_params(o, model))) return st;
     o->step++;
     return FM_OK;
 }

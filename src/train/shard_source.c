@@ -5,7 +5,9 @@
  * What it is for: fm pretrain's batches through the trainer's fm_data_source interface. Each
  * training row is T tokens from an offset drawn uniformly from the trainer's rng, with the T
  * tokens after them as targets; the rng and a running token count are the whole position, so
- * the trainer's checkpoint makes a resume exact. Not for: fine-tuning files (their own sources).
+ * the trainer's checkpoint makes a resume exact. With an alignment A > 1 (image data: A tokens
+ * per image) windows start only at multiples of A, training and held-out alike, so every row
+ * begins at an image's first token. Not for: fine-tuning files (their own sources).
  */
 #include <string.h>
 
@@ -15,6 +17,8 @@
 typedef struct {
     const fm_shard *train, *val;
     int T;
+    size_t align;        /* windows start at multiples of align (1: anywhere) */
+    size_t eval_stride;  /* held-out window w starts at w * eval_stride */
     size_t eval_windows; /* held-out windows of T tokens per evaluation */
     int *window;         /* (T + 1) */
 } shard_source;
@@ -28,7 +32,7 @@ static fm_status next(void *ctx, fm_batch *b, fm_rng *rng, uint64_t *position) {
     shard_source *s = ctx;
     size_t n = fm_shard_length(s->train);
     for (int r = 0; r < b->B; r++) {
-        size_t off = fm_rng_u64(rng) % (n - s->T);
+        size_t off = fm_rng_u64(rng) % ((n - s->T - 1) / s->align + 1) * s->align;
         fm_shard_read(s->train, off, s->T + 1, s->window);
         fill_row(b, r, s->window);
     }
@@ -42,7 +46,7 @@ static fm_status eval_next(void *ctx, fm_batch *b, uint64_t index) {
     size_t first = (size_t)index * b->B;
     b->rows = 0;
     for (size_t w = first; w < s->eval_windows && b->rows < b->B; w++) {
-        fm_shard_read(s->val, w * s->T, s->T + 1, s->window);
+        fm_shard_read(s->val, w * s->eval_stride, s->T + 1, s->window);
         fill_row(b, b->rows++, s->window);
     }
     return FM_OK;
@@ -50,7 +54,13 @@ static fm_status eval_next(void *ctx, fm_batch *b, uint64_t index) {
 
 fm_status fm_shard_source_init(fm_data_source *out, const fm_shard *train, const fm_shard *val, int T,
                                size_t eval_tokens) {
+    return fm_shard_source_init_aligned(out, train, val, T, eval_tokens, 1);
+}
+
+fm_status fm_shard_source_init_aligned(fm_data_source *out, const fm_shard *train, const fm_shard *val, int T,
+                                       size_t eval_tokens, int align) {
     memset(out, 0, sizeof *out);
+    if (align < 1) return fm_fail(FM_ERR_ARG, "data source: alignment %d", align);
     if (T < 1 || fm_shard_length(train) <= (size_t)T + 1 || (val && fm_shard_length(val) <= (size_t)T + 1))
         return fm_fail(FM_ERR_ARG, "the shards hold fewer than seq + 2 = %d tokens", T + 2);
     /* one tokenizer for both: held-out losses of ids from another vocabulary would mean nothing */
@@ -68,9 +78,11 @@ fm_status fm_shard_source_init(fm_data_source *out, const fm_shard *train, const
         fm_free(window);
         return fm_fail(FM_ERR_NOMEM, "out of memory for the data source");
     }
-    s->train = train, s->val = val, s->T = T, s->window = window;
+    s->train = train, s->val = val, s->T = T, s->window = window, s->align = (size_t)align;
+    /* held-out windows: every T tokens, or at the first multiple of align from T on */
+    s->eval_stride = ((size_t)T + align - 1) / align * align;
     if (val) {
-        size_t windows = (fm_shard_length(val) - 1) / T, want = (eval_tokens + T - 1) / T;
+        size_t windows = (fm_shard_length(val) - T - 1) / s->eval_stride + 1, want = (eval_tokens + T - 1) / T;
         s->eval_windows = windows < want ? windows : want;
     }
     out->ctx = s;

@@ -15,7 +15,9 @@
  * parallel" below. Every rank draws each global micro-batch whole (the same stream and the same
  * normaliser on every rank, whatever N), runs forward and backward on its rows alone, then the
  * gradients and the loss sums are summed across ranks before the optimizer, which so makes the
- * same step everywhere. With one process none of it runs: today's path, bit for bit.
+ * same step everywhere. The sums of a block's gradients start (non-blocking) as the last
+ * backward finishes the block, unless cfg.no_overlap. With one process none of it runs: today's
+ * path, bit for bit.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -28,10 +30,18 @@
 #include "core/alloc.h"
 #include "core/internal.h"
 #include "dist/comm.h"
+#include "train/optim.h"
 
-/* Data parallel: gradients are summed across ranks in pieces of this many floats (16 MiB), one
- * all-reduce each, after the whole backward (no overlap with it). */
+/* Data parallel: gradients are summed across ranks in pieces of at most this many floats
+ * (16 MiB), one all-reduce each. */
 #define GRAD_BUCKET ((size_t)1 << 22)
+
+/* Data parallel, overlap: a stretch of gradients adjoining in memory, of one block's tensors (or
+ * of the tensors outside the blocks). */
+typedef struct {
+    float *grad;
+    size_t n;
+} grad_span;
 
 /* The loss curve so far: per-step losses and held-out losses. */
 typedef struct {
@@ -59,6 +69,13 @@ struct fm_trainer {
     fm_comm *comm;         /* data parallel: cfg.comm, NULL for one process */
     int rank, size;        /* 0 and 1 for one process */
     int stop_all;          /* data parallel: some rank was asked to stop by the last step's end */
+    /* data parallel, overlap (cfg.no_overlap 0): block l's gradient spans are
+     * spans[layer_first[l] .. layer_first[l + 1]), those outside the blocks follow up to n_spans */
+    grad_span *spans;
+    int n_spans, n_layers, *layer_first;
+    int overlap_now;       /* this step's last backward starts the blocks' sums */
+    int next_layer;        /* the highest block whose sum is not started yet; -1: all are */
+    fm_status overlap_st;  /* the first failure to start one (the hook cannot return it) */
 };
 
 static double now(void) {
@@ -169,8 +186,10 @@ static fm_status log_step(fm_trainer *t, const fm_step_report *r) {
     if (!st && r->evaluated)
         st = curve_add(&c->val_steps, &c->val_loss, &c->n_val, &c->cap_val, (double)r->step, r->val_loss);
     if (st || !t->metrics) return st;
-    fprintf(t->metrics, "{\"step\":%lld,\"loss\":%.9g,\"lr\":%.6g,\"grad_norm\":%.4f,\"tokens_per_s\":%.0f}\n",
+    fprintf(t->metrics, "{\"step\":%lld,\"loss\":%.9g,\"lr\":%.6g,\"grad_norm\":%.4f,\"tokens_per_s\":%.0f",
             (long long)r->step, r->loss, r->lr, r->grad_norm, r->tokens_per_s);
+    if (t->size > 1) fprintf(t->metrics, ",\"allreduce_s\":%.6f", r->comm_s); /* data parallel */
+    fprintf(t->metrics, "}\n");
     if (r->evaluated) {
         fprintf(t->metrics, "{\"step\":%lld,\"val_loss\":%.9g", (long long)r->step, r->val_loss);
         if (t->cfg.bytes_per_token > 0)
@@ -184,6 +203,55 @@ static fm_status log_step(fm_trainer *t, const fm_step_report *r) {
 }
 
 /* ------------------------------------------------------------ the trainer */
+
+/* The block a tensor named "h.L.*" belongs to, or -1. */
+static int tensor_layer(const char *name, int n_layers) {
+    int l = -1, used = 0;
+    if (sscanf(name, "h.%d.%n", &l, &used) == 1 && used > 0 && l >= 0 && l < n_layers) return l;
+    return -1;
+}
+
+/* Data parallel, overlap: the trainable gradients grouped by block, each block's (and then the
+ * rest's) cut into spans adjoining in memory. */
+static fm_status plan_overlap(fm_trainer *t) {
+    int nt = fm_model_num_tensors(t->model), L = fm_model_config(t->model)->n_layer;
+    t->n_layers = L;
+    t->spans = fm_calloc(nt > 0 ? nt : 1, sizeof *t->spans);
+    t->layer_first = fm_calloc(L + 2, sizeof *t->layer_first);
+    if (!t->spans || !t->layer_first) return fm_fail(FM_ERR_NOMEM, "out of memory for the trainer");
+    for (int l = 0; l <= L; l++) { /* l == L: the tensors outside the blocks */
+        t->layer_first[l] = t->n_spans;
+        for (int i = 0; i < nt; i++) {
+            const fm_tensor_info *ti = fm_model_tensor(t->model, i);
+            int tl = tensor_layer(ti->name, L);
+            if (!ti->trainable || (l < L ? tl != l : tl >= 0)) continue;
+            grad_span *last = t->n_spans > t->layer_first[l] ? &t->spans[t->n_spans - 1] : NULL;
+            if (last && ti->grad == last->grad + last->n) last->n += ti->numel;
+            else t->spans[t->n_spans++] = (grad_span){ti->grad, ti->numel};
+        }
+    }
+    t->layer_first[L + 1] = t->n_spans;
+    return FM_OK;
+}
+
+/* Data parallel, overlap: starts the sums of spans [first, last), in buckets. */
+static fm_status start_spans(fm_trainer *t, int first, int last) {
+    fm_status st = FM_OK;
+    for (int s = first; !st && s < last; s++)
+        for (size_t j = 0; !st && j < t->spans[s].n; j += GRAD_BUCKET)
+            st = fm_comm_iallreduce_sum_f32(t->comm, t->spans[s].grad + j,
+                                            t->spans[s].n - j < GRAD_BUCKET ? t->spans[s].n - j : GRAD_BUCKET);
+    return st;
+}
+
+/* fm_model_set_backward_hook's: block l's gradients are final, so its sum (and any of a higher
+ * block's not started yet) starts now, and the sums in flight are given a turn to progress. */
+static void layer_done(void *ctx, int l) {
+    fm_trainer *t = ctx;
+    for (; !t->overlap_st && t->next_layer >= l; t->next_layer--)
+        t->overlap_st = start_spans(t, t->layer_first[t->next_layer], t->layer_first[t->next_layer + 1]);
+    if (!t->overlap_st) t->overlap_st = fm_comm_progress(t->comm);
+}
 
 fm_status fm_trainer_init(fm_trainer **out, fm_model *model, fm_optimizer *opt, fm_train_state *state,
                           const fm_data_source *data, const fm_objective *obj, const fm_trainer_config *cfg) {
@@ -217,6 +285,7 @@ fm_status fm_trainer_init(fm_trainer **out, fm_model *model, fm_optimizer *opt, 
         t->dhidden = fm_alloc_big(sizeof(float) * (size_t)cfg->batch * cfg->seq * mc->n_embd, 0);
         if (!t->dhidden) st = fm_fail(FM_ERR_NOMEM, "out of memory for the hidden states' gradient");
     }
+    if (!st && t->size > 1 && !cfg->no_overlap) st = plan_overlap(t);
     if (!st && cfg->metrics_path) {
         st = reload_metrics(t, fm_optimizer_steps_done(opt));
         for (int i = 0; !st && i < t->curve.n_val; i++)
@@ -240,6 +309,8 @@ void fm_trainer_free(fm_trainer *t) {
     fm_free(t->drop_seed);
     batch_free(&t->eval);
     fm_free_big(t->dhidden);
+    fm_free(t->spans);
+    fm_free(t->layer_first);
     if (t->metrics) fclose(t->metrics);
     fm_free(t->curve.steps), fm_free(t->curve.loss), fm_free(t->curve.val_steps), fm_free(t->curve.val_loss);
     fm_free(t);
@@ -288,7 +359,11 @@ static fm_status micro_step(fm_trainer *t, int k, double norm, double *loss_sum)
     if ((st = t->obj.loss(t->obj.ctx, m, b, norm, &part, dlogits, dhidden))) return st;
     *loss_sum += part;
     fm_model_set_dropout_seed(m, drop_seed); /* the backward recomputes the forward's masks */
+    /* data parallel, overlap: the step's last backward starts each block's sum as it ends */
+    int hook = t->overlap_now && k == t->cfg.grad_accum - 1;
+    if (hook) fm_model_set_backward_hook(m, layer_done, t);
     st = fm_model_backward(m, dlogits, dhidden);
+    if (hook) fm_model_set_backward_hook(m, NULL, NULL);
     fm_model_set_dropout_seed(m, 0);
     return st;
 }
@@ -313,20 +388,27 @@ static fm_status draw(fm_trainer *t, fm_rng *rng, uint64_t *position, double *no
     return FM_OK;
 }
 
-/* Data parallel: the trainable gradients summed across ranks (each rank's are already divided by
- * the global normaliser, so the sum is the global batch's gradient), in buckets of contiguous
- * memory; then the loss sums and the stop requests, so that every rank stops after the same
- * step. A rank that fails before this leaves the others waiting here: the caller must end the
- * job (fm_comm_abort) on any failure. */
 /* Data parallel, after the backward: every trainable tensor's gradient (each already divided by
- * the global batch's normaliser) summed over the ranks in place, in buckets of at most
- * GRAD_BUCKET floats over runs of adjoining tensors; *loss_sum summed likewise; t->stop_all set
- * when any rank was asked to stop, so that all stop after the same step. */
+ * the global batch's normaliser, so the sum is the global batch's gradient) summed over the
+ * ranks in place, in buckets of at most GRAD_BUCKET floats over runs of adjoining tensors; with
+ * the overlap, the blocks' sums were started during the backward (layer_done) and are waited for
+ * here after those of the tensors outside the blocks. Then *loss_sum summed likewise and
+ * t->stop_all set when any rank was asked to stop, so that all stop after the same step. A rank
+ * that fails before this leaves the others waiting here: the caller must end the job
+ * (fm_comm_abort) on any failure. */
 static fm_status sum_across_ranks(fm_trainer *t, double *loss_sum) {
     int nt = fm_model_num_tensors(t->model);
     float *run = NULL;
     size_t run_n = 0;
     fm_status st = FM_OK;
+    if (t->overlap_now) { /* the blocks' sums not started by the backward (a rank without rows), the rest's */
+        nt = -1; /* not the loop below */
+        st = t->overlap_st;
+        for (; !st && t->next_layer >= 0; t->next_layer--)
+            st = start_spans(t, t->layer_first[t->next_layer], t->layer_first[t->next_layer + 1]);
+        if (!st) st = start_spans(t, t->layer_first[t->n_layers], t->layer_first[t->n_layers + 1]);
+        if (!st) st = fm_comm_wait_all(t->comm);
+    }
     for (int i = 0; !st && i <= nt; i++) {
         const fm_tensor_info *ti = i < nt ? fm_model_tensor(t->model, i) : NULL;
         if (ti && !ti->trainable) continue;
@@ -352,9 +434,14 @@ fm_status fm_trainer_step(fm_trainer *t, fm_step_report *r) {
     fm_train_state before = *t->state;
     fm_status st = draw(t, &t->state->rng, &t->state->data_position, &norm);
     if (!st) fm_model_zero_grad(t->model);
+    t->overlap_now = t->spans != NULL, t->next_layer = t->n_layers - 1, t->overlap_st = FM_OK;
     for (int k = 0; !st && k < t->cfg.grad_accum; k++) st = micro_step(t, k, norm, &loss_sum);
+    double t_comm = now();
     if (!st && t->size > 1) st = sum_across_ranks(t, &loss_sum);
+    t_comm = now() - t_comm;
+    t->overlap_now = 0;
     memset(r, 0, sizeof *r);
+    r->comm_s = t->size > 1 ? t_comm : 0.0;
     /* a non-finite loss or gradient norm is never applied: the weights and moments stay as the
      * last good step left them */
     if (!st && !isfinite(loss_sum))
@@ -489,10 +576,16 @@ static fm_status save(fm_trainer *t) {
         fm_status st = check_replicas(t);
         if (st) return st;
     }
-    if (!t->cfg.checkpoint_dir) return FM_OK;
-    if (t->metrics) fflush(t->metrics);
-    fm_status st = fm_checkpoint_save(t->cfg.checkpoint_dir, t->model, t->opt, t->state);
-    if (!st) t->saved_step = fm_optimizer_steps_done(t->opt);
+    /* ZeRO-1: the moments gathered whole onto rank 0 for the while (a collective; no-op
+     * unsharded), so that the checkpoint holds them as one process would */
+    fm_status st = fm_optim_gather_moments(t->opt, 0);
+    if (st) return st;
+    if (t->cfg.checkpoint_dir) {
+        if (t->metrics) fflush(t->metrics);
+        st = fm_checkpoint_save(t->cfg.checkpoint_dir, t->model, t->opt, t->state);
+        if (!st) t->saved_step = fm_optimizer_steps_done(t->opt);
+    }
+    fm_optim_release_moments(t->opt);
     return st;
 }
 

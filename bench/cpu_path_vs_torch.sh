@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# cpu_path_vs_torch.sh — fm forced to one kernel code path (FM_CPU) beside PyTorch restricted to
+# the same instruction set, training (i)-(iii), in one run.
+#
+# What it is for: the AVX2 figures of docs/performance.md: fm's avx2 path against PyTorch with
+# ATEN_CPU_CAPABILITY=avx2 and OpenBLAS's Haswell kernels (OPENBLAS_CORETYPE=Haswell, the OpenMP
+# build as bench/compare.sh uses), or the avx512 paths against PyTorch's defaults (SkylakeX). Each
+# configuration runs ROUNDS rounds, the order of the two sides alternating between rounds; each
+# run is `fm bench train` / bench/torch_peer.py train (median step of STEPS timed steps); the
+# ratio printed is the median over the rounds of fm/torch tokens per second. With --old PATH a
+# second fm binary (e.g. a -march=native build of an earlier commit) joins each round, and the
+# median of new/old is printed too.
+# Not for: checking that both sides compute the same step (the peer uses its own initialisation;
+# bench/compare.sh and tests/test_parity.c are where the arithmetic is compared).
+# Usage: bench/cpu_path_vs_torch.sh [--fm build/fm] [--cpu avx2] [--rounds 5] [--steps 5]
+#                                   [--configs "i ii iii"] [--threads 2] [--old PATH] [--no-torch]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FM=build/fm CPU=avx2 ROUNDS=5 STEPS=5 CONFIGS="i ii iii" THREADS=2 OLD= TORCH=1
+while [ $# -gt 0 ]; do
+    case $1 in
+    --fm) FM=$2; shift 2 ;;
+    --cpu) CPU=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --steps) STEPS=$2; shift 2 ;;
+    --configs) CONFIGS=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    --old) OLD=$2; shift 2 ;;
+    --no-torch) TORCH=0; shift ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) echo "cpu_path_vs_torch.sh: unknown argument '$1'" >&2; exit 2 ;;
+    esac
+done
+[ -x "$FM" ] || { echo "cpu_path_vs_torch.sh: $FM not built (run make)" >&2; exit 1; }
+[ -z "$OLD" ] || [ -x "$OLD" ] || { echo "cpu_path_vs_torch.sh: --old $OLD is not an executable" >&2; exit 1; }
+FM_CPU=$CPU "$FM" info --cpu >/dev/null || exit 1 # an unknown or unsupported path: fm says why
+
+config() {
+    case $1 in
+    i) echo "--layers 12 --dim 768 --heads 12 --vocab 50257 --batch 4 --seq 64" ;;
+    ii) echo "--layers 6 --dim 384 --heads 6 --vocab 50257 --batch 8 --seq 128" ;;
+    iii) echo "--layers 4 --dim 256 --heads 4 --vocab 4096 --batch 16 --seq 128" ;;
+    *) echo "cpu_path_vs_torch.sh: unknown configuration '$1' (i, ii, iii)" >&2; exit 2 ;;
+    esac
+}
+
+case $CPU in
+avx2) PEER_ENV=(ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell) ;;
+generic) PEER_ENV=(ATEN_CPU_CAPABILITY=default OPENBLAS_CORETYPE=Prescott) ;;
+*) PEER_ENV=(OPENBLAS_CORETYPE=SkylakeX) ;;
+esac
+blas_dir=/usr/lib/x86_64-linux-gnu/openblas-openmp
+[ -e "$blas_dir/libblas.so.3" ] && PEER_ENV+=(LD_LIBRARY_PATH="$blas_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
+if [ "$TORCH" = 1 ] && ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+    echo "cpu_path_vs_torch.sh: /usr/bin/python3 cannot import torch (apt-get install python3-torch)" >&2
+    exit 1
+fi
+
+fm_tok() { # binary cpu flags... -> tokens/s
+    local bin=$1 cpu=$2
+    shift 2
+    env ${cpu:+FM_CPU=$cpu} "$bin" bench train "$@" --threads "$THREADS" --steps "$STEPS" --warmup 2 2>/dev/null |
+        grep -o 'tokens_per_s=[0-9.]*' | cut -d= -f2
+}
+torch_tok() {
+    env "${PEER_ENV[@]}" /usr/bin/python3 bench/torch_peer.py train "$@" --threads "$THREADS" --steps "$STEPS" \
+        --warmup 2 2>/dev/null | grep -o 'tokens_per_s=[0-9.]*' | cut -d= -f2
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+echo "machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "fm: $FM, FM_CPU=$CPU ($(FM_CPU=$CPU "$FM" info --cpu | awk '{ print $3 }'))${OLD:+; old: $OLD (its own build flags)}"
+[ "$TORCH" = 1 ] && echo "peer: torch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)'), ${PEER_ENV[*]}"
+for c in $CONFIGS; do
+    flags=$(config "$c")
+    : >/tmp/cpvt_ratio.$$ && : >/tmp/cpvt_old.$$
+    for r in $(seq 1 "$ROUNDS"); do
+        # shellcheck disable=SC2086
+        if [ $((r % 2)) -eq 1 ]; then
+            f=$(fm_tok "$FM" "$CPU" $flags); t=$([ "$TORCH" = 1 ] && torch_tok $flags || echo); o=$([ -n "$OLD" ] && fm_tok "$OLD" "" $flags || echo)
+        else
+            o=$([ -n "$OLD" ] && fm_tok "$OLD" "" $flags || echo); t=$([ "$TORCH" = 1 ] && torch_tok $flags || echo); f=$(fm_tok "$FM" "$CPU" $flags)
+        fi
+        echo "($c) round $r: fm $f tok/s${t:+, torch $t}${o:+, old $o}"
+        [ -n "$t" ] && awk -v a="$f" -v b="$t" 'BEGIN { printf "%.4f\n", a / b }' >>/tmp/cpvt_ratio.$$
+        [ -n "$o" ] && awk -v a="$f" -v b="$o" 'BEGIN { printf "%.4f\n", a / b }' >>/tmp/cpvt_old.$$
+    done
+    [ -s /tmp/cpvt_ratio.$$ ] && echo "($c) median fm/torch over $ROUNDS rounds: $(median </tmp/cpvt_ratio.$$)"
+    [ -s /tmp/cpvt_old.$$ ] && echo "($c) median new/old over $ROUNDS rounds: $(median </tmp/cpvt_old.$$)"
+done
+rm -f /tmp/cpvt_ratio.$$ /tmp/cpvt_old.$$
