@@ -22,6 +22,6 @@ for src in src/*/*.c; do
     fi
     objs+=("$obj")
 done
-"$CC" "${flags[@]}" tests/tsan/two_sessions.c "${objs[@]}" -o "$out/two_sessions" -lcjson -lutf8proc -lmicrohttpd -lm -lpthread
+"$CC" "${flags[@]}" tests/tsan/two_sessions.c "${objs[@]}" -o "$out/two_sessions" -lcjson -lutf8proc -lmicrohttpd -lpng -lz -lm -lpthread
 # every report printed (not only the first); exit status 66 when there was any
 TSAN_OPTIONS="halt_on_error=0 exitcode=66 history_size=4 ${TSAN_OPTIONS:-}" "$out/two_sessions"
