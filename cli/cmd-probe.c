@@ -51,6 +51,16 @@ static void mean_sd(const double *v, int n, double *mean, double *sd) {
     *sd = n > 1 ? sqrt(q / (n - 1)) : 0.0;
 }
 
+/* The paired comparison of two feature sets over the same draws: *mean the mean of a's accuracy
+ * minus b's, *se its standard error (0 with one draw); returns the number of draws. */
+static int paired_difference(const setting_result *a, const setting_result *b, double *mean, double *se) {
+    double diff[MAX_DRAWS], sd;
+    for (int j = 0; j < a->n; j++) diff[j] = a->acc[j] - b->acc[j];
+    mean_sd(diff, a->n, mean, &sd);
+    *se = a->n > 1 ? sd / sqrt(a->n) : 0.0;
+    return a->n;
+}
+
 /* --per-class: comma-separated positive counts or "all" (0), each once. */
 static int parse_per_class(const char *text, int *out) {
     int n = 0;
@@ -373,11 +383,8 @@ static int run(int argc, char **argv) {
             for (int p = 0; p < n_settings; p++) {
                 char name[16];
                 print_setting_name(per_class[p], name, sizeof name);
-                double diff[MAX_DRAWS], mean, sd;
-                int n = res[a][p].n;
-                for (int j = 0; j < n; j++) diff[j] = res[a][p].acc[j] - res[b][p].acc[j];
-                mean_sd(diff, n, &mean, &sd);
-                double se = n > 1 ? sd / sqrt(n) : 0.0;
+                double mean, se;
+                int n = paired_difference(&res[a][p], &res[b][p], &mean, &se);
                 printf("%s\"%s\": {\"mean_diff\": ", p ? ", " : "", name);
                 cli_print_json_number("%.6f", mean);
                 printf(", \"se\": ");
@@ -415,11 +422,8 @@ static int run(int argc, char **argv) {
             for (int p = 0; p < n_settings; p++) {
                 char name[16];
                 print_setting_name(per_class[p], name, sizeof name);
-                double diff[MAX_DRAWS], mean, sd;
-                int n = res[a][p].n;
-                for (int j = 0; j < n; j++) diff[j] = res[a][p].acc[j] - res[b][p].acc[j];
-                mean_sd(diff, n, &mean, &sd);
-                double se = n > 1 ? sd / sqrt(n) : 0.0;
+                double mean, se;
+                int n = paired_difference(&res[a][p], &res[b][p], &mean, &se);
                 printf("%s - %s, %s labels/class: paired mean difference %+.4f", set_names[a], set_names[b], name, mean);
                 if (n > 1) printf(", standard error %.4f: %s\n", se, mean > 2 * se ? "beats (> 2 SE)" : "does not beat (<= 2 SE)");
                 else printf(" (one result, no standard error)\n");

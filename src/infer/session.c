@@ -364,9 +364,10 @@ static fm_status ensure_forward(fm_session *s, int B, int T) {
     return FM_OK;
 }
 
-fm_status fm_session_forward(fm_session *s, const int *tokens, int B, int T, const float **logits) {
-    const fm_model *m = s->model;
-    const fm_config *c = &m->cfg;
+/* The cache-less forwards' shared start: checks B, T and the tokens (B*T) against the model and
+ * sizes the forward arena for them. */
+static fm_status begin_forward(fm_session *s, const int *tokens, int B, int T) {
+    const fm_config *c = &s->model->cfg;
     if (B < 1 || T < 1) return fm_fail(FM_ERR_ARG, "batch %d x %d: both must be at least 1", B, T);
     if (T > c->n_positions)
         return fm_fail(FM_ERR_ARG, "sequence length %d exceeds the model's context (n_positions = %d)", T,
@@ -374,8 +375,14 @@ fm_status fm_session_forward(fm_session *s, const int *tokens, int B, int T, con
     if ((size_t)B * T > (size_t)INT32_MAX / (size_t)c->vocab_size)
         return fm_fail(FM_ERR_ARG, "batch %d x %d is too large", B, T);
     fm_status st = check_tokens(s, tokens, B * T);
-    if (!st) st = ensure_forward(s, B, T);
+    return st ? st : ensure_forward(s, B, T);
+}
+
+fm_status fm_session_forward(fm_session *s, const int *tokens, int B, int T, const float **logits) {
+    fm_status st = begin_forward(s, tokens, B, T);
     if (st) return st;
+    const fm_model *m = s->model;
+    const fm_config *c = &m->cfg;
     int N = B * T, C = c->n_embd;
     int own = fm_k_gemm_fp32_forced();
     fm_k_gemm_force_fp32(1);
@@ -402,17 +409,10 @@ static void mean_rows(const float *x, int T, int C, float *out) {
 }
 
 fm_status fm_session_pooled_states(fm_session *s, const int *tokens, int B, int T, float *pooled) {
+    fm_status st = begin_forward(s, tokens, B, T);
+    if (st) return st;
     const fm_model *m = s->model;
     const fm_config *c = &m->cfg;
-    if (B < 1 || T < 1) return fm_fail(FM_ERR_ARG, "batch %d x %d: both must be at least 1", B, T);
-    if (T > c->n_positions)
-        return fm_fail(FM_ERR_ARG, "sequence length %d exceeds the model's context (n_positions = %d)", T,
-                       c->n_positions);
-    if ((size_t)B * T > (size_t)INT32_MAX / (size_t)c->vocab_size)
-        return fm_fail(FM_ERR_ARG, "batch %d x %d is too large", B, T);
-    fm_status st = check_tokens(s, tokens, B * T);
-    if (!st) st = ensure_forward(s, B, T);
-    if (st) return st;
     int N = B * T, C = c->n_embd, L = c->n_layer;
     int own = fm_k_gemm_fp32_forced();
     fm_k_gemm_force_fp32(1);
