@@ -61,7 +61,7 @@ static void add_dir(path_list *l, const char *dir) {
         free(p);
     }
     closedir(d);
-    qsort(here.paths, (size_t)here.n, sizeof(char *), by_name);
+    if (here.n > 1) qsort(here.paths, (size_t)here.n, sizeof(char *), by_name);
     for (int i = 0; i < here.n; i++) {
         struct stat sb;
         if (stat(here.paths[i], &sb) == 0 && S_ISDIR(sb.st_mode)) add_dir(l, here.paths[i]);

@@ -79,8 +79,7 @@ common=(--data s1 --layers 1 --dim 16 --heads 2 --context 16 --batch 4 --steps 4
         --sample-every 0 --threads 1)
 expect "pretrain on shards" 0 "done: 4 steps" -- "$FM" pretrain "${common[@]}" --out run1
 if "$FM" pretrain --help | grep -q "data parallel: MPI" && command -v mpirun >/dev/null; then
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-    export OMPI_MCA_btl_vader_single_copy_mechanism=none
+    mpi_test_env
     expect "pretrain on shards, 2 ranks" 0 "done: 4 steps" -- \
         mpirun --allow-run-as-root --oversubscribe -np 2 "$FM" pretrain "${common[@]}" --out run2
 else

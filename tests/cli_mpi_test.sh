@@ -48,11 +48,7 @@ if ! command -v mpirun >/dev/null; then
     exit
 fi
 
-# CI runs as root, on fewer cores than ranks; containers lack the kernel's cross-memory attach;
-# OpenMPI's own allocations are not fm's leaks (an AddressSanitizer build)
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OMPI_MCA_btl_vader_single_copy_mechanism=none
-export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0
+mpi_test_env
 mpi=(mpirun --allow-run-as-root --oversubscribe -np) # then the number of ranks
 # lines_with PATTERN FILE: how many lines of FILE match (0 when FILE does not exist yet)
 lines_with() { local n; n=$(grep -c -- "$1" "$2" 2>/dev/null); echo "${n:-0}"; }
