@@ -336,6 +336,12 @@ typedef struct {
     int *tokens;   /* (B, T) inputs */
     int *targets;  /* (B, T) next-token targets, or what the objective reads (e.g. labels) */
     float *mask;   /* (B, T) loss weights >= 0; a source that leaves them sets all ones */
+    /* read_end 0 (a zeroed batch): every row is used. Else only rows [read_first, read_end)
+     * are (data parallel: this rank's share; read_first == read_end: none): a source whose
+     * masks are all ones may leave the other rows' tokens unread (it still draws their
+     * randomness and counts them in rows), so that each rank reads only its share of the
+     * corpus; any source may fill every row. */
+    int read_first, read_end;
 } fm_batch;
 
 /* Where batches come from. next: fills the next training micro-batch (rows = B), drawing from

@@ -6,7 +6,9 @@
  *   every held-out row starts at a marker and its targets are the next tokens; the held-out pass
  *   has the windows that fit (stride 5), then rows = 0;
  * - rows longer than an image (seq 9) still start at markers;
- * - align 1 draws exactly the batches of fm_shard_source_init (text pre-training is unchanged).
+ * - align 1 draws exactly the batches of fm_shard_source_init (text pre-training is unchanged);
+ * - a read range (data parallel: one rank's rows) fills those rows as a whole batch has them,
+ *   leaves the others untouched, and draws the same stream (the next batch is the same).
  */
 #include "test_util.h"
 
@@ -105,9 +107,55 @@ static void test_aligned_windows(void **state) {
     free(dir);
 }
 
+static void test_read_range(void **state) {
+    (void)state;
+    char *dir = make_temp_dir(), *tp = test_path(dir, "train.bin"), *vp = test_path(dir, "val.bin");
+    int tokens[400];
+    for (int i = 0; i < 400; i++) tokens[i] = (i * 7) % 97;
+    assert_int_equal(fm_shard_write(tp, tokens, 400, 97, 0), FM_OK);
+    assert_int_equal(fm_shard_write(vp, tokens, 100, 97, 0), FM_OK);
+    fm_shard *train, *val;
+    assert_int_equal(fm_shard_open(&train, tp), FM_OK);
+    assert_int_equal(fm_shard_open(&val, vp), FM_OK);
+    fm_data_source src;
+    assert_int_equal(fm_shard_source_init(&src, train, val, 6, 1 << 20), FM_OK);
+    const int B = 5, T = 6, first = 2, end = 4, sentinel = -7;
+    fm_batch whole = make_batch(B, T), part = make_batch(B, T);
+    fm_rng rw, rp;
+    fm_rng_seed(&rw, 5), fm_rng_seed(&rp, 5);
+    uint64_t pw = 0, pp = 0;
+    for (int i = 0; i < 10; i++) {
+        for (int k = 0; k < B * T; k++) part.tokens[k] = part.targets[k] = sentinel;
+        part.read_first = first, part.read_end = end;
+        assert_int_equal(src.next(src.ctx, &whole, &rw, &pw), FM_OK);
+        assert_int_equal(src.next(src.ctx, &part, &rp, &pp), FM_OK);
+        assert_int_equal(part.rows, B);
+        assert_int_equal(pp, pw);
+        for (int k = 0; k < B * T; k++) {
+            int in = k / T >= first && k / T < end;
+            assert_int_equal(part.tokens[k], in ? whole.tokens[k] : sentinel);
+            assert_int_equal(part.targets[k], in ? whole.targets[k] : sentinel);
+        }
+    }
+    /* held-out: an empty range still counts the batch's rows */
+    whole.read_first = whole.read_end = 0;
+    part.read_first = part.read_end = B;
+    assert_int_equal(src.eval_next(src.ctx, &whole, 0), FM_OK);
+    assert_int_equal(src.eval_next(src.ctx, &part, 0), FM_OK);
+    assert_true(whole.rows > 0);
+    assert_int_equal(part.rows, whole.rows);
+    free_batch(&whole), free_batch(&part);
+    fm_shard_source_free(&src);
+    fm_shard_close(train), fm_shard_close(val);
+    free(tp), free(vp);
+    remove_dir_recursive(dir);
+    free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_aligned_windows),
+        cmocka_unit_test(test_read_range),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

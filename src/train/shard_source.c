@@ -7,7 +7,9 @@
  * tokens after them as targets; the rng and a running token count are the whole position, so
  * the trainer's checkpoint makes a resume exact. With an alignment A > 1 (image data: A tokens
  * per image) windows start only at multiples of A, training and held-out alike, so every row
- * begins at an image's first token. Not for: fine-tuning files (their own sources).
+ * begins at an image's first token. Under data parallelism each rank reads only the windows of
+ * its own rows (fm_batch's read range); the offsets of all rows are drawn on every rank alike.
+ * Not for: fine-tuning files (their own sources).
  */
 #include <string.h>
 
@@ -23,6 +25,9 @@ typedef struct {
     int *window;         /* (T + 1) */
 } shard_source;
 
+/* Whether row r of b is used by this process (fm_batch's read range). */
+static int reads_row(const fm_batch *b, int r) { return b->read_end == 0 || (r >= b->read_first && r < b->read_end); }
+
 static void fill_row(fm_batch *b, int row, const int *window) {
     memcpy(b->tokens + (size_t)row * b->T, window, sizeof(int) * b->T);
     memcpy(b->targets + (size_t)row * b->T, window + 1, sizeof(int) * b->T);
@@ -31,8 +36,9 @@ static void fill_row(fm_batch *b, int row, const int *window) {
 static fm_status next(void *ctx, fm_batch *b, fm_rng *rng, uint64_t *position) {
     shard_source *s = ctx;
     size_t n = fm_shard_length(s->train);
-    for (int r = 0; r < b->B; r++) {
+    for (int r = 0; r < b->B; r++) { /* every row's offset drawn, only this process's rows read */
         size_t off = fm_rng_u64(rng) % ((n - s->T - 1) / s->align + 1) * s->align;
+        if (!reads_row(b, r)) continue;
         fm_shard_read(s->train, off, s->T + 1, s->window);
         fill_row(b, r, s->window);
     }
@@ -45,9 +51,10 @@ static fm_status eval_next(void *ctx, fm_batch *b, uint64_t index) {
     shard_source *s = ctx;
     size_t first = (size_t)index * b->B;
     b->rows = 0;
-    for (size_t w = first; w < s->eval_windows && b->rows < b->B; w++) {
+    for (size_t w = first; w < s->eval_windows && b->rows < b->B; w++, b->rows++) {
+        if (!reads_row(b, b->rows)) continue;
         fm_shard_read(s->val, w * s->eval_stride, s->T + 1, s->window);
-        fill_row(b, b->rows++, s->window);
+        fill_row(b, b->rows, s->window);
     }
     return FM_OK;
 }

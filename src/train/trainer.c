@@ -105,6 +105,7 @@ static void batch_free(fm_batch *b) {
 /* A fresh batch for the source: all rows, mask all ones. */
 static void batch_reset(fm_batch *b) {
     b->rows = b->B;
+    b->read_first = b->read_end = 0;
     for (size_t i = 0; i < (size_t)b->B * b->T; i++) b->mask[i] = 1.0f;
 }
 
@@ -374,6 +375,11 @@ static fm_status draw(fm_trainer *t, fm_rng *rng, uint64_t *position, double *no
     for (int k = 0; k < t->cfg.grad_accum; k++) {
         fm_batch *b = &t->micro[k];
         batch_reset(b);
+        if (t->size > 1) { /* this rank reads its rows alone (a share is never empty: B >= N) */
+            int count;
+            rank_rows(t, b->B, &b->read_first, &count);
+            b->read_end = b->read_first + count;
+        }
         fm_status st = t->data.next(t->data.ctx, b, rng, position);
         if (st) return st;
         if (b->rows < 1 || b->rows > b->B)
@@ -472,6 +478,8 @@ static fm_status evaluate_shared(fm_trainer *t, double *loss) {
     for (uint64_t i = 0; !st; i++) {
         fm_batch *b = &t->eval;
         batch_reset(b);
+        int mine = (int)(i % (uint64_t)t->size) == t->rank;
+        if (!mine) b->read_first = b->read_end = b->B; /* counted and weighed, not computed here */
         if ((st = t->data.eval_next(t->data.ctx, b, i))) break;
         if (b->rows == 0) break;
         if (b->rows < 0 || b->rows > b->B) {
@@ -489,7 +497,7 @@ static fm_status evaluate_shared(fm_trainer *t, double *loss) {
         }
         double w = t->obj.weight(t->obj.ctx, t->model, b), sum = 0.0;
         pairs[2 * n] = pairs[2 * n + 1] = 0.0;
-        if (w > 0.0 && (int)(i % (uint64_t)t->size) == t->rank) {
+        if (w > 0.0 && mine) {
             if ((st = fm_model_forward(t->model, b->tokens, b->rows, b->T))) break;
             if ((st = t->obj.loss(t->obj.ctx, t->model, b, w, &sum, NULL, NULL))) break;
             pairs[2 * n] = (double)(float)(sum / w) * w;
