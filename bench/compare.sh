@@ -6,6 +6,9 @@
 # step: zero_grad, forward, cross-entropy, backward, clipping, AdamW) one after the other,
 # ROUNDS times alternating, keeps each side's best median, and prints tokens/s and the ratio.
 # Only ratios from one run mean anything: the machine is shared and its speed drifts.
+# The peer trains fm's own weights on fm's own token stream (`fm bench train --dump`, once per
+# configuration) and its step-0 loss is printed beside fm's; in float32 a difference above 1e-4
+# fails the run (the peer would not be computing fm's step, and its speed would not count).
 # Then generation (batch 1, a 16-token prompt, 128 greedy tokens, KV cache): fm in float32 and
 # in int8 (Q8_0) beside PyTorch's float32 under inference_mode, decode-only tokens/s. Last, fm's
 # thread scaling from 1 to 2 threads on (iii).
@@ -78,9 +81,11 @@ run_fm() { # flags... -> the fm_bench line
     "$FM" bench train "$@" --steps "$STEPS" --warmup "$WARMUP" --precision "$PRECISION" 2>/dev/null | grep '^fm_bench'
 }
 
-run_peer() {
+DUMP=$(mktemp -d /tmp/compare_dump_XXXXXX)
+trap 'rm -rf "$DUMP"' EXIT
+run_peer() { # flags... -> the torch_bench line, on fm's weights and stream in $DUMP
     env "${PEER_ENV[@]}" /usr/bin/python3 bench/torch_peer.py train "$@" --steps "$STEPS" --warmup "$WARMUP" \
-        --precision "$PRECISION" \
+        --precision "$PRECISION" --dump "$DUMP" \
         2>/dev/null | grep '^torch_bench'
 }
 
@@ -90,10 +95,17 @@ if gcc -O2 -march=native -ffp-contract=fast -fopenmp bench/fma_peak.c -o "$peak_
     echo "measured FMA peak: $(OMP_NUM_THREADS=$THREADS "$peak_bin" | sed 's/ (checksum.*//' | paste -sd " " -) (fm's peak_pct divides by --peak-gflops, 330 by default)"
 fi
 [ "$TORCH" = 1 ] && echo "peer: $(/usr/bin/python3 -c 'import torch; print("torch", torch.__version__)'), ${PEER_ENV[*]}"
-printf '%-5s %-26s %12s %12s %7s %9s %8s %11s\n' config shape "fm tok/s" "torch tok/s" ratio "fm GF/s" "fm peak%" "fm RSS MiB"
+printf '%-5s %-26s %12s %12s %7s %9s %8s %11s %12s\n' config shape "fm tok/s" "torch tok/s" ratio "fm GF/s" "fm peak%" \
+    "fm RSS MiB" "loss0 diff"
 for c in $CONFIGS; do
     flags=$(config "$c")
-    fm_best="" torch_best="" fm_line=""
+    fm_best="" torch_best="" fm_line="" loss0_diff=-
+    if [ "$TORCH" = 1 ]; then # fm's weights and stream for the peer (an untimed run)
+        rm -rf "$DUMP" && mkdir -p "$DUMP"
+        # shellcheck disable=SC2086
+        "$FM" bench train $flags --threads "$THREADS" --steps "$STEPS" --warmup "$WARMUP" --dump "$DUMP" >/dev/null 2>&1 ||
+            { echo "compare.sh: ($c) fm bench train --dump failed" >&2; exit 1; }
+    fi
     for _ in $(seq "$ROUNDS"); do
         line=$(run_fm $flags --threads "$THREADS")
         tok=$(field "$line" tokens_per_s)
@@ -101,13 +113,19 @@ for c in $CONFIGS; do
         if [ "$TORCH" = 1 ]; then
             tline=$(run_peer $flags --threads "$THREADS")
             torch_best=$(best "$torch_best" "$(field "$tline" tokens_per_s)")
+            loss0_diff=$(awk -v a="$(field "$line" loss0)" -v b="$(field "$tline" loss0)" \
+                'BEGIN { if (a == "" || b == "") print "none"; else printf "%.2e", (a > b ? a - b : b - a) }')
+            if [ "$PRECISION" = fp32 ] && ! awk -v d="$loss0_diff" 'BEGIN { exit !(d != "none" && d + 0 <= 1e-4) }'; then
+                echo "compare.sh: ($c) the step-0 losses of fm and the peer differ by $loss0_diff (> 1e-4)" >&2
+                exit 1
+            fi
         fi
     done
     ratio=$(awk -v a="$fm_best" -v b="$torch_best" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
     shape=$(awk '{ printf "L%s C%s H%s V%s B%s T%s", $2, $4, $6, $8, $10, $12 }' <<<"$flags")
-    printf '%-5s %-26s %12s %12s %7s %9s %8s %11s\n' "($c)" "$shape" \
+    printf '%-5s %-26s %12s %12s %7s %9s %8s %11s %12s\n' "($c)" "$shape" \
         "$fm_best" "${torch_best:--}" "$ratio" "$(field "$fm_line" gflops)" "$(field "$fm_line" peak_pct)" \
-        "$(field "$fm_line" peak_rss_mb)"
+        "$(field "$fm_line" peak_rss_mb)" "$loss0_diff"
 done
 
 if [ "$GENERATE" = 1 ]; then

@@ -10,8 +10,9 @@
 # ratio printed is the median over the rounds of fm/torch tokens per second. With --old PATH a
 # second fm binary (e.g. a -march=native build of an earlier commit) joins each round, and the
 # median of new/old is printed too.
-# Not for: checking that both sides compute the same step (the peer uses its own initialisation;
-# bench/compare.sh and tests/test_parity.c are where the arithmetic is compared).
+# The peer runs on fm's own weights and token stream (`fm bench train --dump`, once per
+# configuration; fm's runs re-create the same from the same seed), and a round counts only if the
+# two step-0 losses agree within 1e-4 (same weights, same batch); the script fails otherwise.
 # Usage: bench/cpu_path_vs_torch.sh [--fm build/fm] [--cpu avx2] [--rounds 5] [--steps 5]
 #                                   [--configs "i ii iii"] [--threads 2] [--old PATH] [--no-torch]
 set -euo pipefail
@@ -56,15 +57,22 @@ if [ "$TORCH" = 1 ] && ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
     exit 1
 fi
 
-fm_tok() { # binary cpu flags... -> tokens/s
-    local bin=$1 cpu=$2
+DUMP=$(mktemp -d /tmp/cpvt_dump_XXXXXX)
+trap 'rm -rf "$DUMP" /tmp/cpvt_ratio.$$ /tmp/cpvt_old.$$ /tmp/cpvt_loss0.$$.*' EXIT
+field() { grep -o "$1=[0-9.]*" | cut -d= -f2; } # field NAME < line -> value
+fm_tok() { # binary cpu flags... -> tokens/s; fm's step-0 loss into /tmp/cpvt_loss0.$$.fm
+    local bin=$1 cpu=$2 line
     shift 2
-    env ${cpu:+FM_CPU=$cpu} "$bin" bench train "$@" --threads "$THREADS" --steps "$STEPS" --warmup 2 2>/dev/null |
-        grep -o 'tokens_per_s=[0-9.]*' | cut -d= -f2
+    line=$(env ${cpu:+FM_CPU=$cpu} "$bin" bench train "$@" --threads "$THREADS" --steps "$STEPS" --warmup 2 2>/dev/null)
+    [ "$bin" = "$FM" ] && field loss0 <<<"$line" >/tmp/cpvt_loss0.$$.fm
+    field tokens_per_s <<<"$line"
 }
-torch_tok() {
-    env "${PEER_ENV[@]}" /usr/bin/python3 bench/torch_peer.py train "$@" --threads "$THREADS" --steps "$STEPS" \
-        --warmup 2 2>/dev/null | grep -o 'tokens_per_s=[0-9.]*' | cut -d= -f2
+torch_tok() { # flags... -> tokens/s on the dump; the peer's step-0 loss into /tmp/cpvt_loss0.$$.torch
+    local line
+    line=$(env "${PEER_ENV[@]}" /usr/bin/python3 bench/torch_peer.py train "$@" --dump "$DUMP" --threads "$THREADS" \
+        --steps "$STEPS" --warmup 2 2>/dev/null)
+    field loss0 <<<"$line" >/tmp/cpvt_loss0.$$.torch
+    field tokens_per_s <<<"$line"
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
@@ -73,7 +81,13 @@ echo "fm: $FM, FM_CPU=$CPU ($(FM_CPU=$CPU "$FM" info --cpu | awk '{ print $3 }')
 [ "$TORCH" = 1 ] && echo "peer: torch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)'), ${PEER_ENV[*]}"
 for c in $CONFIGS; do
     flags=$(config "$c")
-    : >/tmp/cpvt_ratio.$$ && : >/tmp/cpvt_old.$$
+    : >/tmp/cpvt_ratio.$$ && : >/tmp/cpvt_old.$$ && rm -f /tmp/cpvt_loss0.$$.*
+    if [ "$TORCH" = 1 ]; then # fm's weights and stream for the peer (this run is not timed)
+        rm -rf "$DUMP" && mkdir -p "$DUMP"
+        # shellcheck disable=SC2086
+        "$FM" bench train $flags --threads "$THREADS" --steps "$STEPS" --warmup 2 --dump "$DUMP" >/dev/null 2>&1 ||
+            { echo "cpu_path_vs_torch.sh: ($c) fm bench train --dump failed" >&2; exit 1; }
+    fi
     for r in $(seq 1 "$ROUNDS"); do
         # shellcheck disable=SC2086
         if [ $((r % 2)) -eq 1 ]; then
@@ -81,11 +95,15 @@ for c in $CONFIGS; do
         else
             o=$([ -n "$OLD" ] && fm_tok "$OLD" "" $flags || echo); t=$([ "$TORCH" = 1 ] && torch_tok $flags || echo); f=$(fm_tok "$FM" "$CPU" $flags)
         fi
-        echo "($c) round $r: fm $f tok/s${t:+, torch $t}${o:+, old $o}"
+        l0f=$(cat /tmp/cpvt_loss0.$$.fm 2>/dev/null) l0t=$(cat /tmp/cpvt_loss0.$$.torch 2>/dev/null)
+        echo "($c) round $r: fm $f tok/s${t:+, torch $t}${o:+, old $o}${t:+; step-0 loss fm $l0f, torch $l0t}"
+        if [ -n "$t" ] && ! awk -v a="$l0f" -v b="$l0t" 'BEGIN { d = a - b; exit !(a != "" && b != "" && d <= 1e-4 && d >= -1e-4) }'; then
+            echo "cpu_path_vs_torch.sh: ($c) round $r: the step-0 losses differ by more than 1e-4: the peer is not computing fm's step" >&2
+            exit 1
+        fi
         [ -n "$t" ] && awk -v a="$f" -v b="$t" 'BEGIN { printf "%.4f\n", a / b }' >>/tmp/cpvt_ratio.$$
         [ -n "$o" ] && awk -v a="$f" -v b="$o" 'BEGIN { printf "%.4f\n", a / b }' >>/tmp/cpvt_old.$$
     done
     [ -s /tmp/cpvt_ratio.$$ ] && echo "($c) median fm/torch over $ROUNDS rounds: $(median </tmp/cpvt_ratio.$$)"
     [ -s /tmp/cpvt_old.$$ ] && echo "($c) median new/old over $ROUNDS rounds: $(median </tmp/cpvt_old.$$)"
 done
-rm -f /tmp/cpvt_ratio.$$ /tmp/cpvt_old.$$

@@ -41,7 +41,6 @@ import os
 import resource
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -50,30 +49,14 @@ import time
 os.environ.setdefault("OPENBLAS_CORETYPE", "SkylakeX")  # before torch loads OpenBLAS
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from fm_dump import read_config, read_safetensors, read_stream, read_weights  # noqa: E402
+
 BLAS_DIR = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
 TARGETS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
 
 # ---------------------------------------------------------------- the peer (worker)
-
-def read_safetensors(path):
-    """dict name -> float32 torch tensor of an F32 safetensors file."""
-    import torch
-    with open(path, "rb") as f:
-        blob = f.read()
-    (n,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + n])
-    data = memoryview(blob)[8 + n:]
-    out = {}
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        if t["dtype"] != "F32":
-            raise ValueError(f"{path}: {name} is {t['dtype']}, not F32")
-        b, e = t["data_offsets"]
-        out[name] = torch.frombuffer(bytearray(data[b:e]), dtype=torch.float32).reshape(t["shape"])
-    return out
-
 
 def worker(args):
     import torch
@@ -82,11 +65,10 @@ def worker(args):
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     torch.manual_seed(0)
-    with open(os.path.join(args.worker, "model", "config.json")) as f:
-        cfg = json.load(f)
+    cfg = read_config(args.worker)
     L, C, NH, V = cfg["n_layer"], cfg["n_embd"], cfg["n_head"], cfg["vocab_size"]
     eps = cfg.get("layer_norm_epsilon", 1e-5)
-    w = read_safetensors(os.path.join(args.worker, "model", "model.safetensors"))
+    w = read_weights(args.worker)
     with open(os.path.join(args.worker, "adapter", "adapter_config.json")) as f:
         acfg = json.load(f)
     r, alpha = acfg["r"], acfg["lora_alpha"]
@@ -145,11 +127,8 @@ def worker(args):
             x = x + product(l, "mlp.c_proj", m)
         return F.linear(F.layer_norm(x, (C,), *lnf, eps), wte)
 
-    stream = torch.frombuffer(bytearray(open(os.path.join(args.worker, "tokens.bin"), "rb").read()),
-                              dtype=torch.int32).long()
     n, total = B * T, args.warmup + args.steps
-    if stream.numel() < n * total + 1:
-        sys.exit(f"torch_lora.py: tokens.bin holds {stream.numel()} tokens, {n * total + 1} needed")
+    stream = read_stream(args.worker, n * total + 1, "torch_lora.py")
     opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, foreach=True)
     times, loss0, loss = [], None, None
     for s in range(total):

@@ -11,10 +11,15 @@ OpenBLAS with the SkylakeX kernels. Generation (batch 1, a prompt then greedy to
 under torch.inference_mode(). Prints one line:
   torch_bench mode=train tokens_per_s=... ms_per_step=... peak_rss_mb=... threads=...
   torch_bench mode=generate decode_tokens_per_s=... total_tokens_per_s=... ...
+With --dump DIR (train: what `fm bench train --dump DIR` wrote, bench/fm_dump.py) the model's
+weights and the token stream are fm's own (step s reads tokens [s*B*T, (s+1)*B*T), targets one
+further, as fm bench does), and the line carries loss0=, the step-0 loss, which a comparison
+checks against fm's (same weights, same batch) before it counts the peer's speed.
 Not for: correctness (tests/torch/gpt2_reference.py is the parity reference).
 
 Usage: /usr/bin/python3 bench/torch_peer.py train|generate --layers 4 --dim 256 --heads 4 --vocab 4096 \
            [--batch 16 --seq 128 | --prompt 16 --gen 128] [--threads 2 --steps 10 --warmup 3 --context 1024]
+           [--dump DIR]
 """
 
 import argparse
@@ -30,6 +35,9 @@ os.environ.setdefault("OPENBLAS_CORETYPE", "SkylakeX")  # before torch loads Ope
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fm_dump import read_config, read_stream, read_weights  # noqa: E402
 
 
 class Block(nn.Module):
@@ -80,6 +88,25 @@ class GPT2(nn.Module):
         for block in self.h:
             x = block(x)
         return F.linear(self.ln_f(x), self.wte.weight)  # tied head: (B, T, V)
+
+
+def load_dump(model, dump):
+    """Copies fm's dumped weights into model (GPT-2 names; Conv1D (in, out) transposed to nn.Linear's)."""
+    w = read_weights(dump)
+    with torch.no_grad():
+        model.wte.weight.copy_(w["wte.weight"])
+        model.wpe.weight.copy_(w["wpe.weight"])
+        for l, blk in enumerate(model.h):
+            h = f"h.{l}."
+            for mine, theirs in (("ln_1", "ln_1"), ("ln_2", "ln_2")):
+                getattr(blk, mine).weight.copy_(w[h + theirs + ".weight"])
+                getattr(blk, mine).bias.copy_(w[h + theirs + ".bias"])
+            for mine, theirs in (("c_attn", "attn.c_attn"), ("c_proj", "attn.c_proj"), ("c_fc", "mlp.c_fc"),
+                                 ("c_proj2", "mlp.c_proj")):
+                getattr(blk, mine).weight.copy_(w[h + theirs + ".weight"].t())
+                getattr(blk, mine).bias.copy_(w[h + theirs + ".bias"])
+        model.ln_f.weight.copy_(w["ln_f.weight"])
+        model.ln_f.bias.copy_(w["ln_f.bias"])
 
 
 class Decoder:
@@ -151,7 +178,13 @@ def peak_rss_mb():
 
 def bench_train(a):
     torch.manual_seed(a.seed)
+    if a.dump:  # fm's shapes, weights and stream
+        cfg = read_config(a.dump)
+        a.layers, a.dim, a.heads, a.vocab, a.context = (cfg["n_layer"], cfg["n_embd"], cfg["n_head"],
+                                                        cfg["vocab_size"], cfg["n_positions"])
     model = GPT2(a.layers, a.dim, a.heads, a.vocab, a.context)
+    if a.dump:
+        load_dump(model, a.dump)
     decay = [p for p in model.parameters() if p.dim() == 2]
     no_decay = [p for p in model.parameters() if p.dim() != 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
@@ -159,11 +192,18 @@ def bench_train(a):
     params = list(model.parameters())
     n_params = sum(p.numel() for p in params)
     gen = torch.Generator().manual_seed(a.seed + 1)
-    total = a.warmup + a.steps
-    stream = torch.randint(0, a.vocab, (total, a.batch, a.seq + 1), generator=gen)
-    times = []
+    total, n = a.warmup + a.steps, a.batch * a.seq
+    if a.dump:
+        flat = read_stream(a.dump, n * total + 1, "torch_peer.py")
+    else:
+        stream = torch.randint(0, a.vocab, (total, a.batch, a.seq + 1), generator=gen)
+    times, loss0 = [], None
     for s in range(total):
-        tokens, targets = stream[s, :, :-1], stream[s, :, 1:]
+        if a.dump:
+            tokens = flat[s * n:(s + 1) * n].view(a.batch, a.seq)
+            targets = flat[s * n + 1:(s + 1) * n + 1].view(a.batch, a.seq)
+        else:
+            tokens, targets = stream[s, :, :-1], stream[s, :, 1:]
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
@@ -173,6 +213,8 @@ def bench_train(a):
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         dt = time.perf_counter() - t0
+        if s == 0:
+            loss0 = loss.item()
         if s >= a.warmup:
             times.append(dt)
         print(f"step {s + 1}{' (warm-up)' if s < a.warmup else ''}: loss {loss.item():.4f}, {1e3 * dt:.1f} ms",
@@ -182,7 +224,7 @@ def bench_train(a):
     flops = 6 * n_params + 6 * a.layers * a.dim * a.seq
     print(f"torch_bench mode=train tokens_per_s={tok_s:.1f} ms_per_step={1e3 * step_s:.2f} "
           f"gflops={flops * tok_s / 1e9:.1f} params={n_params} peak_rss_mb={peak_rss_mb():.1f} "
-          f"threads={torch.get_num_threads()} precision={a.precision} torch={torch.__version__}")
+          f"threads={torch.get_num_threads()} precision={a.precision} loss0={loss0:.7f} torch={torch.__version__}")
 
 
 def main():
@@ -203,6 +245,7 @@ def main():
     p.add_argument("--gen", type=int, default=128)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="train: bf16 runs the forward under torch.autocast(cpu, bfloat16), fm's --precision bf16")
+    p.add_argument("--dump", help="train: fm bench train --dump's directory (fm's weights and tokens)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)
