@@ -15,7 +15,7 @@
 # --precision bf16 trains both sides with bfloat16 products: fm --precision bf16 against PyTorch's
 # forward under torch.autocast("cpu", bfloat16) (its backward follows the autocast types).
 #
-# Usage: bench/compare.sh [--rounds N] [--steps N] [--configs "i ii iii"] [--gen-configs "i iii"]
+# Usage: bench/compare.sh [--rounds N] [--steps N] [--configs "i ii iii vision"] [--gen-configs "i iii"]
 #                         [--fm PATH] [--no-torch] [--no-generate] [--any-blas] [--precision bf16]
 # The peer runs with /usr/bin/python3 and Debian's python3-torch on OpenBLAS (the OpenMP build,
 # libopenblas0-openmp, with OPENBLAS_CORETYPE=SkylakeX), 2 threads, flushed denormals.
@@ -45,7 +45,8 @@ config() { # name -> fm/peer flags
     i) echo "--layers 12 --dim 768 --heads 12 --vocab 50257 --batch 4 --seq 64" ;;
     ii) echo "--layers 6 --dim 384 --heads 6 --vocab 50257 --batch 8 --seq 128" ;;
     iii) echo "--layers 4 --dim 256 --heads 4 --vocab 4096 --batch 16 --seq 128" ;;
-    *) echo "compare.sh: unknown configuration '$1' (i, ii, iii)" >&2; exit 2 ;;
+    vision) echo "--layers 4 --dim 192 --heads 4 --vocab 774 --batch 32 --seq 50 --context 51" ;; # make demo-vision's
+    *) echo "compare.sh: unknown configuration '$1' (i, ii, iii, vision)" >&2; exit 2 ;;
     esac
 }
 

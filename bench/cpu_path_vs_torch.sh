@@ -41,7 +41,8 @@ config() {
     i) echo "--layers 12 --dim 768 --heads 12 --vocab 50257 --batch 4 --seq 64" ;;
     ii) echo "--layers 6 --dim 384 --heads 6 --vocab 50257 --batch 8 --seq 128" ;;
     iii) echo "--layers 4 --dim 256 --heads 4 --vocab 4096 --batch 16 --seq 128" ;;
-    *) echo "cpu_path_vs_torch.sh: unknown configuration '$1' (i, ii, iii)" >&2; exit 2 ;;
+    vision) echo "--layers 4 --dim 192 --heads 4 --vocab 774 --batch 32 --seq 50 --context 51" ;; # make demo-vision's
+    *) echo "cpu_path_vs_torch.sh: unknown configuration '$1' (i, ii, iii, vision)" >&2; exit 2 ;;
     esac
 }
 
