@@ -7,6 +7,11 @@
  * nothing appended, and read at its last token; texts are classified in batches right-padded with
  * the model's pad_token_id, which gives each text exactly what it gives alone. A text longer than
  * the context keeps its first n_positions tokens, as fine-tuning keeps them.
+ *
+ * --images IDX: each image is encoded with the model directory's image tokenizer (<|image|>, its
+ * codes, <|/image|>, as fm finetune --train-images encodes it) and read at <|/image|>; with
+ * --labels IDX the command prints the accuracy (overall and per class) instead of each image's
+ * label, the IDX class c being the head's label "c".
  */
 #include <math.h>
 #include <stdio.h>
@@ -14,6 +19,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "image_labels.h"
 
 #define CMD "classify"
 
@@ -56,13 +62,90 @@ static input *split_lines(const char *name, char *buf, size_t len, int *count) {
     return in;
 }
 
+/* --images (and --labels): the head's label of each image, or its accuracy. */
+static int run_images(const char *dir, const char *images_path, const char *labels_path, int json, int batch) {
+    fm_model *model;
+    fm_tokenizer *tok;
+    cli_load_model(CMD, dir, &model, &tok, 1);
+    int K = fm_model_num_labels(model);
+    if (K == 0) {
+        fprintf(stderr, "fm " CMD ": %s has no classification head (make one with fm finetune --task classify "
+                "--train-images)\n", dir);
+        exit(1);
+    }
+    fm_image_tokenizer *itok;
+    fm_status st = fm_image_tokenizer_load(dir, &itok);
+    if (st) cli_fail(CMD, st);
+    cli_image_set set;
+    cli_image_set_load(CMD, images_path, labels_path, itok, fm_model_config(model)->n_positions, &set);
+    int n = set.images.count, k = set.k;
+    int *ids = cli_image_set_encode(CMD, &set, itok, NULL, n), *pred = cli_alloc(CMD, (size_t)n, sizeof(int));
+    double *probs = labels_path ? NULL : cli_alloc(CMD, (size_t)n * K, sizeof(double));
+    int *head_of = labels_path ? cli_alloc(CMD, (size_t)k, sizeof(int)) : NULL;
+    if (labels_path) cli_image_label_map(CMD, model, dir, k, head_of);
+    double t0 = cli_now();
+    cli_image_predict(CMD, model, ids, n, set.len, batch, pred, probs);
+    double seconds = cli_now() - t0;
+    if (!labels_path) {
+        for (int i = 0; i < n; i++) {
+            const char *label = fm_model_label(model, pred[i]);
+            if (json) {
+                printf("{\"label\":");
+                cli_print_json_string(label, strlen(label));
+                printf(",\"probs\":{");
+                for (int c = 0; c < K; c++) {
+                    const char *l = fm_model_label(model, c);
+                    if (c) putchar(',');
+                    cli_print_json_string(l, strlen(l));
+                    putchar(':');
+                    cli_print_json_number("%.6g", probs[(size_t)i * K + c]);
+                }
+                printf("}}\n");
+            } else {
+                printf("%d\t%s\n", i, label);
+            }
+        }
+    } else {
+        int right = 0, *per = cli_alloc(CMD, (size_t)k, sizeof(int)), *of = cli_alloc(CMD, (size_t)k, sizeof(int));
+        memset(per, 0, sizeof(int) * (size_t)k), memset(of, 0, sizeof(int) * (size_t)k);
+        for (int i = 0; i < n; i++) {
+            int c = set.labels.data[i], ok = pred[i] == head_of[c];
+            right += ok, per[c] += ok, of[c]++;
+        }
+        if (json) {
+            printf("{\"images\": %d, \"correct\": %d, \"accuracy\": ", n, right);
+            cli_print_json_number("%.6f", (double)right / n);
+            printf(", \"per_class\": [");
+            for (int c = 0; c < k; c++) {
+                if (c) printf(", ");
+                cli_print_json_number("%.6f", of[c] ? (double)per[c] / of[c] : 0.0);
+            }
+            printf("]}\n");
+        } else {
+            printf("accuracy: %.4f (%d of %d images; %.1f s)\n", (double)right / n, right, n, seconds);
+            printf("%-8s %8s %8s\n", "class", "images", "accuracy");
+            for (int c = 0; c < k; c++)
+                printf("%-8d %8d %8.4f\n", c, of[c], of[c] ? (double)per[c] / of[c] : 0.0);
+        }
+        free(per), free(of);
+    }
+    free(ids), free(pred), free(probs), free(head_of);
+    cli_image_set_free(&set);
+    fm_image_tokenizer_free(itok);
+    fm_tokenizer_free(tok);
+    fm_model_free(model);
+    return 0;
+}
+
 static int run(int argc, char **argv) {
-    const char *dir = NULL, *text = NULL, *file = NULL;
+    const char *dir = NULL, *text = NULL, *file = NULL, *images = NULL, *labels = NULL;
     int json = 0, batch = 16, threads = 0;
     cli_option opts[] = {
         {"model", OPT_STRING, &dir, 0, 0, "model directory with a classification head and tokenizer.json (required)"},
         {"text", OPT_STRING, &text, 0, 0, "one text to classify"},
         {"file", OPT_STRING, &file, 0, 0, "texts to classify, one a line ('-' = stdin)"},
+        {"images", OPT_STRING, &images, 0, 0, "an IDX image file to classify (with the model's image tokenizer)"},
+        {"labels", OPT_STRING, &labels, 0, 0, "--images' IDX label file: print the accuracy instead of the labels"},
         {"json", OPT_FLAG, &json, 0, 0, "one JSON line per text: {\"label\": ..., \"probs\": {label: p, ...}}"},
         {"batch", OPT_INT, &batch, 1, 4096, "texts classified together (default 16)"},
         {"threads", OPT_INT, &threads, 0, 1024, "threads (default: all cores)"},
@@ -70,8 +153,12 @@ static int run(int argc, char **argv) {
     char *positional[1];
     cli_parse(&cmd_classify, argc, argv, opts, sizeof opts / sizeof opts[0], positional, 0);
     if (!dir) cli_usage_error(CMD, "--model DIR is required");
-    if ((text != NULL) + (file != NULL) != 1) cli_usage_error(CMD, "give exactly one of --text and --file");
+    if (labels && !images) cli_usage_error(CMD, "--labels goes with --images");
+    if (images && (text || file)) cli_usage_error(CMD, "give exactly one of --text, --file and --images");
+    if (!images && (text != NULL) + (file != NULL) != 1)
+        cli_usage_error(CMD, "give exactly one of --text and --file (or --images)");
     fm_set_threads(threads);
+    if (images) return run_images(dir, images, labels, json, batch);
     fm_model *model;
     fm_tokenizer *tok;
     cli_load_model(CMD, dir, &model, &tok, 1);
@@ -184,5 +271,5 @@ static int run(int argc, char **argv) {
     return 0;
 }
 
-const cli_command cmd_classify = {"classify", "--model DIR (--text T | --file F) [--json] [--batch N]",
+const cli_command cmd_classify = {"classify", "--model DIR (--text T | --file F | --images IDX [--labels IDX]) [--json] [--batch N]",
                                   "Label texts with a model's classification head (probabilities per label).", run};

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "image_labels.h"
 
 #ifndef FM_COMMIT
 #define FM_COMMIT "unknown"
@@ -30,7 +31,12 @@
 typedef struct {
     char base[4096], data[4096], val[4096];
     char format[32];
-    int classify;   /* --task classify: a classification head on labeled lines */
+    int classify;   /* --task classify: a classification head on labeled lines (or images) */
+    char train_images[4096], train_labels[4096]; /* --train-images: labeled images instead of --data */
+    int per_class;  /* images: labels drawn per class (fm probe's draw), 0: every image */
+    int draw;       /* images: which draw (0, 1, ...) */
+    uint64_t draw_seed; /* images: the draws' seed (fm probe's --seed) */
+    int scratch;    /* --init scratch: the base's architecture with fresh weights */
     int head_only;  /* --task classify: only the head trains */
     int loss_on_all;
     int val_every;  /* without --val: every val_every-th example held out */
@@ -57,6 +63,16 @@ static char *settings_text(const finetune_settings *r) {
     ok = ok && cJSON_AddStringToObject(o, "format", r->format);
     ok = ok && cJSON_AddStringToObject(o, "task", r->classify ? "classify" : "lm");
     ok = ok && cJSON_AddBoolToObject(o, "head_only", r->head_only);
+    ok = ok && cJSON_AddStringToObject(o, "init", r->scratch ? "scratch" : "pretrained");
+    if (r->train_images[0]) {
+        char draw_seed[32];
+        snprintf(draw_seed, sizeof draw_seed, "%llu", (unsigned long long)r->draw_seed);
+        ok = ok && cJSON_AddStringToObject(o, "train_images", r->train_images);
+        ok = ok && cJSON_AddStringToObject(o, "train_labels", r->train_labels);
+        ok = ok && cJSON_AddNumberToObject(o, "per_class", r->per_class);
+        ok = ok && cJSON_AddNumberToObject(o, "draw", r->draw);
+        ok = ok && cJSON_AddStringToObject(o, "draw_seed", draw_seed);
+    }
     ok = ok && cJSON_AddStringToObject(o, "loss_on", r->loss_on_all ? "all" : "completion");
     ok = ok && cJSON_AddBoolToObject(o, "lora", r->lora);
     if (r->lora) {
@@ -120,6 +136,19 @@ static void load_settings(const char *run_dir, finetune_settings *r) {
     json_text(path, o, "task", task, sizeof task);
     r->classify = strcmp(task, "classify") == 0;
     r->head_only = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "head_only"));
+    cJSON *init = cJSON_GetObjectItemCaseSensitive(o, "init");
+    r->scratch = cJSON_IsString(init) && !strcmp(init->valuestring, "scratch");
+    if (cJSON_GetObjectItemCaseSensitive(o, "train_images")) {
+        char draw_seed[32], *stop = NULL;
+        json_text(path, o, "train_images", r->train_images, sizeof r->train_images);
+        json_text(path, o, "train_labels", r->train_labels, sizeof r->train_labels);
+        r->per_class = (int)json_number(path, o, "per_class", 0, 1 << 30, 1);
+        r->draw = (int)json_number(path, o, "draw", 0, 1 << 30, 1);
+        json_text(path, o, "draw_seed", draw_seed, sizeof draw_seed);
+        errno = 0;
+        r->draw_seed = strtoull(draw_seed, &stop, 10);
+        if (!draw_seed[0] || *stop || errno) bad_settings(path, "draw_seed", "is not a whole number");
+    }
     char loss_on[32], seed[32], precision[16];
     json_text(path, o, "loss_on", loss_on, sizeof loss_on);
     r->loss_on_all = strcmp(loss_on, "all") == 0;
@@ -156,11 +185,108 @@ static void absolute(char *out, size_t size, const char *path) {
     free(real);
 }
 
+/* Labeled images as fine-tuning data: the images of draw rs->draw of rs->per_class labels per
+ * class (fm probe's rows for that count, draw and seed; 0: every image), tokenized with the base's
+ * image tokenizer (<|image|>, the codes, <|/image|>: the head reads the last); of each class's rows,
+ * in file order, every rs->val_every-th is held out. The labels are the IDX classes, named "0",
+ * "1", ... in index order. Dies on error, naming the file or flag. */
+static void image_data(const finetune_settings *rs, const fm_tokenizer *tok, int n_positions, fm_sft_data **train,
+                       fm_sft_data **held) {
+    fm_image_tokenizer *itok;
+    fm_status st = fm_image_tokenizer_load(rs->base, &itok);
+    if (st) cli_fail("finetune", st);
+    cli_image_set set;
+    cli_image_set_load("finetune", rs->train_images, rs->train_labels, itok, n_positions, &set);
+    int k = set.k, n = set.images.count;
+    if (k < 2) {
+        fprintf(stderr, "fm finetune: %s: every label is %d; a classifier needs at least two classes\n",
+                rs->train_labels, k - 1);
+        exit(1);
+    }
+    int *y = cli_alloc("finetune", (size_t)n, sizeof(int));
+    for (int i = 0; i < n; i++) y[i] = set.labels.data[i];
+    int n_rows = rs->per_class ? rs->per_class * k : n;
+    int *rows = cli_alloc("finetune", (size_t)n_rows, sizeof(int));
+    if (rs->per_class) {
+        uint64_t seed = fm_probe_draw_seed(rs->draw_seed, rs->per_class, rs->draw);
+        if ((st = fm_probe_draw(y, n, k, rs->per_class, seed, rows))) {
+            fprintf(stderr, "fm finetune: %s: --per-class %d: %s\n", rs->train_labels, rs->per_class, fm_last_error());
+            exit(1);
+        }
+    } else {
+        for (int i = 0; i < n; i++) rows[i] = i;
+    }
+    /* stratified: the m-th row of class c (m = 0, 1, ...) is held out when m % every == every - 1 */
+    int *seen = cli_alloc("finetune", (size_t)k, sizeof(int));
+    int *part_rows[2], *part_labels[2], count[2] = {0, 0};
+    memset(seen, 0, sizeof(int) * (size_t)k);
+    for (int p = 0; p < 2; p++) {
+        part_rows[p] = cli_alloc("finetune", (size_t)n_rows, sizeof(int));
+        part_labels[p] = cli_alloc("finetune", (size_t)n_rows, sizeof(int));
+    }
+    for (int i = 0; i < n_rows; i++) {
+        int c = y[rows[i]], p = seen[c]++ % rs->val_every == rs->val_every - 1;
+        part_rows[p][count[p]] = rows[i];
+        part_labels[p][count[p]++] = c;
+    }
+    if (!count[0] || !count[1])
+        cli_usage_error("finetune", "%s: %d images are too few to hold out every %d-th of each class (--val-every)",
+                        rs->train_images, n_rows, rs->val_every);
+    char names_buf[16 * 64], *names[64];
+    char **label_names = k <= 64 ? names : cli_alloc("finetune", (size_t)k, sizeof(char *));
+    for (int c = 0; c < k; c++) {
+        char num[16];
+        snprintf(num, sizeof num, "%d", c);
+        label_names[c] = k <= 64 ? memcpy(names_buf + 16 * c, num, strlen(num) + 1) : cli_strdup("finetune", num);
+    }
+    int pad = fm_tokenizer_special_id(tok, "<|endoftext|>");
+    fm_sft_data **out[2] = {train, held};
+    for (int p = 0; p < 2; p++) {
+        int *ids = cli_image_set_encode("finetune", &set, itok, part_rows[p], count[p]);
+        if ((st = fm_sft_data_from_ids(out[p], rs->train_images, ids, (size_t)count[p], set.len, part_labels[p],
+                                       (const char *const *)label_names, k, pad >= 0 ? pad : 0)))
+            cli_fail("finetune", st);
+        free(ids), free(part_rows[p]), free(part_labels[p]);
+    }
+    if (k > 64) {
+        for (int c = 0; c < k; c++) free(label_names[c]);
+        free(label_names);
+    }
+    free(seen), free(rows), free(y);
+    cli_image_set_free(&set);
+    fm_image_tokenizer_free(itok);
+}
+
+/* The held-out accuracy of model's head on held (tsv rows, all one length): the share of rows
+ * whose argmax is their label. */
+static double held_accuracy(fm_model *model, const fm_sft_data *held) {
+    size_t n = fm_sft_data_num_examples(held), len = 0;
+    fm_sft_data_example(held, 0, NULL, NULL, &len, NULL);
+    int *ids = cli_alloc("finetune", n, len * sizeof(int)), *pred = cli_alloc("finetune", n, sizeof(int));
+    size_t right = 0;
+    for (size_t i = 0; i < n; i++) {
+        const int *x;
+        fm_sft_data_example(held, i, &x, NULL, NULL, NULL);
+        memcpy(ids + i * len, x, len * sizeof(int));
+    }
+    cli_image_predict("finetune", model, ids, (int)n, (int)len, 64, pred, NULL);
+    for (size_t i = 0; i < n; i++) {
+        int label;
+        fm_sft_data_example(held, i, NULL, NULL, NULL, &label);
+        right += pred[i] == label;
+    }
+    free(ids), free(pred);
+    return n ? (double)right / n : 0.0;
+}
+
 /* ------------------------------------------------------------ the run */
 
 static int run(int argc, char **argv) {
     const char *base_dir = NULL, *data = NULL, *val = NULL, *out = NULL, *format = NULL, *loss_on = NULL;
     const char *precision = NULL, *targets = NULL, *task = NULL;
+    const char *train_images = NULL, *train_labels = NULL, *init = NULL;
+    int per_class = -1, draw = -1;
+    uint64_t draw_seed = 1;
     fm_adamw_config ac;
     fm_adamw_config_default(&ac);
     ac.lr = 0;
@@ -171,13 +297,14 @@ static int run(int argc, char **argv) {
     int steps = 0, threads = 0, resume = 0, force = 0, lora = 0, lora_r = 0;
     float lora_alpha = 0, lora_dropout = -1, epochs = 0, dropout = -1;
     finetune_settings rs = {.batch = 8, .grad_accum = 1, .eval_every = 50, .save_every = 200, .sample_every = 0,
-                            .sample_tokens = 64, .seed = 1337, .val_every = 20};
+                            .sample_tokens = 64, .seed = 1337, .val_every = 0};
     cli_option opts[] = {
         {"model", OPT_STRING, &base_dir, 0, 0, "the pre-trained model directory (required)"},
         {"data", OPT_STRING, &data, 0, 0, "the training file (required)"},
         {"val", OPT_STRING, &val, 0, 0, "a held-out file in the same format (default: a share of --data)"},
         {"val-every", OPT_INT, &rs.val_every, 2, 1 << 30,
-         "without --val, every K-th example of --data is held out (20: 5%; text: its last 1/K)"},
+         "without --val, every K-th example of --data is held out (20: 5%; text: its last 1/K; images: every K-th "
+         "of each class, 5)"},
         {"eval-rows", OPT_INT, &rs.eval_rows, 0, 1 << 30, "held-out rows per evaluation, 0 = all (0)"},
         {"add-chat-tokens", OPT_FLAG, &rs.add_chat_tokens, 0, 0,
          "give a tokenizer without them the chat markers (<|system|>, <|user|>, <|assistant|>), growing the embedding"},
@@ -186,6 +313,15 @@ static int run(int argc, char **argv) {
         {"loss-on", OPT_STRING, &loss_on, 0, 0, "completion (default: the answers and their end token) or all"},
         {"task", OPT_STRING, &task, 0, 0, "lm (default: next tokens) or classify (labeled lines, text TAB label)"},
         {"head-only", OPT_FLAG, &rs.head_only, 0, 0, "--task classify: train the head alone (a linear probe)"},
+        {"train-images", OPT_STRING, &train_images, 0, 0,
+         "--task classify on an IDX image file (tokenized with --model's image tokenizer) instead of --data"},
+        {"train-labels", OPT_STRING, &train_labels, 0, 0, "the IDX label file of --train-images (classes 0, 1, ...)"},
+        {"per-class", OPT_INT, &per_class, 0, 1 << 20,
+         "images: train on this many labels per class, drawn as fm probe draws them (0 = every image; default 0)"},
+        {"draw", OPT_INT, &draw, 0, 1 << 20, "images: which draw of --per-class labels (0, 1, ...; default 0)"},
+        {"draw-seed", OPT_U64, &draw_seed, 0, 1.8e19, "images: the draws' seed, fm probe's --seed (default 1)"},
+        {"init", OPT_STRING, &init, 0, 0,
+         "pretrained (default: --model's weights) or scratch (its architecture, freshly initialised from --seed)"},
         {"dropout", OPT_FLOAT, &dropout, 0, 0.99,
          "GPT-2's dropout on each block's outputs and the embeddings while training (0; GPT-2 used 0.1)"},
         {"lora", OPT_FLAG, &lora, 0, 0, "train a LoRA adapter instead of every weight"},
@@ -234,7 +370,7 @@ static int run(int argc, char **argv) {
     char *best_dir = cli_path(out, "best");
     if (resume) {
         if (base_dir || data || val || format || loss_on || steps || epochs || lora || any_lora_flag || precision || task ||
-            dropout >= 0)
+            dropout >= 0 || train_images || train_labels || per_class >= 0 || draw >= 0 || init)
             cli_usage_error("finetune", "--resume continues with the run's stored settings; give only --out "
                             "(and --threads, --zero)");
         if (rank0) lock = cli_lock_dir("finetune", out);
@@ -253,7 +389,21 @@ static int run(int argc, char **argv) {
         printf("resuming %s at step %lld of %d (checkpoint %s)\n", out, (long long)fm_optimizer_steps_done(opt),
                rs.total_steps, report.used);
     } else {
-        if (!base_dir || !data) cli_usage_error("finetune", "--model BASE and --data FILE are required");
+        if (!base_dir || (!data && !train_images))
+            cli_usage_error("finetune", "--model BASE and --data FILE (or --train-images) are required");
+        if (train_images && (data || val || format))
+            cli_usage_error("finetune", "--train-images replaces --data, --val and --format; give one or the other");
+        if (!train_images != !train_labels) cli_usage_error("finetune", "--train-images and --train-labels go together");
+        if (!train_images && (per_class >= 0 || draw >= 0))
+            cli_usage_error("finetune", "--per-class and --draw choose labeled images: give --train-images");
+        if (train_images && !(task && !strcmp(task, "classify")))
+            cli_usage_error("finetune", "--train-images trains a classification head: give --task classify");
+        if (init && strcmp(init, "pretrained") && strcmp(init, "scratch"))
+            cli_usage_error("finetune", "--init must be pretrained or scratch, not '%s'", init);
+        rs.scratch = init && !strcmp(init, "scratch");
+        rs.per_class = per_class > 0 ? per_class : 0;
+        rs.draw = draw > 0 ? draw : 0;
+        rs.draw_seed = draw_seed;
         if (!steps == !epochs) cli_usage_error("finetune", "give exactly one of --steps and --epochs");
         if (precision && fm_matmul_precision_parse(precision, &rs.precision))
             cli_usage_error("finetune", "--precision: %s", fm_last_error());
@@ -276,7 +426,10 @@ static int run(int argc, char **argv) {
         if (targets && fm_lora_parse_targets(targets, &rs.lora_cfg.targets))
             cli_usage_error("finetune", "--lora-targets: %s", fm_last_error());
         absolute(rs.base, sizeof rs.base, base_dir);
-        absolute(rs.data, sizeof rs.data, data);
+        if (data) absolute(rs.data, sizeof rs.data, data);
+        if (train_images) absolute(rs.train_images, sizeof rs.train_images, train_images);
+        if (train_images) absolute(rs.train_labels, sizeof rs.train_labels, train_labels);
+        if (!rs.val_every) rs.val_every = train_images ? 5 : 20;
         if (val) absolute(rs.val, sizeof rs.val, val);
         if (strlen(rs.base) >= sizeof rs.lora_cfg.base_model)
             cli_usage_error("finetune", "--model: the path %s is longer than %zu bytes", rs.base,
@@ -287,10 +440,19 @@ static int run(int argc, char **argv) {
             used += snprintf(rs.command_line + used, sizeof rs.command_line - used, "%s%s", i ? " " : "fm finetune ",
                              argv[i]);
         cli_load_model("finetune", rs.base, &model, &tok, 1);
+        if (rs.scratch) { /* the same architecture, GPT-2's initialisation (a head, if any, is dropped) */
+            fm_model *fresh = NULL;
+            if ((st = fm_model_init(&fresh, fm_model_config(model), rs.seed ^ 0x736372617463ULL)))
+                cli_fail("finetune", st);
+            fm_model_free(model);
+            model = fresh;
+        }
     }
+    int images = rs.train_images[0] != 0;
     fm_set_matmul_precision(rs.precision);
     if ((st = fm_model_set_dropout(model, rs.dropout))) cli_fail("finetune", st);
     const fm_config *mc = fm_model_config(model);
+    int seq_given = rs.seq != 0;
     if (!rs.seq) rs.seq = mc->n_positions;
     if (rs.seq > mc->n_positions)
         cli_usage_error("finetune", "--seq %d is longer than the model's context (%d)", rs.seq, mc->n_positions);
@@ -317,31 +479,51 @@ static int run(int argc, char **argv) {
 
     /* the data: every line checked before anything is written */
     fm_sft_data *all = NULL, *train = NULL, *held = NULL;
-    const char *fmt_name = resume ? rs.format : format;
-    if ((st = fm_sft_data_load(&all, rs.data, fmt_name, tok, rs.loss_on_all, NULL, 0))) cli_fail("finetune", st);
-    fm_sft_format fmt = fm_sft_data_format(all);
-    snprintf(rs.format, sizeof rs.format, "%s", fm_sft_format_name(fmt));
-    if (fmt == FM_SFT_TSV && !rs.classify)
-        cli_usage_error("finetune", "%s holds labeled lines (text TAB label): that is --task classify", rs.data);
-    if (rs.classify && fmt != FM_SFT_TSV)
-        cli_usage_error("finetune", "--task classify reads labeled lines (text TAB label); %s is %s", rs.data,
-                        rs.format);
-    /* a classifier's labels: the training file's, sorted; a resumed or continued model's own */
-    int n_labels = fm_sft_data_num_labels(all);
-    const char *const *labels = fm_sft_data_labels(all);
-    if (rs.val[0]) {
-        train = all, all = NULL;
-        st = fm_sft_data_load(&held, rs.val, rs.format, tok, rs.loss_on_all, labels, n_labels);
+    fm_sft_format fmt = FM_SFT_TSV;
+    int n_labels;
+    if (images) {
+        image_data(&rs, tok, mc->n_positions, &train, &held);
+        snprintf(rs.format, sizeof rs.format, "images");
+        n_labels = fm_sft_data_num_labels(train);
+        size_t len = 0; /* every image is len tokens: rows of exactly that, the head reading <|/image|> */
+        fm_sft_data_example(train, 0, NULL, NULL, &len, NULL);
+        if (!seq_given) rs.seq = (int)len;
+        if ((size_t)rs.seq < len)
+            cli_usage_error("finetune", "--seq %d is shorter than an image's %zu tokens", rs.seq, len);
     } else {
-        st = fm_sft_data_split(all, rs.val_every, &train, &held);
+        const char *fmt_name = resume ? rs.format : format;
+        if ((st = fm_sft_data_load(&all, rs.data, fmt_name, tok, rs.loss_on_all, NULL, 0))) cli_fail("finetune", st);
+        fmt = fm_sft_data_format(all);
+        snprintf(rs.format, sizeof rs.format, "%s", fm_sft_format_name(fmt));
+        if (fmt == FM_SFT_TSV && !rs.classify)
+            cli_usage_error("finetune", "%s holds labeled lines (text TAB label): that is --task classify", rs.data);
+        if (rs.classify && fmt != FM_SFT_TSV)
+            cli_usage_error("finetune", "--task classify reads labeled lines (text TAB label); %s is %s", rs.data,
+                            rs.format);
+        /* a classifier's labels: the training file's, sorted; a resumed or continued model's own */
+        n_labels = fm_sft_data_num_labels(all);
+        const char *const *labels = fm_sft_data_labels(all);
+        if (rs.val[0]) {
+            train = all, all = NULL;
+            st = fm_sft_data_load(&held, rs.val, rs.format, tok, rs.loss_on_all, labels, n_labels);
+        } else {
+            st = fm_sft_data_split(all, rs.val_every, &train, &held);
+        }
+        if (st) cli_fail("finetune", st);
+        fm_sft_data_free(all);
     }
-    if (st) cli_fail("finetune", st);
-    fm_sft_data_free(all);
     fm_data_source source;
     if ((st = fm_sft_source_init(&source, train, held, rs.seq, rs.seed, (size_t)rs.eval_rows))) cli_fail("finetune", st);
     size_t n_train = fm_sft_data_num_examples(train), no_loss = 0, no_loss_held = 0;
     size_t truncated = fm_sft_data_truncated(train, rs.seq, &no_loss) + fm_sft_data_truncated(held, rs.seq, &no_loss_held);
-    if (fmt == FM_SFT_TEXT)
+    if (images && rs.per_class)
+        printf("data: %s (images, draw %d of %d labels per class, seed %llu): %zu training images, %zu held out\n",
+               rs.train_images, rs.draw, rs.per_class, (unsigned long long)rs.draw_seed, n_train,
+               fm_sft_data_num_examples(held));
+    else if (images)
+        printf("data: %s (images): %zu training images, %zu held out (every %d-th of each class)\n", rs.train_images,
+               n_train, fm_sft_data_num_examples(held), rs.val_every);
+    else if (fmt == FM_SFT_TEXT)
         printf("data: %s (text): %zu training tokens, %zu held out\n", rs.data, fm_sft_data_num_tokens(train),
                fm_sft_data_num_tokens(held));
     else
@@ -469,6 +651,21 @@ static int run(int argc, char **argv) {
     if (!stopped)
         printf("done: %d steps; %s in %s, the best by held-out loss in %s (loss curve: %s/loss.svg)\n",
                rs.total_steps, rs.lora ? "adapter" : "model", out, best_dir, out);
+    if (!stopped && images && rank0) {
+        /* the held-out accuracy of the final model and of best/, what a search over settings
+         * compares (the test images are for fm classify --images alone) */
+        double acc_final = held_accuracy(model, held), acc_best = -1.0;
+        fm_model *best = NULL;
+        if (fm_model_load(&best, best_dir) == FM_OK) acc_best = held_accuracy(best, held);
+        fm_model_free(best);
+        printf("held-out accuracy: %.4f final, %.4f best (of %zu images)\n", acc_final, acc_best,
+               fm_sft_data_num_examples(held));
+        char text[256], *path = cli_path(out, "accuracy.json");
+        snprintf(text, sizeof text, "{\"held_out\": %zu, \"final\": %.6f, \"best\": %.6f}\n",
+                 fm_sft_data_num_examples(held), acc_final, acc_best);
+        cli_write_text_atomic("finetune", path, text);
+        free(path);
+    }
     fm_trainer_free(trainer);
     fm_sft_source_free(&source);
     fm_sft_data_free(train);

@@ -247,7 +247,7 @@ static int run(int argc, char **argv) {
     for (int p = 0; p < n_settings; p++) {
         int n_draws = per_class[p] ? draws : 1;
         for (int j = 0; j < n_draws; j++) {
-            draw_seed[p][j] = mix(seed ^ mix((uint64_t)per_class[p] * 1000003ULL + (uint64_t)j));
+            draw_seed[p][j] = fm_probe_draw_seed(seed, per_class[p], j);
             if (!per_class[p]) {
                 need_all = 1;
                 continue;

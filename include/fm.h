@@ -918,6 +918,9 @@ typedef struct {
  * by a generator seeded with seed, into rows (k * per_class), sorted. A class with fewer rows:
  * FM_ERR_ARG naming it and its count. */
 fm_status fm_probe_draw(const int *labels, int n, int k, int per_class, uint64_t seed, int *rows);
+/* The generator seed of draw `draw` (0, 1, ...) of per_class labels per class under a run's seed:
+ * fm probe's draws, which fm finetune's image classification takes too (the same rows). */
+uint64_t fm_probe_draw_seed(uint64_t seed, int per_class, int draw);
 
 /* One probe. The labeled rows are rows (n_rows indices into train; NULL: all train->n rows) with
  * train_labels (train->n, in [0, k)). cross_validate: the strength (and, with cfg->layer -1, the
@@ -1077,6 +1080,13 @@ size_t fm_sft_data_truncated(const fm_sft_data *data, int seq, size_t *no_loss);
  * floor(tokens / every) tokens are held out. Both parts are copies; either part empty:
  * FM_ERR_ARG. */
 fm_status fm_sft_data_split(const fm_sft_data *all, int every, fm_sft_data **train, fm_sft_data **val);
+
+/* Labeled sequences made in memory (images' token sequences, say), as tsv data: n examples of
+ * len ids each (ids: n * len), labels[i] in [0, n_labels), label_names in index order (copied;
+ * non-empty), pad_id the padding id (>= 0). name stands for the path in messages; bytes are not
+ * counted (fm_sft_data_num_bytes is 0). FM_ERR_ARG naming the example for a label out of range. */
+fm_status fm_sft_data_from_ids(fm_sft_data **out, const char *name, const int *ids, size_t n, int len,
+                               const int *labels, const char *const *label_names, int n_labels, int pad_id);
 
 /* The trainer's data source for fine-tuning (sft_data.c). Examples are padded, one per row, so no
  * example attends to another: row = the example's first seq tokens, targets its tokens shifted by

@@ -563,6 +563,42 @@ static void test_tsv_rows(void **state) {
     free(path);
 }
 
+/* Labeled sequences made in memory (fm finetune --train-images): tsv data whose rows are the
+ * sequences, read at their last token with their label; a label out of range is refused. */
+static void test_from_ids(void **state) {
+    (void)state;
+    const int ids[3 * 4] = {7, 1, 2, 8, 7, 3, 4, 8, 7, 5, 6, 8};
+    const int labels[3] = {1, 0, 1}, bad_labels[3] = {1, 2, 0};
+    const char *const names[2] = {"0", "1"};
+    fm_sft_data *d = NULL;
+    assert_int_equal(fm_sft_data_from_ids(&d, "images", ids, 3, 4, labels, names, 2, 9), FM_OK);
+    assert_int_equal(fm_sft_data_format(d), FM_SFT_TSV);
+    assert_int_equal(fm_sft_data_num_examples(d), 3);
+    assert_int_equal(fm_sft_data_num_labels(d), 2);
+    assert_string_equal(fm_sft_data_labels(d)[1], "1");
+    assert_int_equal(fm_sft_data_pad_id(d), 9);
+    fm_data_source src;
+    assert_int_equal(fm_sft_source_init(&src, d, d, 4, 1, 0), FM_OK);
+    fm_batch b = batch_new(3, 4);
+    assert_int_equal(src.eval_next(src.ctx, &b, 0), FM_OK);
+    assert_int_equal(b.rows, 3);
+    for (int r = 0; r < 3; r++)
+        for (int t = 0; t < 4; t++) {
+            assert_int_equal(b.tokens[r * 4 + t], ids[r * 4 + t]);
+            assert_int_equal(b.targets[r * 4 + t], labels[r]);
+            assert_true(b.mask[r * 4 + t] == (t == 3 ? 1.0f : 0.0f));
+        }
+    batch_free(&b);
+    fm_sft_source_free(&src);
+    fm_sft_data_free(d);
+    d = NULL;
+    assert_int_equal(fm_sft_data_from_ids(&d, "images", ids, 3, 4, bad_labels, names, 2, 9), FM_ERR_ARG);
+    assert_non_null(strstr(fm_last_error(), "example 1 has label 2"));
+    assert_null(d);
+    assert_int_equal(fm_sft_data_from_ids(&d, "images", ids, 0, 4, labels, names, 2, 9), FM_ERR_ARG);
+    assert_null(d);
+}
+
 /* Draws k training batches from (rng, position) into out rows (k * B * T tokens, targets, masks). */
 static void draw(fm_data_source *src, fm_batch *b, fm_rng *rng, uint64_t *pos, int k, int *tokens, float *masks) {
     size_t per = (size_t)b->B * b->T;
@@ -789,6 +825,7 @@ int main(void) {
         cmocka_unit_test(test_truncation),
         cmocka_unit_test(test_padded_rows_and_eval),
         cmocka_unit_test(test_tsv_rows),
+        cmocka_unit_test(test_from_ids),
         cmocka_unit_test(test_stream_epochs_and_resume),
         cmocka_unit_test(test_text_source),
         cmocka_unit_test(test_out_of_memory),

@@ -44,6 +44,17 @@ static void shuffle(int *v, int n, fm_rng *rng) {
     }
 }
 
+static uint64_t mix64(uint64_t x) { /* splitmix64's finaliser */
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+uint64_t fm_probe_draw_seed(uint64_t seed, int per_class, int draw) {
+    return mix64(seed ^ mix64((uint64_t)per_class * 1000003ULL + (uint64_t)draw));
+}
+
 fm_status fm_probe_draw(const int *labels, int n, int k, int per_class, uint64_t seed, int *rows) {
     if (k < 2 || per_class < 1) return fm_fail(FM_ERR_ARG, "probe draw of %d per class over %d classes", per_class, k);
     int *members = fm_malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));

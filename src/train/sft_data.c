@@ -599,6 +599,40 @@ fm_status fm_sft_data_load(fm_sft_data **out, const char *path, const char *form
     return FM_OK;
 }
 
+/* ---------------------------------------------------------------- labeled sequences in memory */
+
+fm_status fm_sft_data_from_ids(fm_sft_data **out, const char *name, const int *ids, size_t n, int len,
+                               const int *labels, const char *const *label_names, int n_labels, int pad_id) {
+    if (!out || !name || (n && (!ids || !labels)) || len < 1 || n_labels < 1 || !label_names || pad_id < 0)
+        return fm_fail(FM_ERR_ARG, "fm_sft_data_from_ids: bad arguments");
+    *out = NULL;
+    if (n == 0) return fm_fail(FM_ERR_ARG, "%s: no examples", name);
+    builder b;
+    fm_status st = builder_init(&b, name, FM_SFT_TSV, NULL);
+    if (!st) {
+        b.d->pad_id = pad_id;
+        if (!(b.d->label_names = fm_calloc((size_t)n_labels, sizeof *b.d->label_names)))
+            st = fm_fail(FM_ERR_NOMEM, "%s: out of memory", name);
+    }
+    for (int i = 0; !st && i < n_labels; i++) {
+        if (!label_names[i] || !label_names[i][0]) st = fm_fail(FM_ERR_ARG, "%s: label %d has no name", name, i);
+        else if (!(b.d->label_names[i] = fm_strdup(label_names[i]))) st = fm_fail(FM_ERR_NOMEM, "%s: out of memory", name);
+        else b.d->n_labels++;
+    }
+    for (size_t i = 0; !st && i < n; i++) {
+        if (labels[i] < 0 || labels[i] >= n_labels)
+            st = fm_fail(FM_ERR_ARG, "%s: example %zu has label %d, outside [0, %d)", name, i, labels[i], n_labels);
+        else
+            st = builder_add(&b, ids + i * (size_t)len, NULL, (size_t)len, labels[i], (int)(i + 1), NULL, 0);
+    }
+    if (st) {
+        fm_sft_data_free(b.d);
+        return st;
+    }
+    *out = b.d;
+    return FM_OK;
+}
+
 /* ---------------------------------------------------------------- held-out split */
 
 /* A copy of d's frame (format, path, pad, labels) with no examples. */
