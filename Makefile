@@ -3,6 +3,7 @@
 #   make install    the fm command, libfm.a, libfm.so, fm.h and fm.pc under PREFIX (/usr/local)
 #   make test       every unit, gradient, parity and CLI test (needs libcmocka-dev, libcjson-dev)
 #   make asan       the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test-aarch64  the generic path cross-built for aarch64, tests run under qemu-user
 #   make test-torch regenerate the PyTorch reference with /usr/bin/python3 and check it live
 #   make fuzz       run the fuzz targets under libFuzzer (clang), FUZZ_SECONDS each (FUZZ_TARGET=name: one)
 #   make bench-tokenizer  fm's tokenizer beside tiktoken and spm_train on the King James text
@@ -61,13 +62,13 @@ SCRIPT_TESTS = tests/cli_test.sh tests/cli_tokenizer_test.sh tests/cli_pretrain_
 FUZZ_TARGETS = tokenizer safetensors config state shard
 FUZZ_REPLAYS = $(FUZZ_TARGETS:%=$(BUILD)/fuzz/replay_%)
 
-.PHONY: all install uninstall deps test run-tests demo demo-vision probe-vision finetune-vision base tasks transfer classify-transfer instruct asan tsan test-torch clean fuzz fuzz-seeds bench-tokenizer bench bench-kernels
+.PHONY: all install uninstall deps test run-tests test-aarch64 demo demo-vision probe-vision finetune-vision base tasks transfer classify-transfer instruct asan tsan test-torch clean fuzz fuzz-seeds bench-tokenizer bench bench-kernels
 all: $(BUILD)/fm
 
 # A fresh machine: before compiling anything, the Debian packages the build and the tests need
 # must be there, else make stops at once with one line naming them. The goals that install them
 # first (deps, test, asan, demo, base, tasks, fuzz, bench) and clean are not checked.
-NO_DEPS_CHECK = deps test asan tsan demo demo-vision probe-vision finetune-vision base tasks fuzz bench clean uninstall
+NO_DEPS_CHECK = deps test test-aarch64 asan tsan demo demo-vision probe-vision finetune-vision base tasks fuzz bench clean uninstall
 ifneq ($(filter-out $(NO_DEPS_CHECK),$(or $(MAKECMDGOALS),all)),)
 MISSING_PACKAGES := $(shell scripts/install-deps.sh --list)
 ifneq ($(MISSING_PACKAGES),)
@@ -349,6 +350,12 @@ ASAN_BUILD ?= build-asan
 ASAN_CPU_PATHS ?= best avx2
 asan: deps
 	$(MAKE) run-tests BUILD=$(ASAN_BUILD) TEST_CPU_PATHS="$(ASAN_CPU_PATHS)" OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
+
+# The generic kernels' path on aarch64, for correctness: cross-built with Debian's
+# aarch64-linux-gnu-gcc (MPI=0) into $(BUILD)/aarch64, the test programs and three CLI scripts run
+# under qemu-aarch64 (tests/cross/aarch64.sh, which installs what it needs; docs/testing.md).
+test-aarch64:
+	tests/cross/aarch64.sh $(BUILD)/aarch64
 
 # Regenerates tests/ref/tiny from a fresh fm initialisation with PyTorch, then runs the parity test.
 test-torch: $(BUILD)/fm $(BUILD)/tests/test_parity

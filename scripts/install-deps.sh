@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # install-deps.sh — installs the Debian packages fm needs to build and test, if they are missing.
-# Usage: scripts/install-deps.sh [--torch] [--fuzz] [--kjv] [--base] [--python] [--node] [--sklearn] [--mpi] [--vision] [--chromium] [--wrk] [--list]
+# Usage: scripts/install-deps.sh [--torch] [--fuzz] [--kjv] [--base] [--python] [--node] [--sklearn] [--mpi] [--vision] [--chromium] [--wrk] [--aarch64] [--list]
 #   --torch  python3-torch (and the OpenMP OpenBLAS) for `make test-torch` and `make bench`
 #   --fuzz   clang and its libFuzzer runtime for `make fuzz`
 #   --kjv    bible-kjv: the King James text of `make demo` and of the whole-text tokenizer test
@@ -17,13 +17,16 @@
 #   --vision dataset-fashion-mnist: the images of `make demo-vision` (scripts/demo-vision.sh)
 #   --chromium chromium: fm serve's chat page in headless Chromium (tests/cli_serve_page_test.sh)
 #   --wrk    wrk: the HTTP load test of fm serve (bench/serve_load.sh)
+#   --aarch64 the cross build and its run under emulation (make test-aarch64, tests/cross/aarch64.sh):
+#            gcc-aarch64-linux-gnu, qemu-user and the arm64 builds of the libraries above
+#            (Debian multiarch: adds the arm64 architecture to dpkg first)
 #   --list   install nothing: print the missing packages on one line (nothing when complete); the
 #            Makefile's check before compiling uses it
 # FM_DEPS_ROOT (testing): look for the headers under this folder instead of /
 # Runs apt-get (update, then install) only when something is missing, with sudo when not root.
 set -euo pipefail
 
-torch=0 fuzz=0 kjv=0 base=0 python=0 node=0 sklearn=0 mpi=0 vision=0 chromium=0 wrk=0 list=0
+torch=0 fuzz=0 kjv=0 base=0 python=0 node=0 sklearn=0 mpi=0 vision=0 chromium=0 wrk=0 aarch64=0 list=0
 for arg in "$@"; do
     case $arg in
     --torch) torch=1 ;;
@@ -36,9 +39,10 @@ for arg in "$@"; do
     --vision) vision=1 ;;
     --chromium) chromium=1 ;;
     --wrk) wrk=1 ;;
+    --aarch64) aarch64=1 ;;
     --base) base=1 kjv=1 ;;
     --list) list=1 ;;
-    *) echo "install-deps.sh: unknown option '$arg' (--torch, --fuzz, --kjv, --base, --python, --node, --sklearn, --mpi, --vision, --chromium, --wrk, --list)" >&2; exit 2 ;;
+    *) echo "install-deps.sh: unknown option '$arg' (--torch, --fuzz, --kjv, --base, --python, --node, --sklearn, --mpi, --vision, --chromium, --wrk, --aarch64, --list)" >&2; exit 2 ;;
     esac
 done
 
@@ -101,6 +105,15 @@ fi
 if [ $wrk -eq 1 ]; then
     command -v wrk >/dev/null || need+=(wrk)
 fi
+if [ $aarch64 -eq 1 ]; then
+    command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
+    command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+    # the arm64 libraries the cross-built fm and its tests link and run with (headers are shared)
+    for lib in libcmocka-dev:libcmocka.so libcjson-dev:libcjson.so libutf8proc-dev:libutf8proc.so \
+        libmicrohttpd-dev:libmicrohttpd.so libpng-dev:libpng.so zlib1g-dev:libz.so libgomp1:libgomp.so.1; do
+        [ -e "$root/usr/lib/aarch64-linux-gnu/${lib#*:}" ] || need+=("${lib%%:*}:arm64")
+    done
+fi
 if [ $list -eq 1 ]; then
     [ ${#need[@]} -eq 0 ] || echo "${need[*]}"
     exit 0
@@ -111,6 +124,10 @@ echo "installing: ${need[*]}"
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 export DEBIAN_FRONTEND=noninteractive
+# arm64 packages (--aarch64) install beside the native ones once dpkg knows the architecture
+if [[ " ${need[*]}" == *:arm64* ]] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    $sudo dpkg --add-architecture arm64
+fi
 # a fresh machine's package lists are empty or stale: update before installing
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"

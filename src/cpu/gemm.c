@@ -69,6 +69,7 @@
 #endif
 
 #include "core/alloc.h"
+#include "core/team.h"
 #include "cpu/kernels.h"
 
 /* Micro-tile and cache blocks. A's panel (MR x kc) streams from L2, B's (kc x NR) from L1/L2. */
@@ -831,6 +832,24 @@ static void gemv_run(const gemm_job *g, int nt, int tid) {
     else gemv_nt(g, j0, j1);
 }
 
+/* Units [lo, hi) of 16 columns: one chunk of fm_team_for (gemv_team). */
+static void gemv_chunk(void *arg, int lo, int hi) {
+    const gemm_job *g = arg;
+    int j0 = lo * 16, j1 = hi * 16 < g->N ? hi * 16 : g->N;
+    if (g->sb_j == 1) gemv_nn(g, j0, j1);
+    else gemv_nt(g, j0, j1);
+}
+
+/* The few-rows product shared by the team (src/core/team.h) in chunks of whole 16-column
+ * units, about GEMV_CHUNKS per thread so a thread that runs late leaves its share to the others,
+ * and at least GEMV_CHUNK_MIN units so row-major B is still read in runs of 512 bytes or more. */
+#define GEMV_CHUNKS 4
+#define GEMV_CHUNK_MIN 8
+static void gemv_team(const gemm_job *g, int threads) {
+    int units = (g->N + 15) / 16, grain = units / (GEMV_CHUNKS * threads);
+    fm_team_for(units, grain > GEMV_CHUNK_MIN ? grain : GEMV_CHUNK_MIN, gemv_chunk, (void *)g);
+}
+
 /* A's panels [q0, q1) for depth [k0, k0+kc) into ap (panel q at (q - q0) * MR * kc). When A is
  * stored transposed (TN), each k's rows of the whole block are one contiguous run: read them
  * k by k, one pass over memory, instead of panel by panel. */
@@ -1185,6 +1204,10 @@ static void gemm_start(gemm_job g) {
     if (run != gemm_run || g.sb_j != 1) colsum_unpacked(&g); /* column sums ride on row-major packing only */
     if (alone || (M < GEMV_ROWS && (double)M * N * K < GEMV_SERIAL)) { /* too small to share */
         run(&g, 1, 0);
+        return;
+    }
+    if (run == gemv_run) {
+        gemv_team(&g, team);
         return;
     }
 #pragma omp parallel

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/team.h"
 #include "cpu/dispatch.h"
 #include "cpu/kernels.h"
 #include "cpu/simd.h"
@@ -737,6 +738,32 @@ static inline float q8_row(const int8_t *q, const float *d, const float *x, int 
 #endif
 }
 
+typedef struct {
+    float *out;
+    const float *xpad, *d, *bias;
+    const int8_t *q;
+    int N, rows, blocks;
+} q8_job;
+
+/* Output rows [lo, hi) of every input row: one chunk of fm_team_for. */
+static void q8_chunk(void *arg, int lo, int hi) {
+    const q8_job *j = arg;
+    size_t padded = (size_t)j->blocks * FM_Q8_BLOCK;
+    for (int o = lo; o < hi; o++) {
+        const int8_t *qo = j->q + (size_t)o * padded;
+        const float *dq = j->d + (size_t)o * j->blocks;
+        for (int n = 0; n < j->N; n++)
+            j->out[(size_t)n * j->rows + o] =
+                q8_row(qo, dq, j->xpad + (size_t)n * padded, j->blocks) + (j->bias ? j->bias[o] : 0.0f);
+    }
+}
+
+/* The rows are shared by the team (src/core/team.h) in about Q8_CHUNKS chunks per thread, so
+ * a thread that runs late leaves its share to the others; below Q8_SERIAL multiply-adds the
+ * caller does it all. */
+#define Q8_CHUNKS 4
+#define Q8_SERIAL 65536.0
+
 void fm_k_q8_matmul(float *out, const float *inp, const int8_t *q, const float *d, const float *bias,
                     int N, int rows, int cols, float *xpad) {
     int blocks = (cols + FM_Q8_BLOCK - 1) / FM_Q8_BLOCK, padded = blocks * FM_Q8_BLOCK;
@@ -744,14 +771,13 @@ void fm_k_q8_matmul(float *out, const float *inp, const int8_t *q, const float *
         memcpy(xpad + (size_t)n * padded, inp + (size_t)n * cols, sizeof(float) * cols);
         memset(xpad + (size_t)n * padded + cols, 0, sizeof(float) * (padded - cols));
     }
-    double work = (double)N * rows * padded;
-#pragma omp parallel for schedule(static) if (work > 65536.0 && !omp_in_parallel())
-    for (int o = 0; o < rows; o++) {
-        const int8_t *qo = q + (size_t)o * padded;
-        const float *dq = d + (size_t)o * blocks;
-        for (int n = 0; n < N; n++)
-            out[(size_t)n * rows + o] = q8_row(qo, dq, xpad + (size_t)n * padded, blocks) + (bias ? bias[o] : 0.0f);
+    q8_job job = {out, xpad, d, bias, q, N, rows, blocks};
+    if ((double)N * rows * padded <= Q8_SERIAL) {
+        q8_chunk(&job, 0, rows);
+        return;
     }
+    int grain = rows / (Q8_CHUNKS * omp_get_max_threads());
+    fm_team_for(rows, grain > 16 ? grain : 16, q8_chunk, &job);
 }
 
 /* ------------------------------------------------------------ this copy's table (dispatch.c) */

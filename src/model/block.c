@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "core/team.h"
 #include "cpu/kernels.h"
 #include "model/dropout.h"
 #include "model/model.h"
@@ -44,20 +45,34 @@ static void attend_head(float *out, float *s, const float *q, const float *keys,
     }
 }
 
+typedef struct {
+    float *atty;
+    const float *qkv;
+    int C, NH;
+    const fm_attention_rows *att;
+} attend_job;
+
+/* Tasks [lo, hi) of attend_cached, task t = (row t / NH, head t % NH): one chunk of fm_team_for. */
+static void attend_tasks(void *arg, int lo, int hi) {
+    const attend_job *j = arg;
+    int C = j->C, NH = j->NH, hs = C / NH;
+    for (int t = lo; t < hi; t++) {
+        int r = t / NH, h = t % NH;
+        attend_head(j->atty + (size_t)r * C, j->att->scores + (size_t)t * j->att->score_stride,
+                    j->qkv + (size_t)r * 3 * C, j->att->keys[r], j->att->values[r], j->att->pos[r] + 1, C, hs, h);
+    }
+}
+
 /* Cached attention of N rows: each row's key and value written at its position, then each
- * (row, head) attends to its own cache; one task per (row, head), so nothing is shared. */
+ * (row, head) attends to its own cache; one task per (row, head), so nothing is shared; the
+ * tasks are shared by the team (src/core/team.h). */
 static void attend_cached(float *atty, const float *qkv, int N, int C, int NH, const fm_attention_rows *att) {
     for (int r = 0; r < N; r++) {
         memcpy(att->keys[r] + (size_t)att->pos[r] * C, qkv + (size_t)r * 3 * C + C, sizeof(float) * C);
         memcpy(att->values[r] + (size_t)att->pos[r] * C, qkv + (size_t)r * 3 * C + 2 * C, sizeof(float) * C);
     }
-    int tasks = N * NH, hs = C / NH;
-#pragma omp parallel for schedule(static) if (tasks > 1)
-    for (int t = 0; t < tasks; t++) {
-        int r = t / NH, h = t % NH;
-        attend_head(atty + (size_t)r * C, att->scores + (size_t)t * att->score_stride, qkv + (size_t)r * 3 * C,
-                    att->keys[r], att->values[r], att->pos[r] + 1, C, hs, h);
-    }
+    attend_job job = {atty, qkv, C, NH, att};
+    fm_team_for(N * NH, 1, attend_tasks, &job);
 }
 
 /* out (N, OC) = inp (N, IC) @ w (IC, OC) + bias: the int8 blocks when given their scratch and

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# finetune-vision.sh — `make finetune-vision`: fine-tuning the image model of `make demo-vision`
+# with a classification head, against the same architecture trained from scratch, on Fashion-MNIST
+# with 100 labels per class (docs/vision.md, "Fine-tuning with a classification head").
+#
+# What it does: for each of FM_FT_DRAWS draws (5) of 100 training images per class (fm probe's
+# draws, --seed 1) and for each init (pretrained: the model's weights; scratch: its architecture,
+# fresh weights), `fm finetune --task classify --train-images` at each learning rate of the grid
+# FM_FT_LRS (3e-4 1e-3 3e-3) for FM_FT_STEPS steps (150) of 32 images, every 5th labeled image of
+# each class held out (20 per class). The run kept for a (draw, init) is the held-out loss's best
+# checkpoint (best/) of the learning rate with the best held-out accuracy (ties: the smaller rate);
+# only it is scored on the 10,000 test images (`fm classify --images --labels`). Then `fm probe
+# --features pixels --per-class 100` on the same draws gives the raw-pixel probe. The table:
+# $OUT/finetune.md, everything: $OUT/finetune.json, the runs: $OUT/ft/.
+# What it does not do: choose anything on the test images.
+# FM_FT_MODEL: the pre-trained model (default $OUT/run; absent, make demo-vision runs first with
+# FM_VISION_MINUTES, 20 by default here). FM_FT_FM: an fm binary instead of building build/fm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${FM_VISION_OUT:-build/vision}
+MODEL=${FM_FT_MODEL:-$OUT/run}
+FM=${FM_FT_FM:-build/fm}
+DRAWS=${FM_FT_DRAWS:-5}
+LRS=${FM_FT_LRS:-3e-4 1e-3 3e-3}
+STEPS=${FM_FT_STEPS:-150}
+PER_CLASS=${FM_FT_PER_CLASS:-100}
+THREADS=${FM_FT_THREADS:-2}
+DATA=/usr/share/datasets/fashion-mnist
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+
+[ -n "${FM_FT_FM:-}" ] || make -s -j2 "$FM"
+if [ ! -f "$MODEL/config.json" ]; then
+    echo "== no model in $MODEL: make demo-vision first (FM_VISION_MINUTES=${FM_VISION_MINUTES:-20})"
+    FM_VISION_MINUTES=${FM_VISION_MINUTES:-20} FM_VISION_OUT=$OUT FM_VISION_FM=$FM scripts/demo-vision.sh
+fi
+scripts/install-deps.sh --vision
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} # see scripts/demo.sh
+PRECISION=fp32
+grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null && PRECISION=bf16
+TRAIN=(--train-images "$DATA/train-images-idx3-ubyte.gz" --train-labels "$DATA/train-labels-idx1-ubyte.gz")
+TEST=(--images "$DATA/t10k-images-idx3-ubyte.gz" --labels "$DATA/t10k-labels-idx1-ubyte.gz")
+mkdir -p "$OUT/ft"
+results=$OUT/ft/results.jsonl
+: >"$results"
+
+start=$(date +%s)
+for draw in $(seq 0 $((DRAWS - 1))); do
+    for init in pretrained scratch; do
+        best_lr= best_acc=-1
+        for lr in $LRS; do
+            run=$OUT/ft/d$draw-$init-lr$lr
+            "$FM" finetune --model "$MODEL" --task classify "${TRAIN[@]}" --per-class "$PER_CLASS" --draw "$draw" \
+                --draw-seed 1 --init "$init" --out "$run" --force --steps "$STEPS" --batch 32 --lr "$lr" \
+                --eval-every 25 --save-every 1000 --seed 1 --precision "$PRECISION" --threads "$THREADS" \
+                >"$run.log" 2>&1 || { echo "finetune-vision: $run failed:" >&2; tail -5 "$run.log" >&2; exit 1; }
+            acc=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["best"])' "$run/accuracy.json")
+            echo "draw $draw $init lr $lr: held-out accuracy $acc (best/), $(($(date +%s) - start)) s"
+            if "$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)' "$acc" "$best_acc"; then
+                best_acc=$acc best_lr=$lr
+            fi
+        done
+        run=$OUT/ft/d$draw-$init-lr$best_lr
+        "$FM" classify --model "$run/best" "${TEST[@]}" --json --threads "$THREADS" >"$run/test.json"
+        test_acc=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["accuracy"])' "$run/test.json")
+        echo "draw $draw $init: lr $best_lr chosen (held-out $best_acc), test accuracy $test_acc"
+        printf '{"draw": %d, "init": "%s", "lr": %s, "held_out": %s, "test": %s}\n' "$draw" "$init" "$best_lr" \
+            "$best_acc" "$test_acc" >>"$results"
+    done
+done
+
+echo "== the raw-pixel probe, $PER_CLASS labels per class, the same $DRAWS draws"
+"$FM" probe --features pixels "${TRAIN[@]}" --test-images "$DATA/t10k-images-idx3-ubyte.gz" \
+    --test-labels "$DATA/t10k-labels-idx1-ubyte.gz" --per-class "$PER_CLASS" --draws "$DRAWS" --seed 1 \
+    --threads "$THREADS" --json >"$OUT/ft/probe-pixels.json" 2>"$OUT/ft/probe-pixels.log"
+echo "   $(($(date +%s) - start)) s in all"
+
+"$PY" - "$results" "$OUT/ft/probe-pixels.json" "$PER_CLASS" "$OUT/finetune.json" >"$OUT/finetune.md" <<'EOF'
+import json, math, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+probe = json.load(open(sys.argv[2]))
+k = sys.argv[3]
+acc = {"pretrained": {}, "scratch": {}}
+lrs = {"pretrained": {}, "scratch": {}}
+for r in rows:
+    acc[r["init"]][r["draw"]] = r["test"]
+    lrs[r["init"]][r["draw"]] = r["lr"]
+draws = sorted(acc["pretrained"])
+series = {"fine-tuned from pre-training": [acc["pretrained"][d] for d in draws],
+          "same architecture from scratch": [acc["scratch"][d] for d in draws],
+          "raw-pixel linear probe": probe["results"]["pixels"][k]["draws"][:len(draws)]}
+def mean_sd(v):
+    m = sum(v) / len(v)
+    return m, math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+out = {"per_class": int(k), "draws": draws, "test_images": probe["test"], "accuracy": {}, "chosen_lr": lrs,
+       "differences": {}}
+print(f"Test accuracy (%) on the {probe['test']} test images, {k} labels per class, {len(draws)} draws:\n")
+print("| model | mean ± sd | draws |")
+print("|---|---|---|")
+for name, v in series.items():
+    m, s = mean_sd(v)
+    out["accuracy"][name] = {"mean": m, "sd": s, "draws": v}
+    print(f"| {name} | {100 * m:.2f} ± {100 * s:.2f} | " + ", ".join(f"{100 * x:.2f}" for x in v) + " |")
+print("\nPaired differences over the draws (points; beats: mean > 2 standard errors):\n")
+a = series["fine-tuned from pre-training"]
+for name in ("same architecture from scratch", "raw-pixel linear probe"):
+    d = [x - y for x, y in zip(a, series[name])]
+    m, s = mean_sd(d)
+    se = s / math.sqrt(len(d)) if len(d) > 1 else 0.0
+    beats = len(d) > 1 and m > 2 * se
+    out["differences"]["fine-tuned - " + name] = {"mean": m, "se": se, "beats": beats, "draws": d}
+    print(f"- fine-tuned - {name}: {100 * m:+.2f} ± {100 * se:.2f} ({'beats' if beats else 'does not beat'})")
+print("\nLearning rates chosen on the held-out labels:", {i: [lrs[i][d] for d in draws] for i in lrs})
+json.dump(out, open(sys.argv[4], "w"), indent=1)
+EOF
+cat "$OUT/finetune.md"
