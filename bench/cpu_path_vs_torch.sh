@@ -105,6 +105,6 @@ for c in $CONFIGS; do
         [ -n "$t" ] && awk -v a="$f" -v b="$t" 'BEGIN { printf "%.4f\n", a / b }' >>/tmp/cpvt_ratio.$$
         [ -n "$o" ] && awk -v a="$f" -v b="$o" 'BEGIN { printf "%.4f\n", a / b }' >>/tmp/cpvt_old.$$
     done
-    [ -s /tmp/cpvt_ratio.$$ ] && echo "($c) median fm/torch over $ROUNDS rounds: $(median </tmp/cpvt_ratio.$$)"
-    [ -s /tmp/cpvt_old.$$ ] && echo "($c) median new/old over $ROUNDS rounds: $(median </tmp/cpvt_old.$$)"
+    if [ -s /tmp/cpvt_ratio.$$ ]; then echo "($c) median fm/torch over $ROUNDS rounds: $(median </tmp/cpvt_ratio.$$)"; fi
+    if [ -s /tmp/cpvt_old.$$ ]; then echo "($c) median new/old over $ROUNDS rounds: $(median </tmp/cpvt_old.$$)"; fi
 done
