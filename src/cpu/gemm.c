@@ -642,6 +642,9 @@ static inline void share(int n, int nt, int tid, int *lo, int *hi) {
  * keeps its own chain. */
 #define GEMV_COLS 2048 /* columns of C accumulated at once (M x 8 KiB in L1) */
 #define GEMV_K 4       /* rows of B streamed together */
+#ifndef GEMV_K_AHEAD
+#define GEMV_K_AHEAD 8
+#endif
 
 /* The end of one slice: c (n) = sum [+ bias], or c + (sum [+ bias]) with load_c. */
 static inline void gemv_store(float *c, const float *sum, const float *bias, int n, int load_c) {
@@ -651,6 +654,67 @@ static inline void gemv_store(float *c, const float *sum, const float *bias, int
     }
 }
 
+/* acc (M rows of n, leading dimension lda) = the slice [k0, k1) of op(A) times the columns
+ * [c0, c0 + n) of row-major B, each element one multiply-add chain from zero, k ascending. B's
+ * rows are read GEMV_K at a time, each as one run of n floats, and the rows GEMV_K_AHEAD further
+ * down are prefetched: runs a row apart start on new pages, where the hardware prefetchers
+ * would have to learn the stream again. */
+static void gemv_nn_slice(const gemm_job *g, int k0, int k1, int c0, int n, float *acc, size_t lda) {
+    int M = g->M, K = g->K;
+    for (int i = 0; i < M; i++) memset(acc + (size_t)i * lda, 0, sizeof(float) * n);
+    for (int k = k0; k < k1; k += GEMV_K) {
+        int kn = k1 - k < GEMV_K ? k1 - k : GEMV_K;
+        const float *b = g->B + (size_t)k * g->sb_k + c0;
+        for (int i = 0; i < M; i++) {
+            float a[GEMV_K];
+            for (int kk = 0; kk < kn; kk++) a[kk] = g->A[(size_t)i * g->sa_i + (size_t)(k + kk) * g->sa_k];
+            float *y = acc + (size_t)i * lda;
+#ifdef __AVX512F__
+            if (kn == 4 && GEMV_K == 4 && n % 16 == 0) { /* the common case, unrolled */
+                size_t ldb = g->sb_k;
+                const float *pf = i == 0 && k + GEMV_K_AHEAD + 4 <= K ? b + GEMV_K_AHEAD * ldb : NULL;
+                __m512 a0 = _mm512_set1_ps(a[0]), a1 = _mm512_set1_ps(a[1]), a2 = _mm512_set1_ps(a[2]),
+                       a3 = _mm512_set1_ps(a[3]);
+                for (int j = 0; j < n; j += 16) {
+                    if (pf) {
+                        _mm_prefetch((const char *)(pf + j), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(pf + ldb + j), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(pf + 2 * ldb + j), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(pf + 3 * ldb + j), _MM_HINT_T0);
+                    }
+                    __m512 v = _mm512_loadu_ps(y + j);
+                    v = _mm512_fmadd_ps(a0, _mm512_loadu_ps(b + j), v);
+                    v = _mm512_fmadd_ps(a1, _mm512_loadu_ps(b + ldb + j), v);
+                    v = _mm512_fmadd_ps(a2, _mm512_loadu_ps(b + 2 * ldb + j), v);
+                    v = _mm512_fmadd_ps(a3, _mm512_loadu_ps(b + 3 * ldb + j), v);
+                    _mm512_storeu_ps(y + j, v);
+                }
+                continue;
+            }
+            for (int j = 0; j < n; j += 16) {
+                __mmask16 m = n - j >= 16 ? 0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+                if (i == 0 && k + GEMV_K_AHEAD + GEMV_K <= K)
+                    for (int kk = 0; kk < GEMV_K; kk++)
+                        _mm_prefetch((const char *)(b + (size_t)(GEMV_K_AHEAD + kk) * g->sb_k + j), _MM_HINT_T0);
+                __m512 v = _mm512_maskz_loadu_ps(m, y + j);
+                for (int kk = 0; kk < kn; kk++)
+                    v = _mm512_fmadd_ps(_mm512_set1_ps(a[kk]), _mm512_maskz_loadu_ps(m, b + (size_t)kk * g->sb_k + j), v);
+                _mm512_mask_storeu_ps(y + j, m, v);
+            }
+#else
+            if (i == 0 && k + GEMV_K_AHEAD + GEMV_K <= K)
+                for (int kk = 0; kk < GEMV_K; kk++)
+                    for (int j = 0; j < n; j += 16) prefetch_ahead(b + (size_t)(GEMV_K_AHEAD + kk) * g->sb_k + j);
+            for (int kk = 0; kk < kn; kk++) {
+                const float *bk = b + (size_t)kk * g->sb_k;
+                for (int j = 0; j < n; j++) y[j] = MADD(a[kk], bk[j], y[j]);
+            }
+#endif
+        }
+    }
+}
+
+/* Columns [j0, j1) of C, slice after slice, each slice's sums stored or added (gemv_store). */
 static void gemv_nn(const gemm_job *g, int j0, int j1) {
     int M = g->M, K = g->K, kcs = g->kc;
     float acc[GEMV_ROWS - 1][GEMV_COLS];
@@ -658,34 +722,33 @@ static void gemv_nn(const gemm_job *g, int j0, int j1) {
         int n = j1 - c0 < GEMV_COLS ? j1 - c0 : GEMV_COLS;
         for (int k0 = 0; k0 < K; k0 += kcs) {
             int k1 = K - k0 < kcs ? K : k0 + kcs;
-            for (int i = 0; i < M; i++) memset(acc[i], 0, sizeof(float) * n);
-            for (int k = k0; k < k1; k += GEMV_K) {
-                int kn = k1 - k < GEMV_K ? k1 - k : GEMV_K;
-                const float *b = g->B + (size_t)k * g->sb_k + c0;
-                for (int i = 0; i < M; i++) {
-                    float a[GEMV_K];
-                    for (int kk = 0; kk < kn; kk++) a[kk] = g->A[(size_t)i * g->sa_i + (size_t)(k + kk) * g->sa_k];
-                    float *y = acc[i];
-#ifdef __AVX512F__
-                    for (int j = 0; j < n; j += 16) {
-                        __mmask16 m = n - j >= 16 ? 0xFFFF : (__mmask16)((1u << (n - j)) - 1);
-                        __m512 v = _mm512_maskz_loadu_ps(m, y + j);
-                        for (int kk = 0; kk < kn; kk++)
-                            v = _mm512_fmadd_ps(_mm512_set1_ps(a[kk]), _mm512_maskz_loadu_ps(m, b + (size_t)kk * g->sb_k + j), v);
-                        _mm512_mask_storeu_ps(y + j, m, v);
-                    }
-#else
-                    for (int kk = 0; kk < kn; kk++) {
-                        const float *bk = b + (size_t)kk * g->sb_k;
-                        for (int j = 0; j < n; j++) y[j] = MADD(a[kk], bk[j], y[j]);
-                    }
-#endif
-                }
-            }
+            gemv_nn_slice(g, k0, k1, c0, n, acc[0], GEMV_COLS);
             const float *bias = g->bias && k0 == 0 ? g->bias + c0 : NULL;
             for (int i = 0; i < M; i++)
                 gemv_store(g->C + (size_t)i * g->ldc + c0, acc[i], bias, n, g->accumulate || k0 > 0);
         }
+    }
+}
+
+/* The team's form of gemv_nn: threads take whole slices of K (and, with more threads than
+ * slices, blocks of columns), so each reads B as one contiguous block of rows, as fast as
+ * memory streams (split by columns, every row of B is a short run on a page of its own). Each
+ * chunk leaves its slice's sums in part (slices x M x N); the caller then stores the slices in
+ * order, so every element is summed exactly as gemv_nn sums it. */
+typedef struct {
+    const gemm_job *g;
+    float *part;     /* (slices, M, N) */
+    int blocks, bw;  /* column blocks per slice, of bw columns */
+} gemv_split;
+
+static void gemv_split_chunk(void *arg, int lo, int hi) {
+    const gemv_split *sp = arg;
+    const gemm_job *g = sp->g;
+    for (int item = lo; item < hi; item++) {
+        int s = item / sp->blocks, c0 = item % sp->blocks * sp->bw;
+        int k0 = s * g->kc, k1 = g->K - k0 < g->kc ? g->K : k0 + g->kc;
+        int n = g->N - c0 < sp->bw ? g->N - c0 : sp->bw;
+        gemv_nn_slice(g, k0, k1, c0, n, sp->part + (size_t)s * g->M * g->N + c0, (size_t)g->N);
     }
 }
 
@@ -844,8 +907,29 @@ static void gemv_chunk(void *arg, int lo, int hi) {
  * units, about GEMV_CHUNKS per thread so a thread that runs late leaves its share to the others,
  * and at least GEMV_CHUNK_MIN units so row-major B is still read in runs of 512 bytes or more. */
 #define GEMV_CHUNKS 4
+#define GEMV_SPLIT_MIN 256 /* narrowest column block of gemv_split */
+#ifndef GEMV_SPLIT_PER
+#define GEMV_SPLIT_PER 1
+#endif
 #define GEMV_CHUNK_MIN 8
 static void gemv_team(const gemm_job *g, int threads) {
+    int slices = (g->K + g->kc - 1) / g->kc;
+    if (g->sb_j == 1 && slices > 1) {
+        gemv_split sp = {g, grow(&ws_c, &ws_c_len, (size_t)slices * g->M * g->N), 1, g->N};
+        if (sp.part) {
+            if (slices < GEMV_SPLIT_PER * threads) { /* blocks of whole vectors, at least GEMV_SPLIT_MIN wide */
+                int units = (g->N + 15) / 16, blocks = (GEMV_SPLIT_PER * threads + slices - 1) / slices, per = (units + blocks - 1) / blocks;
+                per = per * 16 < GEMV_SPLIT_MIN ? (GEMV_SPLIT_MIN + 15) / 16 : per;
+                sp.bw = per * 16, sp.blocks = (g->N + sp.bw - 1) / sp.bw;
+            }
+            fm_team_for(slices * sp.blocks, 1, gemv_split_chunk, &sp);
+            for (int s = 0; s < slices; s++)
+                for (int i = 0; i < g->M; i++)
+                    gemv_store(g->C + (size_t)i * g->ldc, sp.part + ((size_t)s * g->M + i) * g->N,
+                               s == 0 ? g->bias : NULL, g->N, g->accumulate || s > 0);
+            return;
+        }
+    }
     int units = (g->N + 15) / 16, grain = units / (GEMV_CHUNKS * threads);
     fm_team_for(units, grain > GEMV_CHUNK_MIN ? grain : GEMV_CHUNK_MIN, gemv_chunk, (void *)g);
 }

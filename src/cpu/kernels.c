@@ -712,7 +712,7 @@ void fm_k_adamw(float *p, const float *g, float *m, float *v, size_t n, float cl
  * scaled by its d, accumulated over the blocks in order. The int8 rows are one long stream
  * through memory: they are prefetched Q8_AHEAD bytes ahead, since a single chain of blocks
  * keeps too few loads in flight to reach the memory's bandwidth on its own. */
-#define Q8_AHEAD 2048
+#define Q8_AHEAD 8192
 
 static inline float q8_row(const int8_t *q, const float *d, const float *x, int blocks) {
 #ifdef __AVX512F__
