@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # dist_speed.sh — data-parallel speed on one machine (docs/distributed.md): on shapes (ii) and
 # (iii) of bench/compare.sh, fm pretrain as 1 process x 2 threads against mpirun -np 2 x 1 thread,
-# the latter with the gradient all-reduce overlapped with the backward (--overlap 1, the default)
-# and after it (--overlap 0). Per run: the median tokens/s over the steps after the first two,
+# the latter with the gradient all-reduce overlapped with the backward (--overlap 1)
+# and after it (--overlap 0, the default). Per run: the median tokens/s over the steps after the first two,
 # the step time it implies, and the mean time per step a rank spent in the gradient sums after
 # its backward (metrics.jsonl's allreduce_s: the wait the overlap did not hide). The three runs
 # alternate, ROUNDS times (the machine may be shared: alternating spreads other jobs' load over

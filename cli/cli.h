@@ -124,7 +124,11 @@ void cli_dist_finish(void);
  * fm_optimizer_shard), printing the memory it saves. Call on every rank after the optimizer is
  * made or loaded and after any checkpoint written outside the trainer. Dies on a failure. */
 void cli_dist_zero(const char *cmd, fm_optimizer *opt, fm_comm *comm, int zero);
-#define CLI_OVERLAP_HELP "under mpirun: 1 sums each block's gradients while the backward goes on, 0 after it (1)"
+/* --overlap's help: when the overlap pays, and why it is off by default (docs/distributed.md). */
+#define CLI_OVERLAP_HELP                                                                                   \
+    "under mpirun: 1 sums each block's gradients while the backward goes on, 0 after it (0). 1 pays only " \
+    "when the sums take long against the backward and the MPI transport moves them in the background; "   \
+    "off by default since on the setups measured (one machine; TCP) it made the step slower"
 #define CLI_ZERO_HELP "1: ZeRO-1 under mpirun, each rank keeps AdamW's moments of 1/N of the parameters (0)"
 /* "; under mpirun -np N the global batch, shared out" or, without MPI, a note saying so: --batch's help. */
 #ifdef FM_MPI

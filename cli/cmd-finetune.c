@@ -293,7 +293,7 @@ static int run(int argc, char **argv) {
     ac.min_lr = -1;
     ac.warmup_steps = -1;
     ac.weight_decay = 0.0f;
-    int zero = 0, overlap = 1;
+    int zero = 0, overlap = 0;
     int steps = 0, threads = 0, resume = 0, force = 0, lora = 0, lora_r = 0;
     float lora_alpha = 0, lora_dropout = -1, epochs = 0, dropout = -1;
     finetune_settings rs = {.batch = 8, .grad_accum = 1, .eval_every = 50, .save_every = 200, .sample_every = 0,
@@ -644,7 +644,7 @@ static int run(int argc, char **argv) {
                             .on_step = cli_on_step, .comm = comm};
     if (!rank0) tc.checkpoint_dir = tc.best_dir = tc.metrics_path = tc.plot_path = NULL, tc.on_step = NULL;
     cli_dist_zero("finetune", opt, comm, zero); /* after the first checkpoint, written whole */
-    tc.no_overlap = !overlap;
+    tc.overlap = overlap;
     fm_trainer *trainer;
     if ((st = fm_trainer_init(&trainer, model, opt, &state, &source, &objective, &tc))) cli_fail("finetune", st);
     int stopped = cli_run_trainer("finetune", trainer, opt, prog.tty, out);

@@ -182,7 +182,7 @@ static int run(int argc, char **argv) {
     ac.min_lr = -1;
     ac.warmup_steps = -1;
     int layers = 0, dim = 0, heads = 0, context = 0, steps = 0, threads = 0, resume = 0, grad_accum = 0;
-    int zero = 0, overlap = 1;
+    int zero = 0, overlap = 0;
     int force = 0;
     float minutes = 0;
     cli_list freeze = {0};
@@ -411,7 +411,7 @@ static int run(int argc, char **argv) {
     tc.total_steps = rs.total_steps;
     prog.first_step = fm_optimizer_steps_done(opt);
     cli_dist_zero("pretrain", opt, comm, zero); /* after the first checkpoint, written whole */
-    tc.no_overlap = !overlap;
+    tc.overlap = overlap;
     fm_trainer *trainer;
     if ((st = fm_trainer_init(&trainer, model, opt, &state, &source, &objective, &tc))) cli_fail("pretrain", st);
     int stopped = cli_run_trainer("pretrain", trainer, opt, prog.tty, out);

@@ -422,10 +422,12 @@ typedef struct {
      * before the (identical) optimizer step, held-out batches are shared out. Only rank 0
      * should be given the paths (checkpoints, metrics, best, plot) and on_step. */
     struct fm_comm *comm;
-    /* Data parallel: 0 (default) starts each block's gradient all-reduce (non-blocking) as the
-     * last micro-batch's backward finishes the block, overlapping it with the rest of the
-     * backward; 1 sums all gradients after the whole backward. The same sums either way. */
-    int no_overlap;
+    /* Data parallel: 0 (default) sums all gradients after the whole backward; 1 starts each
+     * block's gradient all-reduce (non-blocking) as the last micro-batch's backward finishes the
+     * block, overlapping it with the rest of the backward. The same sums either way. The overlap
+     * pays only when the sums take long against the backward and the transport progresses them
+     * in the background; on the setups measured (docs/distributed.md) it made the step slower. */
+    int overlap;
 } fm_trainer_config;
 
 typedef struct fm_trainer fm_trainer;

@@ -2,11 +2,14 @@
 # cli_mpi_test.sh — data-parallel training under mpirun (docs/distributed.md): 20 steps of a tiny
 # model on 2 ranks against 1 process with the same global batch and against 1 process with
 # --grad-accum 2 (losses and parameters within a float tolerance: the gradient sums are added in
-# another order), mpirun -np 1 against a plain run (bit for bit), a SIGTERM on 2 ranks then
-# --resume on 2 (the same bits) and on 1 (within the tolerance), a rank killed with SIGKILL and a
-# rank that fails alone (the job ends within 30 s, exit status non-zero), that ranks other
-# than 0 print nothing, and ZeRO-1 (--zero 1: the same bits as the plain 2-rank run; a resume
-# with it on 2 ranks bitwise, on 3 within the tolerance). Skipped, saying why, when mpirun is absent or fm was built without MPI;
+# another order), the overlap (--overlap 1, off by default: the same bits as the 2-rank run
+# without it; with --grad-accum 2 within the tolerance of 1 process), mpirun -np 1 against a
+# plain run (bit for bit), a SIGTERM on 2 ranks then --resume on 2 (the same bits) and on 1
+# (within the tolerance), a rank killed with SIGKILL (the job ends within 30 s, exit status
+# non-zero, mpirun's message naming the rank, the last checkpoint loads) and a rank that fails
+# alone (the job ends within 30 s, exit status non-zero), that ranks other than 0 print nothing,
+# and ZeRO-1 (--zero 1: the same bits as the plain 2-rank run; a resume with it on 2 ranks
+# bitwise, on 3 within the tolerance). Skipped, saying why, when mpirun is absent or fm was built without MPI;
 # a build without MPI still checks that it refuses to run under a launcher.
 # Usage: tests/cli_mpi_test.sh PATH/TO/fm     Prints "N passed, N failed[, N skipped]".
 set -u
@@ -108,6 +111,22 @@ close_params "2 ranks vs grad-accum 2, parameters" accum two
 # not required, for the record: the backward adds the second micro-batch onto the first one's
 # gradient, 2 ranks add two separate halves, so the bits differ (docs/distributed.md)
 cmp -s accum/model.safetensors two/model.safetensors && echo "note: 2 ranks and --grad-accum 2 gave the same bits"
+# --overlap 1 (off by default): each block's sum starts as the backward finishes the block. With
+# 2 ranks every element's sum is one addition of two floats, the same bits in either order and
+# whatever buckets or algorithm MPI uses, so the run is held to the 2-rank run's bits (stricter
+# than the tolerance; with 3 or more ranks the order may differ, docs/distributed.md).
+expect "2 ranks, overlap" 0 "done: 20 steps" -- "${mpi[@]}" 2 "$FM" pretrain "${common[@]}" --batch 4 --steps 20 \
+    --overlap 1 --out twoo
+if [ "$(losses twoo | wc -l)" -eq 20 ] && diff <(losses two) <(losses twoo) >/dev/null &&
+    diff <(val_losses two) <(val_losses twoo) >/dev/null && cmp -s two/model.safetensors twoo/model.safetensors; then ok
+else bad "--overlap 1 on 2 ranks: losses or parameters differ from the 2-rank run without it"; fi
+# the overlap with --grad-accum 2: the sums start during the second micro-batch's backward only;
+# against 1 process with the same micro-batches, within the tolerance (the halves are added in
+# another order, as above)
+expect "2 ranks, overlap, grad-accum 2" 0 "done: 20 steps" -- "${mpi[@]}" 2 "$FM" pretrain "${common[@]}" --batch 2 \
+    --grad-accum 2 --steps 20 --overlap 1 --out twooa
+close_losses "2 ranks with overlap and grad-accum 2 vs grad-accum 2" accum twooa 20
+close_params "2 ranks with overlap and grad-accum 2 vs grad-accum 2, parameters" accum twooa
 # rank 1 prints nothing: one "done" line, one line per evaluation
 out=$("${mpi[@]}" 2 "$FM" pretrain "${common[@]}" --batch 4 --steps 20 --out quiet 2>&1)
 if [ "$(grep -c "^done: 20 steps" <<<"$out")" -eq 1 ] && [ "$(grep -c "^step 20/20" <<<"$out")" -eq 1 ]; then ok; else
@@ -181,9 +200,11 @@ else
 fi
 
 # --- the job ends, non-zero, within 30 s: one rank killed (SIGKILL); one rank failing alone
-# ends_within NAME PID LOG: PID is gone within 30 s with a non-zero status
+# ends_within NAME PID LOG: PID is gone within 30 s with a non-zero status (the time and status
+# printed for the record)
 ends_within() {
-    local name=$1 pid=$2 log=$3 start=$SECONDS status
+    local name=$1 pid=$2 log=$3 start=$SECONDS t0 status
+    t0=$(date +%s.%N)
     while kill -0 "$pid" 2>/dev/null && [ $((SECONDS - start)) -lt 30 ]; do sleep 0.2; done
     if kill -0 "$pid" 2>/dev/null; then
         bad "$name: the job still runs after 30 s"
@@ -194,9 +215,11 @@ ends_within() {
     fi
     wait "$pid"
     status=$?
+    echo "measured: $name: the job ended $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s after, exit status $status"
     if [ "$status" -ne 0 ]; then ok; else bad "$name: exit status 0"; tail -3 "$log" | sed 's/^/    /'; fi
 }
-"${mpi[@]}" 2 "$FM" pretrain "${common[@]}" --batch 4 --steps 100000 --out killed >killed.log 2>&1 &
+# a checkpoint every 2 steps, so that one from during the run is the last when the rank is killed
+"${mpi[@]}" 2 "$FM" pretrain "${common[@]}" --batch 4 --steps 100000 --save-every 2 --out killed >killed.log 2>&1 &
 pid=$!
 for _ in $(seq 1 2000); do
     [ "$(lines_with '"loss"' killed/metrics.jsonl)" -ge 5 ] && break
@@ -206,6 +229,25 @@ ranks=($(pgrep -P $pid))
 if [ ${#ranks[@]} -eq 2 ]; then
     kill -KILL "${ranks[1]}"
     ends_within "a rank killed" $pid killed.log
+    # mpirun says which rank died and how (its words vary by version, lines may wrap)
+    if tr -s '\n ' '  ' <killed.log | grep -qE "rank 1 .*(signal 9|Killed)"; then ok; else
+        bad "a rank killed: mpirun's message does not name rank 1 and the signal"; tail -5 killed.log | sed 's/^/    /'
+    fi
+    # the last checkpoint loads: its model for evaluation, and the whole of it for a --resume
+    # (on 1 process, stopped by SIGTERM as soon as it says where it resumed; timeout: never a hang)
+    at=$(readlink killed/checkpoint | grep -o "step-[0-9]*$" | grep -o "[1-9][0-9]*$")
+    echo "measured: a rank killed: the last checkpoint is step ${at:-none}"
+    expect "a rank killed: the model loads" 0 "model: .* bits per byte" -- "$FM" eval --data data --model killed --no-bigram
+    timeout 60 "$FM" pretrain --out killed --resume --threads 1 >resumed.log 2>&1 &
+    rpid=$!
+    for _ in $(seq 1 2000); do grep -q "^resuming" resumed.log && break; kill -0 $rpid 2>/dev/null || break; sleep 0.01; done
+    kill -TERM $rpid 2>/dev/null
+    wait $rpid
+    if [ -n "$at" ] && grep -q "^resuming killed at step $at of 100000" resumed.log &&
+        grep -q "^interrupted: checkpoint saved at step" resumed.log; then ok; else
+        bad "a rank killed: --resume did not continue from the last checkpoint (step ${at:-none})"
+        tail -3 resumed.log | sed 's/^/    /'
+    fi
 else
     kill -TERM $pid
     wait $pid

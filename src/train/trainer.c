@@ -16,7 +16,7 @@
  * normaliser on every rank, whatever N), runs forward and backward on its rows alone, then the
  * gradients and the loss sums are summed across ranks before the optimizer, which so makes the
  * same step everywhere. The sums of a block's gradients start (non-blocking) as the last
- * backward finishes the block, unless cfg.no_overlap. With one process none of it runs: today's
+ * backward finishes the block, when cfg.overlap. With one process none of it runs: today's
  * path, bit for bit.
  */
 #include <cjson/cJSON.h>
@@ -69,7 +69,7 @@ struct fm_trainer {
     fm_comm *comm;         /* data parallel: cfg.comm, NULL for one process */
     int rank, size;        /* 0 and 1 for one process */
     int stop_all;          /* data parallel: some rank was asked to stop by the last step's end */
-    /* data parallel, overlap (cfg.no_overlap 0): block l's gradient spans are
+    /* data parallel, overlap (cfg.overlap 1): block l's gradient spans are
      * spans[layer_first[l] .. layer_first[l + 1]), those outside the blocks follow up to n_spans */
     grad_span *spans;
     int n_spans, n_layers, *layer_first;
@@ -286,7 +286,7 @@ fm_status fm_trainer_init(fm_trainer **out, fm_model *model, fm_optimizer *opt, 
         t->dhidden = fm_alloc_big(sizeof(float) * (size_t)cfg->batch * cfg->seq * mc->n_embd, 0);
         if (!t->dhidden) st = fm_fail(FM_ERR_NOMEM, "out of memory for the hidden states' gradient");
     }
-    if (!st && t->size > 1 && !cfg->no_overlap) st = plan_overlap(t);
+    if (!st && t->size > 1 && cfg->overlap) st = plan_overlap(t);
     if (!st && cfg->metrics_path) {
         st = reload_metrics(t, fm_optimizer_steps_done(opt));
         for (int i = 0; !st && i < t->curve.n_val; i++)
