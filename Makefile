@@ -41,7 +41,7 @@ ISA_SRC   = src/cpu/gemm.c src/cpu/kernels.c
 ISA_FLAGS_generic    =
 ISA_FLAGS_avx2       = -mavx2 -mfma -mf16c
 ISA_FLAGS_avx512     = $(ISA_FLAGS_avx2) -mavx512f -mavx512bw -mavx512dq -mavx512vl
-ISA_FLAGS_avx512bf16 = $(ISA_FLAGS_avx512) -mavx512bf16
+ISA_FLAGS_avx512bf16 = $(ISA_FLAGS_avx512) -mavx512bf16 -mavx512vnni
 ifneq ($(filter x86_64%,$(shell $(CC) -dumpmachine)),)
 FM_CPU_PATHS = generic avx2 avx512 avx512bf16
 CFLAGS += -DFM_CPU_X86

@@ -803,30 +803,77 @@ static void test_fast_sumsq_and_adamw(void **state) {
     free(g), free(p), free(m), free(v), free(g_f), free(p_f), free(m_f), free(v_f);
 }
 
-/* Int8 blocks: out = inp @ (d q)^T + bias against double sums; 70 inputs pad a third block. */
+/* Decoding's attention of one head against its cache (rows ld apart), against double sums: head
+ * sizes 24 and 64 (not whole vectors, whole vectors), caches of 1, 5 and 37 positions. */
+static void test_fast_attend_cached(void **state) {
+    (void)state;
+    int sizes[2] = {24, 64}, lens[3] = {1, 5, 37};
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 3; b++) {
+            int hs = sizes[a], len = lens[b], ld = 3 * hs + 5;
+            double *q = rand_d(hs, 1), *k = rand_d((size_t)len * ld, 1), *v = rand_d((size_t)len * ld, 1);
+            float *q_f = to_f(q, hs), *k_f = to_f(k, (size_t)len * ld), *v_f = to_f(v, (size_t)len * ld);
+            float *out = malloc(sizeof(float) * hs), *s = malloc(sizeof(float) * len);
+            double *want = zeros_d(hs), *p = zeros_d(len), scale = 1.0 / sqrt((double)hs), maxv = -INFINITY, sum = 0;
+            for (int u = 0; u < len; u++) {
+                for (int i = 0; i < hs; i++) p[u] += (double)q_f[i] * k_f[(size_t)u * ld + i];
+                p[u] *= scale;
+                maxv = fmax(maxv, p[u]);
+            }
+            for (int u = 0; u < len; u++) sum += p[u] = exp(p[u] - maxv);
+            for (int u = 0; u < len; u++)
+                for (int i = 0; i < hs; i++) want[i] += p[u] / sum * v_f[(size_t)u * ld + i];
+            fm_k_attend_cached(out, s, q_f, k_f, v_f, len, ld, hs, (float)scale);
+            assert_close_f("attend cached", out, want, hs, FAST_TOL);
+            free(q), free(k), free(v), free(q_f), free(k_f), free(v_f), free(out), free(s), free(want), free(p);
+        }
+}
+
+/* Int8 blocks: out = inp @ (d q)^T + bias, the inputs quantized per block of 32 (kernels.h):
+ * against the exact integer block sums scaled in double, within float rounding; and against the
+ * float inputs within the inputs' quantization error (half a step of max|x| / 127 per input).
+ * 70 inputs pad a third block; 37 rows leave a single block at the end of the last pair; the
+ * weights include -128 (its magnitude does not fit a signed byte). */
 static void test_fast_q8_matmul(void **state) {
     (void)state;
     int rows = 37, cols = 70, blocks = 3;
     int8_t *q = calloc((size_t)rows * blocks * 32, 1);
     float *d = malloc(sizeof(float) * rows * blocks), *bias = malloc(sizeof(float) * rows);
     for (int o = 0; o < rows; o++) {
-        for (int i = 0; i < cols; i++) q[(size_t)o * blocks * 32 + i] = (int8_t)((int)(fm_rng_u64(&rng) % 255) - 127);
+        for (int i = 0; i < cols; i++) q[(size_t)o * blocks * 32 + i] = (int8_t)((int)(fm_rng_u64(&rng) % 256) - 128);
         for (int b = 0; b < blocks; b++) d[o * blocks + b] = 1e-3f * (1 + (int)(fm_rng_u64(&rng) % 100));
         bias[o] = fm_rng_normal(&rng);
     }
+    q[1] = -128, q[2] = 127;
     for (int N = 1; N <= 3; N++) {
-        double *x = rand_d((size_t)N * cols, 1), *want = zeros_d((size_t)N * rows);
+        double *x = rand_d((size_t)N * cols, 1), *want = zeros_d((size_t)N * rows), *loose = zeros_d((size_t)N * rows);
         float *x_f = to_f(x, (size_t)N * cols), *out = calloc((size_t)N * rows, 4), *pad = malloc(4 * N * blocks * 32);
+        x_f[0] = 0.0f; /* a zero next to nonzero inputs, and an all-zero block below */
+        if (N == 3)
+            for (int i = 64; i < cols; i++) x_f[2 * cols + i] = 0.0f;
         for (int n = 0; n < N; n++)
             for (int o = 0; o < rows; o++) {
-                double s = bias[o];
-                for (int i = 0; i < cols; i++)
-                    s += (double)d[o * blocks + i / 32] * q[(size_t)o * blocks * 32 + i] * (double)x_f[n * cols + i];
-                want[n * rows + o] = s;
+                double s = bias[o], t = bias[o];
+                for (int b = 0; b < blocks; b++) {
+                    const float *xb = x_f + (size_t)n * cols + b * 32;
+                    int len = cols - b * 32 < 32 ? cols - b * 32 : 32;
+                    float amax = 0.0f;
+                    for (int i = 0; i < len; i++) amax = fabsf(xb[i]) > amax ? fabsf(xb[i]) : amax;
+                    float inv = amax > 0.0f ? 127.0f / amax : 0.0f, dx = amax / 127.0f;
+                    long isum = 0;
+                    for (int i = 0; i < len; i++) {
+                        int w = q[(size_t)o * blocks * 32 + b * 32 + i];
+                        isum += (long)w * (long)nearbyintf(xb[i] * inv);
+                        t += (double)d[o * blocks + b] * w * xb[i];
+                    }
+                    s += (double)d[o * blocks + b] * dx * (double)isum;
+                }
+                want[n * rows + o] = s, loose[n * rows + o] = t;
             }
         fm_k_q8_matmul(out, x_f, q, d, bias, N, rows, cols, pad);
         assert_close_f("q8 matmul", out, want, (size_t)N * rows, FAST_TOL);
-        free(x), free(want), free(x_f), free(out), free(pad);
+        assert_close_f("q8 matmul against float inputs", out, loose, (size_t)N * rows, 2e-2);
+        free(x), free(want), free(loose), free(x_f), free(out), free(pad);
     }
     free(q), free(d), free(bias);
 }
@@ -889,6 +936,7 @@ int main(void) {
         cmocka_unit_test(test_fast_attention),
         cmocka_unit_test(test_fast_gelu_and_cross_entropy),
         cmocka_unit_test(test_fast_sumsq_and_adamw),
+        cmocka_unit_test(test_fast_attend_cached),
         cmocka_unit_test(test_fast_q8_matmul),
         cmocka_unit_test(test_q8_rows_independent),
     };

@@ -6,8 +6,10 @@
  *
  * Bounds: Q8_0 rounds each weight to the nearest multiple of its block's scale d = max|w| / 127
  * (d itself rounded to float16, within 2^-11 relative), so |w - d q| <= d / 2 (1 + 2^-10).
- * The int8 products and the float products with the dequantized weights compute the same sums
- * in a different order: they agree to float rounding, 1e-4 of the largest logit leaves room.
+ * The int8 products quantize their inputs too (per block of 32, to int8 with scale max|x| / 127:
+ * src/cpu/kernels.h), so a session on int8 blocks and the float forward on the dequantized weights
+ * differ by the inputs' rounding, under 1% of the largest logit for these shapes (measured: up to
+ * 0.56% on every path); INT8_TOL leaves room. A float model's session agrees to float rounding (FLOAT_TOL).
  */
 #include "test_util.h"
 
@@ -16,6 +18,9 @@
 #include "core/internal.h"
 #include "model/model.h"
 #include "model/quant.h"
+
+#define FLOAT_TOL 1e-4 /* of the largest logit: the same sums in another order */
+#define INT8_TOL 2e-2  /* of the largest logit: the inputs of int8 products rounded to int8 */
 
 /* Width 40: 2 blocks of 32 per row, the second padded, in every matrix (MLP width 4 x 40). */
 static const fm_config cfg = {.n_layer = 2, .n_head = 2, .n_embd = 40, .vocab_size = 67,
@@ -86,7 +91,7 @@ static float *session_logits(fm_model *m, const int *tokens, int T) {
  * must give the same bits: an int8 model's session multiplies the Q8_0 blocks in any mode. The
  * precision in force before is restored. */
 static void compare_session(fm_model *m, const int *tokens, int T, const float *want_all, int doubled,
-                            int bf16_too) {
+                            int bf16_too, double tol) {
     int V = cfg.vocab_size;
     float *got = session_logits(m, tokens, T), *got_bf16 = NULL;
     if (bf16_too) {
@@ -106,7 +111,7 @@ static void compare_session(fm_model *m, const int *tokens, int T, const float *
             double w = v == doubled ? 2.0 * want[v] : want[v];
             err = fmax(err, fabs((double)logits[v] - w) / (v == doubled ? 2.0 : 1.0));
         }
-        if (!(err <= 1e-4 * maxv))
+        if (!(err <= tol * maxv))
             fail_msg("position %d%s: the session's logits differ by %g (largest logit %g)", t,
                      t == T ? " (prompt)" : "", err, maxv);
     }
@@ -121,7 +126,7 @@ static void check_session_matches_forward(fm_model *m, const int *tokens, int T)
     size_t n = (size_t)T * cfg.vocab_size;
     float *want = malloc(sizeof(float) * n);
     memcpy(want, fm_model_logits(m), sizeof(float) * n);
-    compare_session(m, tokens, T, want, -1, 0);
+    compare_session(m, tokens, T, want, -1, 0, FLOAT_TOL);
     free(want);
 }
 
@@ -143,13 +148,18 @@ static void check_session_runs_int8(fm_model *m, const int *tokens, int T) {
     float *want = malloc(sizeof(float) * n);
     memcpy(want, fm_model_logits(m), sizeof(float) * n);
 
-    int row = 0; /* a vocabulary row that is not fed, so that wte's embedding rows stay as they were */
-    for (int again = 1; again;) {
-        again = 0;
-        for (int t = 0; t < T; t++)
-            if (tokens[t] == row) row++, again = 1;
+    /* the vocabulary row to double: not fed (so that wte's embedding rows stay as they were), and
+     * of those the one whose logit is largest somewhere, so that doubling it stands out */
+    int row = -1;
+    double row_size = -1;
+    for (int v = 0; v < V; v++) {
+        int fed = 0;
+        for (int t = 0; t < T; t++) fed |= tokens[t] == v;
+        double size = 0;
+        for (int t = 0; t < T && !fed; t++) size = fmax(size, fabs(want[(size_t)t * V + v]));
+        if (!fed && size > row_size) row = v, row_size = size;
     }
-    assert_true(row < V);
+    assert_true(row >= 0);
     fm_q8_matrix *head = NULL;
     float **saved = calloc(q->n, sizeof *saved);
     for (int k = 0; k < q->n; k++) {
@@ -174,9 +184,9 @@ static void check_session_runs_int8(fm_model *m, const int *tokens, int T) {
         moved = fmax(moved, fabs((double)fm_model_logits(m)[i] - want[i]));
     }
     assert_true(moved > 0.1 * maxv);
-    compare_session(m, tokens, T, want, row, 1);
+    compare_session(m, tokens, T, want, row, 1, INT8_TOL);
     for (int t = 0; t < T; t++) row_moved = fmax(row_moved, fabs(want[(size_t)t * V + row]));
-    assert_true(row_moved > 1e-3 * maxv); /* doubling that row's logit is visible */
+    assert_true(row_moved > 10 * INT8_TOL * maxv); /* doubling that row's logit is visible */
 
     for (int b = 0; b < head->blocks; b++) head->d[(size_t)row * head->blocks + b] *= 0.5f;
     for (int k = 0; k < q->n; k++)

@@ -36,7 +36,9 @@ static int has_avx512(void) {
     return has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
 }
-static int has_avx512bf16(void) { return has_avx512() && __builtin_cpu_supports("avx512bf16"); }
+static int has_avx512bf16(void) {
+    return has_avx512() && __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");
+}
 #endif
 
 /* Best first. */
@@ -181,6 +183,10 @@ float fm_k_xent_row(float *dz, const float *z, int V, int target, float weight) 
     return K()->xent_row(dz, z, V, target, weight);
 }
 double fm_k_sumsq(const float *x, size_t n) { return K()->sumsq(x, n); }
+void fm_k_attend_cached(float *out, float *s, const float *q, const float *keys, const float *values, int len, int ld,
+                        int hs, float scale) {
+    K()->attend_cached(out, s, q, keys, values, len, ld, hs, scale);
+}
 void fm_k_adamw(float *p, const float *g, float *m, float *v, size_t n, float clip, float shrink, float beta1,
                 float beta2, float step_size, float bc2_sqrt, float eps) {
     K()->adamw(p, g, m, v, n, clip, shrink, beta1, beta2, step_size, bc2_sqrt, eps);

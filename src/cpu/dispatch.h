@@ -30,6 +30,7 @@ typedef struct {
     void (*linear_backward)(float *, float *, float *, const float *, const float *, const float *, int, int, int);
     void (*attention_forward)(float *, float *, const float *, int, int, int, int);
     void (*attention_backward)(float *, const float *, const float *, const float *, int, int, int, int);
+    void (*attend_cached)(float *, float *, const float *, const float *, const float *, int, int, int, float);
     void (*gelu_forward)(float *, const float *, size_t);
     void (*gelu_backward)(float *, const float *, const float *, size_t);
     void (*residual_forward)(float *, const float *, const float *, size_t);

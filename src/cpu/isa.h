@@ -39,6 +39,7 @@
 #define fm_k_residual_forward FM_ISA_NAME(fm_k_residual_forward)
 #define fm_k_xent_row FM_ISA_NAME(fm_k_xent_row)
 #define fm_k_sumsq FM_ISA_NAME(fm_k_sumsq)
+#define fm_k_attend_cached FM_ISA_NAME(fm_k_attend_cached)
 #define fm_k_adamw FM_ISA_NAME(fm_k_adamw)
 #define fm_k_q8_matmul FM_ISA_NAME(fm_k_q8_matmul)
 

@@ -372,6 +372,27 @@ static void att_probs(float *p, const float *s, int t, int n, float scale, float
     for (; u < n; u++) p[u] = 0.0f;
 }
 
+/* Decoding: one query against positions 0..len-1 of one head's key/value cache (rows ld apart):
+ * out (hs) = softmax(q . k_u * scale) over u, weighted sum of v_u; s (len) scratch. */
+void fm_k_attend_cached(float *out, float *s, const float *q, const float *keys, const float *values, int len,
+                        int ld, int hs, float scale) {
+    float maxv = -INFINITY, sum = 0.0f;
+    for (int u = 0; u < len; u++) {
+        s[u] = row_dot(q, keys + (size_t)u * ld, hs) * scale;
+        maxv = s[u] > maxv ? s[u] : maxv;
+    }
+    for (int u = 0; u < len; u++) {
+        s[u] = expf(s[u] - maxv);
+        sum += s[u];
+    }
+    for (int i = 0; i < hs; i++) out[i] = 0.0f;
+    for (int u = 0; u < len; u++) {
+        const float *v = values + (size_t)u * ld;
+        float a = s[u] / sum;
+        for (int i = 0; i < hs; i++) out[i] += a * v[i];
+    }
+}
+
 /* Query row t without workspace (the fallback when the blocks cannot be allocated): two passes
  * over keys 0..t, the first for the maximum score, the second for the exponentials, their sum
  * and the weighted values. q, k, v point at head h of row t / row 0, rows ld apart; out (hs). */
@@ -708,31 +729,60 @@ void fm_k_adamw(float *p, const float *g, float *m, float *v, size_t n, float cl
 
 /* ------------------------------------------------------------ int8 (Q8_0) weights */
 
-/* Row o of out = d . (q_o x): blocks of 32 int8 weights times 32 inputs, each block's sum
- * scaled by its d, accumulated over the blocks in order. The int8 rows are one long stream
- * through memory: they are prefetched Q8_AHEAD bytes ahead, since a single chain of blocks
- * keeps too few loads in flight to reach the memory's bandwidth on its own. */
+/* The inputs are quantized too, as llama.cpp's Q8_0 products do: each block of 32 inputs of a row
+ * becomes 32 int8 values xq = round(x * 127 / max|x|) (to nearest, ties to even) and a scale
+ * dx = max|x| / 127, the same bits on every path. A block's dot product of int8 weights and int8
+ * inputs is then an exact integer isum, and
+ *     out[n, o] = sum over blocks b of (d[o, b] * dx[n, b]) * isum[n, o, b]  (+ bias[o])
+ * in float. The integer sums use the CPU's int8 dot products (AVX512-VNNI vpdpbusd, 2 blocks at a
+ * time; AVX2 vpmaddubsw + vpmaddwd, a block at a time): they multiply unsigned by signed bytes, so
+ * each weight's sign moves onto its input (|w| by x sign(w); |-128| = 128 as unsigned, and |xq| <=
+ * 127 keeps every pair sum of vpmaddubsw below 2^15). The float sums run in vector lanes, so paths
+ * differ in rounding only; a row's output does not depend on N.
+ * The int8 rows are one long stream through memory: they are prefetched Q8_AHEAD bytes ahead,
+ * since a single chain of blocks keeps too few loads in flight to reach the memory's bandwidth. */
 #define Q8_AHEAD 8192
 
-static inline float q8_row(const int8_t *q, const float *d, const float *x, int blocks) {
-#ifdef __AVX512F__
-    __m512 acc = _mm512_setzero_ps();
+/* xq (blocks * 32, zero-padded) and dx (blocks) of one input row x (cols). */
+static void q8_quantize_input(int8_t *xq, float *dx, const float *x, int cols, int blocks) {
+    for (int b = 0; b < blocks; b++) {
+        int i0 = b * FM_Q8_BLOCK, n = cols - i0 < FM_Q8_BLOCK ? cols - i0 : FM_Q8_BLOCK;
+        float amax = 0.0f;
+        for (int i = 0; i < n; i++) amax = fabsf(x[i0 + i]) > amax ? fabsf(x[i0 + i]) : amax;
+        float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        dx[b] = amax / 127.0f;
+        for (int i = 0; i < FM_Q8_BLOCK; i++) xq[i0 + i] = i < n ? (int8_t)nearbyintf(x[i0 + i] * inv) : 0;
+    }
+}
+
+/* One output: the blocks of int8 row q (scales d) against quantized input xq (scales dx). */
+static inline float q8_row(const int8_t *q, const float *d, const int8_t *xq, const float *dx, int blocks) {
+#if defined(__AVX2__)
+    __m256 acc = _mm256_setzero_ps();
     for (int b = 0; b < blocks; b++) {
         const int8_t *qb = q + (size_t)b * FM_Q8_BLOCK;
         if (!(b & 1)) _mm_prefetch((const char *)qb + Q8_AHEAD, _MM_HINT_T0);
-        __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)qb)));
-        __m512 w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(qb + 16))));
-        __m512 s = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + b * FM_Q8_BLOCK + 16),
-                                   _mm512_mul_ps(w0, _mm512_loadu_ps(x + b * FM_Q8_BLOCK)));
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d[b]), s, acc);
+        __m256i w = _mm256_loadu_si256((const __m256i *)qb);
+        __m256i x = _mm256_loadu_si256((const __m256i *)(xq + (size_t)b * FM_Q8_BLOCK));
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+        __m256i isum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+#else
+        __m256i isum = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)),
+                                         _mm256_set1_epi16(1));
+#endif
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d[b] * dx[b]), acc);
     }
-    return _mm512_reduce_add_ps(acc);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
 #else
     float acc = 0.0f;
     for (int b = 0; b < blocks; b++) {
-        float s = 0.0f;
-        for (int i = 0; i < FM_Q8_BLOCK; i++) s += (float)q[(size_t)b * FM_Q8_BLOCK + i] * x[b * FM_Q8_BLOCK + i];
-        acc += d[b] * s;
+        int32_t isum = 0;
+        for (int i = 0; i < FM_Q8_BLOCK; i++)
+            isum += (int32_t)q[(size_t)b * FM_Q8_BLOCK + i] * xq[(size_t)b * FM_Q8_BLOCK + i];
+        acc += d[b] * dx[b] * (float)isum;
     }
     return acc;
 #endif
@@ -740,7 +790,9 @@ static inline float q8_row(const int8_t *q, const float *d, const float *x, int 
 
 typedef struct {
     float *out;
-    const float *xpad, *d, *bias;
+    const int8_t *xq; /* (N, blocks * 32) */
+    const float *dx;  /* (N, blocks) */
+    const float *d, *bias;
     const int8_t *q;
     int N, rows, blocks;
 } q8_job;
@@ -754,24 +806,28 @@ static void q8_chunk(void *arg, int lo, int hi) {
         const float *dq = j->d + (size_t)o * j->blocks;
         for (int n = 0; n < j->N; n++)
             j->out[(size_t)n * j->rows + o] =
-                q8_row(qo, dq, j->xpad + (size_t)n * padded, j->blocks) + (j->bias ? j->bias[o] : 0.0f);
+                q8_row(qo, dq, j->xq + (size_t)n * padded, j->dx + (size_t)n * j->blocks, j->blocks) +
+                (j->bias ? j->bias[o] : 0.0f);
     }
 }
 
 /* The rows are shared by the team (src/core/team.h) in about Q8_CHUNKS chunks per thread, so
  * a thread that runs late leaves its share to the others; below Q8_SERIAL multiply-adds the
  * caller does it all. */
-#define Q8_CHUNKS 4
+#ifndef Q8_CHUNKS
+#define Q8_CHUNKS 1
+#endif
 #define Q8_SERIAL 65536.0
 
 void fm_k_q8_matmul(float *out, const float *inp, const int8_t *q, const float *d, const float *bias,
                     int N, int rows, int cols, float *xpad) {
     int blocks = (cols + FM_Q8_BLOCK - 1) / FM_Q8_BLOCK, padded = blocks * FM_Q8_BLOCK;
-    for (int n = 0; n < N; n++) { /* inputs padded with zeros to whole blocks */
-        memcpy(xpad + (size_t)n * padded, inp + (size_t)n * cols, sizeof(float) * cols);
-        memset(xpad + (size_t)n * padded + cols, 0, sizeof(float) * (padded - cols));
-    }
-    q8_job job = {out, xpad, d, bias, q, N, rows, blocks};
+    /* the scratch (N * padded floats) holds xq (N * padded bytes) and then dx (N * blocks) */
+    int8_t *xq = (int8_t *)xpad;
+    float *dx = xpad + (size_t)N * padded / sizeof(float);
+    for (int n = 0; n < N; n++)
+        q8_quantize_input(xq + (size_t)n * padded, dx + (size_t)n * blocks, inp + (size_t)n * cols, cols, blocks);
+    q8_job job = {out, xq, dx, d, bias, q, N, rows, blocks};
     if ((double)N * rows * padded <= Q8_SERIAL) {
         q8_chunk(&job, 0, rows);
         return;
@@ -795,6 +851,7 @@ const fm_cpu_table FM_ISA_NAME(fm_cpu_table) = {
     .linear_backward = fm_k_linear_backward,
     .attention_forward = fm_k_attention_forward,
     .attention_backward = fm_k_attention_backward,
+    .attend_cached = fm_k_attend_cached,
     .gelu_forward = fm_k_gelu_forward,
     .gelu_backward = fm_k_gelu_backward,
     .residual_forward = fm_k_residual_forward,

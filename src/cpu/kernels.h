@@ -92,6 +92,11 @@ void fm_k_attention_forward(float *out, float *lse, const float *qkv, int B, int
 void fm_k_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *lse,
                              int B, int T, int C, int H);
 
+/* Decoding, one head of one row: out (hs) = sum over u < len of softmax_u(q . k_u * scale) v_u,
+ * k_u = keys + u * ld, v_u = values + u * ld (the cache's rows, ld floats apart); s: (len) scratch. */
+void fm_k_attend_cached(float *out, float *s, const float *q, const float *keys, const float *values, int len,
+                        int ld, int hs, float scale);
+
 /* GELU, tanh approximation: out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). (N) */
 void fm_k_gelu_forward(float *out, const float *inp, size_t N);
 /* dinp (N) = dout * gelu'(inp). */
@@ -113,8 +118,10 @@ void fm_k_adamw(float *p, const float *g, float *m, float *v, size_t n, float cl
 
 /* Int8 weights, Q8_0: each row of a (rows, cols) matrix in blocks of FM_Q8_BLOCK weights
  * q (int8) with one scale d; w = d * q. out (N, rows) = inp (N, cols) @ W^T + bias (rows, or
- * NULL); q (rows, blocks * 32), d (rows, blocks), blocks = ceil(cols / 32); xpad: scratch of
- * N * blocks * 32 floats. For decoding (small N): each output is one row's blocks in order. */
+ * NULL), with the inputs quantized too: each block of 32 inputs of a row to int8 values
+ * round(x * 127 / max|x|) with scale max|x| / 127, so each block's dot product is an exact
+ * integer (int8 dot products). q (rows, blocks * 32), d (rows, blocks), blocks = ceil(cols / 32);
+ * xpad: scratch of N * blocks * 32 floats. Row n of out depends only on row n of inp. */
 #define FM_Q8_BLOCK 32
 void fm_k_q8_matmul(float *out, const float *inp, const int8_t *q, const float *d, const float *bias,
                     int N, int rows, int cols, float *xpad);

@@ -19,32 +19,6 @@
 #include "model/model.h"
 #include "model/quant.h"
 
-/* Row r's query (C) against positions 0..len-1 of its cache: out (C), per head
- * softmax(q . k_u / sqrt(hs)) over u < len, then the weighted sum of v_u. s: (len) scratch. */
-static void attend_head(float *out, float *s, const float *q, const float *keys, const float *values, int len,
-                        int C, int hs, int h) {
-    float scale = 1.0f / sqrtf((float)hs), maxv = -INFINITY, sum = 0.0f;
-    const float *qh = q + h * hs;
-    for (int u = 0; u < len; u++) {
-        const float *k = keys + (size_t)u * C + h * hs;
-        float dot = 0.0f;
-        for (int i = 0; i < hs; i++) dot += qh[i] * k[i];
-        s[u] = dot * scale;
-        maxv = s[u] > maxv ? s[u] : maxv;
-    }
-    for (int u = 0; u < len; u++) {
-        s[u] = expf(s[u] - maxv);
-        sum += s[u];
-    }
-    float *o = out + h * hs;
-    for (int i = 0; i < hs; i++) o[i] = 0.0f;
-    for (int u = 0; u < len; u++) {
-        const float *v = values + (size_t)u * C + h * hs;
-        float a = s[u] / sum;
-        for (int i = 0; i < hs; i++) o[i] += a * v[i];
-    }
-}
-
 typedef struct {
     float *atty;
     const float *qkv;
@@ -58,8 +32,9 @@ static void attend_tasks(void *arg, int lo, int hi) {
     int C = j->C, NH = j->NH, hs = C / NH;
     for (int t = lo; t < hi; t++) {
         int r = t / NH, h = t % NH;
-        attend_head(j->atty + (size_t)r * C, j->att->scores + (size_t)t * j->att->score_stride,
-                    j->qkv + (size_t)r * 3 * C, j->att->keys[r], j->att->values[r], j->att->pos[r] + 1, C, hs, h);
+        fm_k_attend_cached(j->atty + (size_t)r * C + h * hs, j->att->scores + (size_t)t * j->att->score_stride,
+                           j->qkv + (size_t)r * 3 * C + h * hs, j->att->keys[r] + h * hs, j->att->values[r] + h * hs,
+                           j->att->pos[r] + 1, C, hs, 1.0f / sqrtf((float)hs));
     }
 }
 
