@@ -89,7 +89,9 @@
 #endif
 #define NC 3072  /* columns of B packed at once (multiple of NR) */
 #define B_GROUP ((size_t)3 << 20) /* floats of B packed at once (12 MiB): several KC slices */
-#define GEMV_ROWS 4
+#ifndef GEMV_ROWS
+#define GEMV_ROWS 9 /* up to 8 rows (8 decoding streams) take the unpacked path */
+#endif
 #define GEMV_SERIAL 65536.0 /* below this many multiply-adds a small-M product runs in one thread */
 
 /* ------------------------------------------------------------ workspace */
@@ -640,7 +642,7 @@ static inline void share(int n, int nt, int tid, int *lo, int *hi) {
  * rows of B at a time. B stored (N, K): 16 rows of B (16 columns of C) read 16 k at a time and
  * transposed in registers, so each k gives one vector across the 16 columns and every column
  * keeps its own chain. */
-#define GEMV_COLS 2048 /* columns of C accumulated at once (M x 8 KiB in L1) */
+#define GEMV_COLS 1024 /* columns of C accumulated at once (M x 4 KiB in L1) */
 #define GEMV_K 4       /* rows of B streamed together */
 #ifndef GEMV_K_AHEAD
 #define GEMV_K_AHEAD 8
@@ -798,10 +800,18 @@ static void gemv_nt(const gemm_job *g, int j0, int j1) {
         __mmask16 mj = nj == 16 ? 0xFFFF : (__mmask16)((1u << nj) - 1);
         for (int k0 = 0; k0 < K; k0 += kcs) {
             int k1 = K - k0 < kcs ? K : k0 + kcs, load_c = g->accumulate || k0 > 0;
-            __m512 s[GEMV_ROWS - 1] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-            if (M == 1) gemv_nt_slice(s, g, 1, j, nj, k0, k1);
-            else if (M == 2) gemv_nt_slice(s, g, 2, j, nj, k0, k1);
-            else gemv_nt_slice(s, g, 3, j, nj, k0, k1);
+            __m512 s[GEMV_ROWS - 1];
+            for (int i = 0; i < GEMV_ROWS - 1; i++) s[i] = _mm512_setzero_ps();
+            switch (M) { /* M a constant inside: s stays in registers */
+            case 1: gemv_nt_slice(s, g, 1, j, nj, k0, k1); break;
+            case 2: gemv_nt_slice(s, g, 2, j, nj, k0, k1); break;
+            case 3: gemv_nt_slice(s, g, 3, j, nj, k0, k1); break;
+            case 4: gemv_nt_slice(s, g, 4, j, nj, k0, k1); break;
+            case 5: gemv_nt_slice(s, g, 5, j, nj, k0, k1); break;
+            case 6: gemv_nt_slice(s, g, 6, j, nj, k0, k1); break;
+            case 7: gemv_nt_slice(s, g, 7, j, nj, k0, k1); break;
+            default: gemv_nt_slice(s, g, 8, j, nj, k0, k1); break;
+            }
             for (int i = 0; i < M; i++) { /* store_tile's order: (sum + bias) + C */
                 float *c = g->C + (size_t)i * g->ldc + j;
                 __m512 x = s[i];
@@ -849,10 +859,18 @@ static void gemv_nt(const gemm_job *g, int j0, int j1) {
         __m256i mj = _mm256_cmpgt_epi32(_mm256_set1_epi32(nj), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
         for (int k0 = 0; k0 < K; k0 += kcs) {
             int k1 = K - k0 < kcs ? K : k0 + kcs, load_c = g->accumulate || k0 > 0;
-            __m256 s[GEMV_ROWS - 1] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-            if (M == 1) gemv_nt_slice8(s, g, 1, j, nj, k0, k1);
-            else if (M == 2) gemv_nt_slice8(s, g, 2, j, nj, k0, k1);
-            else gemv_nt_slice8(s, g, 3, j, nj, k0, k1);
+            __m256 s[GEMV_ROWS - 1];
+            for (int i = 0; i < GEMV_ROWS - 1; i++) s[i] = _mm256_setzero_ps();
+            switch (M) { /* M a constant inside: s stays in registers */
+            case 1: gemv_nt_slice8(s, g, 1, j, nj, k0, k1); break;
+            case 2: gemv_nt_slice8(s, g, 2, j, nj, k0, k1); break;
+            case 3: gemv_nt_slice8(s, g, 3, j, nj, k0, k1); break;
+            case 4: gemv_nt_slice8(s, g, 4, j, nj, k0, k1); break;
+            case 5: gemv_nt_slice8(s, g, 5, j, nj, k0, k1); break;
+            case 6: gemv_nt_slice8(s, g, 6, j, nj, k0, k1); break;
+            case 7: gemv_nt_slice8(s, g, 7, j, nj, k0, k1); break;
+            default: gemv_nt_slice8(s, g, 8, j, nj, k0, k1); break;
+            }
             for (int i = 0; i < M; i++) { /* store_tile's order: (sum + bias) + C */
                 float *c = g->C + (size_t)i * g->ldc + j;
                 __m256 x = s[i];

@@ -58,9 +58,14 @@ static float *scratch(float **buf, size_t *len, size_t want) {
 
 /* ------------------------------------------------------------ embeddings */
 
+/* Forward row and pointwise kernels below this many elements run in the calling thread: an
+ * OpenMP team costs more than the work (decoding's few rows), and its threads, left spinning,
+ * would hold the cores the decoding team (src/core/team.c) needs next. */
+#define SERIAL_ELEMS 32768
+
 void fm_k_encoder_forward(float *out, const int *tokens, const float *wte, const float *wpe,
                           int B, int T, int C) {
-#pragma omp parallel for schedule(static) if (B * T > 1)
+#pragma omp parallel for schedule(static) if ((size_t)B * T * C > SERIAL_ELEMS)
     for (int bt = 0; bt < B * T; bt++) {
         const float *e = wte + (size_t)tokens[bt] * C, *p = wpe + (size_t)(bt % T) * C;
         float *o = out + (size_t)bt * C;
@@ -103,7 +108,7 @@ static inline __mmask16 lanes(int C, int c) { return C - c >= FM_V16 ? 0xFFFF : 
 
 void fm_k_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                             const float *w, const float *b, int N, int C, float eps) {
-#pragma omp parallel for schedule(static) if (N > 1)
+#pragma omp parallel for schedule(static) if ((size_t)N * C > SERIAL_ELEMS)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *o = out + (size_t)n * C;
@@ -554,7 +559,7 @@ void fm_k_attention_backward(float *dqkv, const float *dout, const float *qkv, c
 
 void fm_k_gelu_forward(float *out, const float *inp, size_t N) {
     size_t blocks = (N + ELEM_BLOCK - 1) / ELEM_BLOCK;
-#pragma omp parallel for schedule(static) if (blocks > 1)
+#pragma omp parallel for schedule(static) if (N > SERIAL_ELEMS)
     for (size_t cb = 0; cb < blocks; cb++) {
         size_t i = cb * ELEM_BLOCK, i1 = i + ELEM_BLOCK < N ? i + ELEM_BLOCK : N;
 #ifdef __AVX512F__
@@ -597,7 +602,7 @@ void fm_k_gelu_backward(float *dinp, const float *inp, const float *dout, size_t
 }
 
 void fm_k_residual_forward(float *out, const float *a, const float *b, size_t N) {
-#pragma omp parallel for schedule(static) if (N > ELEM_BLOCK)
+#pragma omp parallel for schedule(static) if (N > SERIAL_ELEMS)
     for (size_t i = 0; i < N; i++) out[i] = a[i] + b[i];
 }
 
