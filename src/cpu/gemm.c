@@ -656,6 +656,59 @@ static inline void gemv_store(float *c, const float *sum, const float *bias, int
     }
 }
 
+#ifdef __AVX512F__
+#ifndef GEMV_TILE_ROWS
+#define GEMV_TILE_ROWS 2 /* from this many rows the sums stay in registers (gemv_nn_tiles) */
+#endif
+#ifndef GEMV_TILE_AHEAD
+#define GEMV_TILE_AHEAD 32
+#endif
+/* gemv_nn_slice for several rows: the sums of M rows (a constant where inlined) and nv vectors
+ * (1 or 2) of columns stay in registers while k runs through the slice, so each element of B
+ * read is used M times at once and no partial sum goes through memory. B is read as runs of
+ * nv * 64 bytes a row apart, GEMV_TILE_AHEAD rows prefetched ahead. */
+static inline __attribute__((always_inline)) void gemv_nn_tile(const gemm_job *g, int M, int k0, int k1,
+                                                               const float *b, int nv, float *y, size_t lda) {
+    __m512 s[GEMV_ROWS - 1][2];
+    for (int i = 0; i < M; i++) s[i][0] = s[i][1] = _mm512_setzero_ps();
+    size_t ldb = g->sb_k, sa_i = g->sa_i, sa_k = g->sa_k;
+    for (int k = k0; k < k1; k++, b += ldb) {
+        if (k + GEMV_TILE_AHEAD < g->K) {
+            _mm_prefetch((const char *)(b + GEMV_TILE_AHEAD * ldb), _MM_HINT_T0);
+            if (nv == 2) _mm_prefetch((const char *)(b + GEMV_TILE_AHEAD * ldb + 16), _MM_HINT_T0);
+        }
+        __m512 b0 = _mm512_loadu_ps(b), b1 = nv == 2 ? _mm512_loadu_ps(b + 16) : b0;
+        const float *a = g->A + (size_t)k * sa_k;
+        for (int i = 0; i < M; i++) {
+            __m512 ai = _mm512_set1_ps(a[i * sa_i]);
+            s[i][0] = _mm512_fmadd_ps(ai, b0, s[i][0]);
+            if (nv == 2) s[i][1] = _mm512_fmadd_ps(ai, b1, s[i][1]);
+        }
+    }
+    for (int i = 0; i < M; i++) {
+        _mm512_storeu_ps(y + i * lda, s[i][0]);
+        if (nv == 2) _mm512_storeu_ps(y + i * lda + 16, s[i][1]);
+    }
+}
+
+/* Columns [c0, c0 + n) (n a multiple of 16) of the slice for 2 <= M <= 8 rows, in tiles. */
+static void gemv_nn_tiles(const gemm_job *g, int k0, int k1, int c0, int n, float *acc, size_t lda) {
+    const float *b = g->B + (size_t)k0 * g->sb_k + c0;
+    for (int j = 0; j < n; j += 32) {
+        int nv = n - j >= 32 ? 2 : 1;
+        switch (g->M) { /* M a constant inside: the sums stay in registers */
+        case 2: gemv_nn_tile(g, 2, k0, k1, b + j, nv, acc + j, lda); break;
+        case 3: gemv_nn_tile(g, 3, k0, k1, b + j, nv, acc + j, lda); break;
+        case 4: gemv_nn_tile(g, 4, k0, k1, b + j, nv, acc + j, lda); break;
+        case 5: gemv_nn_tile(g, 5, k0, k1, b + j, nv, acc + j, lda); break;
+        case 6: gemv_nn_tile(g, 6, k0, k1, b + j, nv, acc + j, lda); break;
+        case 7: gemv_nn_tile(g, 7, k0, k1, b + j, nv, acc + j, lda); break;
+        default: gemv_nn_tile(g, 8, k0, k1, b + j, nv, acc + j, lda); break;
+        }
+    }
+}
+#endif
+
 /* acc (M rows of n, leading dimension lda) = the slice [k0, k1) of op(A) times the columns
  * [c0, c0 + n) of row-major B, each element one multiply-add chain from zero, k ascending. B's
  * rows are read GEMV_K at a time, each as one run of n floats, and the rows GEMV_K_AHEAD further
@@ -663,6 +716,12 @@ static inline void gemv_store(float *c, const float *sum, const float *bias, int
  * would have to learn the stream again. */
 static void gemv_nn_slice(const gemm_job *g, int k0, int k1, int c0, int n, float *acc, size_t lda) {
     int M = g->M, K = g->K;
+#ifdef __AVX512F__
+    if (M >= GEMV_TILE_ROWS && n % 16 == 0) {
+        gemv_nn_tiles(g, k0, k1, c0, n, acc, lda);
+        return;
+    }
+#endif
     for (int i = 0; i < M; i++) memset(acc + (size_t)i * lda, 0, sizeof(float) * n);
     for (int k = k0; k < k1; k += GEMV_K) {
         int kn = k1 - k < GEMV_K ? k1 - k : GEMV_K;
