@@ -9,12 +9,15 @@
 # run is `fm bench train` / bench/torch_peer.py train (median step of STEPS timed steps); the
 # ratio printed is the median over the rounds of fm/torch tokens per second. With --old PATH a
 # second fm binary (e.g. a -march=native build of an earlier commit) joins each round, and the
-# median of new/old is printed too.
+# median of new/old is printed too. The configuration `decode` is batch-1 decoding of GPT-2 124M
+# shapes instead (a 16-token prompt, then 128 greedy tokens with the key/value cache, decode-only
+# tokens/s: `fm bench generate` / torch_peer.py generate, each on its own random weights of the
+# same shapes, float32; decoding speed does not depend on the values).
 # The peer runs on fm's own weights and token stream (`fm bench train --dump`, once per
 # configuration; fm's runs re-create the same from the same seed), and a round counts only if the
 # two step-0 losses agree within 1e-4 (same weights, same batch); the script fails otherwise.
 # Usage: bench/cpu_path_vs_torch.sh [--fm build/fm] [--cpu avx2] [--rounds 5] [--steps 5]
-#                                   [--configs "i ii iii"] [--threads 2] [--old PATH] [--no-torch]
+#                                   [--configs "i ii iii decode"] [--threads 2] [--old PATH] [--no-torch]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FM=build/fm CPU=avx2 ROUNDS=5 STEPS=5 CONFIGS="i ii iii" THREADS=2 OLD= TORCH=1
@@ -42,7 +45,8 @@ config() {
     ii) echo "--layers 6 --dim 384 --heads 6 --vocab 50257 --batch 8 --seq 128" ;;
     iii) echo "--layers 4 --dim 256 --heads 4 --vocab 4096 --batch 16 --seq 128" ;;
     vision) echo "--layers 4 --dim 192 --heads 4 --vocab 774 --batch 32 --seq 50 --context 51" ;; # make demo-vision's
-    *) echo "cpu_path_vs_torch.sh: unknown configuration '$1' (i, ii, iii, vision)" >&2; exit 2 ;;
+    decode) echo "--layers 12 --dim 768 --heads 12 --vocab 50257 --prompt 16 --gen 128" ;;
+    *) echo "cpu_path_vs_torch.sh: unknown configuration '$1' (i, ii, iii, vision, decode)" >&2; exit 2 ;;
     esac
 }
 
@@ -75,6 +79,16 @@ torch_tok() { # flags... -> tokens/s on the dump; the peer's step-0 loss into /t
     field loss0 <<<"$line" >/tmp/cpvt_loss0.$$.torch
     field tokens_per_s <<<"$line"
 }
+fm_decode() { # binary cpu flags... -> decode-only tokens/s
+    local bin=$1 cpu=$2
+    shift 2
+    env ${cpu:+FM_CPU=$cpu} "$bin" bench generate "$@" --threads "$THREADS" --steps 3 --warmup 1 2>/dev/null |
+        field decode_tokens_per_s
+}
+torch_decode() { # flags... -> decode-only tokens/s
+    env "${PEER_ENV[@]}" /usr/bin/python3 bench/torch_peer.py generate "$@" --threads "$THREADS" --steps 3 --warmup 1 \
+        2>/dev/null | field decode_tokens_per_s
+}
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo "machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1); load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -83,6 +97,22 @@ echo "fm: $FM, FM_CPU=$CPU ($(FM_CPU=$CPU "$FM" info --cpu | awk '{ print $3 }')
 for c in $CONFIGS; do
     flags=$(config "$c")
     : >/tmp/cpvt_ratio.$$ && : >/tmp/cpvt_old.$$ && rm -f /tmp/cpvt_loss0.$$.*
+    if [ "$c" = decode ]; then
+        for r in $(seq 1 "$ROUNDS"); do
+            # shellcheck disable=SC2086
+            if [ $((r % 2)) -eq 1 ]; then
+                f=$(fm_decode "$FM" "$CPU" $flags); t=$([ "$TORCH" = 1 ] && torch_decode $flags || echo); o=$([ -n "$OLD" ] && fm_decode "$OLD" "" $flags || echo)
+            else
+                o=$([ -n "$OLD" ] && fm_decode "$OLD" "" $flags || echo); t=$([ "$TORCH" = 1 ] && torch_decode $flags || echo); f=$(fm_decode "$FM" "$CPU" $flags)
+            fi
+            echo "(decode) round $r: fm $f tok/s${t:+, torch $t}${o:+, old $o}"
+            [ -n "$t" ] && awk -v a="$f" -v b="$t" 'BEGIN { printf "%.4f\n", a / b }' >>/tmp/cpvt_ratio.$$
+            [ -n "$o" ] && awk -v a="$f" -v b="$o" 'BEGIN { printf "%.4f\n", a / b }' >>/tmp/cpvt_old.$$
+        done
+        if [ -s /tmp/cpvt_ratio.$$ ]; then echo "(decode) median fm/torch over $ROUNDS rounds: $(median </tmp/cpvt_ratio.$$)"; fi
+        if [ -s /tmp/cpvt_old.$$ ]; then echo "(decode) median new/old over $ROUNDS rounds: $(median </tmp/cpvt_old.$$)"; fi
+        continue
+    fi
     if [ "$TORCH" = 1 ]; then # fm's weights and stream for the peer (this run is not timed)
         rm -rf "$DUMP" && mkdir -p "$DUMP"
         # shellcheck disable=SC2086
