@@ -9,7 +9,8 @@
 # all three), and the ratio 2 ranks / 1 process is reported per round and as the median.
 # What it is not: a test (no pass or fail), or a multi-machine measurement.
 #
-# Usage: bench/dist_speed.sh [PATH/TO/fm] [TEXT]   env: ROUNDS (5), STEPS (20), SHAPES ("ii iii")
+# Usage: bench/dist_speed.sh [PATH/TO/fm] [TEXT]   env: ROUNDS (5), STEPS (20), SHAPES ("ii iii"),
+#        RANK_FLAGS (more flags for the 2-rank runs, e.g. "--zero 1")
 # TEXT: a plain-text corpus for the tokenizers (default: the King James Bible from the bible-kjv
 # package's `bible` program and 40 MB of the Debian changelogs in /usr/share/doc, enough text for
 # (ii)'s 50257 tokens). Needs mpirun (OpenMPI) and an fm built with MPI.
@@ -19,6 +20,7 @@ FM=$(realpath "${1:-build/fm}")
 cp "$FM" "${TMPDIR:-/tmp}/fm_dist_speed_bin.$$" && FM=${TMPDIR:-/tmp}/fm_dist_speed_bin.$$
 TEXT=${2:-}
 ROUNDS=${ROUNDS:-5} STEPS=${STEPS:-20} SHAPES=${SHAPES:-"ii iii"}
+read -r -a rank_flags <<<"${RANK_FLAGS:-}"
 tmp=$(mktemp -d /tmp/fm_dist_speed_XXXXXX)
 trap 'rm -rf "$tmp" "$FM"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
@@ -68,15 +70,15 @@ for s in $SHAPES; do
            --sample-every 0 --seed 1)
     tokens=$(shape "$s" | awk '{ for (i = 1; i < NF; i++) { if ($i == "--batch") b = $(i + 1); if ($i == "--seq") t = $(i + 1) } }
                                END { print b * t }')
-    echo "shape ($s): $(shape "$s"), vocabulary $v (asked $(vocab "$s")), $tokens tokens per step, $STEPS steps, $ROUNDS rounds"
+    echo "shape ($s): $(shape "$s")${RANK_FLAGS:+, ranks with $RANK_FLAGS}, vocabulary $v (asked $(vocab "$s")), $tokens tokens per step, $STEPS steps, $ROUNDS rounds"
     printf "%-6s %12s %12s %12s %10s %10s %12s %12s\n" round "1x2 tok/s" "2x1 ovl" "2x1 no-ovl" "ratio ovl" "ratio no" \
         "comm ovl ms" "comm no ms"
     ratios=()
     ratios_no=()
     for r in $(seq "$ROUNDS"); do
         read -r one _ < <(run one "$tmp/one" "$FM" pretrain "${flags[@]}" --threads 2)
-        read -r ovl covl < <(run ovl "$tmp/ovl" "${mpi[@]}" "$FM" pretrain "${flags[@]}" --threads 1 --overlap 1)
-        read -r nov cnov < <(run nov "$tmp/nov" "${mpi[@]}" "$FM" pretrain "${flags[@]}" --threads 1 --overlap 0)
+        read -r ovl covl < <(run ovl "$tmp/ovl" "${mpi[@]}" "$FM" pretrain "${flags[@]}" "${rank_flags[@]}" --threads 1 --overlap 1)
+        read -r nov cnov < <(run nov "$tmp/nov" "${mpi[@]}" "$FM" pretrain "${flags[@]}" "${rank_flags[@]}" --threads 1 --overlap 0)
         ra=$(awk -v a="$ovl" -v b="$one" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')
         rn=$(awk -v a="$nov" -v b="$one" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')
         ratios+=("$ra")
