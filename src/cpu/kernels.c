@@ -739,8 +739,9 @@ void fm_k_adamw(float *p, const float *g, float *m, float *v, size_t n, float cl
  * dx = max|x| / 127, the same bits on every path. A block's dot product of int8 weights and int8
  * inputs is then an exact integer isum, and
  *     out[n, o] = sum over blocks b of (d[o, b] * dx[n, b]) * isum[n, o, b]  (+ bias[o])
- * in float. The integer sums use the CPU's int8 dot products (AVX512-VNNI vpdpbusd, 2 blocks at a
- * time; AVX2 vpmaddubsw + vpmaddwd, a block at a time): they multiply unsigned by signed bytes, so
+ * in float. The integer sums use the CPU's int8 dot products, a block (one 256-bit vector) at a
+ * time: AVX512-VNNI vpdpbusd where built with it, else AVX2 vpmaddubsw + vpmaddwd (the 512-bit
+ * form, two blocks a vector, measured slower). Both multiply unsigned by signed bytes, so
  * each weight's sign moves onto its input (|w| by x sign(w); |-128| = 128 as unsigned, and |xq| <=
  * 127 keeps every pair sum of vpmaddubsw below 2^15). The float sums run in vector lanes, so paths
  * differ in rounding only; a row's output does not depend on N.
