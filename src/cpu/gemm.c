@@ -707,6 +707,44 @@ static void gemv_nn_tiles(const gemm_job *g, int k0, int k1, int c0, int n, floa
         }
     }
 }
+#elif defined(AVX2_TILE)
+#ifndef GEMV_TILE_ROWS
+#define GEMV_TILE_ROWS 2
+#endif
+#ifndef GEMV_TILE_AHEAD
+#define GEMV_TILE_AHEAD 32
+#endif
+/* The AVX2 form of gemv_nn_tile: M rows (a constant where inlined) of 8 columns, the sums in
+ * registers (8 of the 16 ymm at M = 8) through the slice, one multiply-add per k ascending. */
+static inline __attribute__((always_inline)) void gemv_nn_tile8(const gemm_job *g, int M, int k0, int k1,
+                                                                const float *b, float *y, size_t lda) {
+    __m256 s[GEMV_ROWS - 1];
+    for (int i = 0; i < M; i++) s[i] = _mm256_setzero_ps();
+    size_t ldb = g->sb_k, sa_i = g->sa_i, sa_k = g->sa_k;
+    for (int k = k0; k < k1; k++, b += ldb) {
+        if (k + GEMV_TILE_AHEAD < g->K) _mm_prefetch((const char *)(b + GEMV_TILE_AHEAD * ldb), _MM_HINT_T0);
+        __m256 bk = _mm256_loadu_ps(b);
+        const float *a = g->A + (size_t)k * sa_k;
+        for (int i = 0; i < M; i++) s[i] = _mm256_fmadd_ps(_mm256_set1_ps(a[i * sa_i]), bk, s[i]);
+    }
+    for (int i = 0; i < M; i++) _mm256_storeu_ps(y + i * lda, s[i]);
+}
+
+/* Columns [c0, c0 + n) (n a multiple of 8) of the slice for 2 <= M <= 8 rows, in tiles. */
+static void gemv_nn_tiles(const gemm_job *g, int k0, int k1, int c0, int n, float *acc, size_t lda) {
+    const float *b = g->B + (size_t)k0 * g->sb_k + c0;
+    for (int j = 0; j < n; j += 8) {
+        switch (g->M) { /* M a constant inside: the sums stay in registers */
+        case 2: gemv_nn_tile8(g, 2, k0, k1, b + j, acc + j, lda); break;
+        case 3: gemv_nn_tile8(g, 3, k0, k1, b + j, acc + j, lda); break;
+        case 4: gemv_nn_tile8(g, 4, k0, k1, b + j, acc + j, lda); break;
+        case 5: gemv_nn_tile8(g, 5, k0, k1, b + j, acc + j, lda); break;
+        case 6: gemv_nn_tile8(g, 6, k0, k1, b + j, acc + j, lda); break;
+        case 7: gemv_nn_tile8(g, 7, k0, k1, b + j, acc + j, lda); break;
+        default: gemv_nn_tile8(g, 8, k0, k1, b + j, acc + j, lda); break;
+        }
+    }
+}
 #endif
 
 /* acc (M rows of n, leading dimension lda) = the slice [k0, k1) of op(A) times the columns
@@ -718,6 +756,11 @@ static void gemv_nn_slice(const gemm_job *g, int k0, int k1, int c0, int n, floa
     int M = g->M, K = g->K;
 #ifdef __AVX512F__
     if (M >= GEMV_TILE_ROWS && n % 16 == 0) {
+        gemv_nn_tiles(g, k0, k1, c0, n, acc, lda);
+        return;
+    }
+#elif defined(AVX2_TILE)
+    if (M >= GEMV_TILE_ROWS && n % 8 == 0) {
         gemv_nn_tiles(g, k0, k1, c0, n, acc, lda);
         return;
     }
