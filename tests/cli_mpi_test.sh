@@ -234,13 +234,14 @@ if [ ${#ranks[@]} -eq 2 ]; then
         bad "a rank killed: mpirun's message does not name rank 1 and the signal"; tail -5 killed.log | sed 's/^/    /'
     fi
     # the last checkpoint loads: its model for evaluation, and the whole of it for a --resume
-    # (on 1 process, stopped by SIGTERM as soon as it says where it resumed; timeout: never a hang)
+    # (on 1 process, stopped by SIGTERM once it trains: its first progress line after the resume,
+    # when the stop handler is in place, so that it saves; timeout: never a hang)
     at=$(readlink killed/checkpoint | grep -o "step-[0-9]*$" | grep -o "[1-9][0-9]*$")
     echo "measured: a rank killed: the last checkpoint is step ${at:-none}"
     expect "a rank killed: the model loads" 0 "model: .* bits per byte" -- "$FM" eval --data data --model killed --no-bigram
     timeout 60 "$FM" pretrain --out killed --resume --threads 1 >resumed.log 2>&1 &
     rpid=$!
-    for _ in $(seq 1 2000); do grep -q "^resuming" resumed.log && break; kill -0 $rpid 2>/dev/null || break; sleep 0.01; done
+    for _ in $(seq 1 4000); do grep -q "^step " resumed.log && break; kill -0 $rpid 2>/dev/null || break; sleep 0.01; done
     kill -TERM $rpid 2>/dev/null
     wait $rpid
     if [ -n "$at" ] && grep -q "^resuming killed at step $at of 100000" resumed.log &&
