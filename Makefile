@@ -62,7 +62,7 @@ SCRIPT_TESTS = tests/cli_test.sh tests/cli_tokenizer_test.sh tests/cli_pretrain_
 FUZZ_TARGETS = tokenizer safetensors config state shard
 FUZZ_REPLAYS = $(FUZZ_TARGETS:%=$(BUILD)/fuzz/replay_%)
 
-.PHONY: all install uninstall deps test run-tests test-aarch64 demo demo-vision probe-vision finetune-vision base tasks transfer classify-transfer instruct asan tsan test-torch clean fuzz fuzz-seeds bench-tokenizer bench bench-kernels
+.PHONY: all install uninstall deps test run-tests test-aarch64 demo demo-vision probe-vision finetune-vision base tasks transfer classify-transfer instruct asan tsan test-torch clean fuzz fuzz-seeds bench-tokenizer bench bench-kernels bench-decode
 all: $(BUILD)/fm
 
 # A fresh machine: before compiling anything, the Debian packages the build and the tests need
@@ -284,6 +284,16 @@ bench-kernels: $(BUILD)/bench_kernels
 	./$(BUILD)/bench_kernels
 
 $(BUILD)/bench_kernels: bench/kernels.c $(BUILD)/libfm.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+# Decoding's parts: the int8 products of a token alone (bench/decode_products.c) and steps of 1
+# and 8 rows through the session API (bench/decode_steps.c), GPT-2 124M shapes.
+bench-decode: $(BUILD)/bench_decode_products $(BUILD)/bench_decode_steps
+	./$(BUILD)/bench_decode_products
+	./$(BUILD)/bench_decode_steps 1
+	./$(BUILD)/bench_decode_steps 8
+
+$(BUILD)/bench_decode_%: bench/decode_%.c $(BUILD)/libfm.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 # Tokenizer benchmark on the King James text: fm vs tiktoken (npm) and spm_train (Debian).

@@ -97,23 +97,9 @@ echo "fm: $FM, FM_CPU=$CPU ($(FM_CPU=$CPU "$FM" info --cpu | awk '{ print $3 }')
 for c in $CONFIGS; do
     flags=$(config "$c")
     : >/tmp/cpvt_ratio.$$ && : >/tmp/cpvt_old.$$ && rm -f /tmp/cpvt_loss0.$$.*
-    if [ "$c" = decode ]; then
-        for r in $(seq 1 "$ROUNDS"); do
-            # shellcheck disable=SC2086
-            if [ $((r % 2)) -eq 1 ]; then
-                f=$(fm_decode "$FM" "$CPU" $flags); t=$([ "$TORCH" = 1 ] && torch_decode $flags || echo); o=$([ -n "$OLD" ] && fm_decode "$OLD" "" $flags || echo)
-            else
-                o=$([ -n "$OLD" ] && fm_decode "$OLD" "" $flags || echo); t=$([ "$TORCH" = 1 ] && torch_decode $flags || echo); f=$(fm_decode "$FM" "$CPU" $flags)
-            fi
-            echo "(decode) round $r: fm $f tok/s${t:+, torch $t}${o:+, old $o}"
-            [ -n "$t" ] && awk -v a="$f" -v b="$t" 'BEGIN { printf "%.4f\n", a / b }' >>/tmp/cpvt_ratio.$$
-            [ -n "$o" ] && awk -v a="$f" -v b="$o" 'BEGIN { printf "%.4f\n", a / b }' >>/tmp/cpvt_old.$$
-        done
-        if [ -s /tmp/cpvt_ratio.$$ ]; then echo "(decode) median fm/torch over $ROUNDS rounds: $(median </tmp/cpvt_ratio.$$)"; fi
-        if [ -s /tmp/cpvt_old.$$ ]; then echo "(decode) median new/old over $ROUNDS rounds: $(median </tmp/cpvt_old.$$)"; fi
-        continue
-    fi
-    if [ "$TORCH" = 1 ]; then # fm's weights and stream for the peer (this run is not timed)
+    fm_run=fm_tok torch_run=torch_tok # training; decode: tokens/s of decoding, no step-0 loss
+    [ "$c" = decode ] && fm_run=fm_decode torch_run=torch_decode
+    if [ "$TORCH" = 1 ] && [ "$c" != decode ]; then # fm's weights and stream for the peer (not timed)
         rm -rf "$DUMP" && mkdir -p "$DUMP"
         # shellcheck disable=SC2086
         "$FM" bench train $flags --threads "$THREADS" --steps "$STEPS" --warmup 2 --dump "$DUMP" >/dev/null 2>&1 ||
@@ -122,13 +108,14 @@ for c in $CONFIGS; do
     for r in $(seq 1 "$ROUNDS"); do
         # shellcheck disable=SC2086
         if [ $((r % 2)) -eq 1 ]; then
-            f=$(fm_tok "$FM" "$CPU" $flags); t=$([ "$TORCH" = 1 ] && torch_tok $flags || echo); o=$([ -n "$OLD" ] && fm_tok "$OLD" "" $flags || echo)
+            f=$($fm_run "$FM" "$CPU" $flags); t=$([ "$TORCH" = 1 ] && $torch_run $flags || echo); o=$([ -n "$OLD" ] && $fm_run "$OLD" "" $flags || echo)
         else
-            o=$([ -n "$OLD" ] && fm_tok "$OLD" "" $flags || echo); t=$([ "$TORCH" = 1 ] && torch_tok $flags || echo); f=$(fm_tok "$FM" "$CPU" $flags)
+            o=$([ -n "$OLD" ] && $fm_run "$OLD" "" $flags || echo); t=$([ "$TORCH" = 1 ] && $torch_run $flags || echo); f=$($fm_run "$FM" "$CPU" $flags)
         fi
-        l0f=$(cat /tmp/cpvt_loss0.$$.fm 2>/dev/null) l0t=$(cat /tmp/cpvt_loss0.$$.torch 2>/dev/null)
-        echo "($c) round $r: fm $f tok/s${t:+, torch $t}${o:+, old $o}${t:+; step-0 loss fm $l0f, torch $l0t}"
-        if [ -n "$t" ] && ! awk -v a="$l0f" -v b="$l0t" 'BEGIN { d = a - b; exit !(a != "" && b != "" && d <= 1e-4 && d >= -1e-4) }'; then
+        l0f=$(cat /tmp/cpvt_loss0.$$.fm 2>/dev/null || true) l0t=$(cat /tmp/cpvt_loss0.$$.torch 2>/dev/null || true)
+        losses=$([ "$c" != decode ] && echo "; step-0 loss fm $l0f, torch $l0t" || echo)
+        echo "($c) round $r: fm $f tok/s${t:+, torch $t}${o:+, old $o}${t:+$losses}"
+        if [ -n "$t" ] && [ "$c" != decode ] && ! awk -v a="$l0f" -v b="$l0t" 'BEGIN { d = a - b; exit !(a != "" && b != "" && d <= 1e-4 && d >= -1e-4) }'; then
             echo "cpu_path_vs_torch.sh: ($c) round $r: the step-0 losses differ by more than 1e-4: the peer is not computing fm's step" >&2
             exit 1
         fi

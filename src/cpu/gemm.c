@@ -92,6 +92,19 @@
 #ifndef GEMV_ROWS
 #define GEMV_ROWS 9 /* up to 8 rows (8 decoding streams) take the unpacked path */
 #endif
+/* CALL(m) with m the constant equal to M (1 to GEMV_ROWS - 1 = 8), so that an always-inline
+ * kernel taking the row count keeps its per-row sums in registers. */
+#define GEMV_WITH_ROWS(M, CALL)                                                                     \
+    switch (M) {                                                                                    \
+    case 1: CALL(1); break;                                                                         \
+    case 2: CALL(2); break;                                                                         \
+    case 3: CALL(3); break;                                                                         \
+    case 4: CALL(4); break;                                                                         \
+    case 5: CALL(5); break;                                                                         \
+    case 6: CALL(6); break;                                                                         \
+    case 7: CALL(7); break;                                                                         \
+    default: CALL(8); break;                                                                        \
+    }
 #define GEMV_SERIAL 65536.0 /* below this many multiply-adds a small-M product runs in one thread */
 
 /* ------------------------------------------------------------ workspace */
@@ -656,13 +669,10 @@ static inline void gemv_store(float *c, const float *sum, const float *bias, int
     }
 }
 
+#define GEMV_TILE_ROWS 2   /* from this many rows the sums stay in registers (gemv_nn_tiles) */
+#define GEMV_TILE_AHEAD 32 /* rows of B prefetched ahead by the tiles */
+
 #ifdef __AVX512F__
-#ifndef GEMV_TILE_ROWS
-#define GEMV_TILE_ROWS 2 /* from this many rows the sums stay in registers (gemv_nn_tiles) */
-#endif
-#ifndef GEMV_TILE_AHEAD
-#define GEMV_TILE_AHEAD 32
-#endif
 /* gemv_nn_slice for several rows: the sums of M rows (a constant where inlined) and nv vectors
  * (1 or 2) of columns stay in registers while k runs through the slice, so each element of B
  * read is used M times at once and no partial sum goes through memory. B is read as runs of
@@ -696,24 +706,12 @@ static void gemv_nn_tiles(const gemm_job *g, int k0, int k1, int c0, int n, floa
     const float *b = g->B + (size_t)k0 * g->sb_k + c0;
     for (int j = 0; j < n; j += 32) {
         int nv = n - j >= 32 ? 2 : 1;
-        switch (g->M) { /* M a constant inside: the sums stay in registers */
-        case 2: gemv_nn_tile(g, 2, k0, k1, b + j, nv, acc + j, lda); break;
-        case 3: gemv_nn_tile(g, 3, k0, k1, b + j, nv, acc + j, lda); break;
-        case 4: gemv_nn_tile(g, 4, k0, k1, b + j, nv, acc + j, lda); break;
-        case 5: gemv_nn_tile(g, 5, k0, k1, b + j, nv, acc + j, lda); break;
-        case 6: gemv_nn_tile(g, 6, k0, k1, b + j, nv, acc + j, lda); break;
-        case 7: gemv_nn_tile(g, 7, k0, k1, b + j, nv, acc + j, lda); break;
-        default: gemv_nn_tile(g, 8, k0, k1, b + j, nv, acc + j, lda); break;
-        }
+#define TILE(m) gemv_nn_tile(g, m, k0, k1, b + j, nv, acc + j, lda)
+        GEMV_WITH_ROWS(g->M, TILE)
+#undef TILE
     }
 }
 #elif defined(AVX2_TILE)
-#ifndef GEMV_TILE_ROWS
-#define GEMV_TILE_ROWS 2
-#endif
-#ifndef GEMV_TILE_AHEAD
-#define GEMV_TILE_AHEAD 32
-#endif
 /* The AVX2 form of gemv_nn_tile: M rows (a constant where inlined) of 8 columns, the sums in
  * registers (8 of the 16 ymm at M = 8) through the slice, one multiply-add per k ascending. */
 static inline __attribute__((always_inline)) void gemv_nn_tile8(const gemm_job *g, int M, int k0, int k1,
@@ -734,15 +732,9 @@ static inline __attribute__((always_inline)) void gemv_nn_tile8(const gemm_job *
 static void gemv_nn_tiles(const gemm_job *g, int k0, int k1, int c0, int n, float *acc, size_t lda) {
     const float *b = g->B + (size_t)k0 * g->sb_k + c0;
     for (int j = 0; j < n; j += 8) {
-        switch (g->M) { /* M a constant inside: the sums stay in registers */
-        case 2: gemv_nn_tile8(g, 2, k0, k1, b + j, acc + j, lda); break;
-        case 3: gemv_nn_tile8(g, 3, k0, k1, b + j, acc + j, lda); break;
-        case 4: gemv_nn_tile8(g, 4, k0, k1, b + j, acc + j, lda); break;
-        case 5: gemv_nn_tile8(g, 5, k0, k1, b + j, acc + j, lda); break;
-        case 6: gemv_nn_tile8(g, 6, k0, k1, b + j, acc + j, lda); break;
-        case 7: gemv_nn_tile8(g, 7, k0, k1, b + j, acc + j, lda); break;
-        default: gemv_nn_tile8(g, 8, k0, k1, b + j, acc + j, lda); break;
-        }
+#define TILE(m) gemv_nn_tile8(g, m, k0, k1, b + j, acc + j, lda)
+        GEMV_WITH_ROWS(g->M, TILE)
+#undef TILE
     }
 }
 #endif
@@ -904,16 +896,9 @@ static void gemv_nt(const gemm_job *g, int j0, int j1) {
             int k1 = K - k0 < kcs ? K : k0 + kcs, load_c = g->accumulate || k0 > 0;
             __m512 s[GEMV_ROWS - 1];
             for (int i = 0; i < GEMV_ROWS - 1; i++) s[i] = _mm512_setzero_ps();
-            switch (M) { /* M a constant inside: s stays in registers */
-            case 1: gemv_nt_slice(s, g, 1, j, nj, k0, k1); break;
-            case 2: gemv_nt_slice(s, g, 2, j, nj, k0, k1); break;
-            case 3: gemv_nt_slice(s, g, 3, j, nj, k0, k1); break;
-            case 4: gemv_nt_slice(s, g, 4, j, nj, k0, k1); break;
-            case 5: gemv_nt_slice(s, g, 5, j, nj, k0, k1); break;
-            case 6: gemv_nt_slice(s, g, 6, j, nj, k0, k1); break;
-            case 7: gemv_nt_slice(s, g, 7, j, nj, k0, k1); break;
-            default: gemv_nt_slice(s, g, 8, j, nj, k0, k1); break;
-            }
+#define SLICE(m) gemv_nt_slice(s, g, m, j, nj, k0, k1)
+            GEMV_WITH_ROWS(M, SLICE) /* M a constant inside: s stays in registers */
+#undef SLICE
             for (int i = 0; i < M; i++) { /* store_tile's order: (sum + bias) + C */
                 float *c = g->C + (size_t)i * g->ldc + j;
                 __m512 x = s[i];
@@ -963,16 +948,9 @@ static void gemv_nt(const gemm_job *g, int j0, int j1) {
             int k1 = K - k0 < kcs ? K : k0 + kcs, load_c = g->accumulate || k0 > 0;
             __m256 s[GEMV_ROWS - 1];
             for (int i = 0; i < GEMV_ROWS - 1; i++) s[i] = _mm256_setzero_ps();
-            switch (M) { /* M a constant inside: s stays in registers */
-            case 1: gemv_nt_slice8(s, g, 1, j, nj, k0, k1); break;
-            case 2: gemv_nt_slice8(s, g, 2, j, nj, k0, k1); break;
-            case 3: gemv_nt_slice8(s, g, 3, j, nj, k0, k1); break;
-            case 4: gemv_nt_slice8(s, g, 4, j, nj, k0, k1); break;
-            case 5: gemv_nt_slice8(s, g, 5, j, nj, k0, k1); break;
-            case 6: gemv_nt_slice8(s, g, 6, j, nj, k0, k1); break;
-            case 7: gemv_nt_slice8(s, g, 7, j, nj, k0, k1); break;
-            default: gemv_nt_slice8(s, g, 8, j, nj, k0, k1); break;
-            }
+#define SLICE(m) gemv_nt_slice8(s, g, m, j, nj, k0, k1)
+            GEMV_WITH_ROWS(M, SLICE) /* M a constant inside: s stays in registers */
+#undef SLICE
             for (int i = 0; i < M; i++) { /* store_tile's order: (sum + bias) + C */
                 float *c = g->C + (size_t)i * g->ldc + j;
                 __m256 x = s[i];
@@ -1028,17 +1006,15 @@ static void gemv_chunk(void *arg, int lo, int hi) {
  * and at least GEMV_CHUNK_MIN units so row-major B is still read in runs of 512 bytes or more. */
 #define GEMV_CHUNKS 4
 #define GEMV_SPLIT_MIN 256 /* narrowest column block of gemv_split */
-#ifndef GEMV_SPLIT_PER
-#define GEMV_SPLIT_PER 1
-#endif
 #define GEMV_CHUNK_MIN 8
 static void gemv_team(const gemm_job *g, int threads) {
     int slices = (g->K + g->kc - 1) / g->kc;
     if (g->sb_j == 1 && slices > 1) {
         gemv_split sp = {g, grow(&ws_c, &ws_c_len, (size_t)slices * g->M * g->N), 1, g->N};
         if (sp.part) {
-            if (slices < GEMV_SPLIT_PER * threads) { /* blocks of whole vectors, at least GEMV_SPLIT_MIN wide */
-                int units = (g->N + 15) / 16, blocks = (GEMV_SPLIT_PER * threads + slices - 1) / slices, per = (units + blocks - 1) / blocks;
+            if (slices < threads) { /* blocks of whole vectors, at least GEMV_SPLIT_MIN wide */
+                int units = (g->N + 15) / 16, blocks = (threads + slices - 1) / slices;
+                int per = (units + blocks - 1) / blocks;
                 per = per * 16 < GEMV_SPLIT_MIN ? (GEMV_SPLIT_MIN + 15) / 16 : per;
                 sp.bw = per * 16, sp.blocks = (g->N + sp.bw - 1) / sp.bw;
             }

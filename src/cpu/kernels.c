@@ -817,9 +817,10 @@ static void q8_chunk(void *arg, int lo, int hi) {
     }
 }
 
-/* The rows are shared by the team (src/core/team.h) in about Q8_CHUNKS chunks per thread, so
- * a thread that runs late leaves its share to the others; below Q8_SERIAL multiply-adds the
- * caller does it all. */
+/* The rows are shared by the team (src/core/team.h) in Q8_CHUNKS chunks per thread: one long
+ * stream each measured faster than more, shorter ones (docs/kernels.md), and a chunk that a late
+ * helper has not taken yet is run by the caller. Below Q8_SERIAL multiply-adds the caller does
+ * it all. */
 #ifndef Q8_CHUNKS
 #define Q8_CHUNKS 1
 #endif
