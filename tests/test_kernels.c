@@ -807,12 +807,14 @@ static void test_fast_sumsq_and_adamw(void **state) {
 }
 
 /* Decoding's attention of one head against its cache (rows ld apart), against double sums: head
- * sizes 24 and 64 (not whole vectors, whole vectors), caches of 1, 5 and 37 positions. */
+ * sizes 24, 64, 80 and 128 (not whole vectors; one, a part of a second and two groups of the
+ * 64 output floats kept in registers), caches of 1, 4, 5 and 37 positions (the keys are read
+ * four positions at a time). */
 static void test_fast_attend_cached(void **state) {
     (void)state;
-    int sizes[2] = {24, 64}, lens[3] = {1, 5, 37};
-    for (int a = 0; a < 2; a++)
-        for (int b = 0; b < 3; b++) {
+    int sizes[4] = {24, 64, 80, 128}, lens[4] = {1, 4, 5, 37};
+    for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 4; b++) {
             int hs = sizes[a], len = lens[b], ld = 3 * hs + 5;
             double *q = rand_d(hs, 1), *k = rand_d((size_t)len * ld, 1), *v = rand_d((size_t)len * ld, 1);
             float *q_f = to_f(q, hs), *k_f = to_f(k, (size_t)len * ld), *v_f = to_f(v, (size_t)len * ld);

@@ -24,6 +24,14 @@ fm_status fm_fail_prefix(fm_status status, const char *fmt, ...) __attribute__((
 void *fm_alloc_big(size_t bytes, int prefault);
 void fm_free_big(void *p);
 
+/* ---------------------------------------------------------------- threads (threads.c) */
+
+/* Ends the calling thread's idle OpenMP threads (they start again with its next parallel
+ * region). After a region libgomp's threads spin for tens of milliseconds waiting for the next
+ * one; work that then runs on other threads (the team of core/team.h) would share the cores
+ * with that spinning. A no-op inside a parallel region or without OpenMP 5.0. */
+void fm_omp_release_idle(void);
+
 /* ---------------------------------------------------------------- kernel timing (profile.c) */
 
 /* The clock when profiling is on (fm_profile_enable), else 0; stop adds the time since start

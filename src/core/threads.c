@@ -19,6 +19,12 @@ void fm_set_threads(int n) {
 
 int fm_get_threads(void) { return omp_get_max_threads(); }
 
+void fm_omp_release_idle(void) {
+#if _OPENMP >= 201811 || (defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 9) /* GCC's libgomp has it */
+    if (!omp_in_parallel()) omp_pause_resource_all(omp_pause_soft);
+#endif
+}
+
 void fm_set_matmul_precision(fm_matmul_precision precision) { fm_k_gemm_set_bf16(precision == FM_MATMUL_BF16); }
 
 fm_matmul_precision fm_get_matmul_precision(void) { return fm_k_gemm_bf16() ? FM_MATMUL_BF16 : FM_MATMUL_FP32; }

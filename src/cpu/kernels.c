@@ -378,24 +378,153 @@ static void att_probs(float *p, const float *s, int t, int n, float scale, float
 }
 
 /* Decoding: one query against positions 0..len-1 of one head's key/value cache (rows ld apart):
- * out (hs) = softmax(q . k_u * scale) over u, weighted sum of v_u; s (len) scratch. */
-void fm_k_attend_cached(float *out, float *s, const float *q, const float *keys, const float *values, int len,
-                        int ld, int hs, float scale) {
-    float maxv = -INFINITY, sum = 0.0f;
-    for (int u = 0; u < len; u++) {
-        s[u] = row_dot(q, keys + (size_t)u * ld, hs) * scale;
-        maxv = s[u] > maxv ? s[u] : maxv;
+ * out (hs) = softmax(q . k_u * scale) over u, weighted sum of v_u; s (len) scratch.
+ * The cache was written tokens ago and the weights read since have evicted it, so each
+ * position's hs floats (a few cache lines, a whole row of the cache from the next position)
+ * come from memory. The keys are read four positions at a time (four independent sums), the
+ * keys ATTEND_AHEAD positions ahead and each value row are prefetched during that pass, and the
+ * weighted sum keeps up to 64 output floats in registers across all positions, scaled once by
+ * 1 / the exponentials' sum at the end. */
+#define ATTEND_AHEAD 8
+
+static inline void prefetch_floats(const float *p, int n) {
+    for (int i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 3);
+}
+
+/* s[u] = q . k_u * scale for u in [0, len), with the prefetches described above. */
+static void attend_scores(float *s, const float *q, const float *keys, const float *values, int len, int ld, int hs,
+                          float scale) {
+    for (int u = 0; u < len && u < ATTEND_AHEAD; u++) prefetch_floats(keys + (size_t)u * ld, hs);
+    int u = 0;
+    for (; u + 4 <= len; u += 4) {
+        for (int w = u + ATTEND_AHEAD; w < u + ATTEND_AHEAD + 4 && w < len; w++) prefetch_floats(keys + (size_t)w * ld, hs);
+        for (int w = u; w < u + 4; w++) prefetch_floats(values + (size_t)w * ld, hs);
+        const float *k0 = keys + (size_t)u * ld, *k1 = k0 + ld, *k2 = k1 + ld, *k3 = k2 + ld;
+#ifdef __AVX512F__
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int i = 0; i < hs; i += FM_V16) {
+            __mmask16 m = lanes(hs, i);
+            __m512 x = _mm512_maskz_loadu_ps(m, q + i);
+            a0 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(m, k0 + i), a0);
+            a1 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(m, k1 + i), a1);
+            a2 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(m, k2 + i), a2);
+            a3 = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(m, k3 + i), a3);
+        }
+        s[u] = _mm512_reduce_add_ps(a0) * scale, s[u + 1] = _mm512_reduce_add_ps(a1) * scale;
+        s[u + 2] = _mm512_reduce_add_ps(a2) * scale, s[u + 3] = _mm512_reduce_add_ps(a3) * scale;
+#elif defined(FM_AVX2)
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int i = 0; i < hs; i += FM_V8) {
+            __m256 x = fm_load8(q + i, hs - i);
+            a0 = _mm256_fmadd_ps(x, fm_load8(k0 + i, hs - i), a0);
+            a1 = _mm256_fmadd_ps(x, fm_load8(k1 + i, hs - i), a1);
+            a2 = _mm256_fmadd_ps(x, fm_load8(k2 + i, hs - i), a2);
+            a3 = _mm256_fmadd_ps(x, fm_load8(k3 + i, hs - i), a3);
+        }
+        s[u] = fm_hsum8(a0) * scale, s[u + 1] = fm_hsum8(a1) * scale;
+        s[u + 2] = fm_hsum8(a2) * scale, s[u + 3] = fm_hsum8(a3) * scale;
+#else
+        s[u] = row_dot(q, k0, hs) * scale, s[u + 1] = row_dot(q, k1, hs) * scale;
+        s[u + 2] = row_dot(q, k2, hs) * scale, s[u + 3] = row_dot(q, k3, hs) * scale;
+#endif
     }
-    for (int u = 0; u < len; u++) {
-        s[u] = expf(s[u] - maxv);
+    for (; u < len; u++) {
+        prefetch_floats(values + (size_t)u * ld, hs);
+        s[u] = row_dot(q, keys + (size_t)u * ld, hs) * scale;
+    }
+}
+
+/* s[u] = exp(s[u] - max s) for u in [0, len); returns 1 / their sum. */
+static float attend_exp(float *s, int len) {
+    float sum = 0.0f;
+    int u = 0;
+#ifdef __AVX512F__
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (; u < len; u += FM_V16) vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(vmax, lanes(len, u), s + u));
+    __m512 vm = _mm512_set1_ps(_mm512_reduce_max_ps(vmax)), vsum = _mm512_setzero_ps();
+    for (u = 0; u < len; u += FM_V16) {
+        __mmask16 m = lanes(len, u);
+        __m512 e = _mm512_maskz_mov_ps(m, fm_exp_v(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + u), vm)));
+        _mm512_mask_storeu_ps(s + u, m, e);
+        vsum = _mm512_add_ps(vsum, e);
+    }
+    sum = _mm512_reduce_add_ps(vsum);
+#elif defined(FM_AVX2)
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    for (; u + FM_V8 <= len; u += FM_V8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(s + u));
+    float maxv = fm_hmax8(vmax);
+    for (; u < len; u++) maxv = s[u] > maxv ? s[u] : maxv;
+    __m256 vm = _mm256_set1_ps(maxv), vsum = _mm256_setzero_ps();
+    for (u = 0; u + FM_V8 <= len; u += FM_V8) {
+        __m256 e = fm_exp_v8(_mm256_sub_ps(_mm256_loadu_ps(s + u), vm));
+        _mm256_storeu_ps(s + u, e);
+        vsum = _mm256_add_ps(vsum, e);
+    }
+    sum = fm_hsum8(vsum);
+    for (; u < len; u++) {
+        s[u] = fm_exp_s(s[u] - maxv);
         sum += s[u];
     }
+#else
+    float maxv = -INFINITY;
+    for (; u < len; u++) maxv = s[u] > maxv ? s[u] : maxv;
+    for (u = 0; u < len; u++) {
+        s[u] = fm_exp_s(s[u] - maxv);
+        sum += s[u];
+    }
+#endif
+    return 1.0f / sum;
+}
+
+void fm_k_attend_cached(float *out, float *s, const float *q, const float *keys, const float *values, int len,
+                        int ld, int hs, float scale) {
+    attend_scores(s, q, keys, values, len, ld, hs, scale);
+    float inv = attend_exp(s, len);
+#ifdef __AVX512F__
+    __m512 vinv = _mm512_set1_ps(inv);
+    for (int i = 0; i < hs; i += 4 * FM_V16) { /* out[i, i + 64) in four registers */
+        __mmask16 m0 = lanes(hs, i), m1 = i + 16 < hs ? lanes(hs, i + 16) : 0;
+        __mmask16 m2 = i + 32 < hs ? lanes(hs, i + 32) : 0, m3 = i + 48 < hs ? lanes(hs, i + 48) : 0;
+        __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+        for (int u = 0; u < len; u++) {
+            const float *v = values + (size_t)u * ld + i;
+            __m512 a = _mm512_set1_ps(s[u]);
+            o0 = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m0, v), o0);
+            o1 = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m1, v + 16), o1);
+            o2 = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m2, v + 32), o2);
+            o3 = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m3, v + 48), o3);
+        }
+        _mm512_mask_storeu_ps(out + i, m0, _mm512_mul_ps(o0, vinv));
+        _mm512_mask_storeu_ps(out + i + 16, m1, _mm512_mul_ps(o1, vinv));
+        _mm512_mask_storeu_ps(out + i + 32, m2, _mm512_mul_ps(o2, vinv));
+        _mm512_mask_storeu_ps(out + i + 48, m3, _mm512_mul_ps(o3, vinv));
+    }
+#elif defined(FM_AVX2)
+    __m256 vinv = _mm256_set1_ps(inv);
+    for (int i = 0; i < hs; i += 4 * FM_V8) { /* out[i, i + 32) in four registers */
+        int n0 = hs - i, n1 = n0 - 8, n2 = n0 - 16, n3 = n0 - 24;
+        __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+        for (int u = 0; u < len; u++) {
+            const float *v = values + (size_t)u * ld + i;
+            __m256 a = _mm256_set1_ps(s[u]);
+            o0 = _mm256_fmadd_ps(a, fm_load8(v, n0), o0);
+            if (n1 > 0) o1 = _mm256_fmadd_ps(a, fm_load8(v + 8, n1), o1);
+            if (n2 > 0) o2 = _mm256_fmadd_ps(a, fm_load8(v + 16, n2), o2);
+            if (n3 > 0) o3 = _mm256_fmadd_ps(a, fm_load8(v + 24, n3), o3);
+        }
+        fm_store8(out + i, n0, _mm256_mul_ps(o0, vinv));
+        if (n1 > 0) fm_store8(out + i + 8, n1, _mm256_mul_ps(o1, vinv));
+        if (n2 > 0) fm_store8(out + i + 16, n2, _mm256_mul_ps(o2, vinv));
+        if (n3 > 0) fm_store8(out + i + 24, n3, _mm256_mul_ps(o3, vinv));
+    }
+#else
     for (int i = 0; i < hs; i++) out[i] = 0.0f;
     for (int u = 0; u < len; u++) {
         const float *v = values + (size_t)u * ld;
-        float a = s[u] / sum;
-        for (int i = 0; i < hs; i++) out[i] += a * v[i];
+        for (int i = 0; i < hs; i++) out[i] += s[u] * v[i];
     }
+    for (int i = 0; i < hs; i++) out[i] *= inv;
+#endif
 }
 
 /* Query row t without workspace (the fallback when the blocks cannot be allocated): two passes

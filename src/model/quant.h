@@ -30,6 +30,7 @@ typedef struct {
 struct fm_quant {
     int n;
     fm_q8_matrix *mats;
+    void *arena; /* every matrix's q and d (fm_alloc_big): huge pages for the decoder's streams */
 };
 
 void fm_quant_free(struct fm_quant *q);
