@@ -27,6 +27,8 @@
 #define FM_COMMIT "unknown"
 #endif
 
+#define AUGMENT_SHIFT_MAX 8 /* --augment-shift: (2 * 8 + 1)^2 = 289 copies at most */
+
 /* What run.json stores: everything that decides the sequence of losses. */
 typedef struct {
     char base[4096], data[4096], val[4096];
@@ -36,6 +38,7 @@ typedef struct {
     int per_class;  /* images: labels drawn per class (fm probe's draw), 0: every image */
     int draw;       /* images: which draw (0, 1, ...) */
     uint64_t draw_seed; /* images: the draws' seed (fm probe's --seed) */
+    int augment_shift;  /* images: training images also shifted by up to this many pixels */
     int scratch;    /* --init scratch: the base's architecture with fresh weights */
     int head_only;  /* --task classify: only the head trains */
     int loss_on_all;
@@ -72,6 +75,7 @@ static char *settings_text(const finetune_settings *r) {
         ok = ok && cJSON_AddNumberToObject(o, "per_class", r->per_class);
         ok = ok && cJSON_AddNumberToObject(o, "draw", r->draw);
         ok = ok && cJSON_AddStringToObject(o, "draw_seed", draw_seed);
+        ok = ok && cJSON_AddNumberToObject(o, "augment_shift", r->augment_shift);
     }
     ok = ok && cJSON_AddStringToObject(o, "loss_on", r->loss_on_all ? "all" : "completion");
     ok = ok && cJSON_AddBoolToObject(o, "lora", r->lora);
@@ -148,6 +152,9 @@ static void load_settings(const char *run_dir, finetune_settings *r) {
         errno = 0;
         r->draw_seed = strtoull(draw_seed, &stop, 10);
         if (!draw_seed[0] || *stop || errno) bad_settings(path, "draw_seed", "is not a whole number");
+        r->augment_shift = cJSON_GetObjectItemCaseSensitive(o, "augment_shift")
+                               ? (int)json_number(path, o, "augment_shift", 0, AUGMENT_SHIFT_MAX, 1)
+                               : 0;
     }
     char loss_on[32], seed[32], precision[16];
     json_text(path, o, "loss_on", loss_on, sizeof loss_on);
@@ -188,8 +195,11 @@ static void absolute(char *out, size_t size, const char *path) {
 /* Labeled images as fine-tuning data: the images of draw rs->draw of rs->per_class labels per
  * class (fm probe's rows for that count, draw and seed; 0: every image), tokenized with the base's
  * image tokenizer (<|image|>, the codes, <|/image|>: the head reads the last); of each class's rows,
- * in file order, every rs->val_every-th is held out. The labels are the IDX classes, named "0",
- * "1", ... in index order. Dies on error, naming the file or flag. */
+ * in file order, every rs->val_every-th is held out. With rs->augment_shift = S > 0 the training
+ * part also holds each of its images moved by every (dy, dx) in [-S, S]^2 other than (0, 0), zero
+ * filled ((2S + 1)^2 copies in all, each with its image's label); the held-out part is as is.
+ * The labels are the IDX classes, named "0", "1", ... in index order. Dies on error, naming the
+ * file or flag. */
 static void image_data(const finetune_settings *rs, const fm_tokenizer *tok, int n_positions, fm_sft_data **train,
                        fm_sft_data **held) {
     fm_image_tokenizer *itok;
@@ -242,11 +252,22 @@ static void image_data(const finetune_settings *rs, const fm_tokenizer *tok, int
     int pad = fm_tokenizer_special_id(tok, "<|endoftext|>");
     fm_sft_data **out[2] = {train, held};
     for (int p = 0; p < 2; p++) {
-        int *ids = cli_image_set_encode("finetune", &set, itok, part_rows[p], count[p]);
-        if ((st = fm_sft_data_from_ids(out[p], rs->train_images, ids, (size_t)count[p], set.len, part_labels[p],
+        int S = p == 0 ? rs->augment_shift : 0, copies = (2 * S + 1) * (2 * S + 1), n_p = count[p] * copies;
+        int *ids = cli_alloc("finetune", (size_t)n_p * set.len, sizeof(int));
+        int *labels = cli_alloc("finetune", (size_t)n_p, sizeof(int));
+        int c = 0; /* copy (0, 0) first: the unshifted images */
+        for (int i = 0; i < copies; i++) {
+            int shift = (i + copies / 2) % copies, dy = shift / (2 * S + 1) - S, dx = shift % (2 * S + 1) - S;
+            int *part = cli_image_set_encode_shifted("finetune", &set, itok, part_rows[p], count[p], dy, dx);
+            memcpy(ids + (size_t)c * count[p] * set.len, part, sizeof(int) * (size_t)count[p] * set.len);
+            memcpy(labels + (size_t)c * count[p], part_labels[p], sizeof(int) * (size_t)count[p]);
+            free(part);
+            c++;
+        }
+        if ((st = fm_sft_data_from_ids(out[p], rs->train_images, ids, (size_t)n_p, set.len, labels,
                                        (const char *const *)label_names, k, pad >= 0 ? pad : 0)))
             cli_fail("finetune", st);
-        free(ids), free(part_rows[p]), free(part_labels[p]);
+        free(ids), free(labels), free(part_rows[p]), free(part_labels[p]);
     }
     if (k > 64) {
         for (int c = 0; c < k; c++) free(label_names[c]);
@@ -285,7 +306,7 @@ static int run(int argc, char **argv) {
     const char *base_dir = NULL, *data = NULL, *val = NULL, *out = NULL, *format = NULL, *loss_on = NULL;
     const char *precision = NULL, *targets = NULL, *task = NULL;
     const char *train_images = NULL, *train_labels = NULL, *init = NULL;
-    int per_class = -1, draw = -1;
+    int per_class = -1, draw = -1, augment_shift = -1;
     uint64_t draw_seed = 1;
     fm_adamw_config ac;
     fm_adamw_config_default(&ac);
@@ -320,6 +341,9 @@ static int run(int argc, char **argv) {
          "images: train on this many labels per class, drawn as fm probe draws them (0 = every image; default 0)"},
         {"draw", OPT_INT, &draw, 0, 1 << 20, "images: which draw of --per-class labels (0, 1, ...; default 0)"},
         {"draw-seed", OPT_U64, &draw_seed, 0, 1.8e19, "images: the draws' seed, fm probe's --seed (default 1)"},
+        {"augment-shift", OPT_INT, &augment_shift, 0, AUGMENT_SHIFT_MAX,
+         "images: also train on every training image moved by up to N pixels each way, zero filled ((2N+1)^2 "
+         "copies; the held-out images are not moved; default 0)"},
         {"init", OPT_STRING, &init, 0, 0,
          "pretrained (default: --model's weights) or scratch (its architecture, freshly initialised from --seed)"},
         {"dropout", OPT_FLOAT, &dropout, 0, 0.99,
@@ -370,7 +394,7 @@ static int run(int argc, char **argv) {
     char *best_dir = cli_path(out, "best");
     if (resume) {
         if (base_dir || data || val || format || loss_on || steps || epochs || lora || any_lora_flag || precision || task ||
-            dropout >= 0 || train_images || train_labels || per_class >= 0 || draw >= 0 || init)
+            dropout >= 0 || train_images || train_labels || per_class >= 0 || draw >= 0 || augment_shift >= 0 || init)
             cli_usage_error("finetune", "--resume continues with the run's stored settings; give only --out "
                             "(and --threads, --zero)");
         if (rank0) lock = cli_lock_dir("finetune", out);
@@ -394,8 +418,9 @@ static int run(int argc, char **argv) {
         if (train_images && (data || val || format))
             cli_usage_error("finetune", "--train-images replaces --data, --val and --format; give one or the other");
         if (!train_images != !train_labels) cli_usage_error("finetune", "--train-images and --train-labels go together");
-        if (!train_images && (per_class >= 0 || draw >= 0))
-            cli_usage_error("finetune", "--per-class and --draw choose labeled images: give --train-images");
+        if (!train_images && (per_class >= 0 || draw >= 0 || augment_shift >= 0))
+            cli_usage_error("finetune", "--per-class, --draw and --augment-shift are for labeled images: give "
+                            "--train-images");
         if (train_images && !(task && !strcmp(task, "classify")))
             cli_usage_error("finetune", "--train-images trains a classification head: give --task classify");
         if (init && strcmp(init, "pretrained") && strcmp(init, "scratch"))
@@ -404,6 +429,7 @@ static int run(int argc, char **argv) {
         rs.per_class = per_class > 0 ? per_class : 0;
         rs.draw = draw > 0 ? draw : 0;
         rs.draw_seed = draw_seed;
+        rs.augment_shift = augment_shift > 0 ? augment_shift : 0;
         if (!steps == !epochs) cli_usage_error("finetune", "give exactly one of --steps and --epochs");
         if (precision && fm_matmul_precision_parse(precision, &rs.precision))
             cli_usage_error("finetune", "--precision: %s", fm_last_error());
@@ -516,6 +542,9 @@ static int run(int argc, char **argv) {
     if ((st = fm_sft_source_init(&source, train, held, rs.seq, rs.seed, (size_t)rs.eval_rows))) cli_fail("finetune", st);
     size_t n_train = fm_sft_data_num_examples(train), no_loss = 0, no_loss_held = 0;
     size_t truncated = fm_sft_data_truncated(train, rs.seq, &no_loss) + fm_sft_data_truncated(held, rs.seq, &no_loss_held);
+    if (images && rs.augment_shift)
+        printf("augment: every training image also moved by up to %d pixels each way: %d copies\n", rs.augment_shift,
+               (2 * rs.augment_shift + 1) * (2 * rs.augment_shift + 1));
     if (images && rs.per_class)
         printf("data: %s (images, draw %d of %d labels per class, seed %llu): %zu training images, %zu held out\n",
                rs.train_images, rs.draw, rs.per_class, (unsigned long long)rs.draw_seed, n_train,

@@ -7,7 +7,8 @@
 # draws, --seed 1) and for each init (pretrained: the model's weights; scratch: its architecture,
 # fresh weights), `fm finetune --task classify --train-images` at each learning rate of the grid
 # FM_FT_LRS (3e-4 1e-3 3e-3) for FM_FT_STEPS steps (150) of 32 images, every 5th labeled image of
-# each class held out (20 per class). The run kept for a (draw, init) is the held-out loss's best
+# each class held out (20 per class), the training images also moved by up to FM_FT_AUGMENT pixels
+# (1: 9 copies of each; 0: none) for both inits. The run kept for a (draw, init) is the held-out loss's best
 # checkpoint (best/) of the learning rate with the best held-out accuracy (ties: the smaller rate);
 # only it is scored on the 10,000 test images (`fm classify --images --labels`). Then `fm probe
 # --features pixels --per-class 100` on the same draws gives the raw-pixel probe. The table:
@@ -25,6 +26,7 @@ DRAWS=${FM_FT_DRAWS:-5}
 LRS=${FM_FT_LRS:-3e-4 1e-3 3e-3}
 STEPS=${FM_FT_STEPS:-150}
 PER_CLASS=${FM_FT_PER_CLASS:-100}
+AUGMENT=${FM_FT_AUGMENT:-1}
 THREADS=${FM_FT_THREADS:-2}
 DATA=/usr/share/datasets/fashion-mnist
 PY=/usr/bin/python3
@@ -52,7 +54,8 @@ for draw in $(seq 0 $((DRAWS - 1))); do
         for lr in $LRS; do
             run=$OUT/ft/d$draw-$init-lr$lr
             "$FM" finetune --model "$MODEL" --task classify "${TRAIN[@]}" --per-class "$PER_CLASS" --draw "$draw" \
-                --draw-seed 1 --init "$init" --out "$run" --force --steps "$STEPS" --batch 32 --lr "$lr" \
+                --draw-seed 1 --init "$init" --augment-shift "$AUGMENT" --out "$run" --force --steps "$STEPS" \
+                --batch 32 --lr "$lr" \
                 --eval-every 25 --save-every 1000 --seed 1 --precision "$PRECISION" --threads "$THREADS" \
                 >"$run.log" 2>&1 || { echo "finetune-vision: $run failed:" >&2; tail -5 "$run.log" >&2; exit 1; }
             acc=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["best"])' "$run/accuracy.json")

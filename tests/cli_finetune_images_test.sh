@@ -10,6 +10,8 @@
 #     loss), and the same run twice gives the same metrics;
 #   - --per-class 5: 15 images, every 5th of each class held out (12 + 3), and draw 0 and draw 1
 #     are different images; --resume of a finished image run reads its settings back;
+#   - --augment-shift 1: the 12 training images and their 8 one-pixel moves, the held-out 3 as they
+#     are; run.json records it and --resume reads it back; refused without images or above 8;
 #   - fm classify --images without --labels prints a label per image, with --json the probabilities;
 #   - errors: flags that do not go together, a label file given as images, counts that disagree,
 #     images of another size, more labels per class than a class has, too few to hold out, a
@@ -80,6 +82,17 @@ expect "per-class 5, draw 1" 0 "draw 1 of 5 labels per class, seed 1\): 12 train
     ! cmp -s d0/metrics.jsonl d1/metrics.jsonl && ok || bad "draws 0 and 1 trained alike"
 expect "resume a finished run" 0 "held-out accuracy: [0-9.]+ final" -- "$FM" finetune --out d0 --resume --threads 2
 
+# --- --augment-shift 1: the 12 training images and their 8 one-pixel moves (108), the 3 held out as they are
+expect "augment-shift 1" 0 "draw 0 of 5 labels per class, seed 1\): 108 training images, 3 held out" -- \
+    "$FM" finetune --model run "${IMG[@]}" --per-class 5 --augment-shift 1 --out a1 --steps 5 "${FT[@]}"
+grep -q '"augment_shift":[[:space:]]*1' a1/run.json && ok || bad "run.json does not record augment_shift 1"
+expect "resume an augmented run" 0 "108 training images, 3 held out" -- "$FM" finetune --out a1 --resume --threads 2
+! cmp -s d0/metrics.jsonl a1/metrics.jsonl && ok || bad "the augmented run trained as the plain one"
+expect "augment-shift without images" 2 "--augment-shift are for labeled images" -- \
+    "$FM" finetune --model run --data x.tsv --augment-shift 1 --out e --steps 1
+expect "augment-shift out of range" 2 "augment-shift" -- \
+    "$FM" finetune --model run "${IMG[@]}" --augment-shift 9 --out e --steps 1
+
 # --- fm classify --images alone
 "$FM" classify --model ft-scratch --images "$TEI" >labels.txt 2>&1 || bad "classify --images: exit $?"
 [ "$(wc -l <labels.txt)" -eq 60 ] && grep -qE '^59	[0-2]$' labels.txt && ok || bad "classify --images: $(head -2 labels.txt)"
@@ -97,7 +110,7 @@ expect "images and --data" 2 "--train-images replaces --data" -- \
     "$FM" finetune --model run "${IMG[@]}" --data x.tsv --out e --steps 1
 expect "images without classify" 2 "give --task classify" -- \
     "$FM" finetune --model run --train-images "$TRI" --train-labels "$TRL" --out e --steps 1
-expect "per-class without images" 2 "--per-class and --draw choose labeled images" -- \
+expect "per-class without images" 2 "--per-class, --draw and --augment-shift are for labeled images" -- \
     "$FM" finetune --model run --task classify --data x.tsv --per-class 5 --out e --steps 1
 expect "bad --init" 2 "--init must be pretrained or scratch, not 'zero'" -- \
     "$FM" finetune --model run "${IMG[@]}" --init zero --out e --steps 1
