@@ -27,8 +27,8 @@
 
 struct fm_session {
     const fm_model *model;
-    int omp_threads_spinning; /* the last forward ran more than SESSION_FEW_ROWS rows */
     const fm_lora *lora;          /* the adapter its products add (the model's, when made), or NULL */
+    int omp_threads_spinning;     /* the last forward ran more than SESSION_FEW_ROWS rows */
     int max_seqs, max_len;
     int rows;                     /* rows of the row buffers: max(PREFILL_ROWS, max_seqs) */
     int *len;                     /* (max_seqs) positions filled */

@@ -97,12 +97,12 @@ static struct fm_quant *quant_layout(const fm_model *m) {
     return q;
 }
 
+static size_t line_up(size_t bytes) { return (bytes + 63) / 64 * 64; }
+
 /* Every matrix's q and then d, one after the other in one buffer (each part on 64-byte lines).
  * Decoding streams all of it once per token: from one fm_alloc_big it lies in 2 MiB pages where
  * the kernel grants them (malloc's 4 KiB pages cost a TLB miss every 4 KiB, and the hardware
  * prefetchers stop at each page's end). Returns 0 when out of memory. */
-static size_t line_up(size_t bytes) { return (bytes + 63) / 64 * 64; }
-
 static int quant_alloc(struct fm_quant *q) {
     size_t total = 0;
     for (int k = 0; k < q->n; k++) {
