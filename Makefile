@@ -286,10 +286,12 @@ bench-kernels: $(BUILD)/bench_kernels
 $(BUILD)/bench_kernels: bench/kernels.c $(BUILD)/libfm.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
-# Decoding's parts: the int8 products of a token alone (bench/decode_products.c) and steps of 1
-# and 8 rows through the session API (bench/decode_steps.c), GPT-2 124M shapes.
-bench-decode: $(BUILD)/bench_decode_products $(BUILD)/bench_decode_steps
+# Decoding's parts: the int8 products of a token alone (bench/decode_products.c), its attention
+# alone (bench/decode_attention.c), and steps of 1 and 8 rows through the session API
+# (bench/decode_steps.c), GPT-2 124M shapes.
+bench-decode: $(BUILD)/bench_decode_products $(BUILD)/bench_decode_attention $(BUILD)/bench_decode_steps
 	./$(BUILD)/bench_decode_products
+	./$(BUILD)/bench_decode_attention
 	./$(BUILD)/bench_decode_steps 1
 	./$(BUILD)/bench_decode_steps 8
 

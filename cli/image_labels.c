@@ -55,36 +55,31 @@ void cli_image_set_free(cli_image_set *set) {
     memset(set, 0, sizeof *set);
 }
 
-int *cli_image_set_encode(const char *cmd, const cli_image_set *set, const fm_image_tokenizer *itok,
-                          const int *rows, int n) {
-    size_t npix = (size_t)set->images.rows * set->images.cols;
-    int *ids = cli_alloc(cmd, (size_t)(n > 0 ? n : 1) * set->len, sizeof(int));
-    for (int i = 0; i < n; i++) {
-        size_t r = rows ? (size_t)rows[i] : (size_t)i;
-        fm_status st = fm_image_tokenizer_encode(itok, set->images.data + r * npix, ids + (size_t)i * set->len);
-        if (st) cli_fail(cmd, st);
-    }
-    return ids;
-}
-
-int *cli_image_set_encode_shifted(const char *cmd, const cli_image_set *set, const fm_image_tokenizer *itok,
-                                  const int *rows, int n, int dy, int dx) {
-    if (!dy && !dx) return cli_image_set_encode(cmd, set, itok, rows, n);
+void cli_image_set_encode_into(const char *cmd, const cli_image_set *set, const fm_image_tokenizer *itok,
+                               const int *rows, int n, int dy, int dx, int *ids) {
     int R = set->images.rows, C = set->images.cols;
     size_t npix = (size_t)R * C;
-    uint8_t *moved = cli_alloc(cmd, npix, 1);
-    int *ids = cli_alloc(cmd, (size_t)(n > 0 ? n : 1) * set->len, sizeof(int));
+    uint8_t *moved = dy || dx ? cli_alloc(cmd, npix, 1) : NULL;
     for (int i = 0; i < n; i++) {
         const uint8_t *img = set->images.data + (rows ? (size_t)rows[i] : (size_t)i) * npix;
-        for (int y = 0; y < R; y++)
-            for (int x = 0; x < C; x++) {
-                int sy = y - dy, sx = x - dx;
-                moved[(size_t)y * C + x] = sy >= 0 && sy < R && sx >= 0 && sx < C ? img[(size_t)sy * C + sx] : 0;
-            }
-        fm_status st = fm_image_tokenizer_encode(itok, moved, ids + (size_t)i * set->len);
+        if (moved) {
+            for (int y = 0; y < R; y++)
+                for (int x = 0; x < C; x++) {
+                    int sy = y - dy, sx = x - dx;
+                    moved[(size_t)y * C + x] = sy >= 0 && sy < R && sx >= 0 && sx < C ? img[(size_t)sy * C + sx] : 0;
+                }
+            img = moved;
+        }
+        fm_status st = fm_image_tokenizer_encode(itok, img, ids + (size_t)i * set->len);
         if (st) cli_fail(cmd, st);
     }
     free(moved);
+}
+
+int *cli_image_set_encode(const char *cmd, const cli_image_set *set, const fm_image_tokenizer *itok,
+                          const int *rows, int n) {
+    int *ids = cli_alloc(cmd, (size_t)(n > 0 ? n : 1) * set->len, sizeof(int));
+    cli_image_set_encode_into(cmd, set, itok, rows, n, 0, 0, ids);
     return ids;
 }
 

@@ -28,10 +28,10 @@ void cli_image_set_free(cli_image_set *set);
 int *cli_image_set_encode(const char *cmd, const cli_image_set *set, const fm_image_tokenizer *itok,
                           const int *rows, int n);
 
-/* The same for the images moved dy rows down and dx columns right (negative: up, left), the
- * pixels moved in from outside 0 (the IDX background). */
-int *cli_image_set_encode_shifted(const char *cmd, const cli_image_set *set, const fm_image_tokenizer *itok,
-                                  const int *rows, int n, int dy, int dx);
+/* The same into ids (n, set->len), the images moved dy rows down and dx columns right first
+ * (negative: up, left; the pixels moved in from outside are 0, the IDX background). */
+void cli_image_set_encode_into(const char *cmd, const cli_image_set *set, const fm_image_tokenizer *itok,
+                               const int *rows, int n, int dy, int dx, int *ids);
 
 /* The head index of each class 0 .. k - 1 of an IDX label file: the head's label named "c"
  * (decimal); dies naming the model directory when the head lacks one. out: (k). */

@@ -89,9 +89,7 @@
 #endif
 #define NC 3072  /* columns of B packed at once (multiple of NR) */
 #define B_GROUP ((size_t)3 << 20) /* floats of B packed at once (12 MiB): several KC slices */
-#ifndef GEMV_ROWS
-#define GEMV_ROWS 9 /* up to 8 rows (8 decoding streams) take the unpacked path */
-#endif
+#define GEMV_ROWS (FM_K_FEW_ROWS + 1) /* up to 8 rows (8 decoding streams) take the unpacked path */
 /* CALL(m) with m the constant equal to M (1 to GEMV_ROWS - 1 = 8), so that an always-inline
  * kernel taking the row count keeps its per-row sums in registers. */
 #define GEMV_WITH_ROWS(M, CALL)                                                                     \

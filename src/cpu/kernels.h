@@ -23,7 +23,10 @@
 /* ------------------------------------------------------------ fast kernels (float) */
 
 /* C (M, N) = [C +] op(A) op(B), op(A) (M, K), op(B) (K, N); row-major with leading dims.
- * transA: A is stored (K, M); transB: B is stored (N, K). accumulate: add into C. */
+ * transA: A is stored (K, M); transB: B is stored (N, K). accumulate: add into C.
+ * Products of at most FM_K_FEW_ROWS rows (decoding) are not packed and run on the decoding team
+ * (src/core/team.h); larger ones run in OpenMP regions. */
+#define FM_K_FEW_ROWS 8
 void fm_k_gemm(int transA, int transB, int M, int N, int K,
                const float *A, int lda, const float *B, int ldb,
                float *C, int ldc, int accumulate);

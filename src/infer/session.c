@@ -28,7 +28,7 @@
 struct fm_session {
     const fm_model *model;
     const fm_lora *lora;          /* the adapter its products add (the model's, when made), or NULL */
-    int omp_threads_spinning;     /* the last forward ran more than SESSION_FEW_ROWS rows */
+    int omp_threads_spinning;     /* the last forward ran more than FM_K_FEW_ROWS rows */
     int max_seqs, max_len;
     int rows;                     /* rows of the row buffers: max(PREFILL_ROWS, max_seqs) */
     int *len;                     /* (max_seqs) positions filled */
@@ -182,17 +182,15 @@ fm_status fm_session_copy(fm_session *s, int from, int to) {
     return FM_OK;
 }
 
-/* A forward of more rows than this may run OpenMP regions (the packed float32 products of
- * src/cpu/gemm.c, the row kernels over many elements); fewer rows run on the team of
- * src/core/team.h. The first few-row forward after a larger one ends OpenMP's idle threads,
- * which would otherwise spin for tens of milliseconds on the cores the team needs. */
-#define SESSION_FEW_ROWS 8
-
 /* The blocks over rows 0..n-1 (s->tok, s->pos, s->seq set): each row's key and value go into
  * its sequence's cache at its position, and s->x holds the last block's output rows. */
 static void rows_forward(fm_session *s, int n) {
-    if (n <= SESSION_FEW_ROWS && s->omp_threads_spinning) fm_omp_release_idle();
-    s->omp_threads_spinning = n > SESSION_FEW_ROWS;
+    /* A forward of more than FM_K_FEW_ROWS rows runs OpenMP regions (the packed products, the
+     * row kernels over many elements); the first few-row forward after one ends OpenMP's idle
+     * threads, which would otherwise spin for tens of milliseconds on the cores the decoding
+     * team needs. */
+    if (n <= FM_K_FEW_ROWS && s->omp_threads_spinning) fm_omp_release_idle();
+    s->omp_threads_spinning = n > FM_K_FEW_ROWS;
     const fm_model *m = s->model;
     const fm_config *c = &m->cfg;
     int C = c->n_embd, NH = c->n_head;
