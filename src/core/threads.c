@@ -20,7 +20,9 @@ void fm_set_threads(int n) {
 int fm_get_threads(void) { return omp_get_max_threads(); }
 
 void fm_omp_release_idle(void) {
-#if _OPENMP >= 201811 || (defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 9) /* GCC's libgomp has it */
+/* OpenMP 5.0's pause (GCC 9's libgomp has it before claiming 5.0); nothing to release in a
+ * build without OpenMP (the ThreadSanitizer build compiles the pragmas out) */
+#if defined(_OPENMP) && (_OPENMP >= 201811 || (defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 9))
     if (!omp_in_parallel()) omp_pause_resource_all(omp_pause_soft);
 #endif
 }
