@@ -8,9 +8,14 @@
  * a later loop it has not seen. A taken chunk keeps the loop from finishing, so the job's fields
  * stay put while its taker reads them. The caller returns when `done` reaches the number of
  * chunks. Waiting (helpers for the next loop, the caller for chunks still running elsewhere)
- * spins for FM_TEAM_SPIN_US and then sleeps on a condition variable; a sleeper announces itself
- * (sleepers / caller_sleeping) before its last check, and the other side looks after its own
- * store (both sequentially consistent), so no wake-up is lost.
+ * spins for FM_TEAM_SPIN_US and then sleeps on a condition variable. The caller's wake-up
+ * cannot be lost: a helper that finishes a loop's last chunk signals under the mutex, and the
+ * caller checks for the end under the same mutex before it sleeps, so the two are ordered by
+ * the mutex alone (a flag set before the check and read after the increment would need
+ * store-load ordering, which qemu-user's aarch64 emulation on x86-64 does not give: the caller
+ * slept forever there). A helper announces its sleep (sleepers) before its last check and the
+ * caller looks after publishing a loop; a wake-up missed there costs that loop the helper,
+ * never progress.
  * Not for: what the chunks compute (the kernels), or OpenMP's regions elsewhere.
  */
 #include <omp.h>
@@ -35,7 +40,6 @@ static struct {
     _Atomic uint64_t next;    /* generation << 32 | chunks << 16 | next chunk */
     _Atomic int done;         /* chunks of the current loop finished */
     _Atomic int sleepers;     /* helpers asleep or about to be */
-    _Atomic int caller_sleeping;
     _Atomic int want;         /* helpers that take part (fm_get_threads() - 1 of the caller) */
     atomic_flag busy;         /* a loop holds the team */
     /* the current loop: written by its caller before `next` publishes it */
@@ -79,8 +83,9 @@ static int spin_until(int (*done)(void), double spin_us) {
     }
 }
 
-/* Takes and runs chunks of the loop of generation gen until none is left. */
-static void work(uint32_t gen) {
+/* Takes and runs chunks of the loop of generation gen until none is left; a helper (not the
+ * loop's caller) that finishes the last chunk wakes the caller. */
+static void work(uint32_t gen, int helper) {
     for (;;) {
         uint64_t w = atomic_load(&team.next);
         if ((uint32_t)(w >> 32) != gen) return;
@@ -89,7 +94,7 @@ static void work(uint32_t gen) {
         if (!atomic_compare_exchange_weak(&team.next, &w, w + 1)) continue;
         int lo = i * team.grain, hi = lo + team.grain < team.n ? lo + team.grain : team.n;
         team.fn(team.arg, lo, hi);
-        if (atomic_fetch_add(&team.done, 1) + 1 == chunks && atomic_load(&team.caller_sleeping)) {
+        if (atomic_fetch_add(&team.done, 1) + 1 == chunks && helper) {
             pthread_mutex_lock(&team.lock);
             pthread_cond_signal(&team.finished);
             pthread_mutex_unlock(&team.lock);
@@ -114,7 +119,7 @@ static void *helper_main(void *p) {
             pthread_mutex_unlock(&team.lock);
         }
         helper_seen = (uint32_t)(atomic_load(&team.next) >> 32);
-        if (index < atomic_load(&team.want)) work(helper_seen);
+        if (index < atomic_load(&team.want)) work(helper_seen, 1);
     }
     return NULL;
 }
@@ -125,7 +130,6 @@ static void after_fork_child(void) {
     pthread_cond_init(&team.wake, NULL);
     pthread_cond_init(&team.finished, NULL);
     atomic_store(&team.sleepers, 0);
-    atomic_store(&team.caller_sleeping, 0);
     atomic_flag_clear(&team.busy);
     team.started = 0;
 }
@@ -177,13 +181,11 @@ void fm_team_for(int n, int grain, chunk_fn fn, void *arg) {
         pthread_mutex_unlock(&team.lock);
     }
     in_team = 1;
-    work(gen);
+    work(gen, 0);
     in_team = 0;
     if (!spin_until(all_done, FM_TEAM_SPIN_US)) {
         pthread_mutex_lock(&team.lock);
-        atomic_store(&team.caller_sleeping, 1);
         while (!all_done()) pthread_cond_wait(&team.finished, &team.lock);
-        atomic_store(&team.caller_sleeping, 0);
         pthread_mutex_unlock(&team.lock);
     }
     atomic_flag_clear(&team.busy);
