@@ -42,6 +42,7 @@ typedef struct {
     int eval_every, eval_tokens, save_every, sample_every, sample_tokens;
     int total_steps;
     uint64_t seed;
+    float dropout;            /* GPT-2's residual and embedding dropout while training */
     fm_matmul_precision precision;
     cli_list freeze;          /* tensor patterns kept frozen */
     char command_line[4096];
@@ -70,6 +71,7 @@ static char *settings_text(const run_settings *r) {
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seed);
     ok = ok && cJSON_AddStringToObject(o, "seed", seed);
     ok = ok && cJSON_AddStringToObject(o, "precision", fm_matmul_precision_name(r->precision));
+    ok = ok && cJSON_AddNumberToObject(o, "dropout", r->dropout);
     cJSON *frozen = ok ? cJSON_AddArrayToObject(o, "freeze") : NULL;
     ok = ok && frozen;
     for (int i = 0; ok && i < r->freeze.n; i++) {
@@ -146,6 +148,13 @@ static void load_settings(const char *run_dir, run_settings *r) {
     r->sample_tokens = json_int(path, o, "sample_tokens", 0, 1 << 20);
     r->total_steps = json_int(path, o, "total_steps", 1, 1 << 30);
     r->grad_accum = cJSON_GetObjectItemCaseSensitive(o, "grad_accum") ? json_int(path, o, "grad_accum", 1, 1 << 16) : 1;
+    cJSON *dropout = cJSON_GetObjectItemCaseSensitive(o, "dropout"); /* absent: runs before --dropout */
+    r->dropout = 0;
+    if (dropout && (!cJSON_IsNumber(dropout) || !(dropout->valuedouble >= 0 && dropout->valuedouble < 1))) {
+        fprintf(stderr, "fm pretrain: %s: \"dropout\" must be a number in [0, 1)\n", path);
+        exit(1);
+    }
+    if (dropout) r->dropout = (float)dropout->valuedouble;
     cJSON *precision = cJSON_GetObjectItemCaseSensitive(o, "precision"); /* absent: runs before bf16 */
     r->precision = FM_MATMUL_FP32;
     if (precision && (!cJSON_IsString(precision) || fm_matmul_precision_parse(precision->valuestring, &r->precision))) {
@@ -184,7 +193,7 @@ static int run(int argc, char **argv) {
     int layers = 0, dim = 0, heads = 0, context = 0, steps = 0, threads = 0, resume = 0, grad_accum = 0;
     int zero = 0, overlap = 0;
     int force = 0;
-    float minutes = 0;
+    float minutes = 0, dropout = -1;
     cli_list freeze = {0};
     run_settings rs = {.batch = 16, .seq = 0, .grad_accum = 1, .eval_every = 100, .eval_tokens = 32768,
                        .save_every = 500, .sample_every = 500, .sample_tokens = 64, .seed = 1337};
@@ -206,6 +215,8 @@ static int run(int argc, char **argv) {
         {"weight-decay", OPT_FLOAT, &ac.weight_decay, 0, 10, "AdamW decay of the 2-D weights (0.1)"},
         {"grad-clip", OPT_FLOAT, &ac.grad_clip, 0, 1e6, "global gradient-norm clip, 0 = off (1.0)"},
         {"beta2", OPT_FLOAT, &ac.beta2, 0, 0.99999, "AdamW's second-moment decay (0.95)"},
+        {"dropout", OPT_FLOAT, &dropout, 0, 0.99,
+         "GPT-2's dropout on each block's outputs and the embeddings while training (0; GPT-2 used 0.1)"},
         {"freeze", OPT_LIST, &freeze, 0, 0,
          "keep the tensors matching this pattern fixed, e.g. 'h.*.attn.c_attn.weight' (repeatable)"},
         {"steps", OPT_INT, &steps, 1, 1 << 30, "training steps"},
@@ -239,9 +250,9 @@ static int run(int argc, char **argv) {
     int lock = -1;
     char *metrics_path = cli_path(out, "metrics.jsonl"), *plot_path = cli_path(out, "loss.svg");
     if (resume) {
-        if (steps || minutes || layers || dim || heads || context || precision || grad_accum || freeze.n)
+        if (steps || minutes || layers || dim || heads || context || precision || grad_accum || freeze.n || dropout >= 0)
             cli_usage_error("pretrain", "--resume continues with the run's stored settings; drop the size, budget and "
-                            "precision flags (and --grad-accum, --freeze)");
+                            "precision flags (and --grad-accum, --freeze, --dropout)");
         if (rank0) lock = cli_lock_dir("pretrain", out);
         if (!cli_holds_checkpoint(out)) {
             char *weights = cli_path(out, "model.safetensors");
@@ -278,6 +289,7 @@ static int run(int argc, char **argv) {
         snprintf(rs.data, sizeof rs.data, "%s", data_real ? data_real : data_dir);
         free(data_real);
         rs.grad_accum = grad_accum ? grad_accum : 1;
+        rs.dropout = dropout > 0 ? dropout : 0;
         rs.freeze = freeze;
         size_t used = 0;
         for (int i = 0; i < argc && used < sizeof rs.command_line; i++)
@@ -308,6 +320,7 @@ static int run(int argc, char **argv) {
             if (fm_model_set_trainable(model, rs.freeze.items[i], 0, NULL))
                 cli_usage_error("pretrain", "--freeze: %s", fm_last_error());
     }
+    if ((st = fm_model_set_dropout(model, rs.dropout))) cli_fail("pretrain", st);
     const fm_config *mc = fm_model_config(model);
     if (fm_tokenizer_vocab_size(tok) != mc->vocab_size) {
         fprintf(stderr, "fm pretrain: %s has %d tokens but the model's vocab_size is %d\n", tok_path,

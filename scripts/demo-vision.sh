@@ -9,6 +9,7 @@
 # FM_VISION_FM: an fm binary to use instead of building build/fm. FM_VISION_STEPS=N: N steps instead
 # of the minutes (a shared machine, whose speed the timing at the start cannot foresee).
 # FM_VISION_REUSE_DATA=1: keep the tokenizer and data already in OUT (they are deterministic).
+# FM_VISION_DROPOUT=P: pre-train with GPT-2's dropout at rate P (default 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,7 @@ STEPS=${FM_VISION_STEPS:-}
 BUDGET=(--minutes "$MINUTES")
 [ -z "$STEPS" ] || BUDGET=(--steps "$STEPS")
 THREADS=${FM_VISION_THREADS:-2}
+DROPOUT=${FM_VISION_DROPOUT:-0}
 OUT=${FM_VISION_OUT:-build/vision}
 FM=${FM_VISION_FM:-build/fm}
 DATA=/usr/share/datasets/fashion-mnist
@@ -50,7 +52,7 @@ fi
 echo "== pre-training (${BUDGET[*]}) on $THREADS threads ($PRECISION products)"
 rm -rf "$OUT/run"
 "$FM" pretrain --data "$OUT/data" --out "$OUT/run" --layers 4 --dim 192 --heads 4 --context 51 --seq 50 \
-    --batch 32 --lr 3e-3 --beta2 0.99 --precision "$PRECISION" "${BUDGET[@]}" --threads "$THREADS" \
+    --batch 32 --lr 3e-3 --beta2 0.99 --dropout "$DROPOUT" --precision "$PRECISION" "${BUDGET[@]}" --threads "$THREADS" \
     --eval-every 250 --eval-tokens 50000 --save-every 1000 --sample-every 0 | tee "$OUT/pretrain.txt"
 cp "$OUT/run/loss.svg" "$OUT/loss.svg"
 

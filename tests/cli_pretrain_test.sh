@@ -103,6 +103,20 @@ last_loss() { losses "$1" | tail -1 | grep -o '[0-9.]*$'; }
 if awk -v a="$(last_loss full)" -v b="$(last_loss bf)" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != b && d < 0.05 * a) }'
 then ok; else bad "bf16 final loss $(last_loss bf) vs fp32 $(last_loss full): not close, or identical"; fi
 
+# --- dropout: recorded in run.json, refused on a resume, the same masks after a resume (on
+# another thread count), a training loss not the same as without it
+expect "dropout of 1" 2 "--dropout: 1 is out of range" -- "$FM" pretrain "${common[@]}" --dropout 1 --steps 5 --out r0
+expect "dropout on resume" 2 "drop the size, budget and precision flags" -- "$FM" pretrain --out full --resume --dropout 0.1
+expect "pretrain dropout" 0 "done: 150 steps" -- "$FM" pretrain "${common[@]}" --steps 150 --save-every 50 --dropout 0.2 --out drop
+grep -q '"dropout":[[:space:]]*0.2' drop/run.json && ok || bad "run.json does not record the dropout"
+grep -q '"dropout":[[:space:]]*0[,}]' full/run.json && ok || bad "run.json of a run without dropout does not say 0"
+interrupted 20 dropcut dropcut.log -- "$FM" pretrain "${common[@]}" --steps 150 --save-every 50 --dropout 0.2 --out dropcut
+stopped_short "interrupt with dropout" $? dropcut.log dropcut
+expect "resume with dropout" 0 "done: 150 steps" -- "$FM" pretrain --out dropcut --resume --threads 1
+diff <(losses drop) <(losses dropcut) >/dev/null && ok || bad "resumed losses with dropout differ from the uninterrupted run"
+cmp -s drop/model.safetensors dropcut/model.safetensors && ok || bad "resumed weights with dropout differ"
+[ "$(losses drop | sed -n 1p)" != "$(losses full | sed -n 1p)" ] && ok || bad "dropout 0.2 did not change the first loss"
+
 # --- generate, score, eval
 expect "generate" 0 "tokens generated" -- "$FM" generate --model full --prompt "Line 5: the" --max-tokens 20 --seed 3
 a=$("$FM" generate --model full --prompt "Line" --max-tokens 30 --seed 9 2>/dev/null)

@@ -22,7 +22,7 @@ export FM_TEST_SKIP=${FM_AARCH64_SKIP-test_gemm_rows_independent}
 # Idle OpenMP threads that spin take, under emulation, the cores the working threads need
 # (test_lora: 1.6 times as long with the default policy); tests do not depend on it.
 export OMP_WAIT_POLICY=passive
-limit=1800 # seconds for one program or script: a hang counts as a failure
+limit=900 # seconds for one program or script: a hang counts as a failure
 
 scripts/install-deps.sh --aarch64 || exit 1
 tests=()
