@@ -9,7 +9,8 @@
 # FM_VISION_FM: an fm binary to use instead of building build/fm. FM_VISION_STEPS=N: N steps instead
 # of the minutes (a shared machine, whose speed the timing at the start cannot foresee).
 # FM_VISION_REUSE_DATA=1: keep the tokenizer and data already in OUT (they are deterministic).
-# FM_VISION_DROPOUT=P: pre-train with GPT-2's dropout at rate P (default 0).
+# FM_VISION_DROPOUT=P: GPT-2's dropout while pre-training (default 0.1: without it the 30-minute run
+# memorises the training images after about 12 epochs; docs/vision.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +19,7 @@ STEPS=${FM_VISION_STEPS:-}
 BUDGET=(--minutes "$MINUTES")
 [ -z "$STEPS" ] || BUDGET=(--steps "$STEPS")
 THREADS=${FM_VISION_THREADS:-2}
-DROPOUT=${FM_VISION_DROPOUT:-0}
+DROPOUT=${FM_VISION_DROPOUT:-0.1}
 OUT=${FM_VISION_OUT:-build/vision}
 FM=${FM_VISION_FM:-build/fm}
 DATA=/usr/share/datasets/fashion-mnist
