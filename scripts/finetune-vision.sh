@@ -6,10 +6,12 @@
 # What it does: for each of FM_FT_DRAWS draws (5) of 100 training images per class (fm probe's
 # draws, --seed 1) and for each init (pretrained: the model's weights; scratch: its architecture,
 # fresh weights), `fm finetune --task classify --train-images` at each learning rate of the grid
-# FM_FT_LRS (3e-4 1e-3 3e-3) for FM_FT_STEPS steps (150) of 32 images, every 5th labeled image of
+# FM_FT_LRS (3e-4 1e-3 3e-3) and each dropout of FM_FT_DROPOUTS (0; "0 0.1" searched both) for
+# FM_FT_STEPS steps (150) of 32 images, every 5th labeled image of
 # each class held out (20 per class), the training images also moved by up to FM_FT_AUGMENT pixels
 # (1: 9 copies of each; 0: none) for both inits. The run kept for a (draw, init) is the held-out loss's best
-# checkpoint (best/) of the learning rate with the best held-out accuracy (ties: the smaller rate);
+# checkpoint (best/) of the (learning rate, dropout) with the best held-out accuracy (ties: the
+# smaller rate, then the smaller dropout);
 # only it is scored on the 10,000 test images (`fm classify --images --labels`). Then `fm probe
 # --features pixels --per-class 100` on the same draws gives the raw-pixel probe. The table:
 # $OUT/finetune.md, everything: $OUT/finetune.json, the runs: $OUT/ft/.
@@ -24,6 +26,7 @@ MODEL=${FM_FT_MODEL:-$OUT/run}
 FM=${FM_FT_FM:-build/fm}
 DRAWS=${FM_FT_DRAWS:-5}
 LRS=${FM_FT_LRS:-3e-4 1e-3 3e-3}
+DROPOUTS=${FM_FT_DROPOUTS:-0}
 STEPS=${FM_FT_STEPS:-150}
 PER_CLASS=${FM_FT_PER_CLASS:-100}
 AUGMENT=${FM_FT_AUGMENT:-1}
@@ -50,26 +53,27 @@ results=$OUT/ft/results.jsonl
 start=$(date +%s)
 for draw in $(seq 0 $((DRAWS - 1))); do
     for init in pretrained scratch; do
-        best_lr= best_acc=-1
+        best_run= best_lr= best_dropout= best_acc=-1
         for lr in $LRS; do
-            run=$OUT/ft/d$draw-$init-lr$lr
-            "$FM" finetune --model "$MODEL" --task classify "${TRAIN[@]}" --per-class "$PER_CLASS" --draw "$draw" \
-                --draw-seed 1 --init "$init" --augment-shift "$AUGMENT" --out "$run" --force --steps "$STEPS" \
-                --batch 32 --lr "$lr" \
-                --eval-every 25 --save-every 1000 --seed 1 --precision "$PRECISION" --threads "$THREADS" \
-                >"$run.log" 2>&1 || { echo "finetune-vision: $run failed:" >&2; tail -5 "$run.log" >&2; exit 1; }
-            acc=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["best"])' "$run/accuracy.json")
-            echo "draw $draw $init lr $lr: held-out accuracy $acc (best/), $(($(date +%s) - start)) s"
-            if "$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)' "$acc" "$best_acc"; then
-                best_acc=$acc best_lr=$lr
-            fi
+            for dropout in $DROPOUTS; do
+                run=$OUT/ft/d$draw-$init-lr$lr-drop$dropout
+                "$FM" finetune --model "$MODEL" --task classify "${TRAIN[@]}" --per-class "$PER_CLASS" --draw "$draw" \
+                    --draw-seed 1 --init "$init" --augment-shift "$AUGMENT" --out "$run" --force --steps "$STEPS" \
+                    --batch 32 --lr "$lr" --dropout "$dropout" \
+                    --eval-every 25 --save-every 1000 --seed 1 --precision "$PRECISION" --threads "$THREADS" \
+                    >"$run.log" 2>&1 || { echo "finetune-vision: $run failed:" >&2; tail -5 "$run.log" >&2; exit 1; }
+                acc=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["best"])' "$run/accuracy.json")
+                echo "draw $draw $init lr $lr dropout $dropout: held-out accuracy $acc (best/), $(($(date +%s) - start)) s"
+                if "$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)' "$acc" "$best_acc"; then
+                    best_acc=$acc best_lr=$lr best_dropout=$dropout best_run=$run
+                fi
+            done
         done
-        run=$OUT/ft/d$draw-$init-lr$best_lr
-        "$FM" classify --model "$run/best" "${TEST[@]}" --json --threads "$THREADS" >"$run/test.json"
-        test_acc=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["accuracy"])' "$run/test.json")
-        echo "draw $draw $init: lr $best_lr chosen (held-out $best_acc), test accuracy $test_acc"
-        printf '{"draw": %d, "init": "%s", "lr": %s, "held_out": %s, "test": %s}\n' "$draw" "$init" "$best_lr" \
-            "$best_acc" "$test_acc" >>"$results"
+        "$FM" classify --model "$best_run/best" "${TEST[@]}" --json --threads "$THREADS" >"$best_run/test.json"
+        test_acc=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["accuracy"])' "$best_run/test.json")
+        echo "draw $draw $init: lr $best_lr, dropout $best_dropout chosen (held-out $best_acc), test accuracy $test_acc"
+        printf '{"draw": %d, "init": "%s", "lr": %s, "dropout": %s, "held_out": %s, "test": %s}\n' "$draw" "$init" \
+            "$best_lr" "$best_dropout" "$best_acc" "$test_acc" >>"$results"
     done
 done
 
@@ -86,9 +90,11 @@ probe = json.load(open(sys.argv[2]))
 k = sys.argv[3]
 acc = {"pretrained": {}, "scratch": {}}
 lrs = {"pretrained": {}, "scratch": {}}
+dropouts = {"pretrained": {}, "scratch": {}}
 for r in rows:
     acc[r["init"]][r["draw"]] = r["test"]
     lrs[r["init"]][r["draw"]] = r["lr"]
+    dropouts[r["init"]][r["draw"]] = r.get("dropout", 0)
 draws = sorted(acc["pretrained"])
 series = {"fine-tuned from pre-training": [acc["pretrained"][d] for d in draws],
           "same architecture from scratch": [acc["scratch"][d] for d in draws],
@@ -97,7 +103,7 @@ def mean_sd(v):
     m = sum(v) / len(v)
     return m, math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
 out = {"per_class": int(k), "draws": draws, "test_images": probe["test"], "accuracy": {}, "chosen_lr": lrs,
-       "differences": {}}
+       "chosen_dropout": dropouts, "differences": {}}
 print(f"Test accuracy (%) on the {probe['test']} test images, {k} labels per class, {len(draws)} draws:\n")
 print("| model | mean ± sd | draws |")
 print("|---|---|---|")
@@ -115,6 +121,7 @@ for name in ("same architecture from scratch", "raw-pixel linear probe"):
     out["differences"]["fine-tuned - " + name] = {"mean": m, "se": se, "beats": beats, "draws": d}
     print(f"- fine-tuned - {name}: {100 * m:+.2f} ± {100 * se:.2f} ({'beats' if beats else 'does not beat'})")
 print("\nLearning rates chosen on the held-out labels:", {i: [lrs[i][d] for d in draws] for i in lrs})
+print("Dropouts chosen on the held-out labels:", {i: [dropouts[i][d] for d in draws] for i in dropouts})
 json.dump(out, open(sys.argv[4], "w"), indent=1)
 EOF
 cat "$OUT/finetune.md"
