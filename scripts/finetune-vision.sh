@@ -6,7 +6,7 @@
 # What it does: for each of FM_FT_DRAWS draws (5) of 100 training images per class (fm probe's
 # draws, --seed 1) and for each init (pretrained: the model's weights; scratch: its architecture,
 # fresh weights), `fm finetune --task classify --train-images` at each learning rate of the grid
-# FM_FT_LRS (3e-4 1e-3 3e-3) and each dropout of FM_FT_DROPOUTS (0; "0 0.1" searched both) for
+# FM_FT_LRS (3e-4 1e-3 3e-3) and each dropout of FM_FT_DROPOUTS (0; "0 0.1" adds dropout to the search) for
 # FM_FT_STEPS steps (150) of 32 images, every 5th labeled image of
 # each class held out (20 per class), the training images also moved by up to FM_FT_AUGMENT pixels
 # (1: 9 copies of each; 0: none) for both inits. The run kept for a (draw, init) is the held-out loss's best

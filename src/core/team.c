@@ -9,11 +9,10 @@
  * stay put while its taker reads them. The caller returns when `done` reaches the number of
  * chunks. Waiting (helpers for the next loop, the caller for chunks still running elsewhere)
  * spins for FM_TEAM_SPIN_US and then sleeps on a condition variable. The caller's wake-up
- * cannot be lost: a helper that finishes a loop's last chunk signals under the mutex, and the
- * caller checks for the end under the same mutex before it sleeps, so the two are ordered by
- * the mutex alone (a flag set before the check and read after the increment would need
- * store-load ordering, which qemu-user's aarch64 emulation on x86-64 does not give: the caller
- * slept forever there). A helper announces its sleep (sleepers) before its last check and the
+ * cannot be lost whatever the memory ordering: a helper that finishes a loop's last chunk
+ * signals under the mutex, and the caller checks for the end under the same mutex before it
+ * sleeps (no flag read across a store-load pair, which some emulators do not order;
+ * docs/kernels.md). A helper announces its sleep (sleepers) before its last check and the
  * caller looks after publishing a loop; a wake-up missed there costs that loop the helper,
  * never progress.
  * Not for: what the chunks compute (the kernels), or OpenMP's regions elsewhere.
