@@ -55,6 +55,14 @@ void cli_image_set_free(cli_image_set *set) {
     memset(set, 0, sizeof *set);
 }
 
+void cli_image_move(const uint8_t *img, int R, int C, int dy, int dx, int flip, uint8_t *out) {
+    for (int y = 0; y < R; y++)
+        for (int x = 0; x < C; x++) {
+            int sy = y - dy, sx = (flip ? C - 1 - x : x) - dx;
+            out[(size_t)y * C + x] = sy >= 0 && sy < R && sx >= 0 && sx < C ? img[(size_t)sy * C + sx] : 0;
+        }
+}
+
 void cli_image_set_encode_into(const char *cmd, const cli_image_set *set, const fm_image_tokenizer *itok,
                                const int *rows, int n, int dy, int dx, int *ids) {
     int R = set->images.rows, C = set->images.cols;
@@ -63,11 +71,7 @@ void cli_image_set_encode_into(const char *cmd, const cli_image_set *set, const 
     for (int i = 0; i < n; i++) {
         const uint8_t *img = set->images.data + (rows ? (size_t)rows[i] : (size_t)i) * npix;
         if (moved) {
-            for (int y = 0; y < R; y++)
-                for (int x = 0; x < C; x++) {
-                    int sy = y - dy, sx = x - dx;
-                    moved[(size_t)y * C + x] = sy >= 0 && sy < R && sx >= 0 && sx < C ? img[(size_t)sy * C + sx] : 0;
-                }
+            cli_image_move(img, R, C, dy, dx, 0, moved);
             img = moved;
         }
         fm_status st = fm_image_tokenizer_encode(itok, img, ids + (size_t)i * set->len);

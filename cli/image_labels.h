@@ -33,6 +33,11 @@ int *cli_image_set_encode(const char *cmd, const cli_image_set *set, const fm_im
 void cli_image_set_encode_into(const char *cmd, const cli_image_set *set, const fm_image_tokenizer *itok,
                                const int *rows, int n, int dy, int dx, int *ids);
 
+/* img (R x C bytes) moved dy rows down and dx columns right (negative: up, left; the pixels moved
+ * in from outside are 0, the IDX background), then mirrored left to right when flip is set, into
+ * out (R x C bytes, not img). */
+void cli_image_move(const uint8_t *img, int R, int C, int dy, int dx, int flip, uint8_t *out);
+
 /* The head index of each class 0 .. k - 1 of an IDX label file: the head's label named "c"
  * (decimal); dies naming the model directory when the head lacks one. out: (k). */
 void cli_image_label_map(const char *cmd, const fm_model *model, const char *dir, int k, int *out);

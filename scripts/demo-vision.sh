@@ -11,6 +11,9 @@
 # FM_VISION_REUSE_DATA=1: keep the tokenizer and data already in OUT (they are deterministic).
 # FM_VISION_DROPOUT=P: GPT-2's dropout while pre-training (default 0.1: without it the 30-minute run
 # memorises the training images after about 12 epochs; docs/vision.md).
+# FM_VISION_LAYERS, FM_VISION_DIM, FM_VISION_HEADS: the model's shape (4, 192, 4).
+# FM_VISION_AUGMENT: fm data prepare's augmentation flags for the training images (none), e.g.
+# "--augment-shift 1 --augment-flip".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +23,8 @@ BUDGET=(--minutes "$MINUTES")
 [ -z "$STEPS" ] || BUDGET=(--steps "$STEPS")
 THREADS=${FM_VISION_THREADS:-2}
 DROPOUT=${FM_VISION_DROPOUT:-0.1}
+LAYERS=${FM_VISION_LAYERS:-4} DIM=${FM_VISION_DIM:-192} HEADS=${FM_VISION_HEADS:-4}
+read -r -a AUGMENT <<<"${FM_VISION_AUGMENT:-}"
 OUT=${FM_VISION_OUT:-build/vision}
 FM=${FM_VISION_FM:-build/fm}
 DATA=/usr/share/datasets/fashion-mnist
@@ -42,7 +47,7 @@ echo "== image tokenizer: 4 x 4 patches, 512 codes, k-means on 10,000 training i
 
 echo "== data: 51 tokens per image; the last 3,000 training images held out"
 "$FM" data prepare --images "$TRAIN_IMAGES" --tokenizer "$OUT/tokenizer" --out "$OUT/data" --val-images 3000 \
-    --threads "$THREADS" | tee "$OUT/data.txt"
+    ${AUGMENT[@]+"${AUGMENT[@]}"} --threads "$THREADS" | tee "$OUT/data.txt"
 fi
 
 # One image per row: a context of 51 positions, rows of 50 inputs (<|image|> and 49 codes) whose
@@ -52,7 +57,7 @@ fi
 # training images (docs/vision.md: the measured figures).
 echo "== pre-training (${BUDGET[*]}) on $THREADS threads ($PRECISION products)"
 rm -rf "$OUT/run"
-"$FM" pretrain --data "$OUT/data" --out "$OUT/run" --layers 4 --dim 192 --heads 4 --context 51 --seq 50 \
+"$FM" pretrain --data "$OUT/data" --out "$OUT/run" --layers "$LAYERS" --dim "$DIM" --heads "$HEADS" --context 51 --seq 50 \
     --batch 32 --lr 3e-3 --beta2 0.99 --dropout "$DROPOUT" --precision "$PRECISION" "${BUDGET[@]}" --threads "$THREADS" \
     --eval-every 250 --eval-tokens 50000 --save-every 1000 --sample-every 0 | tee "$OUT/pretrain.txt"
 cp "$OUT/run/loss.svg" "$OUT/loss.svg"

@@ -4,7 +4,9 @@
 #   - fm tokenizer train --images: reports the reconstruction error, writes tokenizer.json and
 #     image_tokenizer.json; the same file with 1 and with 2 threads;
 #   - fm data prepare --images: 18 tokens per image, the last 5% of the training file held out,
-#     the pixels recorded as the shards' source bytes (bits per pixel);
+#     the pixels recorded as the shards' source bytes (bits per pixel); --augment-shift and
+#     --augment-flip: the training images unchanged first, then each moved copy is the shard of
+#     the file moved the same way (written by python3), the held-out shard unchanged;
 #   - fm pretrain on them (20 steps) keeps the image tokenizer in the run directory, and its
 #     held-out loss falls below the uniform loss over the codes; interrupted and resumed, the
 #     same losses as uninterrupted;
@@ -55,6 +57,33 @@ cmp -s data/train.bin data_plain/train.bin && ok || bad "gzip and plain IDX gave
 [ -f data/image_tokenizer.json ] && ok || bad "data/ lacks image_tokenizer.json"
 [ "$(od -An -t u8 -j 16 -N 8 data/val.bin | tr -d ' ')" = 270 ] && ok || bad "val.bin does not hold 15 x 18 tokens"
 [ "$(od -An -t u8 -j 40 -N 8 data/val.bin | tr -d ' ')" = 3840 ] && ok || bad "val.bin does not record 15 x 256 pixels"
+# augmentation: copy 1 of --augment-shift 1 is every image moved one pixel right; with
+# --augment-flip the second half of the copies is mirrored (copy 9: mirrored, not moved)
+python3 - plain.idx <<'PY'
+import sys
+raw = open(sys.argv[1], "rb").read()
+head, body = raw[:16], raw[16:]
+n, R, C = (int.from_bytes(head[i:i + 4], "big") for i in (4, 8, 12))
+right, mirror = bytearray(), bytearray()
+for i in range(n):
+    for y in range(R):
+        row = body[(i * R + y) * C:(i * R + y + 1) * C]
+        right += bytes([0]) + row[:-1]
+        mirror += row[::-1]
+open("right.idx", "wb").write(head + right)
+open("mirror.idx", "wb").write(head + mirror)
+PY
+"$FM" data prepare --images right.idx --tokenizer tok --out data_right >/dev/null 2>&1 || bad "prepare right.idx"
+"$FM" data prepare --images mirror.idx --tokenizer tok --out data_mirror >/dev/null 2>&1 || bad "prepare mirror.idx"
+expect "augment" 0 "285 images \(0 .. 284 of the file\) in 18 versions \(moved by up to 1 pixels, and mirrored\), 92340 tokens" -- \
+    "$FM" data prepare --images "$TRAIN" --tokenizer tok --out data_aug --augment-shift 1 --augment-flip
+tokens() { tail -c +65 "$1" | head -c $((2 * 285 * 18 * ($2 + 1))) | tail -c $((2 * 285 * 18)) | od -An -v -t u2; }
+[ "$(tokens data_aug/train.bin 0)" = "$(tokens data/train.bin 0)" ] && ok || bad "augmented copy 0 is not the images"
+[ "$(tokens data_aug/train.bin 1)" = "$(tokens data_right/train.bin 0)" ] && ok || bad "augmented copy 1 is not moved right"
+[ "$(tokens data_aug/train.bin 9)" = "$(tokens data_mirror/train.bin 0)" ] && ok || bad "augmented copy 9 is not mirrored"
+cmp -s data_aug/val.bin data/val.bin && ok || bad "augmentation changed the held-out shard"
+expect "augment shift too large" 2 "--augment-shift" -- \
+    "$FM" data prepare --images "$TRAIN" --tokenizer tok --out bad --augment-shift 9
 mkdir textonly && cp tok/tokenizer.json textonly/
 expect "no image tokenizer" 1 "textonly holds no image tokenizer" -- \
     "$FM" data prepare --images "$TRAIN" --tokenizer textonly --out bad
