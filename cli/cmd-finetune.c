@@ -39,6 +39,7 @@ typedef struct {
     int draw;       /* images: which draw (0, 1, ...) */
     uint64_t draw_seed; /* images: the draws' seed (fm probe's --seed) */
     int augment_shift;  /* images: training images also shifted by up to this many pixels */
+    int refit;      /* images: the held-out images are trained on too (a refit after a search) */
     int scratch;    /* --init scratch: the base's architecture with fresh weights */
     int head_only;  /* --task classify: only the head trains */
     int loss_on_all;
@@ -76,6 +77,7 @@ static char *settings_text(const finetune_settings *r) {
         ok = ok && cJSON_AddNumberToObject(o, "draw", r->draw);
         ok = ok && cJSON_AddStringToObject(o, "draw_seed", draw_seed);
         ok = ok && cJSON_AddNumberToObject(o, "augment_shift", r->augment_shift);
+        ok = ok && cJSON_AddBoolToObject(o, "refit", r->refit);
     }
     ok = ok && cJSON_AddStringToObject(o, "loss_on", r->loss_on_all ? "all" : "completion");
     ok = ok && cJSON_AddBoolToObject(o, "lora", r->lora);
@@ -155,6 +157,7 @@ static void load_settings(const char *run_dir, finetune_settings *r) {
         r->augment_shift = cJSON_GetObjectItemCaseSensitive(o, "augment_shift")
                                ? (int)json_number(path, o, "augment_shift", 0, AUGMENT_SHIFT_MAX, 1)
                                : 0;
+        r->refit = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "refit"));
     }
     char loss_on[32], seed[32], precision[16];
     json_text(path, o, "loss_on", loss_on, sizeof loss_on);
@@ -198,6 +201,9 @@ static void absolute(char *out, size_t size, const char *path) {
  * in file order, every rs->val_every-th is held out. With rs->augment_shift = S > 0 the training
  * part also holds each of its images moved by every (dy, dx) in [-S, S]^2 other than (0, 0), zero
  * filled ((2S + 1)^2 copies in all, each with its image's label); the held-out part is as is.
+ * With rs->refit the training part holds every drawn image (the held-out ones too, moved alike):
+ * the final fit once a search has chosen the settings, whose held-out figures are then on
+ * images it trained on.
  * The labels are the IDX classes, named "0", "1", ... in index order. Dies on error, naming the
  * file or flag. */
 static void image_data(const finetune_settings *rs, const fm_tokenizer *tok, int n_positions, fm_sft_data **train,
@@ -251,6 +257,11 @@ static void image_data(const finetune_settings *rs, const fm_tokenizer *tok, int
     }
     int pad = fm_tokenizer_special_id(tok, "<|endoftext|>");
     fm_sft_data **out[2] = {train, held};
+    if (rs->refit) { /* the held-out images join the training part (after its own) */
+        memcpy(part_rows[0] + count[0], part_rows[1], sizeof(int) * (size_t)count[1]);
+        memcpy(part_labels[0] + count[0], part_labels[1], sizeof(int) * (size_t)count[1]);
+        count[0] += count[1];
+    }
     for (int p = 0; p < 2; p++) {
         int S = p == 0 ? rs->augment_shift : 0, copies = (2 * S + 1) * (2 * S + 1), n_p = count[p] * copies;
         int *ids = cli_alloc("finetune", (size_t)n_p * set.len, sizeof(int));
@@ -303,7 +314,7 @@ static int run(int argc, char **argv) {
     const char *base_dir = NULL, *data = NULL, *val = NULL, *out = NULL, *format = NULL, *loss_on = NULL;
     const char *precision = NULL, *targets = NULL, *task = NULL;
     const char *train_images = NULL, *train_labels = NULL, *init = NULL;
-    int per_class = -1, draw = -1, augment_shift = -1;
+    int per_class = -1, draw = -1, augment_shift = -1, refit = 0;
     uint64_t draw_seed = 1;
     fm_adamw_config ac;
     fm_adamw_config_default(&ac);
@@ -341,6 +352,9 @@ static int run(int argc, char **argv) {
         {"augment-shift", OPT_INT, &augment_shift, 0, AUGMENT_SHIFT_MAX,
          "images: also train on every training image moved by up to N pixels each way, zero filled ((2N+1)^2 "
          "copies; the held-out images are not moved; default 0)"},
+        {"refit", OPT_FLAG, &refit, 0, 0,
+         "images: train on the held-out images too (the final fit after a search chose the settings; the held-out "
+         "figures are then on seen images)"},
         {"init", OPT_STRING, &init, 0, 0,
          "pretrained (default: --model's weights) or scratch (its architecture, freshly initialised from --seed)"},
         {"dropout", OPT_FLOAT, &dropout, 0, 0.99,
@@ -391,7 +405,7 @@ static int run(int argc, char **argv) {
     char *best_dir = cli_path(out, "best");
     if (resume) {
         if (base_dir || data || val || format || loss_on || steps || epochs || lora || any_lora_flag || precision || task ||
-            dropout >= 0 || train_images || train_labels || per_class >= 0 || draw >= 0 || augment_shift >= 0 || init)
+            dropout >= 0 || train_images || train_labels || per_class >= 0 || draw >= 0 || augment_shift >= 0 || init || refit)
             cli_usage_error("finetune", "--resume continues with the run's stored settings; give only --out "
                             "(and --threads, --zero)");
         if (rank0) lock = cli_lock_dir("finetune", out);
@@ -415,8 +429,8 @@ static int run(int argc, char **argv) {
         if (train_images && (data || val || format))
             cli_usage_error("finetune", "--train-images replaces --data, --val and --format; give one or the other");
         if (!train_images != !train_labels) cli_usage_error("finetune", "--train-images and --train-labels go together");
-        if (!train_images && (per_class >= 0 || draw >= 0 || augment_shift >= 0))
-            cli_usage_error("finetune", "--per-class, --draw and --augment-shift are for labeled images: give "
+        if (!train_images && (per_class >= 0 || draw >= 0 || augment_shift >= 0 || refit))
+            cli_usage_error("finetune", "--per-class, --draw, --augment-shift and --refit are for labeled images: give "
                             "--train-images");
         if (train_images && !(task && !strcmp(task, "classify")))
             cli_usage_error("finetune", "--train-images trains a classification head: give --task classify");
@@ -427,6 +441,7 @@ static int run(int argc, char **argv) {
         rs.draw = draw > 0 ? draw : 0;
         rs.draw_seed = draw_seed;
         rs.augment_shift = augment_shift > 0 ? augment_shift : 0;
+        rs.refit = refit;
         if (!steps == !epochs) cli_usage_error("finetune", "give exactly one of --steps and --epochs");
         if (precision && fm_matmul_precision_parse(precision, &rs.precision))
             cli_usage_error("finetune", "--precision: %s", fm_last_error());
@@ -542,6 +557,9 @@ static int run(int argc, char **argv) {
     if (images && rs.augment_shift)
         printf("augment: every training image also moved by up to %d pixels each way: %d copies\n", rs.augment_shift,
                (2 * rs.augment_shift + 1) * (2 * rs.augment_shift + 1));
+    if (images && rs.refit)
+        printf("refit: the %zu held-out images are trained on too (their figures below are on seen images)\n",
+               fm_sft_data_num_examples(held));
     if (images && rs.per_class)
         printf("data: %s (images, draw %d of %d labels per class, seed %llu): %zu training images, %zu held out\n",
                rs.train_images, rs.draw, rs.per_class, (unsigned long long)rs.draw_seed, n_train,
@@ -684,11 +702,11 @@ static int run(int argc, char **argv) {
         fm_model *best = NULL;
         if (fm_model_load(&best, best_dir) == FM_OK) acc_best = held_accuracy(best, held);
         fm_model_free(best);
-        printf("held-out accuracy: %.4f final, %.4f best (of %zu images)\n", acc_final, acc_best,
-               fm_sft_data_num_examples(held));
+        printf("held-out accuracy: %.4f final, %.4f best (of %zu images%s)\n", acc_final, acc_best,
+               fm_sft_data_num_examples(held), rs.refit ? ", trained on: --refit" : "");
         char text[256], *path = cli_path(out, "accuracy.json");
-        snprintf(text, sizeof text, "{\"held_out\": %zu, \"final\": %.6f, \"best\": %.6f}\n",
-                 fm_sft_data_num_examples(held), acc_final, acc_best);
+        snprintf(text, sizeof text, "{\"held_out\": %zu, \"final\": %.6f, \"best\": %.6f, \"refit\": %s}\n",
+                 fm_sft_data_num_examples(held), acc_final, acc_best, rs.refit ? "true" : "false");
         cli_write_text_atomic("finetune", path, text);
         free(path);
     }

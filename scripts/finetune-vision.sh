@@ -9,10 +9,13 @@
 # FM_FT_LRS (3e-4 1e-3 3e-3) and each dropout of FM_FT_DROPOUTS (0; "0 0.1" adds dropout to the search) for
 # FM_FT_STEPS steps (150) of 32 images, every 5th labeled image of
 # each class held out (20 per class), the training images also moved by up to FM_FT_AUGMENT pixels
-# (1: 9 copies of each; 0: none) for both inits. The run kept for a (draw, init) is the held-out loss's best
-# checkpoint (best/) of the (learning rate, dropout) with the best held-out accuracy (ties: the
-# smaller rate, then the smaller dropout);
-# only it is scored on the 10,000 test images (`fm classify --images --labels`). Then `fm probe
+# (1: 9 copies of each; 0: none) for both inits. The (learning rate, dropout) with the best held-out
+# accuracy wins (ties: the smaller rate, then the smaller dropout). With FM_FT_REFIT=1 (the default)
+# the search compares the final models, and the winner is trained again on all the draw's labeled
+# images, the held-out ones too (`fm finetune --refit`, as the probes refit on all their labels);
+# that final model is kept. With FM_FT_REFIT=0 the kept model is the winner's held-out-loss best
+# checkpoint (best/), chosen by its held-out accuracy. Only the kept model of a (draw, init) is
+# scored on the 10,000 test images (`fm classify --images --labels`). Then `fm probe
 # --features pixels --per-class 100` on the same draws gives the raw-pixel probe. The table:
 # $OUT/finetune.md, everything: $OUT/finetune.json, the runs: $OUT/ft/.
 # What it does not do: choose anything on the test images.
@@ -30,6 +33,9 @@ DROPOUTS=${FM_FT_DROPOUTS:-0}
 STEPS=${FM_FT_STEPS:-150}
 PER_CLASS=${FM_FT_PER_CLASS:-100}
 AUGMENT=${FM_FT_AUGMENT:-1}
+REFIT=${FM_FT_REFIT:-1}
+ACC_KEY=best
+[ "$REFIT" = 1 ] && ACC_KEY=final
 THREADS=${FM_FT_THREADS:-2}
 DATA=/usr/share/datasets/fashion-mnist
 PY=/usr/bin/python3
@@ -62,18 +68,27 @@ for draw in $(seq 0 $((DRAWS - 1))); do
                     --batch 32 --lr "$lr" --dropout "$dropout" \
                     --eval-every 25 --save-every 1000 --seed 1 --precision "$PRECISION" --threads "$THREADS" \
                     >"$run.log" 2>&1 || { echo "finetune-vision: $run failed:" >&2; tail -5 "$run.log" >&2; exit 1; }
-                acc=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["best"])' "$run/accuracy.json")
-                echo "draw $draw $init lr $lr dropout $dropout: held-out accuracy $acc (best/), $(($(date +%s) - start)) s"
+                acc=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$run/accuracy.json" "$ACC_KEY")
+                echo "draw $draw $init lr $lr dropout $dropout: held-out accuracy $acc ($ACC_KEY), $(($(date +%s) - start)) s"
                 if "$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)' "$acc" "$best_acc"; then
                     best_acc=$acc best_lr=$lr best_dropout=$dropout best_run=$run
                 fi
             done
         done
-        "$FM" classify --model "$best_run/best" "${TEST[@]}" --json --threads "$THREADS" >"$best_run/test.json"
-        test_acc=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["accuracy"])' "$best_run/test.json")
-        echo "draw $draw $init: lr $best_lr, dropout $best_dropout chosen (held-out $best_acc), test accuracy $test_acc"
-        printf '{"draw": %d, "init": "%s", "lr": %s, "dropout": %s, "held_out": %s, "test": %s}\n' "$draw" "$init" \
-            "$best_lr" "$best_dropout" "$best_acc" "$test_acc" >>"$results"
+        kept=$best_run/best
+        if [ "$REFIT" = 1 ]; then
+            kept=$OUT/ft/d$draw-$init-refit
+            "$FM" finetune --model "$MODEL" --task classify "${TRAIN[@]}" --per-class "$PER_CLASS" --draw "$draw" \
+                --draw-seed 1 --init "$init" --augment-shift "$AUGMENT" --refit --out "$kept" --force --steps "$STEPS" \
+                --batch 32 --lr "$best_lr" --dropout "$best_dropout" \
+                --eval-every 25 --save-every 1000 --seed 1 --precision "$PRECISION" --threads "$THREADS" \
+                >"$kept.log" 2>&1 || { echo "finetune-vision: $kept failed:" >&2; tail -5 "$kept.log" >&2; exit 1; }
+        fi
+        "$FM" classify --model "$kept" "${TEST[@]}" --json --threads "$THREADS" >"$kept.test.json"
+        test_acc=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["accuracy"])' "$kept.test.json")
+        echo "draw $draw $init: lr $best_lr, dropout $best_dropout chosen (held-out $best_acc), $kept: test accuracy $test_acc"
+        printf '{"draw": %d, "init": "%s", "lr": %s, "dropout": %s, "held_out": %s, "refit": %s, "test": %s}\n' "$draw" \
+            "$init" "$best_lr" "$best_dropout" "$best_acc" "$REFIT" "$test_acc" >>"$results"
     done
 done
 
@@ -102,8 +117,9 @@ series = {"fine-tuned from pre-training": [acc["pretrained"][d] for d in draws],
 def mean_sd(v):
     m = sum(v) / len(v)
     return m, math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
-out = {"per_class": int(k), "draws": draws, "test_images": probe["test"], "accuracy": {}, "chosen_lr": lrs,
-       "chosen_dropout": dropouts, "differences": {}}
+refit = any(r.get("refit", 0) for r in rows)
+out = {"per_class": int(k), "draws": draws, "test_images": probe["test"], "refit": refit, "accuracy": {},
+       "chosen_lr": lrs, "chosen_dropout": dropouts, "differences": {}}
 print(f"Test accuracy (%) on the {probe['test']} test images, {k} labels per class, {len(draws)} draws:\n")
 print("| model | mean ± sd | draws |")
 print("|---|---|---|")
@@ -122,6 +138,8 @@ for name in ("same architecture from scratch", "raw-pixel linear probe"):
     print(f"- fine-tuned - {name}: {100 * m:+.2f} ± {100 * se:.2f} ({'beats' if beats else 'does not beat'})")
 print("\nLearning rates chosen on the held-out labels:", {i: [lrs[i][d] for d in draws] for i in lrs})
 print("Dropouts chosen on the held-out labels:", {i: [dropouts[i][d] for d in draws] for i in dropouts})
+if refit:
+    print("The chosen settings refitted on all the labeled images of each draw (fm finetune --refit).")
 json.dump(out, open(sys.argv[4], "w"), indent=1)
 EOF
 cat "$OUT/finetune.md"

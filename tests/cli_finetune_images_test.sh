@@ -12,6 +12,8 @@
 #     are different images; --resume of a finished image run reads its settings back;
 #   - --augment-shift 1: the 12 training images and their 8 one-pixel moves, the held-out 3 as they
 #     are; run.json records it and --resume reads it back; refused without images or above 8;
+#   - --refit: the 3 held-out images trained on too (15 and their moves: 135), recorded in run.json
+#     and accuracy.json, read back by --resume; refused without images;
 #   - fm classify --images without --labels prints a label per image, with --json the probabilities;
 #   - errors: flags that do not go together, a label file given as images, counts that disagree,
 #     images of another size, more labels per class than a class has, too few to hold out, a
@@ -88,7 +90,15 @@ expect "augment-shift 1" 0 "draw 0 of 5 labels per class, seed 1\): 108 training
 grep -q '"augment_shift":[[:space:]]*1' a1/run.json && ok || bad "run.json does not record augment_shift 1"
 expect "resume an augmented run" 0 "108 training images, 3 held out" -- "$FM" finetune --out a1 --resume --threads 2
 ! cmp -s d0/metrics.jsonl a1/metrics.jsonl && ok || bad "the augmented run trained as the plain one"
-expect "augment-shift without images" 2 "--augment-shift are for labeled images" -- \
+expect "refit" 0 "draw 0 of 5 labels per class, seed 1\): 135 training images, 3 held out" -- \
+    "$FM" finetune --model run "${IMG[@]}" --per-class 5 --augment-shift 1 --refit --out r1 --steps 5 "${FT[@]}"
+grep -q '"refit":[[:space:]]*true' r1/run.json && grep -q '"refit": true' r1/accuracy.json && ok ||
+    bad "run.json or accuracy.json does not record the refit"
+grep -q '"refit": false' a1/accuracy.json && ok || bad "accuracy.json of a plain run does not say refit false"
+expect "resume a refit" 0 "135 training images, 3 held out" -- "$FM" finetune --out r1 --resume --threads 2
+expect "refit without images" 2 "--refit are for labeled images" -- \
+    "$FM" finetune --model run --data x.tsv --refit --out e --steps 1
+expect "augment-shift without images" 2 "--augment-shift and --refit are for labeled images" -- \
     "$FM" finetune --model run --data x.tsv --augment-shift 1 --out e --steps 1
 expect "augment-shift out of range" 2 "augment-shift" -- \
     "$FM" finetune --model run "${IMG[@]}" --augment-shift 9 --out e --steps 1
@@ -110,7 +120,7 @@ expect "images and --data" 2 "--train-images replaces --data" -- \
     "$FM" finetune --model run "${IMG[@]}" --data x.tsv --out e --steps 1
 expect "images without classify" 2 "give --task classify" -- \
     "$FM" finetune --model run --train-images "$TRI" --train-labels "$TRL" --out e --steps 1
-expect "per-class without images" 2 "--per-class, --draw and --augment-shift are for labeled images" -- \
+expect "per-class without images" 2 "--per-class, --draw, --augment-shift and --refit are for labeled images" -- \
     "$FM" finetune --model run --task classify --data x.tsv --per-class 5 --out e --steps 1
 expect "bad --init" 2 "--init must be pretrained or scratch, not 'zero'" -- \
     "$FM" finetune --model run "${IMG[@]}" --init zero --out e --steps 1
