@@ -298,6 +298,11 @@ bench-decode: $(BUILD)/bench_decode_products $(BUILD)/bench_decode_attention $(B
 $(BUILD)/bench_decode_%: bench/decode_%.c $(BUILD)/libfm.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
+# An IDX image file encoded and decoded by an image tokenizer, for the probe on what the model
+# sees (docs/probe.md): build/bench_decoded_images TOKENIZER_DIR IN.idx OUT.idx.
+$(BUILD)/bench_decoded_images: bench/decoded_images.c $(BUILD)/libfm.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
 # Tokenizer benchmark on the King James text: fm vs tiktoken (npm) and spm_train (Debian).
 bench-tokenizer: $(BUILD)/fm
 	bench/tokenizer/run.sh

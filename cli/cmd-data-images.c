@@ -29,36 +29,30 @@ static const cli_command prepare_images_cmd = {
     "out; training images optionally also moved and mirrored).", NULL};
 
 /* Encodes images [first, first + n) into one shard at DATA/name, each in `copies` versions: copy c
- * moved by (dy, dx) = the c-th offset of [-shift, shift]^2 counted from (0, 0) and mirrored when
- * flip is set and c is in the second half; copy 0 is the images unchanged. */
+ * moved by offset c % moves of [-shift, shift]^2 (cli_image_copy_offset: copy 0 unmoved) and, when
+ * flip is set, mirrored for c >= moves. */
 static void write_images(const char *out, const char *name, const fm_image_tokenizer *t, const fm_tokenizer *tok,
                          const fm_idx *images, int first, int n, int shift, int flip) {
-    int len = fm_image_tokenizer_sequence_length(t), side = 2 * shift + 1, moves = side * side;
+    int len = fm_image_tokenizer_sequence_length(t), moves = (2 * shift + 1) * (2 * shift + 1);
     int copies = moves * (flip ? 2 : 1), R = images->rows, C = images->cols;
     size_t pix = (size_t)R * C, total = (size_t)n * copies;
     int *ids = cli_alloc("data", total * len, sizeof(int));
-    fm_status failed = FM_OK;
 #pragma omp parallel
     {
         uint8_t *moved = cli_alloc("data", pix, 1);
 #pragma omp for schedule(static)
         for (long long j = 0; j < (long long)total; j++) {
-            int c = (int)(j / n), i = (int)(j % n), m = c % moves, at = (m + moves / 2) % moves;
-            int dy = at / side - shift, dx = at % side - shift, mirror = c >= moves;
+            int c = (int)(j / n), i = (int)(j % n), mirror = c >= moves, dy, dx;
+            cli_image_copy_offset(c % moves, shift, &dy, &dx);
             const uint8_t *img = images->data + (size_t)(first + i) * pix;
             if (dy || dx || mirror) {
                 cli_image_move(img, R, C, dy, dx, mirror, moved);
                 img = moved;
             }
-            fm_status st = fm_image_tokenizer_encode(t, img, ids + (size_t)j * len);
-            if (st) {
-#pragma omp atomic write
-                failed = st;
-            }
+            fm_image_tokenizer_encode(t, img, ids + (size_t)j * len); /* fails only on NULL arguments */
         }
         free(moved);
     }
-    if (failed) cli_fail("data", failed);
     char *path = cli_path(out, name);
     fm_status st = fm_shard_write_with_fingerprint(path, ids, total * len, fm_tokenizer_vocab_size(tok),
                                                    (uint64_t)total * pix, fm_tokenizer_fingerprint(tok));

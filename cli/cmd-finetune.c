@@ -266,8 +266,9 @@ static void image_data(const finetune_settings *rs, const fm_tokenizer *tok, int
         int S = p == 0 ? rs->augment_shift : 0, copies = (2 * S + 1) * (2 * S + 1), n_p = count[p] * copies;
         int *ids = cli_alloc("finetune", (size_t)n_p * set.len, sizeof(int));
         int *labels = cli_alloc("finetune", (size_t)n_p, sizeof(int));
-        for (int c = 0; c < copies; c++) { /* copy 0 is the unmoved images (the grid's centre) */
-            int shift = (c + copies / 2) % copies, dy = shift / (2 * S + 1) - S, dx = shift % (2 * S + 1) - S;
+        for (int c = 0; c < copies; c++) {
+            int dy, dx;
+            cli_image_copy_offset(c, S, &dy, &dx);
             cli_image_set_encode_into("finetune", &set, itok, part_rows[p], count[p], dy, dx,
                                       ids + (size_t)c * count[p] * set.len);
             memcpy(labels + (size_t)c * count[p], part_labels[p], sizeof(int) * (size_t)count[p]);

@@ -55,6 +55,12 @@ void cli_image_set_free(cli_image_set *set) {
     memset(set, 0, sizeof *set);
 }
 
+void cli_image_copy_offset(int c, int shift, int *dy, int *dx) {
+    int side = 2 * shift + 1, moves = side * side, at = (c + moves / 2) % moves; /* copy 0: the grid's centre */
+    *dy = at / side - shift;
+    *dx = at % side - shift;
+}
+
 void cli_image_move(const uint8_t *img, int R, int C, int dy, int dx, int flip, uint8_t *out) {
     for (int y = 0; y < R; y++)
         for (int x = 0; x < C; x++) {

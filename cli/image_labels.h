@@ -33,6 +33,10 @@ int *cli_image_set_encode(const char *cmd, const cli_image_set *set, const fm_im
 void cli_image_set_encode_into(const char *cmd, const cli_image_set *set, const fm_image_tokenizer *itok,
                                const int *rows, int n, int dy, int dx, int *ids);
 
+/* The offset (dy, dx) of copy c (0 .. (2 shift + 1)^2 - 1) of an image moved by every offset in
+ * [-shift, shift]^2: copy 0 is (0, 0), the unmoved image, then the others in raster order. */
+void cli_image_copy_offset(int c, int shift, int *dy, int *dx);
+
 /* img (R x C bytes) moved dy rows down and dx columns right (negative: up, left; the pixels moved
  * in from outside are 0, the IDX background), then mirrored left to right when flip is set, into
  * out (R x C bytes, not img). */
