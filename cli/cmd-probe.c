@@ -4,7 +4,8 @@
  *
  * What it is for: parsing the flags, reading the IDX pairs, encoding the images with the model
  * directory's image tokenizer, computing each feature set (a layer's hidden states averaged over
- * the image's positions: fm_session_pooled_states; the pixels), drawing the same labeled subsets
+ * the image's positions, or of each position's state normalised first with --pool normed:
+ * fm_session_pooled_states_normed; the pixels), drawing the same labeled subsets
  * for every feature set, running the probe (fm_probe_run: the layer and strength chosen on
  * training labels only) and printing a table or one JSON object, with the paired differences.
  * What it is not for: the regression or the choices themselves (src/eval/probe.c, logreg.c).
@@ -30,9 +31,14 @@ extern const cli_command cmd_probe;
 enum { SET_PRETRAINED, SET_PIXELS, SET_RANDOM, N_SETS };
 static const char *const set_names[N_SETS] = {"pretrained", "pixels", "random"};
 
+/* How a layer's states become C numbers: their mean over the positions, or the mean of each
+ * position's state normalised over its C numbers first (Image GPT's features). */
+enum { POOL_MEAN, POOL_NORMED, N_POOLS };
+static const char *const pool_names[N_POOLS] = {"mean", "normed"};
+
 typedef struct {
     double acc[MAX_DRAWS], lambda[MAX_DRAWS];
-    int layer[MAX_DRAWS], converged[MAX_DRAWS];
+    int layer[MAX_DRAWS], pool[MAX_DRAWS], converged[MAX_DRAWS];
     int n;
 } setting_result;
 
@@ -106,16 +112,22 @@ static void parse_features(const char *text, int *on) {
     if (!on[0] && !on[1] && !on[2]) cli_usage_error(CMD, "--features is empty (pretrained, pixels, random)");
 }
 
-/* Pooled hidden states of every layer of model over the images' token sequences ids (n, T):
- * (n, L + 1, C), for the rows with need[i] set (NULL: all; the others stay zero), in batches of
- * `batch` images. */
-static float *model_features(fm_model *model, const int *ids, int n, int T, int batch, const unsigned char *need) {
+/* The candidate features of model over the images' token sequences ids (n, T): (n, n_cand, C),
+ * candidate j = pool pools[j / n_layers] of layer layers[j % n_layers] (pools and layers from
+ * fm_session_pooled_states_normed), for the rows with need[i] set (NULL: all; the others stay
+ * zero), in batches of `batch` images. */
+static float *model_features(fm_model *model, const int *ids, int n, int T, int batch, const unsigned char *need,
+                             const int *pools, int n_pools, const int *layers, int n_layers) {
     const fm_config *c = fm_model_config(model);
-    size_t per = (size_t)(c->n_layer + 1) * c->n_embd;
-    float *out = cli_alloc(CMD, (size_t)n, per * sizeof(float));
-    memset(out, 0, (size_t)n * per * sizeof(float));
+    int C = c->n_embd, n_cand = n_pools * n_layers;
+    size_t per = (size_t)(c->n_layer + 1) * C, per_out = (size_t)n_cand * C;
+    int want[N_POOLS] = {0};
+    for (int p = 0; p < n_pools; p++) want[pools[p]] = 1;
+    float *out = cli_alloc(CMD, (size_t)n, per_out * sizeof(float));
+    memset(out, 0, (size_t)n * per_out * sizeof(float));
     int *batch_ids = cli_alloc(CMD, (size_t)batch * T, sizeof(int)), *which = cli_alloc(CMD, (size_t)batch, sizeof(int));
-    float *pooled = cli_alloc(CMD, (size_t)batch, per * sizeof(float));
+    float *pooled[N_POOLS];
+    for (int p = 0; p < N_POOLS; p++) pooled[p] = want[p] ? cli_alloc(CMD, (size_t)batch, per * sizeof(float)) : NULL;
     fm_session *s;
     fm_status st = fm_session_init(&s, model, 1, T);
     if (st) cli_fail(CMD, st);
@@ -127,11 +139,17 @@ static float *model_features(fm_model *model, const int *ids, int n, int T, int 
             which[b++] = i;
         }
         if (!b) break;
-        if ((st = fm_session_pooled_states(s, batch_ids, b, T, pooled))) cli_fail(CMD, st);
-        for (int j = 0; j < b; j++) memcpy(out + (size_t)which[j] * per, pooled + (size_t)j * per, per * sizeof(float));
+        if ((st = fm_session_pooled_states_normed(s, batch_ids, b, T, pooled[POOL_MEAN], pooled[POOL_NORMED])))
+            cli_fail(CMD, st);
+        for (int j = 0; j < b; j++)
+            for (int q = 0; q < n_cand; q++)
+                memcpy(out + (size_t)which[j] * per_out + (size_t)q * C,
+                       pooled[pools[q / n_layers]] + (size_t)j * per + (size_t)layers[q % n_layers] * C,
+                       sizeof(float) * (size_t)C);
     }
     fm_session_free(s);
-    free(batch_ids), free(which), free(pooled);
+    free(batch_ids), free(which);
+    for (int p = 0; p < N_POOLS; p++) free(pooled[p]);
     return out;
 }
 
@@ -157,6 +175,7 @@ static void print_setting_name(int per_class, char *buf, size_t size) {
 static int run(int argc, char **argv) {
     const char *dir = NULL, *train_images = NULL, *train_labels = NULL, *test_images = NULL, *test_labels = NULL;
     const char *per_class_text = "10,100,all", *layer_text = "auto", *features_text = "pretrained,pixels,random";
+    const char *pool_text = "mean";
     int draws = 5, json = 0, threads = 0, batch = 64, max_iter = 1000;
     uint64_t seed = 1;
     cli_option opts[] = {
@@ -168,6 +187,7 @@ static int run(int argc, char **argv) {
         {"per-class", OPT_STRING, &per_class_text, 0, 0, "labels per class: counts and/or 'all' (default 10,100,all)"},
         {"draws", OPT_INT, &draws, 1, MAX_DRAWS, "random subsets per count of labels (default 5)"},
         {"layer", OPT_STRING, &layer_text, 0, 0, "hidden states of layer L (0: embeddings .. n_layer: final) or 'auto' (default)"},
+        {"pool", OPT_STRING, &pool_text, 0, 0, "positions' states averaged as they are (mean, default), normalised first (normed), or both as candidates (auto)"},
         {"features", OPT_STRING, &features_text, 0, 0, "feature sets: pretrained,pixels,random (default all three)"},
         {"seed", OPT_U64, &seed, 0, 1.8e19, "draws, folds and the random model's weights (default 1)"},
         {"json", OPT_FLAG, &json, 0, 0, "one JSON object on stdout instead of the table"},
@@ -191,6 +211,11 @@ static int run(int argc, char **argv) {
             cli_usage_error(CMD, "--layer '%s': give a layer number (0 to the model's n_layer) or 'auto'", layer_text);
         layer = (int)l;
     }
+    int pools[N_POOLS], n_pools = 0;
+    if (!strcmp(pool_text, "auto")) pools[n_pools++] = POOL_MEAN, pools[n_pools++] = POOL_NORMED;
+    for (int p = 0; p < N_POOLS && !n_pools; p++)
+        if (!strcmp(pool_text, pool_names[p])) pools[n_pools++] = p;
+    if (!n_pools) cli_usage_error(CMD, "--pool '%s': give mean, normed or auto", pool_text);
     fm_set_threads(threads);
 
     fm_idx tr_img, tr_lab, te_img, te_lab;
@@ -236,6 +261,10 @@ static int run(int argc, char **argv) {
     } else if (layer > 0) {
         cli_usage_error(CMD, "--layer %d: pixels have no layers", layer);
     }
+    /* the models' candidates: every pool of --pool for --layer, or for every layer */
+    int *layers = cli_alloc(CMD, (size_t)L + 1, sizeof(int)), n_layers = 0;
+    for (int l = 0; l <= L; l++)
+        if (layer < 0 || l == layer) layers[n_layers++] = l;
 
     /* the labeled rows of every draw, drawn first: the same rows for every feature set, and the
      * models' features computed only for the training rows some probe uses */
@@ -283,9 +312,10 @@ static int run(int argc, char **argv) {
         fm_model *models[N_SETS] = {[SET_PRETRAINED] = use[SET_PRETRAINED] ? model : NULL, [SET_RANDOM] = random};
         for (int s = 0; s < N_SETS; s++) {
             if (!models[s]) continue;
-            ftr[s] = model_features(models[s], ids_tr, ntr, T, batch, need_all ? NULL : need);
-            fte[s] = model_features(models[s], ids_te, nte, T, batch, NULL);
-            cand[s] = L + 1, dim[s] = fm_model_config(models[s])->n_embd;
+            ftr[s] = model_features(models[s], ids_tr, ntr, T, batch, need_all ? NULL : need, pools, n_pools, layers,
+                                    n_layers);
+            fte[s] = model_features(models[s], ids_te, nte, T, batch, NULL, pools, n_pools, layers, n_layers);
+            cand[s] = n_pools * n_layers, dim[s] = fm_model_config(models[s])->n_embd;
         }
         free(ids_tr), free(ids_te);
     }
@@ -304,7 +334,7 @@ static int run(int argc, char **argv) {
                 fm_probe_features tr = {ftr[s], ntr, cand[s], dim[s]}, te = {fte[s], nte, cand[s], dim[s]};
                 fm_probe_config cfg;
                 fm_probe_config_default(&cfg);
-                cfg.layer = s == SET_PIXELS ? 0 : layer;
+                cfg.layer = s == SET_PIXELS ? 0 : -1; /* the models: among the candidates */
                 cfg.seed = draw_seed[p][j];
                 cfg.max_iter = max_iter;
                 fm_probe_result r;
@@ -313,13 +343,16 @@ static int run(int argc, char **argv) {
                     cli_fail(CMD, st);
                 setting_result *sr = &res[s][p];
                 sr->acc[sr->n] = r.accuracy, sr->lambda[sr->n] = r.lambda;
-                sr->layer[sr->n] = r.layer, sr->converged[sr->n] = r.converged;
-                sr->n++;
+                sr->layer[sr->n] = s == SET_PIXELS ? 0 : layers[r.layer % n_layers];
+                sr->pool[sr->n] = s == SET_PIXELS ? POOL_MEAN : pools[r.layer / n_layers];
+                sr->converged[sr->n] = r.converged;
                 char name[16];
                 print_setting_name(per_class[p], name, sizeof name);
-                fprintf(stderr, "fm " CMD ": %-10s %4s labels/class, draw %d: test accuracy %.4f (layer %d, lambda %g, "
-                        "chosen at %.4f) in %.1f s%s\n", set_names[s], name, j + 1, r.accuracy, r.layer, r.lambda,
-                        r.select_accuracy, cli_now() - t1, r.converged ? "" : " (fit not converged)");
+                fprintf(stderr, "fm " CMD ": %-10s %4s labels/class, draw %d: test accuracy %.4f (layer %d %s, lambda %g, "
+                        "chosen at %.4f) in %.1f s%s\n", set_names[s], name, j + 1, r.accuracy, sr->layer[sr->n],
+                        pool_names[sr->pool[sr->n]], r.lambda, r.select_accuracy, cli_now() - t1,
+                        r.converged ? "" : " (fit not converged)");
+                sr->n++;
             }
         }
     }
@@ -327,26 +360,30 @@ static int run(int argc, char **argv) {
         for (int j = 0; j < MAX_DRAWS; j++) free(draw_rows[p][j]);
     free(need);
 
-    /* the reported layer: the pre-trained (else random) model's with all labels, else the most
-     * frequent among its draws of the last setting; -1 (null) for pixels alone */
-    int report_layer = layer, ms = use[SET_PRETRAINED] ? SET_PRETRAINED : use[SET_RANDOM] ? SET_RANDOM : -1;
-    if (layer < 0 && ms >= 0) {
+    /* the reported layer and pool: the pre-trained (else random) model's with all labels, else
+     * the most frequent among its draws of the last setting (ties: the first candidate); -1 (null)
+     * for pixels alone */
+    int report_layer = -1, report_pool = POOL_MEAN;
+    int ms = use[SET_PRETRAINED] ? SET_PRETRAINED : use[SET_RANDOM] ? SET_RANDOM : -1;
+    if (ms >= 0) {
         int at = n_settings - 1;
         for (int p = 0; p < n_settings; p++)
             if (!per_class[p]) at = p;
-        int counts[1024] = {0}, best = 0;
-        for (int j = 0; j < res[ms][at].n; j++)
-            if (res[ms][at].layer[j] < 1024) counts[res[ms][at].layer[j]]++;
-        for (int l = 0; l <= L && l < 1024; l++)
-            if (counts[l] > counts[best]) best = l;
-        report_layer = best;
+        const setting_result *sr = &res[ms][at];
+        int best = 0, best_count = 0;
+        for (int j = 0; j < sr->n; j++) {
+            int count = 0;
+            for (int i = 0; i < sr->n; i++) count += sr->layer[i] == sr->layer[j] && sr->pool[i] == sr->pool[j];
+            if (count > best_count) best = j, best_count = count;
+        }
+        report_layer = sr->layer[best], report_pool = sr->pool[best];
     }
     /* paired comparisons of the pre-trained features with each baseline */
     int pairs[2][2] = {{SET_PRETRAINED, SET_PIXELS}, {SET_PRETRAINED, SET_RANDOM}};
     if (json) {
         printf("{\"layer\": ");
-        if (ms < 0) printf("null");
-        else printf("%d", report_layer);
+        if (ms < 0) printf("null, \"pool\": null");
+        else printf("%d, \"pool\": \"%s\"", report_layer, pool_names[report_pool]);
         printf(", \"classes\": %d, \"train\": %d, \"test\": %d, \"results\": {", k, ntr, nte);
         const char *sep = "";
         for (int s = 0; s < N_SETS; s++) {
@@ -367,6 +404,8 @@ static int run(int argc, char **argv) {
                 for (int j = 0; j < sr->n; j++) printf("%s%.6f", j ? ", " : "", sr->acc[j]);
                 printf("], \"layers\": [");
                 for (int j = 0; j < sr->n; j++) printf("%s%d", j ? ", " : "", sr->layer[j]);
+                printf("], \"pools\": [");
+                for (int j = 0; j < sr->n; j++) printf("%s\"%s\"", j ? ", " : "", pool_names[sr->pool[j]]);
                 printf("], \"strengths\": [");
                 for (int j = 0; j < sr->n; j++) printf("%s%g", j ? ", " : "", sr->lambda[j]);
                 printf("]}");
@@ -401,19 +440,21 @@ static int run(int argc, char **argv) {
         for (int s = 0; s < N_SETS; s++) {
             if (!use[s]) continue;
             for (int p = 0; p < n_settings; p++) {
-                char name[16], layers[64] = "", strengths[96] = "";
+                char name[16], chosen[96] = "", strengths[96] = "";
                 print_setting_name(per_class[p], name, sizeof name);
                 setting_result *sr = &res[s][p];
                 double mean, sd;
                 mean_sd(sr->acc, sr->n, &mean, &sd);
                 size_t a = 0, b = 0;
                 for (int j = 0; j < sr->n; j++) {
-                    if (a < sizeof layers) a += (size_t)snprintf(layers + a, sizeof layers - a, "%s%d", j ? "," : "", sr->layer[j]);
+                    if (a < sizeof chosen)
+                        a += (size_t)snprintf(chosen + a, sizeof chosen - a, "%s%d%s", j ? "," : "", sr->layer[j],
+                                              sr->pool[j] == POOL_NORMED ? "n" : "");
                     if (b < sizeof strengths)
                         b += (size_t)snprintf(strengths + b, sizeof strengths - b, "%s%g", j ? "," : "", sr->lambda[j]);
                 }
                 printf("%-11s %-7s %-8.4f %-8.4f %-6d %-16s %s\n", set_names[s], name, mean, sd, sr->n,
-                       s == SET_PIXELS ? "-" : layers, strengths);
+                       s == SET_PIXELS ? "-" : chosen, strengths);
             }
         }
         for (int c = 0; c < 2; c++) {
@@ -429,10 +470,12 @@ static int run(int argc, char **argv) {
                 else printf(" (one result, no standard error)\n");
             }
         }
-        if (ms >= 0) printf("layer: %d (0: embeddings, %d: final hidden states)\n", report_layer, L);
+        if (ms >= 0)
+            printf("layer: %d (0: embeddings, %d: final hidden states), pool: %s (layers marked n: each position's "
+                   "state normalised before the mean)\n", report_layer, L, pool_names[report_pool]);
     }
     for (int s = 0; s < N_SETS; s++) free(ftr[s]), free(fte[s]);
-    free(ytr), free(yte);
+    free(ytr), free(yte), free(layers);
     fm_idx_free(&tr_img), fm_idx_free(&tr_lab), fm_idx_free(&te_img), fm_idx_free(&te_lab);
     fm_image_tokenizer_free(itok);
     fm_model_free(random);
@@ -443,5 +486,5 @@ static int run(int argc, char **argv) {
 const cli_command cmd_probe = {
     "probe",
     "--model DIR --train-images IDX --train-labels IDX --test-images IDX --test-labels IDX [--per-class 10,100,all] "
-    "[--draws 5] [--layer L|auto] [--seed S] [--json]",
+    "[--draws 5] [--layer L|auto] [--pool mean|normed|auto] [--seed S] [--json]",
     "Linear-probe accuracy of a model's image features beside raw pixels and a random-init model.", run};

@@ -886,6 +886,13 @@ fm_status fm_png_write_gray(const char *path, const uint8_t *pixels, int width, 
  * after block l, entry L the final hidden states after ln_f (Hugging Face's hidden_states).
  * Runs the session's cache-free forward (its buffers sized per (B, T)), without the logits. */
 fm_status fm_session_pooled_states(fm_session *s, const int *tokens, int B, int T, float *pooled);
+/* As fm_session_pooled_states, with normed (B, L + 1, C): the average over the T positions of
+ * each position's residual stream normalised to zero mean and unit variance over its C numbers
+ * (LayerNorm without gain and bias, the model's layer_norm_epsilon), Image GPT's probe features;
+ * entry L normalises the stream before ln_f (after the probe's standardisation, the same features
+ * as pooled's entry L). Either output may be NULL (not computed). */
+fm_status fm_session_pooled_states_normed(fm_session *s, const int *tokens, int B, int T, float *pooled,
+                                          float *normed);
 
 /* n rows of features, each n_layers candidate vectors of d numbers (layers of a model, or one
  * vector: pixels): x (n, n_layers, d). */

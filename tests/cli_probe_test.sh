@@ -7,6 +7,8 @@
 #     the pixels' accuracy on these easy shapes is above chance;
 #   - the same run twice gives the same JSON; the table names every feature set and the paired
 #     differences; --features pixels needs no model;
+#   - --pool: "mean" (the default) is the JSON of no --pool; normed and auto name the pools chosen
+#     (auto: among both, per draw), a fixed --layer with --pool normed reports that layer;
 #   - errors: image and label counts that disagree, a missing file, images of another size than
 #     the image tokenizer's, a model without an image tokenizer, more labels per class than a
 #     class has, too few labels to cross-validate, a bad --per-class or --layer.
@@ -40,6 +42,7 @@ check=$("$PY" - probe.json <<'EOF' 2>&1
 import json, sys
 r = json.load(open(sys.argv[1]))
 assert isinstance(r["layer"], int) and 0 <= r["layer"] <= 2, r["layer"]
+assert r["pool"] == "mean", r["pool"]
 for s in ("pretrained", "pixels", "random"):
     for p, n in (("5", 2), ("all", 1)):
         e = r["results"][s][p]
@@ -54,6 +57,31 @@ EOF
 [ "$check" = "json ok" ] && ok || bad "probe JSON: $check"
 "$FM" probe --model run "${DATA[@]}" --per-class 5,all --draws 2 --json >again.json 2>/dev/null
 cmp -s probe.json again.json && ok || bad "two runs gave different JSON"
+
+# --- --pool
+"$FM" probe --model run "${DATA[@]}" --per-class 5,all --draws 2 --json --pool mean >mean.json 2>/dev/null
+cmp -s probe.json mean.json && ok || bad "--pool mean differs from the default"
+for pool in normed auto; do
+    "$FM" probe --model run "${DATA[@]}" --per-class 5 --draws 2 --json --pool $pool --features pretrained,random \
+        >$pool.json 2>$pool.err || bad "--pool $pool: exit $? $(tail -2 $pool.err)"
+done
+"$FM" probe --model run "${DATA[@]}" --per-class 5 --draws 2 --json --pool normed --layer 1 >normed1.json 2>/dev/null ||
+    bad "--pool normed --layer 1"
+check=$("$PY" - <<'EOF' 2>&1
+import json
+n, a, n1 = (json.load(open(f)) for f in ("normed.json", "auto.json", "normed1.json"))
+assert n["pool"] == "normed" and n1["pool"] == "normed" and n1["layer"] == 1, (n["pool"], n1)
+for s in ("pretrained", "random"):
+    assert n["results"][s]["5"]["pools"] == ["normed", "normed"], n["results"][s]
+    assert all(p in ("mean", "normed") for p in a["results"][s]["5"]["pools"]), a["results"][s]
+    assert n1["results"][s]["5"]["layers"] == [1, 1], n1["results"][s]
+print("pool ok")
+EOF
+)
+[ "$check" = "pool ok" ] && ok || bad "--pool JSON: $check"
+expect "table marks normed layers" 0 "pretrained +5 .* 2n,2n" -- \
+    "$FM" probe --model run "${DATA[@]}" --per-class 5 --draws 2 --layer 2 --pool normed
+expect "bad --pool" 2 "--pool 'max': give mean, normed or auto" -- "$FM" probe --model run "${DATA[@]}" --pool max
 
 # --- the table, and pixels without a model
 expect "table" 0 "pretrained - pixels, 5 labels/class: paired mean difference" -- \

@@ -137,12 +137,61 @@ static void test_pooled_states(void **state) {
     fm_model_free(m);
 }
 
+/* Each position's state normalised, then averaged: layer 0 against a plain reference on wte +
+ * wpe; the final layer equals the ln_f-pooled one while ln_f is the identity affine map (GPT-2's
+ * initialisation: gain 1, bias 0); either output alone gives the same numbers as both. */
+static void test_pooled_states_normed(void **state) {
+    (void)state;
+    fm_config cfg = {.n_layer = 2, .n_head = 2, .n_embd = 24, .vocab_size = 31, .n_positions = 10,
+                     .layer_norm_epsilon = 1e-5f};
+    fm_model *m;
+    assert_int_equal(fm_model_init(&m, &cfg, 4), FM_OK);
+    enum { B = 2, T = 9, C = 24, L = 2 };
+    int tokens[B * T];
+    for (int i = 0; i < B * T; i++) tokens[i] = (i * 7 + 1) % 31;
+    fm_session *s;
+    assert_int_equal(fm_session_init(&s, m, 1, T), FM_OK);
+    float pooled[B * (L + 1) * C], normed[B * (L + 1) * C], alone[B * (L + 1) * C], plain[B * (L + 1) * C];
+    assert_int_equal(fm_session_pooled_states_normed(s, tokens, B, T, pooled, normed), FM_OK);
+    assert_int_equal(fm_session_pooled_states_normed(s, tokens, B, T, NULL, alone), FM_OK);
+    assert_int_equal(fm_session_pooled_states(s, tokens, B, T, plain), FM_OK);
+    assert_memory_equal(alone, normed, sizeof normed);
+    assert_memory_equal(plain, pooled, sizeof pooled);
+    const float *wte = fm_model_tensor(m, fm_model_find_tensor(m, "wte.weight"))->data;
+    const float *wpe = fm_model_tensor(m, fm_model_find_tensor(m, "wpe.weight"))->data;
+    for (int b = 0; b < B; b++) {
+        double ref[C];
+        for (int c = 0; c < C; c++) ref[c] = 0.0;
+        for (int t = 0; t < T; t++) {
+            double x[C], mu = 0.0, var = 0.0;
+            for (int c = 0; c < C; c++) {
+                x[c] = (double)wte[(size_t)tokens[b * T + t] * C + c] + wpe[(size_t)t * C + c];
+                mu += x[c] / C;
+            }
+            for (int c = 0; c < C; c++) var += (x[c] - mu) * (x[c] - mu) / C;
+            for (int c = 0; c < C; c++) ref[c] += (x[c] - mu) / sqrt(var + 1e-5) / T;
+        }
+        for (int c = 0; c < C; c++) {
+            assert_true(fabs(normed[((size_t)b * (L + 1) + 0) * C + c] - ref[c]) < 1e-4);
+            assert_true(fabsf(normed[((size_t)b * (L + 1) + L) * C + c] - pooled[((size_t)b * (L + 1) + L) * C + c]) <
+                        1e-4f);
+        }
+        /* the layers between differ from the plain mean: they are normalised */
+        double diff = 0.0;
+        for (int c = 0; c < C; c++) diff += fabs(normed[((size_t)b * (L + 1) + 1) * C + c] - pooled[((size_t)b * (L + 1) + 1) * C + c]);
+        assert_true(diff > 1e-2);
+    }
+    fm_session_free(s);
+    fm_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_separable_choice),
         cmocka_unit_test(test_draws),
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_pooled_states),
+        cmocka_unit_test(test_pooled_states_normed),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

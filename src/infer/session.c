@@ -415,22 +415,47 @@ static void mean_rows(const float *x, int T, int C, float *out) {
     }
 }
 
-fm_status fm_session_pooled_states(fm_session *s, const int *tokens, int B, int T, float *pooled) {
+/* mean over the T rows of x (T, C) of each row normalised to zero mean and unit variance over its
+ * C numbers (LayerNorm without gain and bias, eps as the model's), into out (C); each row's
+ * statistics in double, the average summed in position order */
+static void mean_normed_rows(const float *x, int T, int C, float eps, float *out) {
+    double sum[C];
+    for (int c = 0; c < C; c++) sum[c] = 0.0;
+    for (int t = 0; t < T; t++) {
+        const float *row = x + (size_t)t * C;
+        double mu = 0.0, var = 0.0;
+        for (int c = 0; c < C; c++) mu += row[c];
+        mu /= C;
+        for (int c = 0; c < C; c++) var += (row[c] - mu) * (row[c] - mu);
+        double rstd = 1.0 / sqrt(var / C + eps);
+        for (int c = 0; c < C; c++) sum[c] += (row[c] - mu) * rstd;
+    }
+    for (int c = 0; c < C; c++) out[c] = (float)(sum[c] / T);
+}
+
+fm_status fm_session_pooled_states_normed(fm_session *s, const int *tokens, int B, int T, float *pooled,
+                                          float *normed) {
     fm_status st = begin_forward(s, tokens, B, T);
     if (st) return st;
     const fm_model *m = s->model;
     const fm_config *c = &m->cfg;
     int N = B * T, C = c->n_embd, L = c->n_layer;
+    float eps = c->layer_norm_epsilon;
     int own = fm_k_gemm_fp32_forced();
     fm_k_gemm_force_fp32(1);
     fm_k_encoder_forward(s->fx, tokens, m->w.wte, m->w.wpe, B, T, C);
     fm_attention_rows full = {.B = B, .T = T};
     for (int l = 0; l <= L; l++) {
         if (l > 0) fm_block_forward(m, l - 1, s->fx, &s->fa, N, &full, NULL, s->lora, 0);
+        if (normed) {
+#pragma omp parallel for schedule(static)
+            for (int b = 0; b < B; b++)
+                mean_normed_rows(s->fx + (size_t)b * T * C, T, C, eps, normed + ((size_t)b * (L + 1) + l) * C);
+        }
+        if (!pooled) continue;
         const float *x = s->fx;
         if (l == L) {
-            fm_k_layernorm_forward(s->flnf, s->fmean, s->frstd, s->fx, m->w.lnf_w, m->w.lnf_b, N, C,
-                                   c->layer_norm_epsilon);
+            fm_k_layernorm_forward(s->flnf, s->fmean, s->frstd, s->fx, m->w.lnf_w, m->w.lnf_b, N, C, eps);
             x = s->flnf;
         }
 #pragma omp parallel for schedule(static)
@@ -438,4 +463,8 @@ fm_status fm_session_pooled_states(fm_session *s, const int *tokens, int B, int 
     }
     fm_k_gemm_force_fp32(own);
     return FM_OK;
+}
+
+fm_status fm_session_pooled_states(fm_session *s, const int *tokens, int B, int T, float *pooled) {
+    return fm_session_pooled_states_normed(s, tokens, B, T, pooled, NULL);
 }
