@@ -4,9 +4,10 @@
  * label's probability: a table, or one JSON line per input {"label": ..., "probs": {...}}.
  *
  * A text is encoded with the model directory's tokenizer.json (special-token text stays text),
- * nothing appended, and read at its last token; texts are classified in batches right-padded with
- * the model's pad_token_id, which gives each text exactly what it gives alone. A text longer than
- * the context keeps its first n_positions tokens, as fine-tuning keeps them.
+ * nothing appended, and read at its last token (a mean head, config.json's "classifier_pooling":
+ * "mean": the mean of the final hidden states up to it); texts are classified in batches
+ * right-padded with the model's pad_token_id, which gives each text exactly what it gives alone. A
+ * text longer than the context keeps its first n_positions tokens, as fine-tuning keeps them.
  *
  * --images IDX: each image is encoded with the model directory's image tokenizer (<|image|>, its
  * codes, <|/image|>, as fm finetune --train-images encodes it) and read at <|/image|>; with

@@ -42,6 +42,7 @@ typedef struct {
     int refit;      /* images: the held-out images are trained on too (a refit after a search) */
     int scratch;    /* --init scratch: the base's architecture with fresh weights */
     int head_only;  /* --task classify: only the head trains */
+    fm_classifier_pooling pool; /* --task classify: the head's read-out (--pool; a given head's own) */
     int loss_on_all;
     int val_every;  /* without --val: every val_every-th example held out */
     float dropout;  /* GPT-2's residual and embedding dropout while training */
@@ -67,6 +68,7 @@ static char *settings_text(const finetune_settings *r) {
     ok = ok && cJSON_AddStringToObject(o, "format", r->format);
     ok = ok && cJSON_AddStringToObject(o, "task", r->classify ? "classify" : "lm");
     ok = ok && cJSON_AddBoolToObject(o, "head_only", r->head_only);
+    if (r->classify) ok = ok && cJSON_AddStringToObject(o, "pool", fm_classifier_pooling_name(r->pool));
     ok = ok && cJSON_AddStringToObject(o, "init", r->scratch ? "scratch" : "pretrained");
     if (r->train_images[0]) {
         char draw_seed[32];
@@ -142,6 +144,12 @@ static void load_settings(const char *run_dir, finetune_settings *r) {
     json_text(path, o, "task", task, sizeof task);
     r->classify = strcmp(task, "classify") == 0;
     r->head_only = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "head_only"));
+    r->pool = FM_POOL_LAST; /* runs before --pool recorded none: the last token */
+    if (r->classify && cJSON_GetObjectItemCaseSensitive(o, "pool")) {
+        char pool[16];
+        json_text(path, o, "pool", pool, sizeof pool);
+        if (fm_classifier_pooling_parse(pool, &r->pool)) bad_settings(path, "pool", "must be \"last\" or \"mean\"");
+    }
     cJSON *init = cJSON_GetObjectItemCaseSensitive(o, "init");
     r->scratch = cJSON_IsString(init) && !strcmp(init->valuestring, "scratch");
     if (cJSON_GetObjectItemCaseSensitive(o, "train_images")) {
@@ -313,7 +321,7 @@ static double held_accuracy(fm_model *model, const fm_sft_data *held) {
 
 static int run(int argc, char **argv) {
     const char *base_dir = NULL, *data = NULL, *val = NULL, *out = NULL, *format = NULL, *loss_on = NULL;
-    const char *precision = NULL, *targets = NULL, *task = NULL;
+    const char *precision = NULL, *targets = NULL, *task = NULL, *pool = NULL;
     const char *train_images = NULL, *train_labels = NULL, *init = NULL;
     int per_class = -1, draw = -1, augment_shift = -1, refit = 0;
     uint64_t draw_seed = 1;
@@ -343,6 +351,9 @@ static int run(int argc, char **argv) {
         {"loss-on", OPT_STRING, &loss_on, 0, 0, "completion (default: the answers and their end token) or all"},
         {"task", OPT_STRING, &task, 0, 0, "lm (default: next tokens) or classify (labeled lines, text TAB label)"},
         {"head-only", OPT_FLAG, &rs.head_only, 0, 0, "--task classify: train the head alone (a linear probe)"},
+        {"pool", OPT_STRING, &pool, 0, 0,
+         "--task classify, a new head: last (default: the final hidden state at the last token, as transformers) "
+         "or mean (the mean of the final hidden states up to it)"},
         {"train-images", OPT_STRING, &train_images, 0, 0,
          "--task classify on an IDX image file (tokenized with --model's image tokenizer) instead of --data"},
         {"train-labels", OPT_STRING, &train_labels, 0, 0, "the IDX label file of --train-images (classes 0, 1, ...)"},
@@ -406,7 +417,8 @@ static int run(int argc, char **argv) {
     char *best_dir = cli_path(out, "best");
     if (resume) {
         if (base_dir || data || val || format || loss_on || steps || epochs || lora || any_lora_flag || precision || task ||
-            dropout >= 0 || train_images || train_labels || per_class >= 0 || draw >= 0 || augment_shift >= 0 || init || refit)
+            dropout >= 0 || train_images || train_labels || per_class >= 0 || draw >= 0 || augment_shift >= 0 || init || refit ||
+            pool)
             cli_usage_error("finetune", "--resume continues with the run's stored settings; give only --out "
                             "(and --threads, --zero)");
         if (rank0) lock = cli_lock_dir("finetune", out);
@@ -419,6 +431,12 @@ static int run(int argc, char **argv) {
         fm_checkpoint_report report;
         if ((st = fm_checkpoint_load_report(out, &model, &opt, &state, &report))) cli_fail("finetune", st);
         if (report.skipped[0]) fprintf(stderr, "fm finetune: warning: passed over %s\n", report.skipped);
+        if (rs.classify && fm_model_num_labels(model) && fm_model_classifier_pooling(model) != rs.pool) {
+            fprintf(stderr, "fm finetune: %s/run.json says \"pool\": \"%s\" but the checkpoint's head (config.json's "
+                    "\"classifier_pooling\") reads '%s'\n", out, fm_classifier_pooling_name(rs.pool),
+                    fm_classifier_pooling_name(fm_model_classifier_pooling(model)));
+            exit(1);
+        }
         char *tok_path = cli_path(out, "tokenizer.json");
         if ((st = fm_tokenizer_load(&tok, tok_path))) cli_fail("finetune", st);
         free(tok_path);
@@ -456,6 +474,10 @@ static int run(int argc, char **argv) {
             cli_usage_error("finetune", "--task must be lm or classify, not '%s'", task);
         rs.classify = task && strcmp(task, "classify") == 0;
         if (rs.head_only && !rs.classify) cli_usage_error("finetune", "--head-only goes with --task classify");
+        if (pool && !rs.classify) cli_usage_error("finetune", "--pool chooses a classification head's read-out: give "
+                                                  "--task classify");
+        if (pool && fm_classifier_pooling_parse(pool, &rs.pool))
+            cli_usage_error("finetune", "--pool must be last or mean, not '%s'", pool);
         rs.lora = lora || any_lora_flag;
         rs.dropout = dropout > 0 ? dropout : 0;
         fm_lora_config_default(&rs.lora_cfg);
@@ -587,16 +609,23 @@ static int run(int argc, char **argv) {
         if (rs.lora) cli_usage_error("finetune", "--task classify trains the head and the model (or, with "
                                      "--head-only, the head): LoRA adapters hold no head");
         if (fm_model_num_labels(model) == 0 &&
-            (st = fm_model_add_classifier(model, n_labels, fm_sft_data_labels(train), fm_sft_data_pad_id(train),
-                                          rs.seed)))
+            (st = fm_model_add_classifier_pooled(model, n_labels, fm_sft_data_labels(train), fm_sft_data_pad_id(train),
+                                                 rs.pool, rs.seed)))
             cli_fail("finetune", st);
+        /* a head the model has keeps its read-out: --pool may only say the same */
+        if (pool && fm_model_classifier_pooling(model) != rs.pool)
+            cli_usage_error("finetune", "--pool %s: %s's head already reads '%s' (config.json's \"classifier_pooling\"); "
+                            "--pool chooses the read-out of a new head only", pool, rs.base,
+                            fm_classifier_pooling_name(fm_model_classifier_pooling(model)));
+        rs.pool = fm_model_classifier_pooling(model);
         for (int i = 0; i < n_labels && fm_model_num_labels(model); i++)
             if (fm_model_label_index(model, fm_sft_data_labels(train)[i]) < 0 || fm_model_num_labels(model) != n_labels)
                 cli_usage_error("finetune", "%s's head has labels %s...; the data's are %s...", rs.base,
                                 fm_model_label(model, 0), fm_sft_data_labels(train)[0]);
         if (rs.head_only && (st = fm_model_set_trainable(model, "*", 0, NULL))) cli_fail("finetune", st);
         if (rs.head_only && (st = fm_model_set_trainable(model, "score.weight", 1, NULL))) cli_fail("finetune", st);
-        printf("classifier: %d labels (%s%s)%s\n", n_labels, fm_model_label(model, 0), n_labels > 1 ? ", ..." : "",
+        printf("classifier: %d labels (%s%s), %s%s\n", n_labels, fm_model_label(model, 0), n_labels > 1 ? ", ..." : "",
+               rs.pool == FM_POOL_MEAN ? "the mean of the hidden states up to the last token" : "read at the last token",
                rs.head_only ? ", the head alone trains" : "");
     }
     fm_objective objective;

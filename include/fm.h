@@ -1122,7 +1122,21 @@ void fm_sft_source_free(fm_data_source *source);
  * with architectures ["GPT2ForSequenceClassification"], num_labels, id2label, label2id and
  * pad_token_id; model.safetensors with the transformer's tensors under a "transformer." prefix
  * and "score.weight". fm_model_load reads such a directory (fm's or transformers'); fm_model_save
- * and checkpoints write one. A head of one output is a score (the reward model). */
+ * and checkpoints write one. A head of one output is a score (the reward model).
+ *
+ * fm's own second read-out, the mean: the head applied to the mean of the final hidden states
+ * over positions 0..t, t the read position above (FM_POOL_MEAN). config.json says so with
+ * "classifier_pooling": "mean" (written only for it; absent: "last"); transformers knows no such
+ * key and would read such a head at the last token. */
+
+/* How the head reads a row: FM_POOL_LAST the final hidden state at the read position t
+ * (transformers' rule), FM_POOL_MEAN the mean of the final hidden states at positions 0..t. */
+typedef enum { FM_POOL_LAST = 0, FM_POOL_MEAN = 1 } fm_classifier_pooling;
+
+/* "last" or "mean" (config.json's "classifier_pooling", fm finetune --pool); NULL for another
+ * value. fm_classifier_pooling_parse returns FM_ERR_ARG for any other name (NULL included). */
+const char *fm_classifier_pooling_name(fm_classifier_pooling pooling);
+fm_status fm_classifier_pooling_parse(const char *name, fm_classifier_pooling *out);
 
 /* Attaches a trainable head "score.weight" (num_labels, C), N(0, 0.02) drawn from seed (as
  * transformers initialises it), with its labels: labels[i] names output i (copied; NULL:
@@ -1132,6 +1146,10 @@ void fm_sft_source_free(fm_data_source *source);
  * that already has a "score.weight" is refused (FM_ERR_ARG). */
 fm_status fm_model_add_classifier(fm_model *model, int num_labels, const char *const *labels, int pad_id,
                                   uint64_t seed);
+/* fm_model_add_classifier with the head's read-out: FM_POOL_LAST (what fm_model_add_classifier
+ * attaches) or FM_POOL_MEAN; another value: FM_ERR_ARG, nothing attached. */
+fm_status fm_model_add_classifier_pooled(fm_model *model, int num_labels, const char *const *labels, int pad_id,
+                                         fm_classifier_pooling pooling, uint64_t seed);
 /* K, the head's outputs; 0 when the model has no classification head. */
 int fm_model_num_labels(const fm_model *model);
 /* Label i's name, NULL when i is out of range or there is no head. */
@@ -1140,14 +1158,17 @@ const char *fm_model_label(const fm_model *model, int i);
 int fm_model_label_index(const fm_model *model, const char *label);
 /* The head's padding id (config.json's pad_token_id), -1 when none or without a head. */
 int fm_model_pad_id(const fm_model *model);
+/* The head's read-out (config.json's classifier_pooling); FM_POOL_LAST without a head. */
+fm_classifier_pooling fm_model_classifier_pooling(const fm_model *model);
 
 /* Where a row (T tokens) is read: the rightmost position whose token is not pad_id (transformers'
  * rule); 0 when every token is pad_id; T - 1 when pad_id < 0. */
 int fm_classify_last_index(const int *tokens, int T, int pad_id);
 /* Forward over tokens (B, T) (right-padded with the model's padding id) and the head: logits
- * (B, K) = hidden[b, last_b] @ score.weight^T, last_b = fm_classify_last_index(row b); last (B,
- * may be NULL) receives last_b. Uses the training forward's buffers (sized per (B, T)). Without a
- * head: FM_ERR_ARG. */
+ * (B, K) = hidden[b, last_b] @ score.weight^T, last_b = fm_classify_last_index(row b); with a
+ * mean head (FM_POOL_MEAN) logits (B, K) = (sum over t = 0..last_b of hidden[b, t]) / (last_b + 1)
+ * @ score.weight^T. last (B, may be NULL) receives last_b either way. Uses the training forward's
+ * buffers (sized per (B, T)). Without a head: FM_ERR_ARG. */
 fm_status fm_model_classify(fm_model *model, const int *tokens, int B, int T, float *logits, int *last);
 
 /* Cross-entropy of the head on the batch (uses_hidden): row r is read at its last position t
@@ -1157,8 +1178,11 @@ fm_status fm_model_classify(fm_model *model, const int *tokens, int B, int T, fl
  * every target, the mask 1 at the text's last token; longer texts keep their beginning). weight:
  * the rows' weights (the number of rows); loss_sum: sum of weight * (logsumexp(z) - z_label),
  * z = hidden @ score.weight^T; dhidden: zero except at the rows' read positions; the head's
- * gradient (when it is trainable) is added to score.weight's grad. A model without a head, or
- * with one output (a score, not classes): FM_ERR_ARG. */
+ * gradient (when it is trainable) is added to score.weight's grad. A mean head (FM_POOL_MEAN)
+ * reads the mean of the hidden states at positions 0..t of row r instead (z = mean @
+ * score.weight^T), and dhidden is (g @ score.weight) / (t + 1) at each of those positions (g the
+ * logits' gradient), zero after them. A model without a head, or with one output (a score, not
+ * classes): FM_ERR_ARG. */
 fm_status fm_objective_classify(fm_objective *out, const fm_model *model);
 
 /* ================================================================ OpenAI-compatible server

@@ -2,9 +2,11 @@
 # cli_classify_test.sh — fm classify on a Hugging Face GPT2ForSequenceClassification directory
 # (tests/ref/classify, written by tests/torch/classify_reference.py) with the 300-token tokenizer
 # of tests/ref/tasks: the table, the JSON lines (label = the most probable, probabilities summing
-# to 1), the same answers whatever the batch and thread count (padded rows read as alone), an
-# int8 copy from fm quantize keeping the head, and bad input: a model without a head, empty,
-# blank-lined, unreadable files, missing tokenizer, wrong arguments.
+# to 1), the same answers whatever the batch and thread count (padded rows read as alone), the
+# same weights as a mean-pooled head (config.json's "classifier_pooling": "mean": other answers,
+# batch-independent too), an int8 copy from fm quantize keeping the head, and bad input: a model
+# without a head, empty, blank-lined, unreadable files, missing tokenizer, wrong arguments, a bad
+# classifier_pooling.
 # Usage: tests/cli_classify_test.sh PATH/TO/fm     Prints "N passed, N failed[, N skipped]".
 set -u
 FM=$(realpath "${1:?usage: cli_classify_test.sh PATH/TO/fm}")
@@ -37,6 +39,19 @@ cmp -s b16.jsonl b1.jsonl && cmp -s b16.jsonl b3.jsonl && ok || bad "the answers
 sed 's/$/\r/' texts.txt >crlf.txt
 "$FM" classify --model model --file crlf.txt --json >crlf.jsonl && cmp -s b16.jsonl crlf.jsonl && ok ||
     bad "CRLF lines classified differently"
+
+# the same weights as a mean-pooled head (config.json's "classifier_pooling": "mean"): other
+# answers, the same whatever the batch (a padded row's mean stops at its last token)
+mkdir mean && cp model/model.safetensors model/tokenizer.json mean/ &&
+    sed 's/"problem_type": "single_label_classification"/&,\n  "classifier_pooling": "mean"/' model/config.json >mean/config.json
+"$FM" classify --model mean --file texts.txt --json >m16.jsonl 2>err.txt && ok || bad "mean head: $(cat err.txt)"
+"$FM" classify --model mean --file texts.txt --json --batch 1 --threads 1 >m1.jsonl && cmp -s m16.jsonl m1.jsonl && ok ||
+    bad "the mean head's answers changed with the batch"
+! cmp -s m16.jsonl b16.jsonl && ok || bad "the mean head answered as the last-token head"
+sed 's/"mean"$/"max"/' mean/config.json >bad.json && mkdir badpool && cp bad.json badpool/config.json &&
+    cp model/model.safetensors model/tokenizer.json badpool/
+expect "a bad classifier_pooling" 1 'config.json: "classifier_pooling" must be "last" or "mean", not "max"' -- \
+    "$FM" classify --model badpool --text hi
 
 if command -v python3 >/dev/null; then
     python3 - b16.jsonl <<'PY' && ok || bad "JSON lines: label not the most probable, or probabilities not summing to 1"

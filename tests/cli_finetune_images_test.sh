@@ -14,6 +14,12 @@
 #     are; run.json records it and --resume reads it back; refused without images or above 8;
 #   - --refit: the 3 held-out images trained on too (15 and their moves: 135), recorded in run.json
 #     and accuracy.json, read back by --resume; refused without images;
+#   - --pool mean: a mean-pooled head learns the shapes too (held-out accuracy above 0.6); its
+#     config.json says "classifier_pooling": "mean", run.json "pool": "mean"; fm classify --labels
+#     on the 60 held-out images (written out as IDX files) gives the held-out accuracy the run
+#     computed in memory, and its probabilities differ from the same weights read at the last
+#     token; --resume keeps the head; --init scratch makes a new head, so --pool applies to a model
+#     that has one, which otherwise refuses another read-out;
 #   - fm classify --images without --labels prints a label per image, with --json the probabilities;
 #   - errors: flags that do not go together, a label file given as images, counts that disagree,
 #     images of another size, more labels per class than a class has, too few to hold out, a
@@ -74,6 +80,57 @@ for l in open(sys.argv[1]):
 losses() { sed 's/,"tokens_per_s":[0-9.]*//' "$1"; } # all but the speed
 [ -s again/metrics.jsonl ] && [ "$(losses ft-scratch/metrics.jsonl)" = "$(losses again/metrics.jsonl)" ] && ok ||
     bad "the same scratch run twice gave other metrics"
+
+# --- a mean-pooled head: trains, is saved with its key, and reads alike after a reload
+expect "finetune --pool mean" 0 "the mean of the hidden states up to the last token" -- \
+    "$FM" finetune --model run "${IMG[@]}" --pool mean --out ft-mean --steps 200 --lr 3e-3 "${FT[@]}"
+grep -q '"classifier_pooling":[[:space:]]*"mean"' ft-mean/config.json && grep -q '"pool":[[:space:]]*"mean"' ft-mean/run.json &&
+    ok || bad "the mean head's config.json or run.json"
+# the 60 held-out images (every 5th of each class in file order) as IDX files
+"$PY" - "$TRI" "$TRL" <<'EOF' || bad "writing the held-out images"
+import gzip, sys
+images, labels = gzip.open(sys.argv[1]).read(), gzip.open(sys.argv[2]).read()
+n, size = int.from_bytes(labels[4:8], "big"), 16 * 16
+seen, keep = {}, []
+for i in range(n):
+    c = labels[8 + i]
+    seen[c] = seen.get(c, 0) + 1
+    if seen[c] % 5 == 0: keep.append(i)
+open("held.idx", "wb").write(images[:4] + len(keep).to_bytes(4, "big") + images[8:16] +
+                             b"".join(images[16 + i * size:16 + (i + 1) * size] for i in keep))
+open("held-labels.idx", "wb").write(labels[:4] + len(keep).to_bytes(4, "big") + bytes(labels[8 + i] for i in keep))
+EOF
+"$FM" classify --model ft-mean --images held.idx --labels held-labels.idx --json >held-mean.json 2>&1 ||
+    bad "classify the held-out images: $(cat held-mean.json)"
+# the same weights without the key: read at the last token
+mkdir ft-mean-last && cp -r ft-mean/. ft-mean-last/ && rm ft-mean-last/config.json &&
+    "$PY" -c 'import json, sys; c = json.load(open(sys.argv[1])); del c["classifier_pooling"]; json.dump(c, sys.stdout)' \
+        ft-mean/config.json >ft-mean-last/config.json
+"$FM" classify --model ft-mean --images held.idx --json >probs-mean.jsonl 2>&1 &&
+    "$FM" classify --model ft-mean-last --images held.idx --json >probs-last.jsonl 2>&1 ||
+    bad "classify --json with and without the key: $(tail -1 probs-last.jsonl)"
+check=$("$PY" - held-mean.json ft-mean/accuracy.json probs-mean.jsonl probs-last.jsonl <<'EOF' 2>&1
+import json, sys
+t, a = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert t["images"] == 60 == a["held_out"], (t, a)
+assert abs(t["accuracy"] - a["final"]) < 1e-6, (t["accuracy"], a)
+assert a["final"] > 0.6, a  # chance 0.33; the shapes are learnt, if more slowly than at the last token
+mean, last = [[json.loads(l)["probs"] for l in open(p)] for p in sys.argv[3:5]]
+assert len(mean) == len(last) == 60
+assert max(abs(m[k] - l[k]) for m, l in zip(mean, last) for k in m) > 1e-3, "the key changed nothing"
+print("ok")
+EOF
+)
+[ "$check" = ok ] && ok || bad "the mean head after a reload: $check"
+expect "resume a mean run" 0 "held-out accuracy: [0-9.]+ final" -- "$FM" finetune --out ft-mean --resume --threads 2
+grep -q '"classifier_pooling":[[:space:]]*"mean"' ft-mean/config.json && ok || bad "--resume lost the mean head"
+expect "--init scratch: a new head on a model with one" 0 "the mean of the hidden states" -- \
+    "$FM" finetune --model ft-pretrained "${IMG[@]}" --init scratch --pool mean --per-class 5 --out s-mean --steps 2 "${FT[@]}"
+grep -q '"classifier_pooling":[[:space:]]*"mean"' s-mean/config.json && ok || bad "--init scratch --pool mean"
+expect "--pool mean on a last-token head" 2 "ft-pretrained's head already reads 'last'" -- \
+    "$FM" finetune --model ft-pretrained "${IMG[@]}" --pool mean --per-class 5 --out e --steps 2 "${FT[@]}"
+expect "--pool max" 2 "--pool must be last or mean, not 'max'" -- \
+    "$FM" finetune --model run "${IMG[@]}" --pool max --out e --steps 2 "${FT[@]}"
 
 # --- draws of a few labels per class, the held-out part carved from them
 expect "per-class 5" 0 "draw 0 of 5 labels per class, seed 1\): 12 training images, 3 held out" -- \

@@ -3,7 +3,11 @@
 # vocabulary 300: tests/ref/lora/base with the tokenizer of tests/ref/tasks): full and LoRA runs
 # on chat, prompt-completion and plain-text files, what each run directory holds, the adapter
 # read back by other commands, an interrupted run resumed exactly, and bad input refused with the
-# file and line named and nothing written.
+# file and line named and nothing written. Classification heads: the last-token head, and the
+# mean-pooled one (--pool mean): config.json's classifier_pooling in the run, best/ and an int8
+# copy; fm classify on the saved model reproducing the held-out loss the run computed (and the same
+# weights read at the last token not); an interrupted mean run resumed to the same weights; --pool
+# refused where it does not belong (another task, --resume, a bad value, a head that reads otherwise).
 # Usage: tests/cli_finetune_test.sh PATH/TO/fm     Prints "N passed, N failed[, N skipped]".
 set -u
 FM=$(realpath "${1:?usage: cli_finetune_test.sh PATH/TO/fm}")
@@ -118,6 +122,71 @@ expect "classify on chats" 2 "labeled lines" -- "$FM" finetune "${common[@]}" --
 expect "classify with LoRA" 2 "hold no head" -- "$FM" finetune "${common[@]}" --data labels.tsv --task classify \
     --lora --out r12 --steps 2
 for r in r10 r11 r12; do [ ! -e $r ] || bad "a refused run left $r"; done
+
+# the mean-pooled head: --pool mean, recorded in config.json (run, best/, an int8 copy) and run.json
+printf '%s\n' "so fine	pos" "so cruel	neg" "so glad	pos" "so ill	neg" "so kind	pos" "so sad	neg" >heldout.tsv
+cut -f1 heldout.tsv >heldout.txt
+expect "classify --pool mean" 0 "classifier: 2 labels \(neg, ...\), the mean of the hidden states up to the last token" -- \
+    "$FM" finetune "${common[@]}" --data labels.tsv --val heldout.tsv --task classify --pool mean --out clsm --steps 10 \
+    --lr 1e-3
+pooled() { grep -q '"classifier_pooling":[[:space:]]*"mean"' "$1"; }
+pooled clsm/config.json && pooled clsm/best/config.json && ok || bad "the mean head's config.json lacks classifier_pooling"
+grep -q '"pool":[[:space:]]*"mean"' clsm/run.json && ok || bad "run.json does not record pool mean"
+grep -q '"pool":[[:space:]]*"last"' cls/run.json && ! grep -q classifier_pooling cls/config.json && ok ||
+    bad "a last-token head's run.json or config.json"
+# fm classify on the saved model gives the held-out loss the run computed at its last step; the same
+# weights without the key (read at the last token) give another
+"$FM" classify --model clsm --file heldout.txt --json >clsm.jsonl 2>&1 || bad "fm classify on the mean head: $(cat clsm.jsonl)"
+mkdir clsm_last && cp clsm/model.safetensors clsm/tokenizer.json clsm_last/ &&
+    python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); del c["classifier_pooling"]; json.dump(c, sys.stdout)' \
+        clsm/config.json >clsm_last/config.json
+"$FM" classify --model clsm_last --file heldout.txt --json >clsm_last.jsonl 2>&1 || bad "fm classify read at the last token: $(cat clsm_last.jsonl)"
+check=$(python3 - clsm/metrics.jsonl heldout.tsv clsm.jsonl clsm_last.jsonl <<'PY' 2>&1
+import json, math, sys
+val = [json.loads(l) for l in open(sys.argv[1]) if "val_loss" in l][-1]
+assert val["step"] == 10, val
+labels = [l.rstrip("\n").split("\t")[1] for l in open(sys.argv[2])]
+def loss(path):
+    rows = [json.loads(l) for l in open(path)]
+    assert len(rows) == len(labels), rows
+    return sum(-math.log(r["probs"][y]) for r, y in zip(rows, labels)) / len(labels)
+mean, last = loss(sys.argv[3]), loss(sys.argv[4])
+assert abs(mean - val["val_loss"]) <= 1e-4 * val["val_loss"], (mean, val)
+assert abs(last - val["val_loss"]) > 1e-3, (last, val)
+print("ok")
+PY
+)
+[ "$check" = ok ] && ok || bad "fm classify on the mean head vs the run's held-out loss: $check"
+"$FM" quantize --model clsm --out clsm_q8 >/dev/null 2>&1 && pooled clsm_q8/config.json && ok ||
+    bad "fm quantize lost the mean head's classifier_pooling"
+expect "an int8 mean head" 0 '^\{"label":"(neg|pos)"' -- "$FM" classify --model clsm_q8 --text "so kind" --json
+# a run continued from a mean head keeps it (--pool mean may say so); another --pool is refused
+expect "continue a mean head" 0 "the mean of the hidden states" -- "$FM" finetune "${common[@]}" --model clsm \
+    --data labels.tsv --task classify --pool mean --out clsm2 --steps 2
+pooled clsm2/config.json && grep -q '"pool":[[:space:]]*"mean"' clsm2/run.json && ok || bad "a continued mean head"
+expect "--pool last on a mean head" 2 "--pool last: .*clsm's head already reads 'mean'" -- "$FM" finetune "${common[@]}" \
+    --model clsm --data labels.tsv --task classify --pool last --out r13 --steps 2
+expect "--pool mean on a last-token head" 2 "head already reads 'last'" -- "$FM" finetune "${common[@]}" \
+    --model cls --data labels.tsv --task classify --pool mean --out r13 --steps 2
+expect "--pool bogus" 2 "--pool must be last or mean, not 'bogus'" -- "$FM" finetune "${common[@]}" --data labels.tsv \
+    --task classify --pool bogus --out r13 --steps 2
+expect "--pool without classify" 2 "--pool chooses a classification head's read-out: give --task classify" -- \
+    "$FM" finetune "${common[@]}" --data chat.jsonl --pool mean --out r13 --steps 2
+expect "--pool with --resume" 2 "--resume continues with the run's stored settings" -- \
+    "$FM" finetune --out clsm --resume --pool mean
+[ ! -e r13 ] && ok || bad "a refused --pool left r13"
+# an interrupted mean-head run resumed ends with the uninterrupted run's weights
+"$FM" finetune "${common[@]}" --data labels.tsv --task classify --pool mean --out mwhole --steps 20 --lr 1e-3 \
+    >/dev/null 2>&1 || bad "the uninterrupted mean run failed"
+"$FM" finetune "${common[@]}" --data labels.tsv --task classify --pool mean --out mcut --steps 20 --lr 1e-3 \
+    --save-every 3 >mcut.log 2>&1 &
+pid=$!
+for _ in $(seq 100); do [ -e mcut/checkpoint ] && break; sleep 0.05; done
+kill -INT $pid 2>/dev/null
+wait $pid
+expect "resume a mean run" 0 "done: 20 steps" -- "$FM" finetune --out mcut --resume --threads 2
+cmp -s mwhole/model.safetensors mcut/model.safetensors && pooled mcut/config.json && ok ||
+    bad "the resumed mean run differs from the uninterrupted one"
 
 # plain text: continued pre-training, held-out bits per byte
 expect "text" 0 "bits/byte" -- "$FM" finetune "${common[@]}" --data text.txt --out text --steps 5 --val-every 10

@@ -6,7 +6,10 @@
  * Face GPT2ForSequenceClassification directory (2 layers, C 72, V 300, labels ham/other/spam,
  * pad_token_id 299), a right-padded batch of 4 rows with labels, and PyTorch's logits at each
  * row's last non-padding token, that index, the mean cross-entropy and the gradient of every
- * tensor (float64, stored as float32).
+ * tensor (float64, stored as float32); and for fm's mean head on the same weights
+ * (expected_mean.safetensors) the logits of the mean of the final hidden states up to that token,
+ * the loss and a few tensors' gradients. The mean head is also checked against a plain C
+ * reference on fm's own hidden states and against central finite differences.
  */
 #include <math.h>
 
@@ -239,6 +242,7 @@ static void assert_same_model(const fm_model *a, const fm_model *b) {
     assert_int_equal(fm_model_num_labels(a), fm_model_num_labels(b));
     for (int i = 0; i < fm_model_num_labels(a); i++) assert_string_equal(fm_model_label(a, i), fm_model_label(b, i));
     assert_int_equal(fm_model_pad_id(a), fm_model_pad_id(b));
+    assert_int_equal(fm_model_classifier_pooling(a), fm_model_classifier_pooling(b));
 }
 
 static void test_save_load(void **state) {
@@ -515,6 +519,300 @@ static void test_errors(void **state) {
     free(dir);
 }
 
+/* ------------------------------------------------------------ the mean head */
+
+#define MEAN_FROM "\"problem_type\": \"single_label_classification\""
+#define MEAN_TO "\"problem_type\": \"single_label_classification\",\n  \"classifier_pooling\": \"mean\""
+
+/* The fixture's weights and labels with config.json saying "classifier_pooling": "mean" (a copy
+ * in dir), loaded. */
+static fm_model *load_mean(const char *dir) {
+    char *d = variant(dir, "mean", MEAN_FROM, MEAN_TO);
+    fm_model *m = NULL;
+    if (fm_model_load(&m, d) != FM_OK) fail_msg("%s", fm_last_error());
+    free(d);
+    assert_int_equal(fm_model_classifier_pooling(m), FM_POOL_MEAN);
+    return m;
+}
+
+/* logits (B, K) from fm's final hidden states (B, T, C) the plain way: for each row the mean of
+ * hidden[r, 0..last[r]] in double, then the product with W (K, C). */
+static void mean_reference(const float *hidden, const float *W, const int *last, int B, int T, int C, int K,
+                           double *logits) {
+    for (int r = 0; r < B; r++) {
+        for (int k = 0; k < K; k++) {
+            double z = 0.0;
+            for (int c = 0; c < C; c++) {
+                double mean = 0.0;
+                for (int t = 0; t <= last[r]; t++) mean += hidden[((size_t)r * T + t) * C + c];
+                z += mean / (last[r] + 1) * W[(size_t)k * C + c];
+            }
+            logits[r * K + k] = z;
+        }
+    }
+}
+
+static void test_mean_head(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    fm_model *m = load_mean(dir);
+    ref_batch rb;
+    read_batch(&rb, fm_model_pad_id(m));
+    int B = rb.B, T = rb.T, K = 3, C = 72;
+    const fm_tensor_info *W = fm_model_tensor(m, fm_model_find_tensor(m, "score.weight"));
+
+    /* inference: the mean of fm's own hidden states up to the read position, then the product */
+    float logits[4 * 3];
+    int last[4];
+    assert_int_equal(fm_model_classify(m, rb.tokens, B, T, logits, last), FM_OK);
+    for (int r = 0; r < B; r++) assert_int_equal(last[r], fm_classify_last_index(rb.tokens + r * T, T, 299));
+    assert_int_equal(fm_model_forward(m, rb.tokens, B, T), FM_OK);
+    double plain[4 * 3];
+    mean_reference(fm_model_hidden(m), W->data, last, B, T, C, K, plain);
+    for (int i = 0; i < B * K; i++)
+        if (!(fabs(logits[i] - plain[i]) <= 1e-6 * (1 + fabs(plain[i]))))
+            fail_msg("logit %d: %.9g, plain C %.9g", i, logits[i], plain[i]);
+    /* the same weights read at the last token give other logits */
+    fm_model *lastm = load_ref();
+    float at_last[4 * 3];
+    assert_int_equal(fm_model_classify(lastm, rb.tokens, B, T, at_last, NULL), FM_OK);
+    double moved = 0;
+    for (int i = 0; i < B * K; i++) moved = fmax(moved, fabs(at_last[i] - logits[i]));
+    assert_true(moved > 0.1);
+    fm_model_free(lastm);
+
+    /* PyTorch: logits, loss and the gradients it keeps */
+    fm_safetensors exp;
+    if (fm_st_open(&exp, REF "/expected_mean.safetensors") != FM_OK) fail_msg("%s", fm_last_error());
+    float *want = ref_f32(&exp, "logits", (size_t)B * K);
+    double e_logits = assert_close("mean logits", logits, want, (size_t)B * K, TOL);
+    fm_objective obj;
+    assert_int_equal(fm_objective_classify(&obj, m), FM_OK);
+    fm_batch b = {.B = B, .T = T, .rows = B, .tokens = rb.tokens, .targets = rb.targets, .mask = rb.mask};
+    double weight = obj.weight(obj.ctx, m, &b), loss_sum = 0;
+    fm_model_zero_grad(m);
+    assert_int_equal(fm_model_forward(m, rb.tokens, B, T), FM_OK);
+    float *dhidden = malloc(sizeof(float) * B * T * C);
+    assert_int_equal(obj.loss(obj.ctx, m, &b, weight, &loss_sum, NULL, dhidden), FM_OK);
+    float *want_loss = ref_f32(&exp, "loss", 1);
+    double e_loss = fabs(loss_sum / weight - want_loss[0]) / fabs(want_loss[0]);
+    if (!(e_loss <= TOL)) fail_msg("mean-head loss %.9g, PyTorch %.9g", loss_sum / weight, want_loss[0]);
+    /* dhidden: one vector (g @ W) / (t + 1) at every position 0..t of a row, zero after (padding) */
+    for (int r = 0; r < B; r++)
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++) {
+                float v = dhidden[((size_t)r * T + t) * C + c], first = dhidden[(size_t)r * T * C + c];
+                if (t > last[r]) assert_true(v == 0.0f);
+                else assert_true(v == first);
+            }
+    assert_int_equal(fm_model_backward(m, NULL, dhidden), FM_OK);
+    const char *names[] = {"score.weight", "ln_f.weight", "ln_f.bias", "wpe.weight", "h.0.ln_1.weight",
+                           "h.1.attn.c_attn.bias"};
+    double e_grad = 0;
+    for (int i = 0; i < 6; i++) {
+        const fm_tensor_info *t = fm_model_tensor(m, fm_model_find_tensor(m, names[i]));
+        char name[128];
+        snprintf(name, sizeof name, "grad.%s%s", t->attached ? "" : "transformer.", t->name);
+        float *g = ref_f32(&exp, name, t->numel);
+        e_grad = fmax(e_grad, assert_close(name, t->grad, g, t->numel, TOL));
+        free(g);
+    }
+    print_message("mean-head parity: logits %.2g, loss %.2g, gradients %.2g (largest of 6 tensors), relative\n",
+                  e_logits, e_loss, e_grad);
+    fm_st_close(&exp);
+
+    /* padding: each padded row gives what its text gives alone, unpadded */
+    for (int r = 0; r < B; r++) {
+        float alone[3];
+        assert_int_equal(fm_model_classify(m, rb.tokens + r * T, 1, last[r] + 1, alone, NULL), FM_OK);
+        assert_close("mean head: padded row vs alone", logits + r * K, alone, 3, 1e-5);
+    }
+    /* the objective averages up to the row's last mask > 0 whatever the tokens after it: padding
+     * replaced by text leaves the loss as it was */
+    int *other = malloc(sizeof(int) * B * T);
+    memcpy(other, rb.tokens, sizeof(int) * B * T);
+    for (int r = 0; r < B; r++)
+        for (int t = last[r] + 1; t < T; t++) other[r * T + t] = (7 * t + r) % 299;
+    fm_batch bo = b;
+    bo.tokens = other;
+    double again = 0;
+    assert_int_equal(fm_model_forward(m, other, B, T), FM_OK);
+    assert_int_equal(obj.loss(obj.ctx, m, &bo, weight, &again, NULL, NULL), FM_OK);
+    assert_true(fabs(again - loss_sum) <= 1e-5 * fabs(loss_sum));
+    free(other);
+
+    free(want), free(want_loss), free(dhidden);
+    free_batch(&rb);
+    fm_model_free(m);
+    remove_dir_recursive(dir);
+    free(dir);
+}
+
+/* The objective's loss sum / weight on the fixture's batch (row 2 weighing 2.5). */
+static double fd_loss(fm_model *m, const fm_objective *obj, const fm_batch *b) {
+    double sum = 0;
+    assert_int_equal(fm_model_forward(m, b->tokens, b->B, b->T), FM_OK);
+    assert_int_equal(obj->loss(obj->ctx, m, b, obj->weight(obj->ctx, m, b), &sum, NULL, NULL), FM_OK);
+    return sum / obj->weight(obj->ctx, m, b);
+}
+
+/* The objective's gradient (its own into score.weight, the model's backward from dhidden) against
+ * central differences of its loss, entries of several tensors, for both read-outs. */
+static void test_gradients_finite_differences(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    for (int pass = 0; pass < 2; pass++) {
+        fm_model *m = pass ? load_mean(dir) : load_ref();
+        ref_batch rb;
+        read_batch(&rb, 299);
+        rb.mask[2 * rb.T + fm_classify_last_index(rb.tokens + 2 * rb.T, rb.T, 299)] = 2.5f;
+        fm_objective obj;
+        assert_int_equal(fm_objective_classify(&obj, m), FM_OK);
+        fm_batch b = {.B = rb.B, .T = rb.T, .rows = rb.B, .tokens = rb.tokens, .targets = rb.targets, .mask = rb.mask};
+        float *dhidden = malloc(sizeof(float) * rb.B * rb.T * 72);
+        double sum;
+        fm_model_zero_grad(m);
+        assert_int_equal(fm_model_forward(m, rb.tokens, rb.B, rb.T), FM_OK);
+        assert_int_equal(obj.loss(obj.ctx, m, &b, obj.weight(obj.ctx, m, &b), &sum, NULL, dhidden), FM_OK);
+        assert_int_equal(fm_model_backward(m, NULL, dhidden), FM_OK);
+        const char *names[] = {"score.weight", "ln_f.weight", "ln_f.bias", "wpe.weight", "wte.weight",
+                               "h.0.attn.c_attn.weight", "h.1.mlp.c_proj.weight", "h.0.ln_1.bias"};
+        int checked = 0;
+        for (int n = 0; n < 8; n++) {
+            const fm_tensor_info *t = fm_model_tensor(m, fm_model_find_tensor(m, names[n]));
+            assert_non_null(t);
+            size_t start = 3, stride = t->numel / 7 + 1;
+            if (!strcmp(names[n], "wte.weight")) start = (size_t)rb.tokens[1] * 72, stride = 13; /* a used row */
+            for (size_t j = start; j < t->numel && j < start + 7 * stride; j += stride) {
+                float g = t->grad[j], keep = t->data[j], eps = 1e-2f;
+                t->data[j] = keep + eps;
+                double up = fd_loss(m, &obj, &b);
+                t->data[j] = keep - eps;
+                double down = fd_loss(m, &obj, &b);
+                t->data[j] = keep;
+                double fd = (up - down) / (2.0 * eps);
+                if (fabs(fd) < 1e-4 && fabs(g) < 1e-4) continue;
+                if (fabs(fd - g) > 2e-2 * fabs(fd) + 2e-4)
+                    fail_msg("%s head, %s[%zu]: gradient %g, central difference %g", pass ? "mean" : "last", t->name,
+                             j, g, fd);
+                checked++;
+            }
+        }
+        print_message("%s head: %d gradient entries match central differences\n", pass ? "mean" : "last", checked);
+        assert_true(checked > 30);
+        free(dhidden);
+        free_batch(&rb);
+        fm_model_free(m);
+    }
+    remove_dir_recursive(dir);
+    free(dir);
+}
+
+/* classifier_pooling in config.json: written for a mean head only, read back by every path that
+ * saves a head (fm_model_save, checkpoints, an int8 copy), and a bad value refused naming the
+ * file and key. */
+static void test_pooling_files(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    assert_string_equal(fm_classifier_pooling_name(FM_POOL_LAST), "last");
+    assert_string_equal(fm_classifier_pooling_name(FM_POOL_MEAN), "mean");
+    assert_null(fm_classifier_pooling_name((fm_classifier_pooling)7));
+    fm_classifier_pooling pool = FM_POOL_LAST;
+    assert_int_equal(fm_classifier_pooling_parse("mean", &pool), FM_OK);
+    assert_int_equal(pool, FM_POOL_MEAN);
+    assert_error_contains(fm_classifier_pooling_parse("max", &pool), FM_ERR_ARG, "\"last\" or \"mean\", not \"max\"");
+    assert_int_equal(fm_classifier_pooling_parse(NULL, &pool), FM_ERR_ARG);
+
+    fm_config c = {.n_layer = 1, .n_head = 2, .n_embd = 32, .vocab_size = 40, .n_positions = 16,
+                   .layer_norm_epsilon = 1e-5f};
+    fm_model *m, *back;
+    assert_int_equal(fm_model_init(&m, &c, 3), FM_OK);
+    assert_int_equal(fm_model_classifier_pooling(m), FM_POOL_LAST); /* no head */
+    assert_error_contains(fm_model_add_classifier_pooled(m, 2, NULL, 39, (fm_classifier_pooling)2, 1), FM_ERR_ARG,
+                          "pooling 2");
+    assert_int_equal(fm_model_find_tensor(m, "score.weight"), -1);
+    assert_int_equal(fm_model_add_classifier_pooled(m, 2, NULL, 39, FM_POOL_MEAN, 1), FM_OK);
+    assert_int_equal(fm_model_classifier_pooling(m), FM_POOL_MEAN);
+    char *out = test_path(dir, "mean");
+    assert_int_equal(fm_model_save(m, out), FM_OK);
+    char *cfg = read_text(out, "config.json");
+    assert_non_null(strstr(cfg, "\"classifier_pooling\":\t\"mean\""));
+    free(cfg);
+    assert_int_equal(fm_model_load(&back, out), FM_OK);
+    assert_same_model(m, back);
+    assert_int_equal(fm_model_classifier_pooling(back), FM_POOL_MEAN);
+    fm_model_free(back);
+
+    /* a checkpoint keeps it */
+    fm_adamw_config ac;
+    fm_adamw_config_default(&ac);
+    fm_optimizer *opt, *opt_back;
+    assert_int_equal(fm_optimizer_init(&opt, m, &ac), FM_OK);
+    fm_train_state ts = {0}, ts_back;
+    fm_rng_seed(&ts.rng, 1);
+    char *run = test_path(dir, "run");
+    assert_int_equal(fm_checkpoint_save(run, m, opt, &ts), FM_OK);
+    assert_int_equal(fm_checkpoint_load(run, &back, &opt_back, &ts_back), FM_OK);
+    assert_int_equal(fm_model_classifier_pooling(back), FM_POOL_MEAN);
+    fm_model_free(back);
+    fm_optimizer_free(opt_back);
+    fm_optimizer_free(opt);
+
+    /* an int8 copy (fm quantize) keeps it */
+    assert_int_equal(fm_model_quantize(m), FM_OK);
+    char *q8 = test_path(dir, "q8");
+    assert_int_equal(fm_model_save(m, q8), FM_OK);
+    assert_int_equal(fm_model_load(&back, q8), FM_OK);
+    assert_int_equal(fm_model_classifier_pooling(back), FM_POOL_MEAN);
+    assert_int_equal(fm_model_num_labels(back), 2);
+    fm_model_free(back);
+    fm_model_free(m);
+
+    /* a last-token head writes no key: its config.json is transformers' own */
+    assert_int_equal(fm_model_init(&m, &c, 3), FM_OK);
+    assert_int_equal(fm_model_add_classifier(m, 2, NULL, 39, 1), FM_OK);
+    assert_int_equal(fm_model_classifier_pooling(m), FM_POOL_LAST);
+    char *out2 = test_path(dir, "last");
+    assert_int_equal(fm_model_save(m, out2), FM_OK);
+    cfg = read_text(out2, "config.json");
+    assert_null(strstr(cfg, "classifier_pooling"));
+    free(cfg);
+    fm_model_free(m);
+
+    /* config.json's values: "last" and null read as the last token; anything else is refused */
+    struct {
+        const char *name, *to;
+        fm_status status;
+        fm_classifier_pooling pooling;
+        const char *message;
+    } cases[] = {
+        {"last", MEAN_FROM ",\n  \"classifier_pooling\": \"last\"", FM_OK, FM_POOL_LAST, NULL},
+        {"null", MEAN_FROM ",\n  \"classifier_pooling\": null", FM_OK, FM_POOL_LAST, NULL},
+        {"mean", MEAN_TO, FM_OK, FM_POOL_MEAN, NULL},
+        {"max", MEAN_FROM ",\n  \"classifier_pooling\": \"max\"", FM_ERR_CONFIG, 0,
+         "config.json: \"classifier_pooling\" must be \"last\" or \"mean\", not \"max\""},
+        {"Mean", MEAN_FROM ",\n  \"classifier_pooling\": \"Mean\"", FM_ERR_CONFIG, 0, "not \"Mean\""},
+        {"number", MEAN_FROM ",\n  \"classifier_pooling\": 1", FM_ERR_CONFIG, 0,
+         "\"classifier_pooling\" must be \"last\" or \"mean\" (a string)"},
+        {"twice", MEAN_TO ",\n  \"classifier_pooling\": \"mean\"", FM_ERR_CONFIG, 0,
+         "key \"classifier_pooling\" appears twice"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *d = variant(dir, cases[i].name, MEAN_FROM, cases[i].to);
+        fm_model *got = NULL;
+        fm_status st = fm_model_load(&got, d);
+        if (st != cases[i].status || (cases[i].message && !strstr(fm_last_error(), cases[i].message)))
+            fail_msg("%s: got %s \"%s\", want %s \"%s\"", cases[i].name, fm_status_name(st), st ? fm_last_error() : "",
+                     fm_status_name(cases[i].status), cases[i].message ? cases[i].message : "");
+        if (!st) assert_int_equal(fm_model_classifier_pooling(got), cases[i].pooling);
+        else assert_null(got);
+        fm_model_free(got);
+        free(d);
+    }
+    remove_dir_recursive(dir);
+    free(dir), free(out), free(out2), free(run), free(q8);
+}
+
 /* Every allocation of loading, attaching and saving a head failing in turn: FM_ERR_NOMEM with an
  * "out of memory" message, nothing half-made. */
 static void test_out_of_memory(void **state) {
@@ -529,7 +827,7 @@ static void test_out_of_memory(void **state) {
         fm_status st = FM_OK;
         if (pass == 0) st = fm_model_load(&m, REF);
         if (pass == 1) st = fm_model_init(&fresh, &c, 1);
-        if (pass == 1 && !st) st = fm_model_add_classifier(fresh, 3, labels, 2, 1);
+        if (pass == 1 && !st) st = fm_model_add_classifier_pooled(fresh, 3, labels, 2, FM_POOL_MEAN, 1);
         if (pass == 1 && !st) st = fm_model_save(fresh, out);
         if (pass == 1 && !st) st = fm_model_load(&back, out);
         int failed = fm_alloc_failed();
@@ -537,6 +835,7 @@ static void test_out_of_memory(void **state) {
         if (st && (st != FM_ERR_NOMEM || !strstr(fm_last_error(), "out of memory")))
             fail_msg("allocation %ld failing: %s (\"%s\")", k, fm_status_name(st), fm_last_error());
         if (!st) assert_int_equal(fm_model_num_labels(pass ? back : m), 3);
+        if (!st) assert_int_equal(fm_model_classifier_pooling(pass ? back : m), pass ? FM_POOL_MEAN : FM_POOL_LAST);
         fm_model_free(m), fm_model_free(back), fm_model_free(fresh);
         if (!failed) {
             assert_int_equal(st, FM_OK);
@@ -552,7 +851,9 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parity_with_torch), cmocka_unit_test(test_last_index_rule),
         cmocka_unit_test(test_save_load),         cmocka_unit_test(test_trains_on_tsv),
-        cmocka_unit_test(test_errors),            cmocka_unit_test(test_out_of_memory),
+        cmocka_unit_test(test_errors),            cmocka_unit_test(test_mean_head),
+        cmocka_unit_test(test_gradients_finite_differences), cmocka_unit_test(test_pooling_files),
+        cmocka_unit_test(test_out_of_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

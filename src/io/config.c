@@ -4,8 +4,9 @@
  * config.json uses Hugging Face's GPT2Config keys so that HF transformers and fm read each
  * other's model directories. Settings fm does not implement (another activation, untied head,
  * cross-attention, ...) are refused with a message rather than silently ignored. A classification
- * head's keys (GPT2ForSequenceClassification: num_labels, id2label, label2id, pad_token_id) are
- * read and written here too (fm_config_load_classifier, fm_config_save_head_finished).
+ * head's keys (GPT2ForSequenceClassification: num_labels, id2label, label2id, pad_token_id; and
+ * fm's classifier_pooling) are read and written here too (fm_config_load_classifier,
+ * fm_config_save_head_finished).
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -250,7 +251,8 @@ static int label_key(const char *key, int n) {
 }
 
 static fm_status parse_classifier(const cJSON *root, const char *path, int vocab_size, fm_classifier **out) {
-    static const char *const keys[] = {"architectures", "num_labels", "id2label", "label2id", "pad_token_id"};
+    static const char *const keys[] = {"architectures", "num_labels", "id2label", "label2id", "pad_token_id",
+                                       FM_CLASSIFIER_POOLING_KEY};
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
         int seen = 0;
         const cJSON *item;
@@ -337,11 +339,20 @@ static fm_status parse_classifier(const cJSON *root, const char *path, int vocab
     if (!st && (pad < -1 || pad >= vocab_size))
         st = fm_fail(FM_ERR_CONFIG, "%s: \"pad_token_id\" = %d is outside the vocabulary [0, %d)", path, pad,
                      vocab_size);
+    /* fm's read-out: "last" (transformers' rule; absent or null) or "mean" */
+    const cJSON *pooling = cJSON_GetObjectItemCaseSensitive(root, FM_CLASSIFIER_POOLING_KEY);
+    fm_classifier_pooling pool = FM_POOL_LAST;
+    if (!st && pooling && !cJSON_IsNull(pooling) &&
+        (!cJSON_IsString(pooling) || fm_classifier_pooling_parse(pooling->valuestring, &pool)))
+        st = fm_fail(FM_ERR_CONFIG, "%s: \"%s\" must be \"last\" or \"mean\"%s%.64s%s", path,
+                     FM_CLASSIFIER_POOLING_KEY, cJSON_IsString(pooling) ? ", not \"" : " (a string)",
+                     cJSON_IsString(pooling) ? pooling->valuestring : "", cJSON_IsString(pooling) ? "\"" : "");
     if (st) {
         fm_classifier_free(c);
         return st;
     }
     c->pad_id = pad;
+    c->pooling = pool;
     *out = c;
     return FM_OK;
 }
@@ -412,6 +423,9 @@ static char *config_text(const fm_config *cfg, const fm_classifier *head) {
         }
         /* one output is a score (transformers infers "regression"), several are classes */
         if (head->n_labels > 1) ok = ok && cJSON_AddStringToObject(root, "problem_type", "single_label_classification");
+        /* fm's mean head says so; a last-token head's keys stay exactly transformers' */
+        if (head->pooling == FM_POOL_MEAN)
+            ok = ok && cJSON_AddStringToObject(root, FM_CLASSIFIER_POOLING_KEY, fm_classifier_pooling_name(head->pooling));
     }
     ok = ok && cJSON_AddNumberToObject(root, "fm_format_version", 1);
     char *text = ok ? cJSON_Print(root) : NULL;

@@ -1,11 +1,12 @@
 /*
  * classifier.c — a sequence-classification head on the model, as Hugging Face's
  * GPT2ForSequenceClassification defines it: "score.weight" (K, C), no bias, applied to the final
- * hidden states at each sequence's last token that is not the padding id.
+ * hidden states at each sequence's last token that is not the padding id; or (fm's mean head) to
+ * the mean of the final hidden states up to that token.
  *
- * What it is for: attaching a head with its label names (fm_model_add_classifier), the labels and
- * padding id that config.json carries (fm_classifier, classifier.h; read and written by
- * io/config.c and io/checkpoint.c), the read-position rule and the inference forward
+ * What it is for: attaching a head with its label names (fm_model_add_classifier, _pooled), the
+ * labels, padding id and read-out that config.json carries (fm_classifier, classifier.h; read and
+ * written by io/config.c and io/checkpoint.c), the read-position rule and the inference forward
  * (fm_model_classify). The training objective is train/classify.c.
  */
 #include <math.h>
@@ -104,8 +105,26 @@ const fm_classifier *fm_model_classifier(const fm_model *m) { return m->classifi
 
 /* ------------------------------------------------------------ the public API */
 
+const char *fm_classifier_pooling_name(fm_classifier_pooling pooling) {
+    return pooling == FM_POOL_LAST ? "last" : pooling == FM_POOL_MEAN ? "mean" : NULL;
+}
+
+fm_status fm_classifier_pooling_parse(const char *name, fm_classifier_pooling *out) {
+    if (name && !strcmp(name, "last")) *out = FM_POOL_LAST;
+    else if (name && !strcmp(name, "mean")) *out = FM_POOL_MEAN;
+    else return fm_fail(FM_ERR_ARG, "a head's pooling must be \"last\" or \"mean\", not \"%.64s\"", name ? name : "(none)");
+    return FM_OK;
+}
+
 fm_status fm_model_add_classifier(fm_model *m, int num_labels, const char *const *labels, int pad_id, uint64_t seed) {
+    return fm_model_add_classifier_pooled(m, num_labels, labels, pad_id, FM_POOL_LAST, seed);
+}
+
+fm_status fm_model_add_classifier_pooled(fm_model *m, int num_labels, const char *const *labels, int pad_id,
+                                         fm_classifier_pooling pooling, uint64_t seed) {
     if (!m) return fm_fail(FM_ERR_ARG, "fm_model_add_classifier: no model");
+    if (!fm_classifier_pooling_name(pooling))
+        return fm_fail(FM_ERR_ARG, "a head's pooling %d: must be FM_POOL_LAST or FM_POOL_MEAN", (int)pooling);
     if (fm_model_find_tensor(m, FM_CLASSIFIER_TENSOR) >= 0)
         return fm_fail(FM_ERR_ARG, "the model already has a tensor '%s' (a classification head)", FM_CLASSIFIER_TENSOR);
     if (pad_id >= m->cfg.vocab_size)
@@ -113,6 +132,7 @@ fm_status fm_model_add_classifier(fm_model *m, int num_labels, const char *const
     fm_classifier *head;
     fm_status st = fm_classifier_new(&head, num_labels, labels, pad_id);
     if (st) return st;
+    head->pooling = pooling;
     int idx;
     if ((st = fm_model_attach(m, FM_CLASSIFIER_TENSOR, 2, num_labels, m->cfg.n_embd, 1, &idx))) {
         fm_classifier_free(head);
@@ -139,6 +159,17 @@ int fm_model_label_index(const fm_model *m, const char *label) {
 
 int fm_model_pad_id(const fm_model *m) { return m && m->classifier ? m->classifier->pad_id : -1; }
 
+fm_classifier_pooling fm_model_classifier_pooling(const fm_model *m) {
+    return m && m->classifier ? m->classifier->pooling : FM_POOL_LAST;
+}
+
+void fm_classifier_mean(const float *row, int t, int C, double *out) {
+    for (int c = 0; c < C; c++) out[c] = 0.0;
+    for (int s = 0; s <= t; s++)
+        for (int c = 0; c < C; c++) out[c] += row[(size_t)s * C + c];
+    for (int c = 0; c < C; c++) out[c] /= t + 1;
+}
+
 int fm_classify_last_index(const int *tokens, int T, int pad_id) {
     if (pad_id < 0) return T - 1;
     for (int t = T - 1; t >= 0; t--)
@@ -153,18 +184,25 @@ fm_status fm_model_classify(fm_model *m, const int *tokens, int B, int T, float 
     const fm_tensor_info *W = &m->tensors[fm_model_find_tensor(m, FM_CLASSIFIER_TENSOR)];
     fm_status st = fm_model_forward(m, tokens, B, T);
     if (st) return st;
-    int C = m->cfg.n_embd, K = m->classifier->n_labels;
+    int C = m->cfg.n_embd, K = m->classifier->n_labels, mean = m->classifier->pooling == FM_POOL_MEAN;
     const float *hidden = fm_model_hidden(m); /* (B, T, C) */
+    double *pooled = mean ? fm_malloc(sizeof(double) * (size_t)C) : NULL; /* (C): a row's mean */
+    if (mean && !pooled) return fm_fail(FM_ERR_NOMEM, "out of memory for a mean-pooled head of width %d", C);
     for (int b = 0; b < B; b++) {
         int t = fm_classify_last_index(tokens + (size_t)b * T, T, m->classifier->pad_id);
         if (last) last[b] = t;
         const float *h = hidden + ((size_t)b * T + t) * C;
+        if (mean) fm_classifier_mean(hidden + (size_t)b * T * C, t, C, pooled);
         for (int k = 0; k < K; k++) { /* (1, C) @ (C, K): summed in double, in a fixed order */
             const float *w = W->data + (size_t)k * C;
             double z = 0.0;
-            for (int c = 0; c < C; c++) z += (double)h[c] * w[c];
+            if (mean)
+                for (int c = 0; c < C; c++) z += pooled[c] * w[c];
+            else
+                for (int c = 0; c < C; c++) z += (double)h[c] * w[c];
             logits[(size_t)b * K + k] = (float)z;
         }
     }
+    fm_free(pooled);
     return FM_OK;
 }

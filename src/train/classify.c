@@ -1,6 +1,7 @@
 /*
  * classify.c — the classification objective: cross-entropy of the head "score.weight" (K, C) on
- * the final hidden states at each row's read position, for the trainer (fm_objective).
+ * the final hidden states at each row's read position (or, for a mean head, on their mean over
+ * positions 0 to it), for the trainer (fm_objective).
  *
  * What it is for: fine-tuning a GPT2ForSequenceClassification head (and the body under it) on
  * labeled text (fm finetune --task classify). The batch layout it reads is the one
@@ -51,7 +52,9 @@ static fm_status classify_loss(void *ctx, fm_model *model, const fm_batch *b, do
     if (!hidden) return fm_fail(FM_ERR_ARG, "classification objective called without a forward");
     if (dhidden && !(norm > 0.0)) return fm_fail(FM_ERR_ARG, "classification normaliser %g must be > 0", norm);
     const fm_tensor_info *W = fm_model_tensor(model, idx);
+    const fm_classifier *head = fm_model_classifier(model);
     int C = fm_model_config(model)->n_embd, K = W->shape[0], T = b->T;
+    int mean = head && head->pooling == FM_POOL_MEAN;
     double scale = dhidden ? 1.0 / norm : 0.0;
     float *dW = W->trainable ? W->grad : NULL;
     if (dhidden) memset(dhidden, 0, sizeof(float) * (size_t)b->rows * T * C);
@@ -59,6 +62,13 @@ static fm_status classify_loss(void *ctx, fm_model *model, const fm_batch *b, do
     double *heap = K > 64 ? fm_malloc(sizeof(double) * (size_t)K) : NULL;
     if (K > 64 && !heap) return fm_fail(FM_ERR_NOMEM, "out of memory for %d logits", K);
     if (heap) zk = heap;
+    /* a mean head: the row's mean hidden state x (C) and its gradient dx (C) */
+    double *x = mean ? fm_malloc(sizeof(double) * (size_t)C) : NULL;
+    float *dx = mean ? fm_malloc(sizeof(float) * (size_t)C) : NULL;
+    if (mean && (!x || !dx)) {
+        fm_free(heap), fm_free(x), fm_free(dx);
+        return fm_fail(FM_ERR_NOMEM, "out of memory for a mean-pooled head of width %d", C);
+    }
     fm_status st = FM_OK;
     for (int r = 0; r < b->rows && !st; r++) {
         float m;
@@ -75,11 +85,15 @@ static fm_status classify_loss(void *ctx, fm_model *model, const fm_batch *b, do
             break;
         }
         const float *h = hidden + ((size_t)r * T + t) * C;
+        if (mean) fm_classifier_mean(hidden + (size_t)r * T * C, t, C, x);
         double mx = -INFINITY, sum = 0.0;
-        for (int k = 0; k < K; k++) { /* z (K) = h (C) @ W^T, W (K, C) */
+        for (int k = 0; k < K; k++) { /* z (K) = h (C) @ W^T, W (K, C); a mean head: x for h */
             const float *w = W->data + (size_t)k * C;
             double acc = 0.0;
-            for (int c = 0; c < C; c++) acc += (double)h[c] * w[c];
+            if (mean)
+                for (int c = 0; c < C; c++) acc += x[c] * w[c];
+            else
+                for (int c = 0; c < C; c++) acc += (double)h[c] * w[c];
             zk[k] = acc;
             if (acc > mx) mx = acc;
         }
@@ -87,19 +101,28 @@ static fm_status classify_loss(void *ctx, fm_model *model, const fm_batch *b, do
         double lse = mx + log(sum);
         total += (double)m * (lse - zk[label]);
         if (!dhidden) continue;
-        /* g_k = m (softmax_k - [k == label]) / norm; dh (C) = g @ W, dW (K, C) += g^T h */
-        float *dh = dhidden + ((size_t)r * T + t) * C;
+        /* g_k = m (softmax_k - [k == label]) / norm; dh (C) = g @ W, dW (K, C) += g^T h. A mean
+         * head: dx (C) = g @ W, dW += g^T x, and every position s = 0..t gets dh_s = dx / (t + 1). */
+        float *dh = mean ? dx : dhidden + ((size_t)r * T + t) * C;
+        if (mean) memset(dx, 0, sizeof(float) * (size_t)C);
         for (int k = 0; k < K; k++) {
             float g = (float)(m * (exp(zk[k] - lse) - (k == label)) * scale);
             const float *w = W->data + (size_t)k * C;
             for (int c = 0; c < C; c++) dh[c] += g * w[c];
             if (dW) {
                 float *gw = dW + (size_t)k * C;
-                for (int c = 0; c < C; c++) gw[c] += g * h[c];
+                if (mean)
+                    for (int c = 0; c < C; c++) gw[c] += g * (float)x[c];
+                else
+                    for (int c = 0; c < C; c++) gw[c] += g * h[c];
             }
         }
+        if (mean) {
+            for (int c = 0; c < C; c++) dx[c] /= (float)(t + 1);
+            for (int p = 0; p <= t; p++) memcpy(dhidden + ((size_t)r * T + p) * C, dx, sizeof(float) * (size_t)C);
+        }
     }
-    fm_free(heap);
+    fm_free(heap), fm_free(x), fm_free(dx);
     if (st) return st;
     *loss_sum = total;
     return FM_OK;

@@ -25,6 +25,11 @@ Writes a self-contained fixture folder (default tests/ref/classify):
                           same name: grad.score.weight, grad.transformer.wte.weight,
                           grad.transformer.h.0.attn.c_attn.weight, ...; entries below 1e-12
                           of their tensor's largest are exact zeros (the key bias's gradient)
+  expected_mean.safetensors (fm's mean-pooled head on the same weights and batch; float64, F32)
+      logits [4, 3]       score(mean of the ln_f outputs at positions 0..last_index) per row
+      loss [1]            mean cross-entropy over the 4 rows
+      grad.<name>         d loss / d tensor for a few tensors only (MEAN_GRADS: the head, ln_f,
+                          wpe, one LayerNorm and one bias of the blocks), to keep the file small
 
 The network is lora_reference.py's functional GPT-2 (checked there against gpt2_reference.py).
 
@@ -34,7 +39,8 @@ Usage:
 --self-check (float64): the transformer against gpt2_reference.py's model, gradients against
 central finite differences, the padded rows against the same text run unpadded, HF's older
 last-token rule (first pad - 1, modulo T) against the newer one, and float32 against float64;
-exit status 1 if any check fails.
+for the mean head too (padded against unpadded, finite differences, float32); exit status 1 if
+any check fails.
 """
 
 import argparse
@@ -61,6 +67,9 @@ ROW_LABELS = (2, 0, 1, 2)
 SEQ = 12
 SCORE_STD = 0.3
 PREFIX = "transformer."
+# the tensors whose gradient under the mean head expected_mean.safetensors keeps (fm names)
+MEAN_GRADS = ("score.weight", "ln_f.weight", "ln_f.bias", "wpe.weight", "h.0.ln_1.weight",
+              "h.1.attn.c_attn.bias")
 
 
 def config_json(cfg):
@@ -110,8 +119,18 @@ def classify(w, tokens, cfg):
     return scores[torch.arange(tokens.shape[0]), last], last
 
 
-def loss_of(w, tokens, labels, cfg):
-    return F.cross_entropy(classify(w, tokens, cfg)[0], labels)
+def classify_mean(w, tokens, cfg):
+    """fm's mean head: (logits [B, num_labels], index [B]), the logits score.weight applied to
+    the mean of the final hidden states at positions 0..index (index: last_non_pad)."""
+    hidden = lr.forward(w, tokens, cfg, hidden=True)          # [B, T, C]
+    last = last_non_pad(tokens)
+    keep = (torch.arange(tokens.shape[-1])[None, :] <= last[:, None]).to(hidden.dtype)
+    pooled = (hidden * keep[:, :, None]).sum(1) / (last + 1).to(hidden.dtype)[:, None]
+    return pooled @ w["score.weight"].t(), last
+
+
+def loss_of(w, tokens, labels, cfg, head=classify):
+    return F.cross_entropy(head(w, tokens, cfg)[0], labels)
 
 
 def self_check(cfg, w_np, tokens_np, labels_np):
@@ -185,6 +204,46 @@ def self_check(cfg, w_np, tokens_np, labels_np):
     rel = max(((g32[n].double() - grads[n]).abs().max() / grads[n].abs().max()).item()
               for n in w)
     report("float32 vs float64 grads (rel. to each max)", rel, 1e-4)
+
+    # 6. the mean head: padded rows against the text alone, finite differences, float32
+    with torch.no_grad():
+        mean_logits, _ = classify_mean(w, tok, cfg)
+        worst = 0.0
+        for row, n in enumerate(LENGTHS):
+            alone = lr.forward(w, tok[row:row + 1, :n], cfg, hidden=True)[0].mean(0) @ w["score.weight"].t()
+            worst = max(worst, (alone - mean_logits[row]).abs().max().item())
+    report("mean head: padded rows vs unpadded", worst, 1e-12)
+    loss = loss_of(w, tok, lab, cfg, classify_mean)
+    grads = dict(zip(w.keys(), torch.autograd.grad(loss, list(w.values()))))
+    worst = 0.0
+    checked = 0
+    for name in MEAN_GRADS:
+        p = w[name]
+        for _ in range(3):
+            idx = tuple(int(rng.randint(0, d)) for d in p.shape)
+            if name == "wpe.weight":
+                idx = (int(rng.randint(0, SEQ)),) + idx[1:]   # a position the rows use
+            h = 1e-6
+            with torch.no_grad():
+                orig = p[idx].item()
+                p[idx] = orig + h
+                up = loss_of(w, tok, lab, cfg, classify_mean).item()
+                p[idx] = orig - h
+                down = loss_of(w, tok, lab, cfg, classify_mean).item()
+                p[idx] = orig
+            fd = (up - down) / (2 * h)
+            worst = max(worst, abs(fd - grads[name][idx].item()) / max(1.0, abs(fd)))
+            checked += 1
+    report(f"mean head: gradients vs finite differences ({checked})", worst, 1e-7)
+    loss32 = loss_of(w32, tok, lab, cfg, classify_mean)
+    g32 = dict(zip(w32.keys(), torch.autograd.grad(loss32, list(w32.values()))))
+    with torch.no_grad():
+        err = (classify_mean(w32, tok, cfg)[0].double() - mean_logits).abs().max().item()
+    report("mean head: float32 vs float64 logits", err, 1e-4)
+    report("mean head: float32 vs float64 loss", abs(loss32.item() - loss.item()), 1e-5)
+    rel = max(((g32[n].double() - grads[n]).abs().max() / grads[n].abs().max()).item()
+              for n in MEAN_GRADS)
+    report("mean head: float32 vs float64 grads (rel.)", rel, 1e-4)
     return ok
 
 
@@ -249,6 +308,16 @@ def main():
             "torch_version": torch.__version__}
     ref.write_safetensors(os.path.join(out, "expected.safetensors"), exp, meta)
 
+    # fm's mean head on the same weights and batch: logits, loss, a few tensors' gradients
+    mean_logits, _ = classify_mean(w, tok, cfg)
+    mean_loss = F.cross_entropy(mean_logits, lab)
+    mean_grads = torch.autograd.grad(mean_loss, [w[n] for n in MEAN_GRADS])
+    exp_mean = {"logits": f32(mean_logits), "loss": np.array([mean_loss.item()], dtype=np.float32)}
+    for n, g in zip(MEAN_GRADS, mean_grads):
+        exp_mean["grad." + hf_name(n)] = f32(lr.flush_roundoff(g))
+    ref.write_safetensors(os.path.join(out, "expected_mean.safetensors"), exp_mean,
+                          dict(meta, pooling="mean: score(mean of ln_f outputs at 0..last_index)"))
+
     probs = torch.softmax(logits, -1)
     print(f"classify_reference: L={cfg['n_layer']} C={cfg['n_embd']} heads={cfg['n_head']} "
           f"V={cfg['vocab_size']} labels={LABELS} pad={PAD}, torch {torch.__version__}")
@@ -256,6 +325,9 @@ def main():
     for row in range(len(LENGTHS)):
         print(f"  row {row}: logits {[round(v, 4) for v in logits[row].tolist()]} "
               f"probs {[round(v, 4) for v in probs[row].tolist()]}")
+    print(f"  mean head: loss {mean_loss.item():.6f}")
+    for row in range(len(LENGTHS)):
+        print(f"  row {row}: mean-head logits {[round(v, 4) for v in mean_logits[row].tolist()]}")
     print(f"  wrote {out}")
     return 0
 
