@@ -6,8 +6,8 @@
 # What it does: for each of FM_FT_DRAWS draws (5) of 100 training images per class (fm probe's
 # draws, --seed 1) and for each init (pretrained: the model's weights; scratch: its architecture,
 # fresh weights), `fm finetune --task classify --train-images` with each head read-out of
-# FM_FT_POOLS ("last mean": --pool last, the final hidden state at <|/image|>, and --pool mean, the
-# mean of the final hidden states over the image's tokens), at each learning rate of the grid
+# FM_FT_POOLS ("last": --pool last, the final hidden state at <|/image|>; "last mean" adds --pool
+# mean, the mean of the final hidden states over the image's tokens, to the search), at each learning rate of the grid
 # FM_FT_LRS (3e-4 1e-3 3e-3) and each dropout of FM_FT_DROPOUTS (0; "0 0.1" adds dropout to the search) for
 # FM_FT_STEPS steps (150) of 32 images, every 5th labeled image of
 # each class held out (20 per class), the training images also moved by up to FM_FT_AUGMENT pixels
@@ -33,7 +33,7 @@ FM=${FM_FT_FM:-build/fm}
 DRAWS=${FM_FT_DRAWS:-5}
 LRS=${FM_FT_LRS:-3e-4 1e-3 3e-3}
 DROPOUTS=${FM_FT_DROPOUTS:-0}
-POOLS=${FM_FT_POOLS:-last mean}
+POOLS=${FM_FT_POOLS:-last}
 STEPS=${FM_FT_STEPS:-150}
 PER_CLASS=${FM_FT_PER_CLASS:-100}
 AUGMENT=${FM_FT_AUGMENT:-1}
