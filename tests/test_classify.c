@@ -231,6 +231,22 @@ static char *read_text(const char *dir, const char *name) {
     return text;
 }
 
+/* m saved as a checkpoint (with an AdamW state) under dir/run and loaded back: *back */
+static void checkpoint_round_trip(const char *dir, fm_model *m, fm_model **back) {
+    fm_adamw_config ac;
+    fm_adamw_config_default(&ac);
+    fm_optimizer *opt, *opt_back;
+    assert_int_equal(fm_optimizer_init(&opt, m, &ac), FM_OK);
+    fm_train_state ts = {0}, ts_back;
+    fm_rng_seed(&ts.rng, 1);
+    char *run = test_path(dir, "run");
+    assert_int_equal(fm_checkpoint_save(run, m, opt, &ts), FM_OK);
+    assert_int_equal(fm_checkpoint_load(run, back, &opt_back, &ts_back), FM_OK);
+    fm_optimizer_free(opt_back);
+    fm_optimizer_free(opt);
+    free(run);
+}
+
 static void assert_same_model(const fm_model *a, const fm_model *b) {
     assert_int_equal(fm_model_num_tensors(a), fm_model_num_tensors(b));
     for (int i = 0; i < fm_model_num_tensors(a); i++) {
@@ -310,19 +326,9 @@ static void test_save_load(void **state) {
     fm_model_free(one);
 
     /* a checkpoint keeps the head and its labels */
-    fm_adamw_config ac;
-    fm_adamw_config_default(&ac);
-    fm_optimizer *opt, *opt_back;
-    assert_int_equal(fm_optimizer_init(&opt, fresh, &ac), FM_OK);
-    fm_train_state ts = {0}, ts_back;
-    fm_rng_seed(&ts.rng, 1);
-    char *run = test_path(dir, "run");
-    assert_int_equal(fm_checkpoint_save(run, fresh, opt, &ts), FM_OK);
-    assert_int_equal(fm_checkpoint_load(run, &fresh_back, &opt_back, &ts_back), FM_OK);
+    checkpoint_round_trip(dir, fresh, &fresh_back);
     assert_same_model(fresh, fresh_back);
     fm_model_free(fresh_back);
-    fm_optimizer_free(opt_back);
-    fm_optimizer_free(opt);
 
     /* a model without a head writes the language model's config, as before */
     fm_model *plain;
@@ -343,7 +349,7 @@ static void test_save_load(void **state) {
     fm_model_free(fresh);
     fm_model_free(m);
     remove_dir_recursive(dir);
-    free(dir), free(out), free(out2), free(out3), free(out4), free(run), free(weights);
+    free(dir), free(out), free(out2), free(out3), free(out4), free(weights);
 }
 
 /* ------------------------------------------------------------ training */
@@ -744,19 +750,9 @@ static void test_pooling_files(void **state) {
     fm_model_free(back);
 
     /* a checkpoint keeps it */
-    fm_adamw_config ac;
-    fm_adamw_config_default(&ac);
-    fm_optimizer *opt, *opt_back;
-    assert_int_equal(fm_optimizer_init(&opt, m, &ac), FM_OK);
-    fm_train_state ts = {0}, ts_back;
-    fm_rng_seed(&ts.rng, 1);
-    char *run = test_path(dir, "run");
-    assert_int_equal(fm_checkpoint_save(run, m, opt, &ts), FM_OK);
-    assert_int_equal(fm_checkpoint_load(run, &back, &opt_back, &ts_back), FM_OK);
+    checkpoint_round_trip(dir, m, &back);
     assert_int_equal(fm_model_classifier_pooling(back), FM_POOL_MEAN);
     fm_model_free(back);
-    fm_optimizer_free(opt_back);
-    fm_optimizer_free(opt);
 
     /* an int8 copy (fm quantize) keeps it */
     assert_int_equal(fm_model_quantize(m), FM_OK);
@@ -810,7 +806,7 @@ static void test_pooling_files(void **state) {
         free(d);
     }
     remove_dir_recursive(dir);
-    free(dir), free(out), free(out2), free(run), free(q8);
+    free(dir), free(out), free(out2), free(q8);
 }
 
 /* Every allocation of loading, attaching and saving a head failing in turn: FM_ERR_NOMEM with an

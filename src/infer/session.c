@@ -415,24 +415,6 @@ static void mean_rows(const float *x, int T, int C, float *out) {
     }
 }
 
-/* mean over the T rows of x (T, C) of each row normalised to zero mean and unit variance over its
- * C numbers (LayerNorm without gain and bias, eps as the model's), into out (C); each row's
- * statistics in double, the average summed in position order */
-static void mean_normed_rows(const float *x, int T, int C, float eps, float *out) {
-    double sum[C];
-    for (int c = 0; c < C; c++) sum[c] = 0.0;
-    for (int t = 0; t < T; t++) {
-        const float *row = x + (size_t)t * C;
-        double mu = 0.0, var = 0.0;
-        for (int c = 0; c < C; c++) mu += row[c];
-        mu /= C;
-        for (int c = 0; c < C; c++) var += (row[c] - mu) * (row[c] - mu);
-        double rstd = 1.0 / sqrt(var / C + eps);
-        for (int c = 0; c < C; c++) sum[c] += (row[c] - mu) * rstd;
-    }
-    for (int c = 0; c < C; c++) out[c] = (float)(sum[c] / T);
-}
-
 fm_status fm_session_pooled_states_normed(fm_session *s, const int *tokens, int B, int T, float *pooled,
                                           float *normed) {
     fm_status st = begin_forward(s, tokens, B, T);
@@ -441,27 +423,31 @@ fm_status fm_session_pooled_states_normed(fm_session *s, const int *tokens, int 
     const fm_config *c = &m->cfg;
     int N = B * T, C = c->n_embd, L = c->n_layer;
     float eps = c->layer_norm_epsilon;
+    /* normed: LayerNorm with gain 1 and bias 0 (unit: C ones, then C zeros) into flnf, then the mean */
+    float *unit = normed ? fm_calloc(2 * (size_t)C, sizeof(float)) : NULL;
+    if (normed && !unit) return fm_fail(FM_ERR_NOMEM, "out of memory for the normalised states of width %d", C);
+    for (int i = 0; unit && i < C; i++) unit[i] = 1.0f;
     int own = fm_k_gemm_fp32_forced();
     fm_k_gemm_force_fp32(1);
     fm_k_encoder_forward(s->fx, tokens, m->w.wte, m->w.wpe, B, T, C);
     fm_attention_rows full = {.B = B, .T = T};
     for (int l = 0; l <= L; l++) {
         if (l > 0) fm_block_forward(m, l - 1, s->fx, &s->fa, N, &full, NULL, s->lora, 0);
-        if (normed) {
+        for (int kind = 0; kind < 2; kind++) { /* 0: normed, 1: pooled */
+            float *out = kind ? pooled : normed;
+            if (!out) continue;
+            const float *x = s->fx;
+            if (!kind || l == L) {
+                fm_k_layernorm_forward(s->flnf, s->fmean, s->frstd, s->fx, kind ? m->w.lnf_w : unit,
+                                       kind ? m->w.lnf_b : unit + C, N, C, eps);
+                x = s->flnf;
+            }
 #pragma omp parallel for schedule(static)
-            for (int b = 0; b < B; b++)
-                mean_normed_rows(s->fx + (size_t)b * T * C, T, C, eps, normed + ((size_t)b * (L + 1) + l) * C);
+            for (int b = 0; b < B; b++) mean_rows(x + (size_t)b * T * C, T, C, out + ((size_t)b * (L + 1) + l) * C);
         }
-        if (!pooled) continue;
-        const float *x = s->fx;
-        if (l == L) {
-            fm_k_layernorm_forward(s->flnf, s->fmean, s->frstd, s->fx, m->w.lnf_w, m->w.lnf_b, N, C, eps);
-            x = s->flnf;
-        }
-#pragma omp parallel for schedule(static)
-        for (int b = 0; b < B; b++) mean_rows(x + (size_t)b * T * C, T, C, pooled + ((size_t)b * (L + 1) + l) * C);
     }
     fm_k_gemm_force_fp32(own);
+    fm_free(unit);
     return FM_OK;
 }
 
