@@ -837,11 +837,12 @@ static void test_fast_attend_cached(void **state) {
 /* Int8 blocks: out = inp @ (d q)^T + bias, the inputs quantized per block of 32 (kernels.h):
  * against the exact integer block sums scaled in double, within float rounding; and against the
  * float inputs within the inputs' quantization error (half a step of max|x| / 127 per input).
- * 70 inputs pad a third block; 37 rows leave a single block at the end of the last pair; the
- * weights include -128 (its magnitude does not fit a signed byte). */
-static void test_fast_q8_matmul(void **state) {
-    (void)state;
-    int rows = 37, cols = 70, blocks = 3;
+ * Shapes: 70 inputs pad a third block (no group of eight blocks); 300 inputs are a group of
+ * eight blocks, one whole block and a padded one; 301 rows x 770 inputs are shared by the threads
+ * (a group of eight three times, then a padded block). The odd row counts leave a row after the
+ * kernel's pairs of rows. The weights include -128 (its magnitude does not fit a signed byte). */
+static void check_q8_matmul(int rows, int cols) {
+    int blocks = (cols + 31) / 32;
     int8_t *q = calloc((size_t)rows * blocks * 32, 1);
     float *d = malloc(sizeof(float) * rows * blocks), *bias = malloc(sizeof(float) * rows);
     for (int o = 0; o < rows; o++) {
@@ -881,6 +882,13 @@ static void test_fast_q8_matmul(void **state) {
         free(x), free(want), free(loose), free(x_f), free(out), free(pad);
     }
     free(q), free(d), free(bias);
+}
+
+static void test_fast_q8_matmul(void **state) {
+    (void)state;
+    check_q8_matmul(37, 70);
+    check_q8_matmul(37, 300);
+    check_q8_matmul(301, 770);
 }
 
 /* Int8 products for batched decoding: row n of an N-row product is bitwise the product of

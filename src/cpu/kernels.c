@@ -874,9 +874,13 @@ void fm_k_adamw(float *p, const float *g, float *m, float *v, size_t n, float cl
  * each weight's sign moves onto its input (|w| by x sign(w); |-128| = 128 as unsigned, and |xq| <=
  * 127 keeps every pair sum of vpmaddubsw below 2^15). The float sums run in vector lanes, so paths
  * differ in rounding only; a row's output does not depend on N.
- * The int8 rows are one long stream through memory: they are prefetched Q8_AHEAD bytes ahead,
- * since a single chain of blocks keeps too few loads in flight to reach the memory's bandwidth. */
+ * Each thread reads its rows as Q8_STREAMS streams side by side, each prefetched Q8_AHEAD bytes
+ * ahead: one stream of this much work per byte keeps too few lines in flight to reach the
+ * memory's bandwidth (two measured 60-63 GB/s where one read 41-46, docs/kernels.md). */
 #define Q8_AHEAD 8192
+#ifndef Q8_STREAMS
+#define Q8_STREAMS 2
+#endif
 
 /* xq (blocks * 32, zero-padded) and dx (blocks) of one input row x (cols). */
 static void q8_quantize_input(int8_t *xq, float *dx, const float *x, int cols, int blocks) {
@@ -890,36 +894,76 @@ static void q8_quantize_input(int8_t *xq, float *dx, const float *x, int cols, i
     }
 }
 
-/* One output: the blocks of int8 row q (scales d) against quantized input xq (scales dx). */
-static inline float q8_row(const int8_t *q, const float *d, const int8_t *xq, const float *dx, int blocks) {
 #if defined(__AVX2__)
-    __m256 acc = _mm256_setzero_ps();
-    for (int b = 0; b < blocks; b++) {
-        const int8_t *qb = q + (size_t)b * FM_Q8_BLOCK;
-        if (!(b & 1)) _mm_prefetch((const char *)qb + Q8_AHEAD, _MM_HINT_T0);
-        __m256i w = _mm256_loadu_si256((const __m256i *)qb);
-        __m256i x = _mm256_loadu_si256((const __m256i *)(xq + (size_t)b * FM_Q8_BLOCK));
+/* The integer dot product of one block: 32 int8 weights (qb) and 32 int8 inputs (xb), as eight
+ * int32 partial sums whose total is the block's isum. */
+static inline __m256i q8_block_isums(const int8_t *qb, const int8_t *xb) {
+    __m256i w = _mm256_loadu_si256((const __m256i *)qb), x = _mm256_loadu_si256((const __m256i *)xb);
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-        __m256i isum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
 #else
-        __m256i isum = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)),
-                                         _mm256_set1_epi16(1));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)),
+                             _mm256_set1_epi16(1));
 #endif
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d[b] * dx[b]), acc);
+}
+
+/* Eight blocks' partial sums p[0..7] -> one vector of their eight isums, lane k = block k. */
+static inline __m256i q8_sum8(const __m256i p[8]) {
+    __m256i a01 = _mm256_hadd_epi32(p[0], p[1]), a23 = _mm256_hadd_epi32(p[2], p[3]);
+    __m256i a45 = _mm256_hadd_epi32(p[4], p[5]), a67 = _mm256_hadd_epi32(p[6], p[7]);
+    __m256i b0 = _mm256_hadd_epi32(a01, a23), b1 = _mm256_hadd_epi32(a45, a67); /* blocks 0-3, 4-7 by half */
+    return _mm256_add_epi32(_mm256_permute2x128_si256(b0, b1, 0x20), _mm256_permute2x128_si256(b0, b1, 0x31));
+}
+#endif
+
+/* R outputs at once: the blocks of the R int8 rows q[r] (scales d[r]) against the quantized input
+ * xq (scales dx), into out[r]. Eight blocks at a time: their eight isums gathered into one vector,
+ * converted to float once and scaled by d * dx of the eight blocks (contiguous); the blocks past
+ * the last eight one at a time. The R rows are R streams through memory read side by side: one
+ * core keeps more lines in flight over two streams than over one (docs/kernels.md). R is a
+ * constant at every call, so the loops over r unroll. */
+static inline __attribute__((always_inline)) void q8_rows(float *out, int R, const int8_t *const *q,
+                                                          const float *const *d, const int8_t *xq,
+                                                          const float *dx, int blocks) {
+#if defined(__AVX2__)
+    __m256 acc[Q8_STREAMS], tail[Q8_STREAMS];
+    for (int r = 0; r < R; r++) acc[r] = tail[r] = _mm256_setzero_ps();
+    int b = 0;
+    for (; b + 8 <= blocks; b += 8) {
+        const int8_t *xb = xq + (size_t)b * FM_Q8_BLOCK;
+        __m256 dxb = _mm256_loadu_ps(dx + b);
+        for (int r = 0; r < R; r++) {
+            const int8_t *qb = q[r] + (size_t)b * FM_Q8_BLOCK;
+            for (int line = 0; line < 8 * FM_Q8_BLOCK; line += 64) _mm_prefetch((const char *)qb + Q8_AHEAD + line, _MM_HINT_T0);
+            __m256i p[8];
+            for (int k = 0; k < 8; k++) p[k] = q8_block_isums(qb + k * FM_Q8_BLOCK, xb + k * FM_Q8_BLOCK);
+            __m256 scale = _mm256_mul_ps(_mm256_loadu_ps(d[r] + b), dxb);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q8_sum8(p)), scale, acc[r]);
+        }
     }
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+    for (; b < blocks; b++)
+        for (int r = 0; r < R; r++) {
+            __m256i isum = q8_block_isums(q[r] + (size_t)b * FM_Q8_BLOCK, xq + (size_t)b * FM_Q8_BLOCK);
+            tail[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(d[r][b] * dx[b]), tail[r]);
+        }
+    for (int r = 0; r < R; r++) {
+        __m256 v = _mm256_add_ps(acc[r], tail[r]);
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        out[r] = _mm_cvtss_f32(s);
+    }
 #else
-    float acc = 0.0f;
-    for (int b = 0; b < blocks; b++) {
-        int32_t isum = 0;
-        for (int i = 0; i < FM_Q8_BLOCK; i++)
-            isum += (int32_t)q[(size_t)b * FM_Q8_BLOCK + i] * xq[(size_t)b * FM_Q8_BLOCK + i];
-        acc += d[b] * dx[b] * (float)isum;
+    for (int r = 0; r < R; r++) {
+        float acc = 0.0f;
+        for (int b = 0; b < blocks; b++) {
+            int32_t isum = 0;
+            for (int i = 0; i < FM_Q8_BLOCK; i++)
+                isum += (int32_t)q[r][(size_t)b * FM_Q8_BLOCK + i] * xq[(size_t)b * FM_Q8_BLOCK + i];
+            acc += d[r][b] * dx[b] * (float)isum;
+        }
+        out[r] = acc;
     }
-    return acc;
 #endif
 }
 
@@ -932,22 +976,35 @@ typedef struct {
     int N, rows, blocks;
 } q8_job;
 
-/* Output rows [lo, hi) of every input row: one chunk of fm_team_for. */
-static void q8_chunk(void *arg, int lo, int hi) {
-    const q8_job *j = arg;
+/* Outputs o[0..R) of every input row. */
+static inline __attribute__((always_inline)) void q8_outputs(const q8_job *j, int R, const int *o) {
     size_t padded = (size_t)j->blocks * FM_Q8_BLOCK;
-    for (int o = lo; o < hi; o++) {
-        const int8_t *qo = j->q + (size_t)o * padded;
-        const float *dq = j->d + (size_t)o * j->blocks;
-        for (int n = 0; n < j->N; n++)
-            j->out[(size_t)n * j->rows + o] =
-                q8_row(qo, dq, j->xq + (size_t)n * padded, j->dx + (size_t)n * j->blocks, j->blocks) +
-                (j->bias ? j->bias[o] : 0.0f);
+    const int8_t *q[Q8_STREAMS];
+    const float *d[Q8_STREAMS];
+    for (int r = 0; r < R; r++) q[r] = j->q + (size_t)o[r] * padded, d[r] = j->d + (size_t)o[r] * j->blocks;
+    for (int n = 0; n < j->N; n++) {
+        float v[Q8_STREAMS];
+        q8_rows(v, R, q, d, j->xq + (size_t)n * padded, j->dx + (size_t)n * j->blocks, j->blocks);
+        for (int r = 0; r < R; r++) j->out[(size_t)n * j->rows + o[r]] = v[r] + (j->bias ? j->bias[o[r]] : 0.0f);
     }
 }
 
+/* Output rows [lo, hi) of every input row: one chunk of fm_team_for. The chunk is cut into
+ * Q8_STREAMS equal runs of rows, walked side by side (row i of every run together); the rows
+ * left over at the end of an uneven cut one at a time. */
+static void q8_chunk(void *arg, int lo, int hi) {
+    const q8_job *j = arg;
+    int run = (hi - lo) / Q8_STREAMS;
+    for (int i = 0; i < run; i++) {
+        int o[Q8_STREAMS];
+        for (int r = 0; r < Q8_STREAMS; r++) o[r] = lo + r * run + i;
+        q8_outputs(j, Q8_STREAMS, o);
+    }
+    for (int o = lo + Q8_STREAMS * run; o < hi; o++) q8_outputs(j, 1, &o);
+}
+
 /* The rows are shared by the team (src/core/team.h) in Q8_CHUNKS chunks per thread: one long
- * stream each measured faster than more, shorter ones (docs/kernels.md), and a chunk that a late
+ * chunk each measured faster than more, shorter ones (docs/kernels.md), and a chunk that a late
  * helper has not taken yet is run by the caller. Below Q8_SERIAL multiply-adds the caller does
  * it all. */
 #ifndef Q8_CHUNKS
