@@ -58,7 +58,7 @@ TEST_SRC = $(wildcard tests/test_*.c)
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o) $(ISA_OBJ_NAMES:%=$(BUILD)/%)
 CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS    = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
-SCRIPT_TESTS = tests/cli_test.sh tests/cli_tokenizer_test.sh tests/cli_pretrain_test.sh tests/cli_golden_test.sh tests/cli_crash_test.sh tests/cli_data_test.sh tests/cli_robust_test.sh tests/cli_eval_test.sh tests/cli_adapter_test.sh tests/cli_finetune_test.sh tests/cli_chat_template_test.sh tests/cli_classify_test.sh tests/cli_install_test.sh tests/cli_gguf_test.sh tests/cli_mpi_test.sh tests/cli_data_stream_test.sh tests/cli_serve_test.sh tests/cli_serve_page_test.sh tests/cli_serve_fuzz_test.sh tests/cli_vision_test.sh tests/cli_probe_test.sh tests/cli_finetune_images_test.sh
+SCRIPT_TESTS = tests/cli_test.sh tests/cli_tokenizer_test.sh tests/cli_pretrain_test.sh tests/cli_golden_test.sh tests/cli_crash_test.sh tests/cli_data_test.sh tests/cli_robust_test.sh tests/cli_eval_test.sh tests/cli_adapter_test.sh tests/cli_finetune_test.sh tests/cli_chat_template_test.sh tests/cli_classify_test.sh tests/cli_install_test.sh tests/cli_gguf_test.sh tests/cli_mpi_test.sh tests/cli_data_stream_test.sh tests/cli_serve_test.sh tests/cli_serve_page_test.sh tests/cli_serve_fuzz_test.sh tests/cli_vision_test.sh tests/cli_probe_test.sh tests/cli_finetune_images_test.sh tests/cli_cpu_emulated_test.sh
 FUZZ_TARGETS = tokenizer safetensors config state shard
 FUZZ_REPLAYS = $(FUZZ_TARGETS:%=$(BUILD)/fuzz/replay_%)
 

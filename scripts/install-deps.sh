@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # install-deps.sh — installs the Debian packages fm needs to build and test, if they are missing.
-# Usage: scripts/install-deps.sh [--torch] [--fuzz] [--kjv] [--base] [--python] [--node] [--sklearn] [--mpi] [--vision] [--chromium] [--wrk] [--aarch64] [--list]
+# Usage: scripts/install-deps.sh [--torch] [--fuzz] [--kjv] [--base] [--python] [--node] [--sklearn] [--mpi] [--vision] [--chromium] [--wrk] [--aarch64] [--qemu] [--list]
 #   --torch  python3-torch (and the OpenMP OpenBLAS) for `make test-torch` and `make bench`
 #   --fuzz   clang and its libFuzzer runtime for `make fuzz`
 #   --kjv    bible-kjv: the King James text of `make demo` and of the whole-text tokenizer test
@@ -20,13 +20,15 @@
 #   --aarch64 the cross build and its run under emulation (make test-aarch64, tests/cross/aarch64.sh):
 #            gcc-aarch64-linux-gnu, qemu-user and the arm64 builds of the libraries above
 #            (Debian multiarch: adds the arm64 architecture to dpkg first)
+#   --qemu   qemu-user: the x86-64 binary run on emulated CPUs without AVX-512 (qemu-x86_64 -cpu
+#            Haswell, qemu64) by tests/cli_cpu_emulated_test.sh (skipped without it)
 #   --list   install nothing: print the missing packages on one line (nothing when complete); the
 #            Makefile's check before compiling uses it
 # FM_DEPS_ROOT (testing): look for the headers under this folder instead of /
 # Runs apt-get (update, then install) only when something is missing, with sudo when not root.
 set -euo pipefail
 
-torch=0 fuzz=0 kjv=0 base=0 python=0 node=0 sklearn=0 mpi=0 vision=0 chromium=0 wrk=0 aarch64=0 list=0
+torch=0 fuzz=0 kjv=0 base=0 python=0 node=0 sklearn=0 mpi=0 vision=0 chromium=0 wrk=0 aarch64=0 qemu=0 list=0
 for arg in "$@"; do
     case $arg in
     --torch) torch=1 ;;
@@ -40,9 +42,10 @@ for arg in "$@"; do
     --chromium) chromium=1 ;;
     --wrk) wrk=1 ;;
     --aarch64) aarch64=1 ;;
+    --qemu) qemu=1 ;;
     --base) base=1 kjv=1 ;;
     --list) list=1 ;;
-    *) echo "install-deps.sh: unknown option '$arg' (--torch, --fuzz, --kjv, --base, --python, --node, --sklearn, --mpi, --vision, --chromium, --wrk, --aarch64, --list)" >&2; exit 2 ;;
+    *) echo "install-deps.sh: unknown option '$arg' (--torch, --fuzz, --kjv, --base, --python, --node, --sklearn, --mpi, --vision, --chromium, --wrk, --aarch64, --qemu, --list)" >&2; exit 2 ;;
     esac
 done
 
@@ -113,6 +116,9 @@ if [ $aarch64 -eq 1 ]; then
         libmicrohttpd-dev:libmicrohttpd.so libpng-dev:libpng.so zlib1g-dev:libz.so libgomp1:libgomp.so.1; do
         [ -e "$root/usr/lib/aarch64-linux-gnu/${lib#*:}" ] || need+=("${lib%%:*}:arm64")
     done
+fi
+if [ $qemu -eq 1 ]; then
+    command -v qemu-x86_64 >/dev/null || need+=(qemu-user)
 fi
 if [ $list -eq 1 ]; then
     [ ${#need[@]} -eq 0 ] || echo "${need[*]}"
