@@ -796,6 +796,34 @@ static void gemv_nn_slice(const gemm_job *g, int k0, int k1, int c0, int n, floa
                 _mm512_mask_storeu_ps(y + j, m, v);
             }
 #else
+#if defined(AVX2_TILE)
+            if (kn == 4 && GEMV_K == 4 && n % 16 == 0) { /* the common case, unrolled: one pass over y per 4 rows of B */
+                size_t ldb = g->sb_k;
+                const float *pf = i == 0 && k + GEMV_K_AHEAD + 4 <= K ? b + GEMV_K_AHEAD * ldb : NULL;
+                __m256 a0 = _mm256_set1_ps(a[0]), a1 = _mm256_set1_ps(a[1]), a2 = _mm256_set1_ps(a[2]),
+                       a3 = _mm256_set1_ps(a[3]);
+                for (int j = 0; j < n; j += 16) {
+                    if (pf) {
+                        _mm_prefetch((const char *)(pf + j), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(pf + ldb + j), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(pf + 2 * ldb + j), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(pf + 3 * ldb + j), _MM_HINT_T0);
+                    }
+                    __m256 v = _mm256_loadu_ps(y + j), w = _mm256_loadu_ps(y + j + 8);
+                    v = _mm256_fmadd_ps(a0, _mm256_loadu_ps(b + j), v);
+                    w = _mm256_fmadd_ps(a0, _mm256_loadu_ps(b + j + 8), w);
+                    v = _mm256_fmadd_ps(a1, _mm256_loadu_ps(b + ldb + j), v);
+                    w = _mm256_fmadd_ps(a1, _mm256_loadu_ps(b + ldb + j + 8), w);
+                    v = _mm256_fmadd_ps(a2, _mm256_loadu_ps(b + 2 * ldb + j), v);
+                    w = _mm256_fmadd_ps(a2, _mm256_loadu_ps(b + 2 * ldb + j + 8), w);
+                    v = _mm256_fmadd_ps(a3, _mm256_loadu_ps(b + 3 * ldb + j), v);
+                    w = _mm256_fmadd_ps(a3, _mm256_loadu_ps(b + 3 * ldb + j + 8), w);
+                    _mm256_storeu_ps(y + j, v);
+                    _mm256_storeu_ps(y + j + 8, w);
+                }
+                continue;
+            }
+#endif
             if (i == 0 && k + GEMV_K_AHEAD + GEMV_K <= K)
                 for (int kk = 0; kk < GEMV_K; kk++)
                     for (int j = 0; j < n; j += 16) prefetch_ahead(b + (size_t)(GEMV_K_AHEAD + kk) * g->sb_k + j);
