@@ -797,7 +797,8 @@ static void gemv_nn_slice(const gemm_job *g, int k0, int k1, int c0, int n, floa
             }
 #else
 #if defined(AVX2_TILE)
-            if (kn == 4 && GEMV_K == 4 && n % 16 == 0) { /* the common case, unrolled: one pass over y per 4 rows of B */
+            /* the common case, unrolled: one pass over y per 4 rows of B, as the AVX-512 copy */
+            if (kn == 4 && GEMV_K == 4 && n % 16 == 0) {
                 size_t ldb = g->sb_k;
                 const float *pf = i == 0 && k + GEMV_K_AHEAD + 4 <= K ? b + GEMV_K_AHEAD * ldb : NULL;
                 __m256 a0 = _mm256_set1_ps(a[0]), a1 = _mm256_set1_ps(a[1]), a2 = _mm256_set1_ps(a[2]),

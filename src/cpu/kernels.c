@@ -934,7 +934,8 @@ static inline __attribute__((always_inline)) void q8_rows(float *out, int R, con
         __m256 dxb = _mm256_loadu_ps(dx + b);
         for (int r = 0; r < R; r++) {
             const int8_t *qb = q[r] + (size_t)b * FM_Q8_BLOCK;
-            for (int line = 0; line < 8 * FM_Q8_BLOCK; line += 64) _mm_prefetch((const char *)qb + Q8_AHEAD + line, _MM_HINT_T0);
+            for (int line = 0; line < 8 * FM_Q8_BLOCK; line += 64)
+                _mm_prefetch((const char *)qb + Q8_AHEAD + line, _MM_HINT_T0);
             __m256i p[8];
             for (int k = 0; k < 8; k++) p[k] = q8_block_isums(qb + k * FM_Q8_BLOCK, xb + k * FM_Q8_BLOCK);
             __m256 scale = _mm256_mul_ps(_mm256_loadu_ps(d[r] + b), dxb);
