@@ -27,7 +27,8 @@ if [ "$(uname -m)" != x86_64 ]; then
     echo "cli cpu emulated: skipped: the host is $(uname -m), not x86-64"
     exit 0
 fi
-first=$(env -u FM_CPU "$FM" info --cpu | sed -n 's/.*this CPU runs: \([^ )]*\).*/\1/p')
+supported=$(env -u FM_CPU "$FM" info --cpu | sed -n 's/.*this CPU runs: \(.*\))$/\1/p')
+first=${supported%% *}
 if [ -n "${FM_CPU:-}" ] && [ "$FM_CPU" != "$first" ]; then
     echo "cli cpu emulated: skipped on FM_CPU=$FM_CPU: it runs once, on the first path ($first)"
     exit 0
@@ -61,21 +62,23 @@ run_all() {
     echo "generate int8: $("$@" "$FM" generate --model "$dir/q8" --prompt "Line 12: the" --max-tokens 40 --temperature 0 --ignore-eos --threads 2)"
 }
 
-for pair in Haswell:avx2 qemu64:generic; do
-    model=${pair%%:*} path=${pair##*:}
-    emu=(env -u FM_CPU qemu-x86_64 -cpu "$model")
-    # qemu prints a warning per host feature its TCG cannot emulate (pcid, x2apic, ...): not ours
-    got=$("${emu[@]}" "$FM" info --cpu 2>/dev/null)
-    if [[ "$got" == "cpu path      $path "* ]]; then ok; else bad "$model: fm info --cpu says '$got', want path $path"; fi
-
+# compare_bits MODEL PATH: run_all natively with FM_CPU=PATH and under qemu -cpu MODEL without
+# FM_CPU; the two outputs must be identical
+compare_bits() {
+    local model=$1 path=$2
+    local emu=(env -u FM_CPU qemu-x86_64 -cpu "$model")
     mkdir -p "native-$path" "emulated-$path"
+    if [[ " $supported " != *" $path "* ]]; then
+        skip_case "$model bits" "this CPU does not run the $path path natively (it runs: $supported)"
+        return
+    fi
     if ! FM_CPU=$path run_all "native-$path" env >"native-$path.txt" 2>"native-$path.err"; then
         bad "$path: the native run failed: $(tail -1 "native-$path.err")"
-        continue
+        return
     fi
     if ! run_all "emulated-$path" "${emu[@]}" >"emulated-$path.txt" 2>"emulated-$path.err"; then
         bad "$model: the emulated run failed: $(grep -v '^qemu-x86_64: warning' "emulated-$path.err" | tail -1)"
-        continue
+        return
     fi
     grep -q "^8 loss" "native-$path.txt" || bad "$path: the native run printed no step-8 loss"
     if cmp -s "native-$path.txt" "emulated-$path.txt"; then
@@ -84,6 +87,16 @@ for pair in Haswell:avx2 qemu64:generic; do
         bad "$model: the emulated run differs from the native FM_CPU=$path run:"
         diff "native-$path.txt" "emulated-$path.txt" | head -6 | sed 's/^/    /'
     fi
+}
+
+for pair in Haswell:avx2 qemu64:generic; do
+    model=${pair%%:*} path=${pair##*:}
+    emu=(env -u FM_CPU qemu-x86_64 -cpu "$model")
+    # qemu prints a warning per host feature its TCG cannot emulate (pcid, x2apic, ...): not ours
+    got=$("${emu[@]}" "$FM" info --cpu 2>/dev/null)
+    if [[ "$got" == "cpu path      $path "* ]]; then ok; else bad "$model: fm info --cpu says '$got', want path $path"; fi
+
+    compare_bits "$model" "$path"
 
     if [ -x "$tests_dir/test_quant" ]; then
         if (cd "$here/.." && "${emu[@]}" "$tests_dir/test_quant" >"$tmp/quant-$path.txt" 2>&1); then
