@@ -41,9 +41,7 @@ fi
 tmp=$(mktemp -d /tmp/fm_emulated_test_XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
-for i in $(seq 1 300); do
-    echo "Line $i: the $((i % 7)) lambs and $((i % 5)) sheep went $([ $((i % 3)) -eq 0 ] && echo up || echo down) the hill."
-done >corpus.txt
+lambs_corpus 300 >corpus.txt
 env -u FM_CPU "$FM" tokenizer train --vocab 300 --out tok.json corpus.txt >/dev/null &&
     env -u FM_CPU "$FM" data prepare --tokenizer tok.json --out data corpus.txt >/dev/null ||
     { bad "preparing the corpus failed"; summary "cli cpu emulated"; exit; }

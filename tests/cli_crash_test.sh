@@ -12,9 +12,7 @@ trap 'rm -rf "$tmp"' EXIT
 source "$(dirname "$(realpath "$0")")/cli_lib.sh"
 cd "$tmp"
 
-for i in $(seq 1 400); do
-    echo "Line $i: the $((i % 7)) lambs and $((i % 5)) sheep went $([ $((i % 3)) -eq 0 ] && echo up || echo down) the hill."
-done >corpus.txt
+lambs_corpus 400 >corpus.txt
 "$FM" tokenizer train --vocab 300 --out tok.json corpus.txt >/dev/null || bad "tokenizer train"
 "$FM" data prepare --tokenizer tok.json --out data corpus.txt >/dev/null || bad "data prepare"
 

@@ -27,9 +27,7 @@ flip() {
 fingerprint() { sed -n 's/.*tokenizer \([0-9a-f]\{16\}\) saved to.*/\1/p' <<<"$1"; }
 
 # two corpora, a tokenizer of 300 tokens from each: same size, other merges
-for i in $(seq 1 600); do
-    echo "Line $i: the $((i % 7)) lambs and $((i % 5)) sheep went $([ $((i % 3)) -eq 0 ] && echo up || echo down) the hill."
-done >a.txt
+lambs_corpus 600 >a.txt
 for i in $(seq 1 600); do
     echo "fox $((i * 3)) jumps over $((i % 9)) lazy dogs, quickly $([ $((i % 2)) -eq 0 ] && echo near || echo far away)."
 done >b.txt

@@ -23,6 +23,15 @@ expect() {
     fi
 }
 
+# lambs_corpus N: prints N lines of the tests' counting rhyme ("Line i: the i%7 lambs and i%5 sheep
+# went up/down the hill."), the small varied corpus the training tests tokenize
+lambs_corpus() {
+    local i
+    for i in $(seq 1 "$1"); do
+        echo "Line $i: the $((i % 7)) lambs and $((i % 5)) sheep went $([ $((i % 3)) -eq 0 ] && echo up || echo down) the hill."
+    done
+}
+
 # summary LABEL: prints "LABEL: N passed, N failed[, N skipped]" and returns non-zero on any failure
 summary() {
     local note=""

@@ -29,9 +29,7 @@ cd "$tmp"
 # step's largest move).
 loss_tol=1e-5 param_tol=1e-4 long_param_tol=1e-3
 
-for i in $(seq 1 600); do
-    echo "Line $i: the $((i % 7)) lambs and $((i % 5)) sheep went $([ $((i % 3)) -eq 0 ] && echo up || echo down) the hill."
-done >corpus.txt
+lambs_corpus 600 >corpus.txt
 "$FM" tokenizer train --vocab 300 --out tok.json corpus.txt >/dev/null || bad "tokenizer train"
 "$FM" data prepare --tokenizer tok.json --out data corpus.txt >/dev/null || bad "data prepare"
 common=(--data data --layers 2 --dim 32 --heads 2 --context 32 --eval-every 10 --eval-tokens 512 --sample-every 0

@@ -31,9 +31,7 @@ interrupted() {
 
 
 # A corpus of 600 varied lines (a counting rhyme), and a tokenizer for it.
-for i in $(seq 1 600); do
-    echo "Line $i: the $((i % 7)) lambs and $((i % 5)) sheep went $([ $((i % 3)) -eq 0 ] && echo up || echo down) the hill."
-done >corpus.txt
+lambs_corpus 600 >corpus.txt
 "$FM" tokenizer train --vocab 300 --out tok.json corpus.txt >/dev/null || bad "tokenizer train"
 "$FM" tokenizer train --vocab 400 --out tok400.json corpus.txt >/dev/null || bad "tokenizer train 400"
 

@@ -737,6 +737,12 @@ static void gemv_nn_tiles(const gemm_job *g, int k0, int k1, int c0, int n, floa
 }
 #endif
 
+/* The line at p in each of 4 rows ldb floats apart, into L1: the rows GEMV_K_AHEAD further down
+ * that the unrolled few-row NN loop reads next. */
+static inline void prefetch_rows4(const float *p, size_t ldb) {
+    for (int r = 0; r < 4; r++) prefetch_ahead(p + r * ldb);
+}
+
 /* acc (M rows of n, leading dimension lda) = the slice [k0, k1) of op(A) times the columns
  * [c0, c0 + n) of row-major B, each element one multiply-add chain from zero, k ascending. B's
  * rows are read GEMV_K at a time, each as one run of n floats, and the rows GEMV_K_AHEAD further
@@ -770,12 +776,7 @@ static void gemv_nn_slice(const gemm_job *g, int k0, int k1, int c0, int n, floa
                 __m512 a0 = _mm512_set1_ps(a[0]), a1 = _mm512_set1_ps(a[1]), a2 = _mm512_set1_ps(a[2]),
                        a3 = _mm512_set1_ps(a[3]);
                 for (int j = 0; j < n; j += 16) {
-                    if (pf) {
-                        _mm_prefetch((const char *)(pf + j), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(pf + ldb + j), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(pf + 2 * ldb + j), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(pf + 3 * ldb + j), _MM_HINT_T0);
-                    }
+                    if (pf) prefetch_rows4(pf + j, ldb);
                     __m512 v = _mm512_loadu_ps(y + j);
                     v = _mm512_fmadd_ps(a0, _mm512_loadu_ps(b + j), v);
                     v = _mm512_fmadd_ps(a1, _mm512_loadu_ps(b + ldb + j), v);
@@ -804,12 +805,7 @@ static void gemv_nn_slice(const gemm_job *g, int k0, int k1, int c0, int n, floa
                 __m256 a0 = _mm256_set1_ps(a[0]), a1 = _mm256_set1_ps(a[1]), a2 = _mm256_set1_ps(a[2]),
                        a3 = _mm256_set1_ps(a[3]);
                 for (int j = 0; j < n; j += 16) {
-                    if (pf) {
-                        _mm_prefetch((const char *)(pf + j), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(pf + ldb + j), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(pf + 2 * ldb + j), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(pf + 3 * ldb + j), _MM_HINT_T0);
-                    }
+                    if (pf) prefetch_rows4(pf + j, ldb);
                     __m256 v = _mm256_loadu_ps(y + j), w = _mm256_loadu_ps(y + j + 8);
                     v = _mm256_fmadd_ps(a0, _mm256_loadu_ps(b + j), v);
                     w = _mm256_fmadd_ps(a0, _mm256_loadu_ps(b + j + 8), w);

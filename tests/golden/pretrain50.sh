@@ -14,10 +14,9 @@ precisions=("$@")
 [ ${#precisions[@]} -gt 0 ] || precisions=(fp32 bf16)
 tmp=$(mktemp -d /tmp/fm_golden_XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
+source "$(dirname "$(realpath "$0")")/../cli_lib.sh"
 cd "$tmp"
-for i in $(seq 1 600); do
-    echo "Line $i: the $((i % 7)) lambs and $((i % 5)) sheep went $([ $((i % 3)) -eq 0 ] && echo up || echo down) the hill."
-done >corpus.txt
+lambs_corpus 600 >corpus.txt
 "$FM" tokenizer train --vocab 300 --out tok.json corpus.txt >/dev/null
 "$FM" data prepare --tokenizer tok.json --out data corpus.txt >/dev/null
 # two shapes: head size 24; and depths past one packed slice of the products (MLP 512)
